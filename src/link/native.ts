@@ -1,0 +1,99 @@
+/**
+ * The native addon's contract (native/src/*.cc implements it) and its loader.
+ *
+ * Theory of operation: the addon is a thin layer over system calls Node lacks: AF_UNIX datagram
+ * sockets, socketpair, TAP devices (optionally opened inside another network namespace), and a
+ * `FramePort` that watches one fd with a `uv_poll_t` on the main loop and moves frames in batches
+ * (recvmmsg/sendmmsg on sockets; read()/write() loops on a TAP). It knows nothing of protocols.
+ *
+ * Errors thrown by the addon are `Error`s with `code` set to the errno name (`EADDRINUSE`,
+ * `ENOENT`, `EPERM`, …) and `syscall` set to the failing call.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/**
+ * Receives one batch. `slab` is reused by the next batch: frames are valid only during the call.
+ * Frame i occupies `slab[offsets[2*i] .. offsets[2*i] + offsets[2*i+1])`.
+ */
+export type NativeFramesCallback = (slab: Buffer, offsets: Int32Array, count: number) => void;
+
+export interface NativeFramePortOptions {
+  /** 'dgram': a SOCK_DGRAM socket (recvmmsg/sendmmsg). 'tap': a TAP char device (read/write). */
+  kind: 'dgram' | 'tap';
+  /**
+   * For an unconnected bound dgram socket: learn the peer from received datagrams. On the first
+   * datagram from a new sender address the port connect()s the socket to it and calls `onPeer`
+   * with the sender's path ('' for an unnamed socket).
+   */
+  learnPeer?: boolean;
+  onFrames: NativeFramesCallback;
+  onPeer?: (peerPath: string) => void;
+  /** Called once if the fd fails or hangs up (e.g. socketpair peer closed): errno name or 'EOF'. */
+  onError?: (code: string) => void;
+  /** Largest frame accepted (bytes); larger datagrams are counted in rxErrors. Default 65536+64. */
+  maxFrame?: number;
+}
+
+export interface NativeFramePortStats {
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  txDropped: number;
+  rxErrors: number;
+  rxBatches: number;
+  txBatches: number;
+}
+
+export interface NativeFramePort {
+  /** Starts watching the fd for input. */
+  start(): void;
+  /** Copies one frame into the send queue; flushes by itself when the queue is full. False = dropped. */
+  send(frame: Uint8Array): boolean;
+  /** Sends everything queued (sendmmsg / write loop). Frames the kernel refuses with EAGAIN stay queued up to a bound and go when the fd is writable; beyond that they are dropped and counted. */
+  flush(): void;
+  stats(): NativeFramePortStats;
+  /** Stops watching and closes the fd. Idempotent. */
+  close(): void;
+}
+
+export interface NativeAddon {
+  /** Creates a non-blocking, close-on-exec AF_UNIX SOCK_DGRAM socket bound to `path`; returns its fd. Large SO_SNDBUF/SO_RCVBUF. */
+  unixDgramBind(path: string): number;
+  /** connect()s a datagram socket to a peer path. */
+  unixDgramConnect(fd: number, peerPath: string): void;
+  /** True if a datagram socket at `path` accepts a connect (someone serves it); false on ECONNREFUSED/ENOENT. */
+  unixDgramProbe(path: string): boolean;
+  /** A non-blocking AF_UNIX SOCK_DGRAM socketpair, both ends close-on-exec; buffers enlarged. */
+  socketpairDgram(): [number, number];
+  setCloexec(fd: number, on: boolean): void;
+  setNonblocking(fd: number): void;
+  /** Returns the socket type of fd: 'dgram', 'stream', 'seqpacket', or 'other' (not a socket). */
+  fdSocketType(fd: number): 'dgram' | 'stream' | 'seqpacket' | 'other';
+  /**
+   * Opens (creating if missing) TAP device `name` with IFF_TAP|IFF_NO_PI, non-blocking, and brings it up.
+   * With `netnsPath` (e.g. /run/netns/NAME) or `netnsPid`, the device is opened inside that network
+   * namespace (a helper thread setns()es there; the caller's namespace is untouched).
+   */
+  tapOpen(name: string, netnsPath?: string, netnsPid?: number): { fd: number; name: string };
+  closeFd(fd: number): void;
+  FramePort: new (fd: number, options: NativeFramePortOptions) => NativeFramePort;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+let cached: NativeAddon | undefined;
+
+/** Loads native/build/Release/vmnat.node once. Throws a clear error if it was not built. */
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  const require = createRequire(import.meta.url);
+  const file = path.resolve(here, '../../native/build/Release/vmnat.node');
+  try {
+    cached = require(file) as NativeAddon;
+  } catch (err) {
+    throw new Error(`vmnat: native addon not built (${file}): run npm install (${(err as Error).message})`);
+  }
+  return cached;
+}

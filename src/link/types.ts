@@ -1,0 +1,52 @@
+/**
+ * The link layer's one interface.
+ *
+ * Theory of operation: every transport (unix datagram socket, inherited fd, qemu stream socket,
+ * TAP device) is a `Link` that delivers received Ethernet frames to one handler in batches and
+ * accepts frames to send. Frames carry no FCS and no padding; a 42-byte ARP is a valid frame.
+ *
+ * A link may carry several guests at once (the stream transport accepts a reconnecting guest, a
+ * later switch puts many links on one network), so the engine treats each `Link` as a switch
+ * port: it learns which guest MACs sit behind which link, and sends unicast frames only there.
+ *
+ * Received frames are views into a buffer the link reuses: they are valid only during the
+ * handler call. Whoever keeps bytes past that copies them.
+ */
+
+export type LinkKind = 'socket' | 'fd' | 'stream' | 'tap';
+
+/** Frames in: called once per received batch; each frame is valid during the call only. */
+export type FrameBatchHandler = (frames: readonly Uint8Array[]) => void;
+
+export interface LinkStats {
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  /** Frames we could not send (no peer yet, queue full, socket error). */
+  txDropped: number;
+  /** Receive errors and datagrams that were not frames (too short, too long). */
+  rxErrors: number;
+}
+
+export interface Link {
+  readonly kind: LinkKind;
+  /** Fields for the ready line (e.g. `{ path }`, `{ tap, netns }`). */
+  describe(): Record<string, string | number>;
+  /** Starts delivering frames to `handler`. */
+  start(handler: FrameBatchHandler): void;
+  /**
+   * Queues one frame to send. The bytes are copied (or written) before this returns, so the caller
+   * may reuse its buffer at once. Returns false when the frame was dropped (counted in txDropped).
+   */
+  send(frame: Uint8Array): boolean;
+  /** Pushes queued frames to the kernel now (one batched syscall where the transport allows). */
+  flush(): void;
+  readonly stats: LinkStats;
+  /** Stops I/O, closes descriptors and removes socket files this link created. Idempotent. */
+  close(): Promise<void>;
+}
+
+export function createLinkStats(): LinkStats {
+  return { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, txDropped: 0, rxErrors: 0 };
+}
