@@ -1,0 +1,119 @@
+/**
+ * vmnat's command line: flags → config → link → engine → one JSON ready line on stdout.
+ *
+ * Theory of operation: all validation happens before any I/O (src/config.ts); a user error prints
+ * one line naming the flag and exits 2. Once the link is open and the engine attached, exactly one
+ * JSON line goes to stdout (tools wait for it, as with vmnet-helper); everything else is logged on
+ * stderr. SIGINT/SIGTERM close the engine (socket files removed) and exit 0. In spawn mode
+ * (`vmnat … -- COMMAND`) vmnat exits with the child's status when the child exits.
+ */
+import { readFileSync } from 'node:fs';
+import { USAGE, ConfigError, parseArgs, type Config } from './config.ts';
+import { Engine } from './engine.ts';
+import { openLink, spawnWithSocketpair } from './link/index.ts';
+import type { Link } from './link/types.ts';
+import { formatIpv4, formatMac } from './stack/wire/addr.ts';
+import { log, setLogLevel } from './log.ts';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function fail(message: string, status: number): never {
+  process.stderr.write(`vmnat: ${message}\n`);
+  process.exit(status);
+}
+
+/** Maps errors from opening a link to one line and an exit status (2 = the user's flags). */
+function linkError(config: Config, err: unknown): never {
+  const e = err as NodeJS.ErrnoException;
+  const flag = config.link.kind === 'spawn' ? '--' : `--${config.link.kind}`;
+  const userCodes = new Set(['EADDRINUSE_LIVE', 'EADDRINUSE', 'ENOENT', 'EACCES', 'EBADF', 'ENOTSOCK', 'EINVAL', 'ENOTDIR', 'EPERM', 'ENAMETOOLONG', 'EWRONGTYPE']);
+  fail(`${flag}: ${e.message ?? String(err)}`, userCodes.has(e.code ?? '') ? 2 : 1);
+}
+
+async function main(argv: string[]): Promise<void> {
+  let outcome;
+  try {
+    outcome = parseArgs(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message, 2);
+    throw err;
+  }
+  if (outcome.action === 'help') {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (outcome.action === 'version') {
+    process.stdout.write(`vmnat ${version()}\n`);
+    return;
+  }
+  const config = outcome.config;
+  setLogLevel(config.logLevel);
+
+  const engine = new Engine(config);
+  let link: Link;
+  let child: import('node:child_process').ChildProcess | undefined;
+  try {
+    if (config.link.kind === 'spawn') {
+      const spawned = await spawnWithSocketpair(config.link.command);
+      link = spawned.link;
+      child = spawned.child;
+    } else {
+      link = await openLink(config.link);
+    }
+  } catch (err) {
+    await engine.close();
+    linkError(config, err);
+  }
+  engine.attach(link);
+
+  const ready = {
+    link: config.link.kind === 'spawn' ? 'spawn' : link.kind,
+    ...link.describe(),
+    network: `${formatIpv4(config.network)}/${config.prefixLen}`,
+    gateway: formatIpv4(config.gateway),
+    dns: formatIpv4(config.dns),
+    guest_ip: formatIpv4(config.firstLease),
+    netmask: formatIpv4(config.netmask),
+    mtu: config.mtu,
+    gateway_mac: formatMac(engine.stack.gatewayMac),
+  };
+  process.stdout.write(JSON.stringify(ready) + '\n');
+  log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
+
+  let stopping = false;
+  const stop = async (status: number): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    if (log.debugEnabled) log.debug(`stats: ${JSON.stringify(engine.stats())}`);
+    await engine.close();
+    process.exit(status);
+  };
+  process.on('SIGINT', () => {
+    child?.kill('SIGINT');
+    void stop(0);
+  });
+  process.on('SIGTERM', () => {
+    child?.kill('SIGTERM');
+    void stop(0);
+  });
+  process.on('SIGUSR1', () => {
+    process.stderr.write(`vmnat: stats: ${JSON.stringify(engine.stats())}\n`);
+  });
+  if (child !== undefined) {
+    child.on('exit', (code, signal) => {
+      void stop(code ?? (signal ? 128 + (signalNumber(signal) ?? 1) : 1));
+    });
+  }
+}
+
+function signalNumber(signal: NodeJS.Signals): number | undefined {
+  const table: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+  return table[signal];
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  fail(`internal error: ${(err as Error).stack ?? String(err)}`, 1);
+});

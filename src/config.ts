@@ -1,0 +1,264 @@
+/**
+ * Command line → validated configuration.
+ *
+ * Theory of operation: every flag is parsed and checked here, before anything opens a socket, so
+ * a mistake costs the user one clear line naming the flag (`vmnat: --mtu: 70000 is not in
+ * 68..65520`) and exit status 2, never a stack trace. The result is a plain immutable `Config`
+ * the engine builds itself from. Defaults follow VirtualBox's NAT layout: network 10.0.2.0/24,
+ * gateway .2 (which reaches the host's loopback), DNS .3, first lease .15.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { Address4 } from 'ip-address';
+import { formatIpv4, parseIpv4, parseMac, prefixMask, type Ipv4Addr, type MacAddr } from './stack/wire/addr.ts';
+import { LogLevels, type LogLevel } from './log.ts';
+
+export type LinkConfig =
+  | { kind: 'socket'; path: string }
+  | { kind: 'fd'; fd: number }
+  | { kind: 'stream'; path: string }
+  | { kind: 'tap'; name: string; netnsPath?: string; netnsPid?: number }
+  | { kind: 'spawn'; command: string[] };
+
+export interface Config {
+  link: LinkConfig;
+  network: Ipv4Addr;
+  prefixLen: number;
+  netmask: Ipv4Addr;
+  gateway: Ipv4Addr;
+  dns: Ipv4Addr;
+  firstLease: Ipv4Addr;
+  lastLease: Ipv4Addr;
+  mtu: number;
+  dhcpLeaseTimeSec: number;
+  dhcpStatic: Map<MacAddr, Ipv4Addr>;
+  dnsSearch: string[];
+  domain?: string;
+  pcapFile?: string;
+  logLevel: LogLevel;
+  /** The gateway address reaches the host's 127.0.0.1 (default); --no-host-loopback refuses it. */
+  hostLoopback: boolean;
+  udpTimeoutSec: number;
+  maxFlows: number;
+}
+
+/** A user error in the command line: `flag` names the culprit; the CLI prints one line, exits 2. */
+export class ConfigError extends Error {
+  readonly code = 'VMNAT_BAD_FLAG';
+  constructor(
+    readonly flag: string,
+    detail: string,
+  ) {
+    super(`${flag}: ${detail}`);
+  }
+}
+
+export type ParseOutcome = { action: 'run'; config: Config } | { action: 'help' } | { action: 'version' };
+
+export const USAGE = `Usage: vmnat [TRANSPORT] [OPTIONS] [-- COMMAND [ARGS...]]
+
+Userspace NAT networking for virtual machines (VirtualBox layout by default).
+When ready, prints one JSON line on stdout; logs go to stderr.
+
+Transport (one of; default: --socket $TMPDIR/vmnat-$UID/net.sock):
+  --socket PATH         unix datagram socket, one frame per datagram
+                        (qemu -netdev dgram, vfkit, krunkit); the guest is learned
+                        from its first datagram
+  --fd N                inherited SOCK_DGRAM socketpair end (vmnet-helper --fd)
+  --stream PATH         unix stream socket with qemu's framing (-netdev stream)
+  --tap NAME            Linux TAP device (created if missing)
+    --netns PATH        ... opened inside this network namespace (/run/netns/NAME)
+    --netns-pid PID     ... or inside the network namespace of this process
+  -- COMMAND [ARGS...]  make a socketpair, start COMMAND with the other end as fd 4
+                        (qemu: -netdev dgram,id=n0,local.type=fd,local.str=4),
+                        exit with its status
+
+Network:
+  --net CIDR            guest network (default 10.0.2.0/24; gateway .2, DNS .3,
+                        first lease .15)
+  --mtu N               link MTU, 68..65520 (default 1500)
+  --dhcp-lease-time S   DHCP lease time in seconds (default 86400)
+  --dhcp-static MAC=IP  fixed lease for a MAC (repeatable)
+  --domain NAME         DHCP domain name (option 15)
+  --dns-search DOMAIN   DHCP domain search list entry (option 119; repeatable)
+
+NAT:
+  --no-host-loopback    the gateway address does not reach the host's 127.0.0.1
+                        (connections to it are refused)
+  --udp-timeout S       idle timeout of a UDP flow in seconds (default 60)
+  --max-flows N         most flows at once per protocol (default 16384)
+
+Diagnostics:
+  --pcap FILE           write guest-side frames to FILE (pcap, tcpdump -r FILE)
+  --log-level LEVEL     error|warn|info|debug (default info)
+  --help, --version
+`;
+
+const booleanFlags = new Set(['--no-host-loopback']);
+const takesValue = new Set([
+  '--udp-timeout', '--max-flows',
+  '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu',
+  '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level',
+]);
+
+function parseIntStrict(flag: string, text: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text)) throw new ConfigError(flag, `${JSON.stringify(text)} is not a whole number`);
+  const n = Number(text);
+  if (n < min || n > max) throw new ConfigError(flag, `${text} is not in ${min}..${max}`);
+  return n;
+}
+
+/** RFC 1035 host name rules, loosened for underscores (seen in real search domains). */
+function checkDomain(flag: string, text: string): string {
+  const name = text.endsWith('.') ? text.slice(0, -1) : text;
+  const labelOk = (l: string) => /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(l);
+  if (name.length === 0 || name.length > 253 || !name.split('.').every(labelOk)) {
+    throw new ConfigError(flag, `${JSON.stringify(text)} is not a valid domain name`);
+  }
+  return name;
+}
+
+export function defaultSocketPath(): string {
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
+  return path.join(os.tmpdir(), `vmnat-${uid}`, 'net.sock');
+}
+
+export function parseArgs(argv: readonly string[]): ParseOutcome {
+  const values = new Map<string, string[]>();
+  let command: string[] | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i]!;
+    if (arg === '--') {
+      command = argv.slice(i + 1);
+      if (command.length === 0) throw new ConfigError('--', 'needs a COMMAND after it');
+      break;
+    }
+    if (arg === '--help' || arg === '-h') return { action: 'help' };
+    if (arg === '--version' || arg === '-V') return { action: 'version' };
+    let inline: string | undefined;
+    const eq = arg.indexOf('=');
+    if (arg.startsWith('--') && eq > 0) {
+      inline = arg.slice(eq + 1);
+      arg = arg.slice(0, eq);
+    }
+    if (booleanFlags.has(arg) && inline === undefined) {
+      values.set(arg, ['true']);
+      continue;
+    }
+    if (!takesValue.has(arg)) {
+      throw new ConfigError(arg, arg.startsWith('-') ? 'unknown flag (see vmnat --help)' : 'unexpected argument (see vmnat --help)');
+    }
+    const value = inline ?? argv[++i];
+    if (value === undefined) throw new ConfigError(arg, 'needs a value');
+    const list = values.get(arg) ?? [];
+    list.push(value);
+    values.set(arg, list);
+  }
+
+  const single = (flag: string): string | undefined => {
+    const list = values.get(flag);
+    if (!list) return undefined;
+    if (list.length > 1) throw new ConfigError(flag, 'given more than once');
+    return list[0];
+  };
+
+  // Transport.
+  const transports = ['--socket', '--fd', '--stream', '--tap'].filter((f) => values.has(f));
+  if (command) transports.push('--');
+  if (transports.length > 1) throw new ConfigError(transports[1]!, `cannot be combined with ${transports[0]}`);
+  let link: LinkConfig;
+  const netns = single('--netns');
+  const netnsPid = single('--netns-pid');
+  if ((netns !== undefined || netnsPid !== undefined) && !values.has('--tap')) {
+    throw new ConfigError(netns !== undefined ? '--netns' : '--netns-pid', 'only applies to --tap');
+  }
+  if (netns !== undefined && netnsPid !== undefined) throw new ConfigError('--netns-pid', 'cannot be combined with --netns');
+  if (command) {
+    link = { kind: 'spawn', command };
+  } else if (values.has('--socket')) {
+    const p = single('--socket')!;
+    if (p.length === 0 || Buffer.byteLength(p) > 107) throw new ConfigError('--socket', `path must be 1..107 bytes (unix socket limit)`);
+    link = { kind: 'socket', path: path.resolve(p) };
+  } else if (values.has('--fd')) {
+    link = { kind: 'fd', fd: parseIntStrict('--fd', single('--fd')!, 3, 65535) };
+  } else if (values.has('--stream')) {
+    const p = single('--stream')!;
+    if (p.length === 0 || Buffer.byteLength(p) > 107) throw new ConfigError('--stream', `path must be 1..107 bytes (unix socket limit)`);
+    link = { kind: 'stream', path: path.resolve(p) };
+  } else if (values.has('--tap')) {
+    const name = single('--tap')!;
+    if (!/^[A-Za-z0-9_.:-]{1,15}$/.test(name)) throw new ConfigError('--tap', `${JSON.stringify(name)} is not a valid interface name (1..15 characters)`);
+    link = { kind: 'tap', name };
+    if (netns !== undefined) {
+      if (netns.length === 0) throw new ConfigError('--netns', 'needs a path such as /run/netns/NAME');
+      link.netnsPath = netns.includes('/') ? netns : `/run/netns/${netns}`;
+    }
+    if (netnsPid !== undefined) link.netnsPid = parseIntStrict('--netns-pid', netnsPid, 1, 4194304);
+  } else {
+    link = { kind: 'socket', path: defaultSocketPath() };
+  }
+
+  // Network layout.
+  const netText = single('--net') ?? '10.0.2.0/24';
+  const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d{1,2})$/.exec(netText);
+  const base = m ? parseIpv4(m[1]!) : undefined;
+  if (!m || base === undefined || !Address4.isValid(netText)) throw new ConfigError('--net', `${JSON.stringify(netText)} is not an IPv4 CIDR such as 10.0.2.0/24`);
+  const prefixLen = Number(m[2]);
+  if (prefixLen < 8 || prefixLen > 27) throw new ConfigError('--net', `prefix /${prefixLen} is not in /8../27 (the layout needs .2, .3 and a pool from .15)`);
+  const netmask = prefixMask(prefixLen);
+  if ((base & ~netmask) >>> 0 !== 0) throw new ConfigError('--net', `${netText} has host bits set (did you mean ${formatIpv4((base & netmask) >>> 0)}/${prefixLen}?)`);
+  const network = base;
+  const broadcast = (network | ~netmask) >>> 0;
+
+  const mtu = parseIntStrict('--mtu', single('--mtu') ?? '1500', 68, 65520);
+  const dhcpLeaseTimeSec = parseIntStrict('--dhcp-lease-time', single('--dhcp-lease-time') ?? '86400', 60, 0x7fff_ffff);
+
+  const dhcpStatic = new Map<MacAddr, Ipv4Addr>();
+  const gateway = network + 2;
+  const dns = network + 3;
+  for (const entry of values.get('--dhcp-static') ?? []) {
+    const [macText, ipText, extra] = entry.split('=');
+    const mac = macText === undefined ? undefined : parseMac(macText);
+    const ip = ipText === undefined ? undefined : parseIpv4(ipText);
+    if (extra !== undefined || mac === undefined || ip === undefined) {
+      throw new ConfigError('--dhcp-static', `${JSON.stringify(entry)} is not MAC=IP (e.g. 52:54:00:12:34:56=10.0.2.20)`);
+    }
+    if ((ip & netmask) >>> 0 !== network || ip === network || ip === broadcast) throw new ConfigError('--dhcp-static', `${ipText} is not a host address in ${netText}`);
+    if (ip === gateway || ip === dns) throw new ConfigError('--dhcp-static', `${ipText} is reserved (gateway/DNS)`);
+    if (dhcpStatic.has(mac)) throw new ConfigError('--dhcp-static', `${macText} given twice`);
+    if ([...dhcpStatic.values()].includes(ip)) throw new ConfigError('--dhcp-static', `${ipText} given to two MACs`);
+    dhcpStatic.set(mac, ip);
+  }
+
+  const dnsSearch = (values.get('--dns-search') ?? []).map((d) => checkDomain('--dns-search', d));
+  const domainText = single('--domain');
+  const domain = domainText === undefined ? undefined : checkDomain('--domain', domainText);
+
+  const pcapFile = single('--pcap');
+  if (pcapFile !== undefined && pcapFile.length === 0) throw new ConfigError('--pcap', 'needs a file name');
+
+  const level = single('--log-level') ?? 'info';
+  if (!(LogLevels as readonly string[]).includes(level)) throw new ConfigError('--log-level', `${JSON.stringify(level)} is not one of ${LogLevels.join('|')}`);
+
+  const config: Config = {
+    link,
+    network,
+    prefixLen,
+    netmask,
+    gateway,
+    dns,
+    firstLease: network + 15,
+    lastLease: broadcast - 1,
+    mtu,
+    dhcpLeaseTimeSec,
+    dhcpStatic,
+    dnsSearch,
+    logLevel: level as LogLevel,
+    hostLoopback: !values.has('--no-host-loopback'),
+    udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
+    maxFlows: parseIntStrict('--max-flows', single('--max-flows') ?? '16384', 1, 1_000_000),
+  };
+  if (domain !== undefined) config.domain = domain;
+  if (pcapFile !== undefined) config.pcapFile = path.resolve(pcapFile);
+  return { action: 'run', config };
+}

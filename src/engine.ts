@@ -1,0 +1,231 @@
+/**
+ * The engine: links (switch ports) + the stack + services, driven by one clock and one timer.
+ *
+ * Theory of operation: each `Link` is a port of a small learning switch. A batch of frames from a
+ * port is handled synchronously: every frame's source MAC is learned for that port; frames for
+ * vmnat's own MACs go to the stack; broadcast and multicast go to the stack and are flooded to the
+ * other ports; unicast between guests is switched port to port without touching the stack (the
+ * isolation and filter rules of a later issue hook in here). After the batch, every port with
+ * queued output is flushed once, so a batch costs one send syscall per port, and the single timer
+ * is re-armed at the earliest deadline any machine reported.
+ *
+ * Time is `performance.now()` (ms, monotonic), read once per batch or timer tick.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Config } from './config.ts';
+import type { Link } from './link/types.ts';
+import { Stack, type UdpDatagram } from './stack/stack.ts';
+import { DhcpServer } from './dhcp/server.ts';
+import { PcapWriter } from './pcap.ts';
+import { Nat } from './nat/nat.ts';
+import { IPV4_BROADCAST, formatIpv4, formatMac, isGroupMac, readMac, type MacAddr } from './stack/wire/addr.ts';
+import { log } from './log.ts';
+
+/** Switch table capacity (MACs learned across all ports). */
+const MAX_MACS = 4096;
+
+export interface ReadyInfo {
+  [key: string]: string | number;
+}
+
+export function createSwitchStats() {
+  return { guestToGuest: 0, flooded: 0, runts: 0, macMoves: 0, macEvicted: 0 };
+}
+
+export class Engine {
+  readonly stack: Stack;
+  readonly dhcp: DhcpServer;
+  readonly nat: Nat;
+  /** Everything with timers: polled at the earliest deadline any of them reports. */
+  private readonly machines: { poll(now: number): void; nextDeadline(): number | undefined }[];
+  readonly switchStats = createSwitchStats();
+  private readonly links: Link[] = [];
+  private readonly macToLink = new Map<MacAddr, Link>();
+  private readonly dirty = new Set<Link>();
+  private pcap: PcapWriter | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private flushScheduled = false;
+  /** The link whose frames are being handled now (so the stack's replies can skip flooding). */
+  private currentLink: Link | undefined;
+  private closed = false;
+
+  constructor(readonly config: Config) {
+    this.stack = new Stack(
+      { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, mtu: config.mtu },
+      (frame) => this.toGuests(frame),
+    );
+    const dhcpConfig = {
+      serverIp: config.gateway,
+      netmask: config.netmask,
+      router: config.gateway,
+      dnsServers: [config.dns],
+      poolStart: config.firstLease,
+      poolEnd: config.lastLease,
+      reserved: [config.gateway, config.dns],
+      leaseTimeSec: config.dhcpLeaseTimeSec,
+      mtu: config.mtu,
+      searchDomains: config.dnsSearch,
+      staticLeases: config.dhcpStatic,
+      ...(config.domain !== undefined ? { domainName: config.domain } : {}),
+    };
+    this.dhcp = new DhcpServer(dhcpConfig);
+    this.dhcp.onLeaseChange = (event, lease) => {
+      if (event === 'bound') this.stack.neighbours.learn(lease.ip, lease.mac, this.now());
+      log.info(`dhcp: ${event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`);
+    };
+    const onDhcp = (d: UdpDatagram, now: number) => {
+      const reply = this.dhcp.handle(d.buf.subarray(d.off, d.off + d.len), d.srcIp, now);
+      if (reply !== undefined) this.stack.sendUdp(config.gateway, 67, reply.dstIp, 68, reply.payload, reply.dstMac);
+    };
+    this.stack.bindUdp(IPV4_BROADCAST, 67, onDhcp);
+    this.stack.bindUdp(config.gateway, 67, onDhcp);
+    this.nat = new Nat(
+      this.stack,
+      { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
+      { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
+      () => this.now(),
+      () => this.armTimer(this.now()),
+    );
+    this.stack.forward = (ip, srcMac, now) => this.nat.input(ip, srcMac, now);
+    this.machines = [this.stack, this.dhcp, this.nat];
+    if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
+  }
+
+  now(): number {
+    return performance.now();
+  }
+
+  /** Adds a port and starts receiving from it. */
+  attach(link: Link): void {
+    this.links.push(link);
+    link.start((frames) => this.onFrames(link, frames));
+  }
+
+  private onFrames(link: Link, frames: readonly Uint8Array[]): void {
+    if (this.closed) return;
+    const now = this.now();
+    const stack = this.stack;
+    this.currentLink = link;
+    for (const frame of frames) {
+      if (frame.length < 14) {
+        this.switchStats.runts++;
+        continue;
+      }
+      this.pcap?.write(frame);
+      const src = readMac(frame, 6);
+      if (!isGroupMac(src)) {
+        const known = this.macToLink.get(src);
+        if (known !== link) {
+          if (known !== undefined) this.switchStats.macMoves++;
+          else if (this.macToLink.size >= MAX_MACS) {
+            // Bounded: a guest spraying random source MACs must not grow memory. Forget the oldest.
+            const oldest = this.macToLink.keys().next();
+            if (!oldest.done) this.macToLink.delete(oldest.value);
+            this.switchStats.macEvicted++;
+          }
+          this.macToLink.set(src, link);
+        }
+      }
+      const dst = readMac(frame, 0);
+      if (dst === stack.gatewayMac || dst === stack.dnsMac) {
+        stack.input(frame, now);
+      } else if (isGroupMac(dst)) {
+        stack.input(frame, now);
+        if (this.links.length > 1) this.flood(frame, link);
+      } else {
+        const port = this.macToLink.get(dst);
+        if (port !== undefined && port !== link) {
+          this.switchStats.guestToGuest++;
+          this.sendOn(port, frame);
+        } else {
+          stack.input(frame, now); // counted there as eth.notForUs
+        }
+      }
+    }
+    this.currentLink = undefined;
+    this.flushDirty();
+    this.armTimer(now);
+  }
+
+  private flood(frame: Uint8Array, except: Link | undefined): void {
+    this.switchStats.flooded++;
+    for (const port of this.links) if (port !== except) this.sendOn(port, frame);
+  }
+
+  private sendOn(link: Link, frame: Uint8Array): void {
+    link.send(frame);
+    this.dirty.add(link);
+  }
+
+  /** Frames from the stack to the guests: unicast to the port that holds the MAC, else flood. */
+  private toGuests(frame: Uint8Array): void {
+    this.pcap?.write(frame);
+    const dst = readMac(frame, 0);
+    const port = isGroupMac(dst) ? undefined : this.macToLink.get(dst);
+    if (port !== undefined) this.sendOn(port, frame);
+    else for (const l of this.links) this.sendOn(l, frame);
+    if (this.currentLink === undefined) this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flushDirty();
+    });
+  }
+
+  private flushDirty(): void {
+    for (const link of this.dirty) link.flush();
+    this.dirty.clear();
+    this.pcap?.flush();
+  }
+
+  private armTimer(now: number): void {
+    let at = Infinity;
+    for (const m of this.machines) {
+      const d = m.nextDeadline();
+      if (d !== undefined && d < at) at = d;
+    }
+    if (at === Infinity || at >= this.timerAt) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.onTimer(), Math.max(0, at - now) + 1);
+    this.timer.unref();
+  }
+
+  private onTimer(): void {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    if (this.closed) return;
+    const now = this.now();
+    for (const m of this.machines) m.poll(now);
+    this.flushDirty();
+    this.armTimer(now);
+  }
+
+  /** All counters, by subsystem. */
+  stats(): Record<string, unknown> {
+    return {
+      links: this.links.map((l) => ({ kind: l.kind, ...l.stats })),
+      switch: this.switchStats,
+      ...this.stack.stats,
+      dhcp: this.dhcp.stats,
+      nat: this.nat.stats,
+      udpNat: this.nat.udp.stats,
+      pcap: this.pcap ? { frames: this.pcap.framesWritten } : undefined,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.nat.close();
+    this.flushDirty();
+    await Promise.all(this.links.map((l) => l.close()));
+    this.pcap?.close();
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * The NAT entry point: every IPv4 packet from a guest that is not for the stack's own services.
+ *
+ * Theory of operation: the stack offers the packet (`input`); the NAT applies the TTL rule (a
+ * packet that would die here gets ICMP time exceeded from the gateway, so traceroute works), asks
+ * the policy (policy.ts) where the destination leads, and hands the packet to the protocol's flow
+ * machine: UDP (udp.ts), TCP and ICMP echo (their own files). Refusals become what the guest's
+ * stack expects: ICMP port unreachable for UDP, RST for TCP.
+ */
+import type { Stack } from '../stack/stack.ts';
+import type { Ipv4View } from '../stack/wire/ipv4.ts';
+import { IpProto } from '../stack/wire/ipv4.ts';
+import { IcmpType, IcmpUnreachCode } from '../stack/wire/icmpv4.ts';
+import { UdpView } from '../stack/wire/udp.ts';
+import type { MacAddr } from '../stack/wire/addr.ts';
+import { natTarget, type NatPolicyConfig } from './policy.ts';
+import { UdpNat, type UdpNatOptions } from './udp.ts';
+
+export function createNatStats() {
+  return { ttlExceeded: 0, dropped: { broadcast: 0, multicast: 0, martian: 0, localSubnet: 0 }, refused: 0, unsupportedProtocol: 0, udpMalformed: 0 };
+}
+
+export class Nat {
+  readonly stats = createNatStats();
+  readonly udp: UdpNat;
+  /** TCP packets, set by the TCP NAT: `hostAddress` undefined means refuse (RST). */
+  tcp: ((ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string | undefined) => void) | undefined;
+  icmp: ((ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string) => void) | undefined;
+
+  constructor(
+    private readonly stack: Stack,
+    private readonly policy: NatPolicyConfig,
+    udpOptions: UdpNatOptions,
+    now: () => number,
+    wake: () => void,
+  ) {
+    this.udp = new UdpNat(stack, udpOptions, now, wake);
+  }
+
+  input(ip: Ipv4View, srcMac: MacAddr, now: number): boolean {
+    const proto = ip.protocol;
+    let dstPort = 0;
+    let udp: UdpView | undefined;
+    if (proto === IpProto.UDP) {
+      const v = UdpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, ip.src, ip.dst);
+      if (typeof v === 'string') {
+        this.stats.udpMalformed++;
+        return true;
+      }
+      udp = v;
+      dstPort = v.dstPort;
+    } else if (proto === IpProto.TCP && ip.payloadLen >= 4) {
+      dstPort = (ip.buf[ip.payloadOff + 2]! << 8) | ip.buf[ip.payloadOff + 3]!;
+    }
+    const target = natTarget(this.policy, ip.dst, dstPort);
+    if (target.kind === 'drop') {
+      this.stats.dropped[target.reason]++;
+      return true;
+    }
+    if (ip.ttl <= 1 && target.kind === 'host' && ip.dst !== this.policy.gateway) {
+      this.stats.ttlExceeded++;
+      this.stack.sendIcmpError(ip, srcMac, this.policy.gateway, IcmpType.TimeExceeded, 0);
+      return true;
+    }
+    switch (proto) {
+      case IpProto.UDP:
+        if (target.kind === 'host') {
+          this.udp.output(srcMac, ip.src, udp!.srcPort, ip.dst, dstPort, target.address, ip.buf.subarray(udp!.payloadOff, udp!.payloadOff + udp!.payloadLen), now);
+        } else {
+          // 'dns' is bound in the stack; reaching here means a refused port.
+          this.stats.refused++;
+          this.stack.sendIcmpError(ip, srcMac, ip.dst, IcmpType.DestUnreachable, IcmpUnreachCode.Port);
+        }
+        return true;
+      case IpProto.TCP:
+        if (this.tcp === undefined) return false;
+        this.tcp(ip, srcMac, now, target.kind === 'host' ? target.address : undefined);
+        return true;
+      case IpProto.ICMP:
+        if (this.icmp === undefined || target.kind !== 'host') return false;
+        this.icmp(ip, srcMac, now, target.address);
+        return true;
+      default:
+        this.stats.unsupportedProtocol++;
+        this.stack.sendIcmpError(ip, srcMac, this.policy.gateway, IcmpType.DestUnreachable, IcmpUnreachCode.Protocol);
+        return true;
+    }
+  }
+
+  poll(now: number): void {
+    this.udp.poll(now);
+  }
+
+  nextDeadline(): number | undefined {
+    return this.udp.nextDeadline();
+  }
+
+  close(): void {
+    this.udp.closeAll();
+  }
+}

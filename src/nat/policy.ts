@@ -1,0 +1,47 @@
+/**
+ * The NAT decision: where a guest packet's destination leads on the host. A pure function of the
+ * destination and the configuration, table-tested (test/unit/nat-policy.test.ts).
+ *
+ * - The gateway (.2) is the host's loopback, 127.0.0.1, as in VirtualBox and slirp4netns, unless
+ *   `--no-host-loopback`, which refuses it.
+ * - The DNS address (.3) offers DNS on port 53 (the forwarder); anything else there is refused.
+ * - Other addresses in the guest's own subnet are guests (switched at L2) or nobody: never NATed.
+ * - Broadcast, multicast, "this network" (0/8), loopback (127/8) and the class E range are not
+ *   forwarded: the first two belong to the link, the others cannot be meant for the outside.
+ * - Every other address is reached at its real address from an ordinary host socket.
+ */
+import { formatIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
+
+export interface NatPolicyConfig {
+  network: Ipv4Addr;
+  netmask: Ipv4Addr;
+  gateway: Ipv4Addr;
+  dns: Ipv4Addr;
+  hostLoopback: boolean;
+}
+
+export type NatTarget =
+  | { kind: 'host'; address: string }
+  | { kind: 'dns' }
+  | { kind: 'refuse'; reason: 'noHostLoopback' | 'closedPort' }
+  | { kind: 'drop'; reason: 'broadcast' | 'multicast' | 'martian' | 'localSubnet' };
+
+const DNS: NatTarget = { kind: 'dns' };
+const LOOPBACK: NatTarget = { kind: 'host', address: '127.0.0.1' };
+const REFUSE_LOOPBACK: NatTarget = { kind: 'refuse', reason: 'noHostLoopback' };
+const REFUSE_PORT: NatTarget = { kind: 'refuse', reason: 'closedPort' };
+const DROP_BCAST: NatTarget = { kind: 'drop', reason: 'broadcast' };
+const DROP_MCAST: NatTarget = { kind: 'drop', reason: 'multicast' };
+const DROP_MARTIAN: NatTarget = { kind: 'drop', reason: 'martian' };
+const DROP_LOCAL: NatTarget = { kind: 'drop', reason: 'localSubnet' };
+
+export function natTarget(cfg: NatPolicyConfig, dst: Ipv4Addr, dstPort: number): NatTarget {
+  if (dst === cfg.gateway) return cfg.hostLoopback ? LOOPBACK : REFUSE_LOOPBACK;
+  if (dst === cfg.dns) return dstPort === 53 ? DNS : REFUSE_PORT;
+  if (dst === 0xffff_ffff || dst === ((cfg.network | ~cfg.netmask) >>> 0)) return DROP_BCAST;
+  const top = dst >>> 24;
+  if (top >= 224 && top < 240) return DROP_MCAST;
+  if (top === 0 || top === 127 || top >= 240) return DROP_MARTIAN;
+  if ((dst & cfg.netmask) >>> 0 === cfg.network) return DROP_LOCAL;
+  return { kind: 'host', address: formatIpv4(dst) };
+}

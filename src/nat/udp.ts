@@ -1,0 +1,220 @@
+/**
+ * UDP through the NAT: one connected host socket per guest flow.
+ *
+ * Theory of operation: a flow is the 4-tuple (guest address:port → destination address:port).
+ * Its host side is a `udp4` socket connect()ed to the destination the policy chose (the gateway
+ * becomes 127.0.0.1), so the kernel filters replies to that peer only and reports ICMP port
+ * unreachable as ECONNREFUSED, which we turn into an ICMP port unreachable to the guest (quoting
+ * the guest's own header, as a router would). Replies go back to the guest from the address it
+ * sent to. Mapping is endpoint-dependent (like libslirp): simple, and a guest gets no datagrams from
+ * peers it never addressed.
+ *
+ * Limits: `maxFlows` (the least recently active flow is closed to admit a new one), an idle
+ * timeout (default 60 s) swept once a second, and a bounded queue of datagrams waiting for the
+ * socket's connect. Broadcast and multicast are not forwarded (counted by the caller).
+ */
+import dgram from 'node:dgram';
+import { formatIpv4, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
+import type { Stack } from '../stack/stack.ts';
+import { IcmpType, IcmpUnreachCode } from '../stack/wire/icmpv4.ts';
+import { IpProto, writeIpv4 } from '../stack/wire/ipv4.ts';
+
+export interface UdpNatOptions {
+  idleTimeoutMs: number;
+  maxFlows: number;
+}
+
+export function createUdpNatStats() {
+  return {
+    flowsOpened: 0, flowsClosed: 0, flowsExpired: 0, flowsEvicted: 0,
+    datagramsFromGuest: 0, datagramsToGuest: 0, bytesFromGuest: 0, bytesToGuest: 0,
+    refused: 0, sendErrors: 0, pendingDropped: 0,
+  };
+}
+
+interface UdpFlow {
+  /** Position in the LRU map. */
+  key: number;
+  guestIp: Ipv4Addr;
+  guestPort: number;
+  guestMac: MacAddr;
+  dstIp: Ipv4Addr;
+  dstPort: number;
+  hostAddress: string;
+  socket: dgram.Socket;
+  connected: boolean;
+  pending: Buffer[];
+  lastActive: number;
+  bytesFromGuest: number;
+  bytesToGuest: number;
+  closed: boolean;
+}
+
+const MAX_PENDING = 64;
+const SWEEP_MS = 1000;
+
+export class UdpNat {
+  readonly stats = createUdpNatStats();
+  /** Keyed by guestIp*65536+guestPort, then dstIp*65536+dstPort. Map order = recency (LRU). */
+  private readonly flows = new Map<number, UdpFlow>();
+  private readonly byGuest = new Map<number, Map<number, UdpFlow>>();
+  private nextSweep: number | undefined;
+  private flowSeq = 0;
+
+  constructor(
+    private readonly stack: Stack,
+    private readonly options: UdpNatOptions,
+    private readonly now: () => number,
+    private readonly wake: () => void,
+  ) {}
+
+  get size(): number {
+    return this.flows.size;
+  }
+
+  /** A datagram from the guest for `hostAddress` (already decided by the policy). */
+  output(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, payload: Uint8Array, now: number): void {
+    let perGuest = this.byGuest.get(guestIp * 65536 + guestPort);
+    let flow = perGuest?.get(dstIp * 65536 + dstPort);
+    if (flow === undefined) {
+      flow = this.open(guestMac, guestIp, guestPort, dstIp, dstPort, hostAddress, now);
+      if (perGuest === undefined) {
+        perGuest = new Map();
+        this.byGuest.set(guestIp * 65536 + guestPort, perGuest);
+      }
+      perGuest.set(dstIp * 65536 + dstPort, flow);
+    } else {
+      // Refresh recency: the Map's insertion order is the LRU order.
+      this.flows.delete(flow.key);
+      this.flows.set(flow.key, flow);
+    }
+    flow.lastActive = now;
+    flow.guestMac = guestMac;
+    this.stats.datagramsFromGuest++;
+    this.stats.bytesFromGuest += payload.length;
+    flow.bytesFromGuest += payload.length;
+    const data = Buffer.from(payload); // copies: the frame's buffer is reused after this call
+    if (!flow.connected) {
+      if (flow.pending.length >= MAX_PENDING) this.stats.pendingDropped++;
+      else flow.pending.push(data);
+      return;
+    }
+    flow.socket.send(data, (err) => {
+      if (err) this.onSocketError(flow, err as NodeJS.ErrnoException);
+    });
+  }
+
+  private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, now: number): UdpFlow {
+    if (this.flows.size >= this.options.maxFlows) {
+      const oldest = this.flows.values().next();
+      if (!oldest.done) {
+        this.stats.flowsEvicted++;
+        this.close(oldest.value);
+      }
+    }
+    const socket = dgram.createSocket({ type: 'udp4' });
+    const key = ++this.flowSeq;
+    const flow: UdpFlow = {
+      key,
+      guestIp, guestPort, guestMac, dstIp, dstPort, hostAddress, socket,
+      connected: false, pending: [], lastActive: now, bytesFromGuest: 0, bytesToGuest: 0, closed: false,
+    };
+    this.flows.set(key, flow);
+    this.stats.flowsOpened++;
+    socket.on('message', (msg) => this.onMessage(flow, msg));
+    socket.on('error', (err) => this.onSocketError(flow, err as NodeJS.ErrnoException));
+    socket.connect(dstPort, hostAddress, () => {
+      if (flow.closed) return;
+      flow.connected = true;
+      for (const data of flow.pending) {
+        socket.send(data, (err) => {
+          if (err) this.onSocketError(flow, err as NodeJS.ErrnoException);
+        });
+      }
+      flow.pending = [];
+    });
+    if (this.nextSweep === undefined) {
+      this.nextSweep = now + SWEEP_MS;
+      this.wake();
+    }
+    return flow;
+  }
+
+  private onMessage(flow: UdpFlow, msg: Buffer): void {
+    if (flow.closed) return;
+    flow.lastActive = this.now();
+    flow.bytesToGuest += msg.length;
+    this.stats.datagramsToGuest++;
+    this.stats.bytesToGuest += msg.length;
+    this.stack.sendUdp(flow.dstIp, flow.dstPort, flow.guestIp, flow.guestPort, msg, flow.guestMac);
+  }
+
+  private onSocketError(flow: UdpFlow, err: NodeJS.ErrnoException): void {
+    if (flow.closed) return;
+    if (err.code === 'ECONNREFUSED') {
+      this.stats.refused++;
+      this.portUnreachable(flow);
+      return;
+    }
+    this.stats.sendErrors++;
+  }
+
+  /** ICMP port unreachable to the guest, quoting the header of a datagram it sent on this flow. */
+  private portUnreachable(flow: UdpFlow): void {
+    const quote = new Uint8Array(28);
+    writeIpv4(quote, 0, 28, 0, 0, 64, IpProto.UDP, flow.guestIp, flow.dstIp);
+    quote[20] = flow.guestPort >>> 8;
+    quote[21] = flow.guestPort & 0xff;
+    quote[22] = flow.dstPort >>> 8;
+    quote[23] = flow.dstPort & 0xff;
+    quote[25] = 8;
+    this.stack.sendIcmpErrorQuoting(quote, flow.guestMac, flow.dstIp, flow.guestIp, IcmpType.DestUnreachable, IcmpUnreachCode.Port);
+  }
+
+  private close(flow: UdpFlow): void {
+    if (flow.closed) return;
+    flow.closed = true;
+    this.flows.delete(flow.key);
+    const perGuest = this.byGuest.get(flow.guestIp * 65536 + flow.guestPort);
+    perGuest?.delete(flow.dstIp * 65536 + flow.dstPort);
+    if (perGuest?.size === 0) this.byGuest.delete(flow.guestIp * 65536 + flow.guestPort);
+    flow.socket.close();
+    this.stats.flowsClosed++;
+  }
+
+  poll(now: number): void {
+    if (this.nextSweep === undefined || now < this.nextSweep) return;
+    const limit = now - this.options.idleTimeoutMs;
+    for (const flow of this.flows.values()) {
+      if (flow.lastActive <= limit) {
+        this.stats.flowsExpired++;
+        this.close(flow);
+      }
+    }
+    this.nextSweep = this.flows.size > 0 ? now + SWEEP_MS : undefined;
+  }
+
+  nextDeadline(): number | undefined {
+    return this.nextSweep;
+  }
+
+  /** Open flows for the API and the logs. */
+  list(): { proto: 'udp'; guest: string; destination: string; host: string; bytesFromGuest: number; bytesToGuest: number; idleMs: number }[] {
+    const now = this.now();
+    return [...this.flows.values()].map((f) => ({
+      proto: 'udp' as const,
+      guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
+      destination: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
+      host: `${f.hostAddress}:${f.dstPort}`,
+      bytesFromGuest: f.bytesFromGuest,
+      bytesToGuest: f.bytesToGuest,
+      idleMs: Math.round(now - f.lastActive),
+    }));
+  }
+
+  closeAll(): void {
+    for (const flow of [...this.flows.values()]) this.close(flow);
+    this.nextSweep = undefined;
+  }
+}
+

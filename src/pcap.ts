@@ -1,0 +1,63 @@
+/**
+ * Guest-side packet capture in the classic pcap format (what `tcpdump -r` and Wireshark read).
+ *
+ * Theory of operation: the engine calls `write(frame, now)` for every frame it receives from or
+ * sends to a guest. Records are appended to one in-memory chunk and written to the file with a
+ * synchronous write when the chunk fills or when the engine flushes at the end of each batch, so
+ * capture costs one memcpy per frame and one syscall per batch. Frames are copied: callers' buffers
+ * are reused right after. Timestamps come from the engine's clock (ms) plus a microsecond part
+ * from hrtime so that frames within one millisecond keep their order in readers.
+ */
+import fs from 'node:fs';
+
+const CHUNK = 1 << 20;
+const LINKTYPE_ETHERNET = 1;
+const SNAPLEN = 262144;
+
+export class PcapWriter {
+  private fd: number;
+  private chunk = Buffer.allocUnsafe(CHUNK);
+  private used = 0;
+  framesWritten = 0;
+
+  constructor(file: string) {
+    this.fd = fs.openSync(file, 'w', 0o600);
+    const header = Buffer.alloc(24);
+    header.writeUInt32LE(0xa1b2c3d4, 0);
+    header.writeUInt16LE(2, 4);
+    header.writeUInt16LE(4, 6);
+    header.writeUInt32LE(SNAPLEN, 16);
+    header.writeUInt32LE(LINKTYPE_ETHERNET, 20);
+    fs.writeSync(this.fd, header);
+  }
+
+  write(frame: Uint8Array): void {
+    if (this.fd < 0) return;
+    const len = Math.min(frame.length, SNAPLEN);
+    if (this.used + 16 + len > CHUNK) this.flush();
+    if (16 + len > CHUNK) return; // cannot happen with SNAPLEN < CHUNK; guards the arithmetic
+    const nowNs = process.hrtime.bigint();
+    const wallUs = BigInt(Date.now()) * 1000n + ((nowNs / 1000n) % 1000n);
+    const c = this.chunk;
+    c.writeUInt32LE(Number(wallUs / 1_000_000n), this.used);
+    c.writeUInt32LE(Number(wallUs % 1_000_000n), this.used + 4);
+    c.writeUInt32LE(len, this.used + 8);
+    c.writeUInt32LE(frame.length, this.used + 12);
+    c.set(frame.subarray(0, len), this.used + 16);
+    this.used += 16 + len;
+    this.framesWritten++;
+  }
+
+  flush(): void {
+    if (this.fd < 0 || this.used === 0) return;
+    fs.writeSync(this.fd, this.chunk, 0, this.used);
+    this.used = 0;
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    this.flush();
+    fs.closeSync(this.fd);
+    this.fd = -1;
+  }
+}
