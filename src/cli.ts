@@ -7,7 +7,8 @@
  * stderr. SIGINT/SIGTERM close the engine (socket files removed) and exit 0. In spawn mode
  * (`vmnat … -- COMMAND`) vmnat exits with the child's status when the child exits.
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { USAGE, ConfigError, parseArgs, type Config } from './config.ts';
 import { Engine } from './engine.ts';
 import { openLink, spawnWithSocketpair } from './link/index.ts';
@@ -27,10 +28,13 @@ function fail(message: string, status: number): never {
 
 /** Maps errors from opening a link to one line and an exit status (2 = the user's flags). */
 function linkError(config: Config, err: unknown): never {
-  const e = err as NodeJS.ErrnoException;
+  const e = err as NodeJS.ErrnoException & { errno?: unknown };
   const flag = config.link.kind === 'spawn' ? '--' : `--${config.link.kind}`;
-  const userCodes = new Set(['EADDRINUSE_LIVE', 'EADDRINUSE', 'ENOENT', 'EACCES', 'EBADF', 'ENOTSOCK', 'EINVAL', 'ENOTDIR', 'EPERM', 'ENAMETOOLONG', 'EWRONGTYPE']);
-  fail(`${flag}: ${e.message ?? String(err)}`, userCodes.has(e.code ?? '') ? 2 : 1);
+  // Failures the user fixes by changing the flag's value exit 2; anything else is 1.
+  const userCodes = new Set(['EADDRINUSE_LIVE', 'EPATH_NOT_SOCKET', 'EFD_TYPE', 'EADDRINUSE', 'ENOENT', 'EACCES', 'EBADF', 'ENOTSOCK', 'ENOTDIR', 'EPERM', 'ENAMETOOLONG']);
+  const errno = typeof e.errno === 'string' ? e.errno : undefined;
+  const user = userCodes.has(e.code ?? '') || (errno !== undefined && userCodes.has(errno));
+  fail(`${flag}: ${e.message ?? String(err)}`, user ? 2 : 1);
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -51,6 +55,7 @@ async function main(argv: string[]): Promise<void> {
   }
   const config = outcome.config;
   setLogLevel(config.logLevel);
+  for (const w of config.warnings) log.warn(w);
 
   const engine = new Engine(config);
   let link: Link;
@@ -61,6 +66,10 @@ async function main(argv: string[]): Promise<void> {
       link = spawned.link;
       child = spawned.child;
     } else {
+      if (config.link.kind === 'socket' || config.link.kind === 'stream') {
+        // Like qemu's and vfkit's examples (/tmp/vm1/net.sock): create the directory if missing.
+        mkdirSync(path.dirname(config.link.path), { recursive: true, mode: 0o700 });
+      }
       link = await openLink(config.link);
     }
   } catch (err) {
@@ -80,9 +89,8 @@ async function main(argv: string[]): Promise<void> {
     mtu: config.mtu,
     gateway_mac: formatMac(engine.stack.gatewayMac),
   };
-  process.stdout.write(JSON.stringify(ready) + '\n');
-  log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
-
+  // Handlers first: a tool may send SIGTERM the moment it reads the ready line, and a signal with
+  // no handler kills the process at once.
   let stopping = false;
   const stop = async (status: number): Promise<void> => {
     if (stopping) return;
@@ -102,6 +110,9 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGUSR1', () => {
     process.stderr.write(`vmnat: stats: ${JSON.stringify(engine.stats())}\n`);
   });
+  process.stdout.write(JSON.stringify(ready) + '\n');
+  log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
+
   if (child !== undefined) {
     child.on('exit', (code, signal) => {
       void stop(code ?? (signal ? 128 + (signalNumber(signal) ?? 1) : 1));

@@ -12,6 +12,8 @@ import path from 'node:path';
 import { Address4 } from 'ip-address';
 import { formatIpv4, parseIpv4, parseMac, prefixMask, type Ipv4Addr, type MacAddr } from './stack/wire/addr.ts';
 import { LogLevels, type LogLevel } from './log.ts';
+import { readFileSync } from 'node:fs';
+import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
 
 export type LinkConfig =
   | { kind: 'socket'; path: string }
@@ -40,6 +42,12 @@ export interface Config {
   hostLoopback: boolean;
   udpTimeoutSec: number;
   maxFlows: number;
+  dnsMode: 'forward' | 'host';
+  /** Explicit upstreams (--dns-server); empty means the host's resolvers from resolv.conf. */
+  dnsServers: DnsUpstream[];
+  dnsHosts: DnsHostsTable;
+  /** Things worth a log line at start that are not errors. */
+  warnings: string[];
 }
 
 /** A user error in the command line: `flag` names the culprit; the CLI prints one line, exits 2. */
@@ -82,6 +90,14 @@ Network:
   --domain NAME         DHCP domain name (option 15)
   --dns-search DOMAIN   DHCP domain search list entry (option 119; repeatable)
 
+DNS (the guest's resolver at .3):
+  --dns-server IP[:PORT]  upstream resolver (repeatable; default: the host's
+                        resolvers from /etc/resolv.conf, re-read when it changes)
+  --dns-mode MODE       forward (default) or host: resolve through the host's own
+                        resolver (getaddrinfo: /etc/hosts, VPN split DNS, nsswitch)
+  --dns-host NAME=IP    answer NAME locally (A or AAAA; repeatable)
+  --dns-hosts FILE      answer the names of a hosts-format file locally
+
 NAT:
   --no-host-loopback    the gateway address does not reach the host's 127.0.0.1
                         (connections to it are refused)
@@ -96,7 +112,7 @@ Diagnostics:
 
 const booleanFlags = new Set(['--no-host-loopback']);
 const takesValue = new Set([
-  '--udp-timeout', '--max-flows',
+  '--udp-timeout', '--max-flows', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level',
 ]);
@@ -237,6 +253,34 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   const pcapFile = single('--pcap');
   if (pcapFile !== undefined && pcapFile.length === 0) throw new ConfigError('--pcap', 'needs a file name');
 
+  const dnsMode = single('--dns-mode') ?? 'forward';
+  if (dnsMode !== 'forward' && dnsMode !== 'host') throw new ConfigError('--dns-mode', `${JSON.stringify(dnsMode)} is not one of forward|host`);
+  const dnsHosts = new DnsHostsTable();
+  const warnings: string[] = [];
+  let dnsServers: DnsUpstream[];
+  try {
+    dnsServers = (values.get('--dns-server') ?? []).map(parseDnsServerFlag);
+    for (const entry of values.get('--dns-host') ?? []) {
+      const { name, ip } = parseDnsHostFlag(entry);
+      dnsHosts.add(name, ip);
+    }
+  } catch (err) {
+    if (err instanceof DnsFlagError) throw new ConfigError(err.message.split(':')[0]!, err.message.slice(err.message.indexOf(':') + 2));
+    throw err;
+  }
+  for (const file of values.get('--dns-hosts') ?? []) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError('--dns-hosts', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    const parsed = DnsHostsTable.parseHostsFile(text);
+    // Real hosts files carry lines we cannot use (scoped IPv6): skip them with a warning.
+    for (const p of parsed.problems) warnings.push(`--dns-hosts: ${file}:${p.line}: ${p.reason}`);
+    for (const e of parsed.entries) dnsHosts.add(e.name, e.ip);
+  }
+
   const level = single('--log-level') ?? 'info';
   if (!(LogLevels as readonly string[]).includes(level)) throw new ConfigError('--log-level', `${JSON.stringify(level)} is not one of ${LogLevels.join('|')}`);
 
@@ -257,6 +301,10 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     hostLoopback: !values.has('--no-host-loopback'),
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
     maxFlows: parseIntStrict('--max-flows', single('--max-flows') ?? '16384', 1, 1_000_000),
+    dnsMode,
+    dnsServers,
+    dnsHosts,
+    warnings,
   };
   if (domain !== undefined) config.domain = domain;
   if (pcapFile !== undefined) config.pcapFile = path.resolve(pcapFile);

@@ -18,6 +18,7 @@ import { Stack, type UdpDatagram } from './stack/stack.ts';
 import { DhcpServer } from './dhcp/server.ts';
 import { PcapWriter } from './pcap.ts';
 import { Nat } from './nat/nat.ts';
+import { DnsForwarder } from './dns/forwarder.ts';
 import { IPV4_BROADCAST, formatIpv4, formatMac, isGroupMac, readMac, type MacAddr } from './stack/wire/addr.ts';
 import { log } from './log.ts';
 
@@ -36,6 +37,7 @@ export class Engine {
   readonly stack: Stack;
   readonly dhcp: DhcpServer;
   readonly nat: Nat;
+  readonly dns: DnsForwarder;
   /** Everything with timers: polled at the earliest deadline any of them reports. */
   private readonly machines: { poll(now: number): void; nextDeadline(): number | undefined }[];
   readonly switchStats = createSwitchStats();
@@ -88,6 +90,22 @@ export class Engine {
       () => this.armTimer(this.now()),
     );
     this.stack.forward = (ip, srcMac, now) => this.nat.input(ip, srcMac, now);
+    this.dns = new DnsForwarder({
+      mode: config.dnsMode,
+      servers: config.dnsServers,
+      resolvConfPath: '/etc/resolv.conf',
+      hosts: config.dnsHosts,
+      timeoutMs: 2000,
+      log,
+      // vmnat fragments what it sends to the guest, so an answer may use the guest's whole EDNS size.
+      maxUdpSize: 4096,
+    });
+    this.stack.bindUdp(config.dns, 53, (d) => {
+      const { srcIp, srcPort, srcMac } = d;
+      this.dns.query(d.buf.subarray(d.off, d.off + d.len), 'udp', (answer) => {
+        this.stack.sendUdp(config.dns, 53, srcIp, srcPort, answer, srcMac);
+      });
+    });
     this.machines = [this.stack, this.dhcp, this.nat];
     if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
   }
@@ -215,6 +233,7 @@ export class Engine {
       dhcp: this.dhcp.stats,
       nat: this.nat.stats,
       udpNat: this.nat.udp.stats,
+      dns: this.dns.stats,
       pcap: this.pcap ? { frames: this.pcap.framesWritten } : undefined,
     };
   }
@@ -224,6 +243,7 @@ export class Engine {
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.nat.close();
+    this.dns.close();
     this.flushDirty();
     await Promise.all(this.links.map((l) => l.close()));
     this.pcap?.close();

@@ -107,8 +107,9 @@ export function startVmnat(args: string[], opts: { timeoutMs?: number; spawn?: S
           if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
           child.kill('SIGTERM');
           const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-          const { code } = await exited;
+          const { code, signal } = await exited;
           clearTimeout(t);
+          if (code === null) throw new Error(`vmnat died of ${signal} on SIGTERM: ${stderr}`);
           return code;
         },
       });
