@@ -19,8 +19,19 @@ import { DhcpServer } from './dhcp/server.ts';
 import { PcapWriter } from './pcap.ts';
 import { Nat } from './nat/nat.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
+import { DnsTcpEndpoint } from './dns/tcp-endpoint.ts';
+import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
 import { IPV4_BROADCAST, formatIpv4, formatMac, isGroupMac, readMac, type MacAddr } from './stack/wire/addr.ts';
 import { log } from './log.ts';
+
+/**
+ * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
+ * enough segments in flight; 1 MiB serves MTU 1500.
+ */
+function tcpConfigFor(mtu: number): Partial<TcpConfig> {
+  const big = mtu > 9000;
+  return { mss: mtu - 40, recvWindow: big ? 4 << 20 : 1 << 20, sendBufferSize: big ? 4 << 20 : 1 << 20 };
+}
 
 /** Switch table capacity (MACs learned across all ports). */
 const MAX_MACS = 4096;
@@ -86,6 +97,9 @@ export class Engine {
       this.stack,
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
+      resolveTcpConfig(tcpConfigFor(config.mtu)),
+      { maxFlows: config.maxFlows, maxHalfOpen: 512, dialTimeoutMs: 10_000, gateway: config.gateway },
+      (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
       () => this.armTimer(this.now()),
     );
@@ -162,6 +176,7 @@ export class Engine {
       }
     }
     this.currentLink = undefined;
+    this.nat.afterBatch();
     this.flushDirty();
     this.armTimer(now);
   }
@@ -233,6 +248,8 @@ export class Engine {
       dhcp: this.dhcp.stats,
       nat: this.nat.stats,
       udpNat: this.nat.udp.stats,
+      tcpNat: this.nat.tcp.stats,
+      tcp: this.nat.tcp.tcpStats,
       dns: this.dns.stats,
       pcap: this.pcap ? { frames: this.pcap.framesWritten } : undefined,
     };

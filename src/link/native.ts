@@ -8,6 +8,10 @@
  *
  * Errors thrown by the addon are `Error`s with `code` set to the errno name (`EADDRINUSE`,
  * `ENOENT`, `EPERM`, …) and `syscall` set to the failing call.
+ *
+ * An exception thrown by a JS callback (onFrames, onPeer, onError) does not unwind through libuv:
+ * the addon passes it to Node's 'uncaughtException' machinery (napi_fatal_exception). Without a
+ * listener the process reports it and exits; with one, the port keeps running.
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -45,6 +49,8 @@ export interface NativeFramePortStats {
   rxErrors: number;
   rxBatches: number;
   txBatches: number;
+  /** Frames waiting in the send queue (the kernel said EAGAIN; they go when the fd is writable). */
+  txQueued: number;
 }
 
 export interface NativeFramePort {
@@ -55,6 +61,13 @@ export interface NativeFramePort {
   /** Sends everything queued (sendmmsg / write loop). Frames the kernel refuses with EAGAIN stay queued up to a bound and go when the fd is writable; beyond that they are dropped and counted. */
   flush(): void;
   stats(): NativeFramePortStats;
+  /**
+   * learnPeer mode only: dissolves the association with the learned peer (connect AF_UNSPEC) and
+   * drops queued frames, so the next datagram from any sender is learned afresh. For a peer whose
+   * socket was replaced (a restarted VM re-binding its path): while we stay connected to the dead
+   * socket, the kernel refuses the new one's datagrams to us (EPERM on its side).
+   */
+  resetPeer(): void;
   /** Stops watching and closes the fd. Idempotent. */
   close(): void;
 }
@@ -64,12 +77,17 @@ export interface NativeAddon {
   unixDgramBind(path: string): number;
   /** connect()s a datagram socket to a peer path. */
   unixDgramConnect(fd: number, peerPath: string): void;
-  /** True if a datagram socket at `path` accepts a connect (someone serves it); false on ECONNREFUSED/ENOENT. */
+  /**
+   * True if a live socket is bound at `path` (a datagram connect succeeds, or fails with EPERM: it is
+   * connected to someone else, or EPROTOTYPE: it is a stream socket); false on ECONNREFUSED/ENOENT
+   * (nobody serves it: a stale file, or no file). Other errors throw.
+   */
   unixDgramProbe(path: string): boolean;
   /** A non-blocking AF_UNIX SOCK_DGRAM socketpair, both ends close-on-exec; buffers enlarged. */
   socketpairDgram(): [number, number];
   setCloexec(fd: number, on: boolean): void;
-  setNonblocking(fd: number): void;
+  /** Sets (default) or clears O_NONBLOCK: a child handed one end of a socketpair usually wants it blocking. */
+  setNonblocking(fd: number, on?: boolean): void;
   /** Returns the socket type of fd: 'dgram', 'stream', 'seqpacket', or 'other' (not a socket). */
   fdSocketType(fd: number): 'dgram' | 'stream' | 'seqpacket' | 'other';
   /**
@@ -79,6 +97,7 @@ export interface NativeAddon {
    */
   tapOpen(name: string, netnsPath?: string, netnsPid?: number): { fd: number; name: string };
   closeFd(fd: number): void;
+  /** Takes ownership of `fd` (close() closes it) — unless the constructor throws: then the caller still owns it. */
   FramePort: new (fd: number, options: NativeFramePortOptions) => NativeFramePort;
 }
 

@@ -15,6 +15,8 @@ import { UdpView } from '../stack/wire/udp.ts';
 import type { MacAddr } from '../stack/wire/addr.ts';
 import { natTarget, type NatPolicyConfig } from './policy.ts';
 import { UdpNat, type UdpNatOptions } from './udp.ts';
+import { TcpNat, type LocalServiceFactory, type TcpNatOptions } from './tcp.ts';
+import type { TcpConfig } from '../stack/tcp/index.ts';
 
 export function createNatStats() {
   return { ttlExceeded: 0, dropped: { broadcast: 0, multicast: 0, martian: 0, localSubnet: 0 }, refused: 0, unsupportedProtocol: 0, udpMalformed: 0 };
@@ -23,18 +25,21 @@ export function createNatStats() {
 export class Nat {
   readonly stats = createNatStats();
   readonly udp: UdpNat;
-  /** TCP packets, set by the TCP NAT: `hostAddress` undefined means refuse (RST). */
-  tcp: ((ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string | undefined) => void) | undefined;
+  readonly tcp: TcpNat;
   icmp: ((ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string) => void) | undefined;
 
   constructor(
     private readonly stack: Stack,
     private readonly policy: NatPolicyConfig,
     udpOptions: UdpNatOptions,
+    tcpConfig: TcpConfig,
+    tcpOptions: TcpNatOptions,
+    localDns: LocalServiceFactory | undefined,
     now: () => number,
     wake: () => void,
   ) {
     this.udp = new UdpNat(stack, udpOptions, now, wake);
+    this.tcp = new TcpNat(stack, tcpConfig, tcpOptions, now, wake, localDns);
   }
 
   input(ip: Ipv4View, srcMac: MacAddr, now: number): boolean {
@@ -73,8 +78,7 @@ export class Nat {
         }
         return true;
       case IpProto.TCP:
-        if (this.tcp === undefined) return false;
-        this.tcp(ip, srcMac, now, target.kind === 'host' ? target.address : undefined);
+        this.tcp.input(ip, srcMac, now, target.kind === 'host' ? target.address : target.kind === 'dns' ? 'dns' : undefined);
         return true;
       case IpProto.ICMP:
         if (this.icmp === undefined || target.kind !== 'host') return false;
@@ -89,13 +93,22 @@ export class Nat {
 
   poll(now: number): void {
     this.udp.poll(now);
+    this.tcp.poll(now);
   }
 
   nextDeadline(): number | undefined {
-    return this.udp.nextDeadline();
+    const a = this.udp.nextDeadline();
+    const b = this.tcp.nextDeadline();
+    return a === undefined ? b : b === undefined ? a : Math.min(a, b);
+  }
+
+  /** End of a frame batch. */
+  afterBatch(): void {
+    this.tcp.afterBatch();
   }
 
   close(): void {
     this.udp.closeAll();
+    this.tcp.closeAll();
   }
 }

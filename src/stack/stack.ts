@@ -23,6 +23,7 @@ import { IcmpType, Icmpv4View, writeIcmpEcho, writeIcmpError } from './wire/icmp
 import { UDP_HLEN, UdpView, writeUdp } from './wire/udp.ts';
 import { Ipv4Reassembler, createReassemblyStats } from './reassembly.ts';
 import { NeighbourTable } from './neighbours.ts';
+import { writeTcpOut, type TcpOutSegment } from './tcp/segment.ts';
 
 const trace = debuglog('vmnat');
 
@@ -286,6 +287,16 @@ export class Stack {
     writeIcmpError(this.tx, icmpOff, type, code, quote.length, restOfHeader);
     this.stats.icmp.txErrors++;
     return this.sendIpv4To(toMac, from, to, IpProto.ICMP, 8 + quote.length, 64);
+  }
+
+  /**
+   * Sends one TCP segment to a guest: the header, options and payload are written by `writeTcpOut`
+   * straight into the outgoing frame (the payload's only copy on the way out).
+   */
+  sendTcp(dstMac: MacAddr, srcIp: Ipv4Addr, srcPort: number, dstIp: Ipv4Addr, dstPort: number, seg: TcpOutSegment): boolean {
+    const l4off = ETH_HLEN + IPV4_HLEN;
+    const end = writeTcpOut(this.tx, l4off, seg, srcPort, dstPort, srcIp, dstIp);
+    return this.sendIpv4To(dstMac, srcIp, dstIp, IpProto.TCP, end - l4off, 64);
   }
 
   /** Guest MAC for `ip`, from the neighbour table. */

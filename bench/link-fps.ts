@@ -1,0 +1,210 @@
+/**
+ * Frames per second the native links sustain (a script, not a test).
+ *
+ *   node --import tsx bench/link-fps.ts [--seconds 2] [--runs 3] [--sizes 1514,65536]
+ *
+ * Theory of operation: for each case a peer blasts fixed-size frames as fast as the kernel takes
+ * them (batched sendmmsg through the addon, backing off 1 ms when its queue is full) and the other
+ * side counts what arrives over a measured window after a warm-up. "rx" cases receive through the
+ * Link classes (FdLink on a socketpair, SocketLink on a bound path with connect-back), i.e. what
+ * the engine sees; the blaster is a second process, as a VM would be. "tx" measures Link.send +
+ * flush into a counting child. "1proc" puts both ends in this process (one event loop: the cost
+ * of sending and receiving together). Medians over --runs. Check `uptime` first: on a 2-vCPU
+ * machine shared with other work the numbers mean little.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadNative } from '../src/link/native.ts';
+import { FdLink } from '../src/link/fd.ts';
+import { SocketLink } from '../src/link/socket.ts';
+import type { Link } from '../src/link/types.ts';
+
+const native = loadNative();
+const addonPath = fileURLToPath(new URL('../native/build/Release/vmnat.node', import.meta.url));
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? (process.argv[i + 1] ?? fallback) : fallback;
+}
+const seconds = Number(arg('seconds', '2'));
+const runs = Number(arg('runs', '3'));
+const sizes = arg('sizes', '1514,65536').split(',').map(Number);
+const WARMUP_MS = 500;
+
+/** Child program: `blast SIZE (fd|PATH)` sends forever; `count SIZE SECONDS` reports a rate. */
+const childScript = `
+const a = require(${JSON.stringify(addonPath)});
+const [mode, sizeS, where, secS] = process.argv.slice(1);
+const size = Number(sizeS);
+if (mode === 'blast') {
+  let fd = 3;
+  if (where !== 'fd') {
+    const mine = where + '.blaster';
+    try { require('fs').unlinkSync(mine); } catch {}
+    fd = a.unixDgramBind(mine);
+    a.unixDgramConnect(fd, where);
+    process.on('exit', () => { try { require('fs').unlinkSync(mine); } catch {} });
+  } else a.setNonblocking(3);
+  const port = new a.FramePort(fd, { kind: 'dgram', onFrames() {} });
+  const f = new Uint8Array(size); f[12] = 0x08;
+  const batch = Math.max(4, Math.floor(1048576 / size));
+  const pump = () => {
+    let full = false;
+    for (let i = 0; i < batch; i++) if (!port.send(f)) { full = true; break; }
+    port.flush();
+    if (full) setTimeout(pump, 1); else setImmediate(pump);
+  };
+  pump();
+} else {
+  a.setNonblocking(3);
+  let n = 0, t0 = 0, n0 = 0;
+  const port = new a.FramePort(3, { kind: 'dgram', onFrames(slab, off, count) {
+    if (t0 === 0) { t0 = performance.now(); setTimeout(() => { n0 = n; t0 = performance.now(); setTimeout(() => {
+      process.stdout.write(JSON.stringify({ fps: (n - n0) / ((performance.now() - t0) / 1000) }));
+      process.exit(0);
+    }, Number(secS) * 1000); }, ${WARMUP_MS}); }
+    n += count;
+  }});
+  port.start();
+}
+`;
+
+interface Result {
+  fps: number;
+  batch: number;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function startChild(args: string[], extraFd?: number): ChildProcess {
+  const stdio: ('ignore' | 'inherit' | 'pipe' | number)[] = ['ignore', 'pipe', 'inherit'];
+  if (extraFd !== undefined) stdio.push(extraFd);
+  return spawn(process.execPath, ['-e', childScript, ...args], { stdio });
+}
+
+async function measureRx(link: Link, child: ChildProcess): Promise<Result> {
+  let frames = 0;
+  let batches = 0;
+  link.start((fs) => {
+    frames += fs.length;
+    batches++;
+  });
+  await sleep(WARMUP_MS);
+  const f0 = frames;
+  const b0 = batches;
+  const t0 = performance.now();
+  await sleep(seconds * 1000);
+  const dt = (performance.now() - t0) / 1000;
+  const res = { fps: (frames - f0) / dt, batch: (frames - f0) / Math.max(1, batches - b0) };
+  child.kill();
+  await link.close();
+  return res;
+}
+
+async function rxFd(size: number): Promise<Result> {
+  const [ours, theirs] = native.socketpairDgram();
+  const child = startChild(['blast', String(size), 'fd'], theirs);
+  native.closeFd(theirs);
+  return measureRx(FdLink.adopt(ours), child);
+}
+
+async function rxSocket(size: number, dir: string): Promise<Result> {
+  const p = path.join(dir, `link-${size}.sock`);
+  const link = SocketLink.open(p);
+  const child = startChild(['blast', String(size), p]);
+  return measureRx(link, child);
+}
+
+async function rxOneProcess(size: number): Promise<Result> {
+  const [ours, theirs] = native.socketpairDgram();
+  const sender = new native.FramePort(theirs, { kind: 'dgram', onFrames: () => {} });
+  const frame = new Uint8Array(size);
+  const batch = Math.max(4, Math.floor(262144 / size));
+  let running = true;
+  const pump = (): void => {
+    if (!running) return;
+    for (let i = 0; i < batch; i++) if (!sender.send(frame)) break;
+    sender.flush();
+    setImmediate(pump);
+  };
+  pump();
+  const link = FdLink.adopt(ours);
+  const fakeChild = { kill: () => (running = false) } as unknown as ChildProcess;
+  const r = await measureRx(link, fakeChild);
+  sender.close();
+  return r;
+}
+
+async function txFd(size: number): Promise<Result> {
+  const [ours, theirs] = native.socketpairDgram();
+  const child = startChild(['count', String(size), 'fd', String(seconds)], theirs);
+  native.closeFd(theirs);
+  const link = FdLink.adopt(ours);
+  link.start(() => {});
+  const frame = new Uint8Array(size);
+  const batch = Math.max(4, Math.floor(1048576 / size));
+  let running = true;
+  let sent = 0;
+  const pump = (): void => {
+    if (!running) return;
+    let full = false;
+    for (let i = 0; i < batch; i++) {
+      if (!link.send(frame)) {
+        full = true;
+        break;
+      }
+      sent++;
+    }
+    link.flush();
+    if (full) setTimeout(pump, 1);
+    else setImmediate(pump);
+  };
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  const done = new Promise<void>((r) => child.on('exit', () => r()));
+  pump();
+  await done;
+  running = false;
+  await link.close();
+  const parsed = JSON.parse(out || '{"fps":0}') as { fps: number };
+  return { fps: parsed.fps, batch: NaN };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
+async function main(): Promise<void> {
+  console.log(`link-fps: node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}, ${seconds}s × ${runs} runs (median)`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vmnat-bench-${process.pid}-`));
+  const cases: [string, (size: number) => Promise<Result>][] = [
+    ['rx fd (socketpair, 2 procs)', rxFd],
+    ['rx socket (bound path, 2 procs)', (s) => rxSocket(s, dir)],
+    ['rx fd (1 proc, both ends)', rxOneProcess],
+    ['tx fd (Link.send, 2 procs)', txFd],
+  ];
+  const rows: string[][] = [['case', 'frame B', 'frames/s', 'Gbit/s', 'frames/batch']];
+  try {
+    for (const [name, fn] of cases) {
+      for (const size of sizes) {
+        const rs: Result[] = [];
+        for (let i = 0; i < runs; i++) rs.push(await fn(size));
+        const fps = median(rs.map((r) => r.fps));
+        const batch = median(rs.map((r) => r.batch));
+        rows.push([name, String(size), Math.round(fps).toLocaleString('en-US'), ((fps * size * 8) / 1e9).toFixed(2), Number.isNaN(batch) ? '-' : batch.toFixed(1)]);
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  for (const r of rows) console.log(r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '));
+}
+
+await main();

@@ -1,0 +1,677 @@
+// FramePort: batched frame I/O on one fd, driven by a uv_poll_t on the Node event loop.
+//
+// Theory of operation
+//   Receive: when the fd is readable we pull up to `vlen` frames with one recvmmsg (sockets) or a
+//   read() loop (a TAP is a char device), into a page-aligned slab of fixed slots, and make ONE
+//   JS call per batch: onFrames(slab, offsets, count). The slab and the Int32Array of offsets are
+//   created once and reused, so a batch allocates nothing; frames are valid during the call only.
+//   Slots are a multiple of 4096 bytes apart: large receives into page-aligned memory were ~3×
+//   faster than into Node's own buffers (shared/notes/node-io.md). `vlen` adapts so one batch is
+//   about 256 KiB (≈170 frames of 1514 B, 4 of 64 KiB): more frames per syscall and per JS call
+//   when they are small, cache-sized batches when they are big. At most kMaxRounds batches per
+//   poll event, then back to the loop (level-triggered, so it calls us again) to keep timers and
+//   host sockets fair.
+//   Send: send() copies a frame into a byte arena; flush() hands everything queued to the kernel
+//   with sendmmsg (or a write() loop on a TAP). When the kernel says EAGAIN the rest stays queued
+//   (bounded: kTxArenaBytes / kTxMaxFrames), POLLOUT is armed, and the queue drains when the fd is
+//   writable; frames beyond the bound are dropped and counted (txDropped).
+//   learnPeer (a bound, unconnected socket: the guest's address is not known in advance): we
+//   receive with msg_name; the first datagram from a new sender makes us connect() back to it and
+//   call onPeer(path). Connecting matters twice: replies need an address, and the kernel's small
+//   per-socket datagram queue limit (net.unix.max_dgram_qlen) does not apply to a sender whose
+//   receiver is connected to it. A send that fails with ECONNREFUSED/ENOTCONN means the peer is
+//   gone (the kernel has already dropped our connection); the next datagram is learned afresh.
+//   resetPeer() disconnects explicitly (the caller noticed the peer's socket file was replaced).
+//
+// Errors and exceptions
+//   onError(code) is called at most once, for a fatal condition (bad fd, detached TAP, a connected
+//   socket's peer gone): polling stops; the fd stays open until close(). Transient socket errors
+//   (ECONNRESET/ECONNREFUSED reported on receive) are cleared and polling continues.
+//   JS callbacks run through napi_make_callback (so process.nextTick and promise jobs run after
+//   each batch, as after any Node I/O callback). An exception thrown by a callback never unwinds
+//   through libuv: we take it and hand it to napi_fatal_exception, which is exactly Node's
+//   'uncaughtException' path — with no listener the process reports it and exits; with one, the
+//   listener sees it and the port keeps running.
+//
+// Lifetime: start() pins the JS object (ObjectWrap::Ref) until close(); each poll callback pins it
+// again for its duration, because a callback may close() the port and drop the last reference.
+// The uv_poll_t is a separate allocation freed in its close callback. The slab is an external
+// Buffer that unmaps itself when JS lets go of it.
+#include "frame_port.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "sockets.h"
+
+namespace vmnat {
+
+namespace {
+
+constexpr uint32_t kPage = 4096;
+constexpr uint32_t kMaxSlots = 256;            // frames per receive batch, upper bound
+constexpr uint32_t kMinSlots = 4;              // frames per receive batch, lower bound
+constexpr uint32_t kBatchBytes = 256 * 1024;   // target bytes per receive batch
+constexpr uint32_t kMaxRounds = 16;            // receive batches per poll event
+constexpr uint32_t kDefaultMaxFrame = 65536 + 64;
+constexpr uint32_t kTxArenaBytes = 4 << 20;    // send queue bound (bytes)
+constexpr uint32_t kTxMaxFrames = 1024;        // send queue bound (frames); = UIO_MAXIOV
+constexpr uint32_t kTxSoftBytes = 512 * 1024;  // send() flushes by itself beyond this
+constexpr uint32_t kTxSoftFrames = 256;
+
+struct SlabHint {
+  size_t bytes;
+};
+
+void UnmapSlab(Napi::Env, uint8_t* data, SlabHint* hint) {
+  munmap(data, hint->bytes);
+  delete hint;
+}
+
+bool SameAddr(const sockaddr_un& a, socklen_t alen, const sockaddr_un& b, socklen_t blen) {
+  return alen == blen && memcmp(&a, &b, alen) == 0;
+}
+
+}  // namespace
+
+Napi::Function FramePort::Init(Napi::Env env) {
+  return DefineClass(env, "FramePort",
+                     {
+                         InstanceMethod<&FramePort::Start>("start"),
+                         InstanceMethod<&FramePort::Send>("send"),
+                         InstanceMethod<&FramePort::Flush>("flush"),
+                         InstanceMethod<&FramePort::Stats>("stats"),
+                         InstanceMethod<&FramePort::ResetPeer>("resetPeer"),
+                         InstanceMethod<&FramePort::Close>("close"),
+                     });
+}
+
+FramePort::FramePort(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<FramePort>(info), async_(info.Env(), "vmnat.FramePort") {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsObject()) {
+    ThrowType(env, "FramePort(fd, options)");
+    return;
+  }
+  // The port owns the fd only once constructed: a constructor that throws leaves it to the caller.
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  Napi::Object opts = info[1].As<Napi::Object>();
+
+  Napi::Value kind = opts.Get("kind");
+  std::string k = kind.IsString() ? kind.As<Napi::String>().Utf8Value() : "";
+  if (k == "dgram") {
+    tap_ = false;
+  } else if (k == "tap") {
+    tap_ = true;
+  } else {
+    ThrowType(env, "FramePort: options.kind must be 'dgram' or 'tap'");
+    return;
+  }
+  learnPeer_ = !tap_ && opts.Get("learnPeer").ToBoolean().Value();
+
+  Napi::Value onFrames = opts.Get("onFrames");
+  if (!onFrames.IsFunction()) {
+    ThrowType(env, "FramePort: options.onFrames must be a function");
+    return;
+  }
+  onFrames_ = Napi::Persistent(onFrames.As<Napi::Function>());
+  Napi::Value onPeer = opts.Get("onPeer");
+  if (onPeer.IsFunction()) onPeer_ = Napi::Persistent(onPeer.As<Napi::Function>());
+  Napi::Value onError = opts.Get("onError");
+  if (onError.IsFunction()) onError_ = Napi::Persistent(onError.As<Napi::Function>());
+
+  maxFrame_ = kDefaultMaxFrame;
+  Napi::Value mf = opts.Get("maxFrame");
+  if (mf.IsNumber()) {
+    int64_t v = mf.As<Napi::Number>().Int64Value();
+    if (v < 64 || v > (1 << 20)) {
+      ThrowType(env, "FramePort: options.maxFrame must be within 64..1048576");
+      return;
+    }
+    maxFrame_ = static_cast<uint32_t>(v);
+  }
+
+  // Receive slab: kMaxSlots page-aligned slots. Anonymous memory is reserved, not committed:
+  // only pages the kernel actually writes into become resident.
+  stride_ = (maxFrame_ + kPage - 1) / kPage * kPage;
+  size_t slabBytes = static_cast<size_t>(stride_) * kMaxSlots;
+  void* mem = mmap(nullptr, slabBytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (mem == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap");
+    return;
+  }
+  slab_ = static_cast<uint8_t*>(mem);
+  Napi::Buffer<uint8_t> slab =
+      Napi::Buffer<uint8_t>::New(env, slab_, slabBytes, UnmapSlab, new SlabHint{slabBytes});
+  slabRef_ = Napi::Persistent(slab);
+  Napi::Int32Array offsets = Napi::Int32Array::New(env, 2 * kMaxSlots);
+  offsets_ = offsets.Data();
+  offsetsRef_ = Napi::Persistent(offsets);
+
+  msgs_.resize(kMaxSlots);
+  iovs_.resize(kMaxSlots);
+  if (learnPeer_) names_.resize(kMaxSlots);
+  txEntries_.reserve(kTxMaxFrames);
+  txArena_.resize(kTxArenaBytes);
+  txMsgs_.resize(kTxMaxFrames);
+  txIovs_.resize(kTxMaxFrames);
+
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+    ThrowType(env, "FramePort: no event loop");
+    return;
+  }
+  poll_ = new uv_poll_t;
+  int r = uv_poll_init(loop, poll_, fd);
+  if (r != 0) {
+    delete poll_;
+    poll_ = nullptr;
+    ThrowErrno(env, -r, "uv_poll_init");
+    return;
+  }
+  poll_->data = this;
+  fd_ = fd;
+  napi_add_env_cleanup_hook(env, EnvCleanup, this);
+  cleanupHook_ = true;
+}
+
+FramePort::~FramePort() { Teardown(); }
+
+void FramePort::EnvCleanup(void* arg) {
+  FramePort* self = static_cast<FramePort*>(arg);
+  self->cleanupHook_ = false;  // Node is running (and discarding) it right now
+  self->Teardown();
+}
+
+// Releases the fd and the poll handle without calling into JS. Safe to call more than once.
+void FramePort::Teardown() {
+  if (cleanupHook_) {
+    napi_remove_env_cleanup_hook(Env(), EnvCleanup, this);
+    cleanupHook_ = false;
+  }
+  closed_ = true;
+  if (poll_ != nullptr) {
+    uv_poll_stop(poll_);  // removes the fd from epoll before we close it
+    poll_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    poll_ = nullptr;
+  }
+  if (fd_ >= 0) {
+    close(fd_);
+    fd_ = -1;
+  }
+}
+
+Napi::Value FramePort::Start(const Napi::CallbackInfo& info) {
+  if (closed_ || reading_) return info.Env().Undefined();
+  reading_ = true;
+  Ref();  // keep the object alive while the loop may call it; balanced in Close()
+  pinned_ = true;
+  UpdatePoll();
+  return info.Env().Undefined();
+}
+
+Napi::Value FramePort::Close(const Napi::CallbackInfo& info) {
+  if (closed_) return info.Env().Undefined();
+  Teardown();
+  onFrames_.Reset();
+  onPeer_.Reset();
+  onError_.Reset();
+  txEntries_.clear();
+  txHead_ = 0;
+  txUsed_ = 0;
+  if (pinned_) {
+    pinned_ = false;
+    Unref();
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value FramePort::ResetPeer(const Napi::CallbackInfo& info) {
+  if (closed_ || !learnPeer_) return info.Env().Undefined();
+  sockaddr unspec;
+  memset(&unspec, 0, sizeof unspec);
+  unspec.sa_family = AF_UNSPEC;
+  connect(fd_, &unspec, sizeof unspec);  // AF_UNSPEC dissolves a datagram association
+  ForgetPeer();
+  return info.Env().Undefined();
+}
+
+void FramePort::ForgetPeer() {
+  peerConnected_ = false;
+  peerKnown_ = false;
+  peerLen_ = 0;
+  DropQueued();
+}
+
+void FramePort::DropQueued() {
+  txDropped_ += txEntries_.size() - txHead_;
+  txEntries_.clear();
+  txHead_ = 0;
+  txUsed_ = 0;
+  if (wantWrite_) {
+    wantWrite_ = false;
+    UpdatePoll();
+  }
+}
+
+void FramePort::UpdatePoll() {
+  if (closed_ || poll_ == nullptr || failed_) return;
+  int events = (reading_ ? UV_READABLE : 0) | (wantWrite_ ? UV_WRITABLE : 0);
+  if (events == 0) {
+    uv_poll_stop(poll_);
+  } else {
+    uv_poll_start(poll_, events, OnPoll);
+  }
+}
+
+void FramePort::OnPoll(uv_poll_t* handle, int status, int events) {
+  FramePort* self = static_cast<FramePort*>(handle->data);
+  if (self == nullptr || self->closed_) return;
+  Napi::Env env = self->Env();
+  Napi::HandleScope scope(env);
+  self->Ref();  // a JS callback below may close() us and drop the last reference
+  self->HandlePoll(status, events);
+  self->Unref();
+}
+
+void FramePort::HandlePoll(int status, int events) {
+  if (status < 0) {
+    // libuv stops the handle on POLLERR. Find out what the error was (SO_ERROR clears it).
+    int err = 0;
+    if (tap_) {
+      uint8_t probe[1];
+      ssize_t n = read(fd_, probe, 0);
+      err = n < 0 ? errno : EIO;
+    } else {
+      socklen_t len = sizeof err;
+      if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    }
+    if (!tap_ && (err == 0 || err == ECONNRESET || err == ECONNREFUSED)) {
+      if (learnPeer_ && err != 0) ForgetPeer();
+      UpdatePoll();  // re-arm: the condition was transient
+      return;
+    }
+    Fail(ErrnoName(err));
+    return;
+  }
+  if ((events & UV_WRITABLE) && !closed_) FlushQueue();
+  if ((events & UV_READABLE) && !closed_ && !failed_) {
+    if (tap_) {
+      ReadTap();
+    } else {
+      ReadDgram();
+    }
+  }
+}
+
+void FramePort::Fail(const char* code) {
+  if (failed_ || closed_) return;
+  failed_ = true;
+  if (poll_ != nullptr) uv_poll_stop(poll_);
+  DropQueued();
+  if (!onError_.IsEmpty()) {
+    Napi::Env env = Env();
+    CallJs(onError_, {Napi::String::New(env, code)});
+  }
+}
+
+// One JS call. A thrown exception goes to Node's 'uncaughtException' machinery, never up the stack.
+void FramePort::CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
+  if (fn.IsEmpty()) return;
+  Napi::Env env = Env();
+  napi_value recv = Value();
+  napi_value result;
+  napi_status st = napi_make_callback(env, async_, recv, fn.Value(), args.size(), args.begin(),
+                                      &result);
+  if (st != napi_ok || env.IsExceptionPending()) {
+    if (env.IsExceptionPending()) {
+      Napi::Error e = env.GetAndClearPendingException();
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+}
+
+void FramePort::Emit(uint32_t count, uint64_t bytes) {
+  if (count == 0) return;
+  rxFrames_ += count;
+  rxBytes_ += bytes;
+  ++rxBatches_;
+  uint32_t avg = static_cast<uint32_t>(bytes / count);
+  // Smooth a little so one odd batch does not swing the next batch size.
+  avgFrame_ = (avgFrame_ * 3 + avg) / 4;
+  uint32_t want = kBatchBytes / std::max<uint32_t>(avgFrame_, 256);
+  vlen_ = std::clamp(want, kMinSlots, kMaxSlots);
+  Napi::Env env = Env();
+  CallJs(onFrames_, {slabRef_.Value(), offsetsRef_.Value(), Napi::Number::New(env, count)});
+}
+
+// Called for each received datagram in learnPeer mode, before its frame is delivered. Returns
+// true when the peer changed (the caller delivers earlier frames first, then reports the peer).
+bool FramePort::LearnFrom(const sockaddr_un& from, socklen_t fromLen) {
+  if (peerConnected_ && SameAddr(from, fromLen, peer_, peerLen_)) return false;
+  if (fromLen <= offsetof(sockaddr_un, sun_path)) {
+    // An unbound sender: we cannot address it. Report it once so the user learns why replies fail.
+    if (peerKnown_ && !peerConnected_ && peerLen_ == 0) return false;
+    memset(&peer_, 0, sizeof peer_);
+    peerLen_ = 0;
+    peerConnected_ = false;
+    peerKnown_ = true;
+    return true;
+  }
+  int r;
+  do r = connect(fd_, reinterpret_cast<const sockaddr*>(&from), fromLen);
+  while (r != 0 && errno == EINTR);
+  if (r != 0) return false;  // the sender is already gone: nothing to learn
+  peer_ = from;
+  peerLen_ = fromLen;
+  peerConnected_ = true;
+  peerKnown_ = true;
+  return true;
+}
+
+void FramePort::ReportPeer() {
+  if (onPeer_.IsEmpty()) return;
+  Napi::Env env = Env();
+  CallJs(onPeer_, {Napi::String::New(env, FormatUnixAddr(peer_, peerLen_))});
+}
+
+void FramePort::ReadDgram() {
+  for (uint32_t round = 0; round < kMaxRounds && !closed_ && !failed_; ++round) {
+    const uint32_t vlen = vlen_;
+    for (uint32_t i = 0; i < vlen; ++i) {
+      iovs_[i].iov_base = slab_ + static_cast<size_t>(i) * stride_;
+      iovs_[i].iov_len = stride_;
+      msghdr& h = msgs_[i].msg_hdr;
+      memset(&h, 0, sizeof h);
+      h.msg_iov = &iovs_[i];
+      h.msg_iovlen = 1;
+      if (learnPeer_) {
+        h.msg_name = &names_[i];
+        h.msg_namelen = sizeof(sockaddr_un);
+      }
+    }
+    int n = recvmmsg(fd_, msgs_.data(), vlen, MSG_DONTWAIT, nullptr);
+    if (n < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      if (err == ECONNRESET || err == ECONNREFUSED) {
+        // A pending socket error reported (and cleared) by this receive: not fatal.
+        if (learnPeer_) ForgetPeer();
+        continue;
+      }
+      Fail(ErrnoName(err));
+      return;
+    }
+    uint32_t count = 0;
+    uint64_t bytes = 0;
+    for (int i = 0; i < n && !closed_; ++i) {
+      const msghdr& h = msgs_[i].msg_hdr;
+      uint32_t len = msgs_[i].msg_len;
+      if (learnPeer_ && LearnFrom(names_[i], h.msg_namelen)) {
+        Emit(count, bytes);  // frames from before the change go first
+        count = 0;
+        bytes = 0;
+        if (closed_) return;
+        ReportPeer();
+        if (closed_) return;
+      }
+      if ((h.msg_flags & MSG_TRUNC) || len > maxFrame_) {
+        ++rxErrors_;
+        continue;
+      }
+      offsets_[2 * count] = static_cast<int32_t>(static_cast<size_t>(i) * stride_);
+      offsets_[2 * count + 1] = static_cast<int32_t>(len);
+      ++count;
+      bytes += len;
+    }
+    if (closed_) return;
+    Emit(count, bytes);
+    if (static_cast<uint32_t>(n) < vlen) return;  // the queue is (very likely) empty
+  }
+}
+
+void FramePort::ReadTap() {
+  for (uint32_t round = 0; round < kMaxRounds && !closed_ && !failed_; ++round) {
+    const uint32_t vlen = vlen_;
+    uint32_t count = 0;
+    uint64_t bytes = 0;
+    bool drained = false;
+    while (count < vlen) {
+      uint8_t* slot = slab_ + static_cast<size_t>(count) * stride_;
+      ssize_t r = read(fd_, slot, stride_);
+      if (r < 0) {
+        int err = errno;
+        if (err == EINTR) continue;
+        if (err == EAGAIN || err == EWOULDBLOCK) {
+          drained = true;
+          break;
+        }
+        Emit(count, bytes);
+        Fail(ErrnoName(err));
+        return;
+      }
+      if (r == 0) {
+        Emit(count, bytes);
+        Fail("EOF");
+        return;
+      }
+      if (static_cast<uint32_t>(r) > maxFrame_) {
+        ++rxErrors_;
+        continue;
+      }
+      offsets_[2 * count] = static_cast<int32_t>(static_cast<size_t>(count) * stride_);
+      offsets_[2 * count + 1] = static_cast<int32_t>(r);
+      ++count;
+      bytes += static_cast<uint64_t>(r);
+    }
+    Emit(count, bytes);
+    if (drained) return;
+  }
+}
+
+Napi::Value FramePort::Send(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) {
+    ThrowType(env, "send(frame: Uint8Array)");
+    return env.Undefined();
+  }
+  if (closed_ || failed_) return Napi::Boolean::New(env, false);
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  napi_value arraybuffer;
+  size_t byteOffset;
+  if (napi_get_typedarray_info(env, info[0], &type, &length, &data, &arraybuffer, &byteOffset) !=
+          napi_ok ||
+      type != napi_uint8_array) {
+    ThrowType(env, "send(frame: Uint8Array)");
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, Enqueue(static_cast<const uint8_t*>(data), length));
+}
+
+bool FramePort::Enqueue(const uint8_t* data, size_t len) {
+  if (len > kTxArenaBytes / 4) {
+    ++txDropped_;
+    return false;
+  }
+  if (!HasRoom(len)) {
+    if (!wantWrite_) FlushQueue();
+    if (!HasRoom(len)) {
+      ++txDropped_;
+      return false;
+    }
+  }
+  txEntries_.push_back(TxEntry{txUsed_, static_cast<uint32_t>(len)});
+  memcpy(txArena_.data() + txUsed_, data, len);
+  txUsed_ += static_cast<uint32_t>(len);
+  const size_t queued = txEntries_.size() - txHead_;
+  if (!wantWrite_ && (queued >= kTxSoftFrames || txUsed_ - txEntries_[txHead_].off >= kTxSoftBytes)) {
+    FlushQueue();
+  }
+  return true;
+}
+
+// Room for one more frame of `len` bytes, compacting the arena if the head has advanced.
+bool FramePort::HasRoom(size_t len) {
+  if (txHead_ > 0 && (txEntries_.size() >= kTxMaxFrames || txUsed_ + len > kTxArenaBytes)) {
+    const uint32_t base = txEntries_[txHead_].off;
+    memmove(txArena_.data(), txArena_.data() + base, txUsed_ - base);
+    txUsed_ -= base;
+    txEntries_.erase(txEntries_.begin(), txEntries_.begin() + static_cast<ptrdiff_t>(txHead_));
+    for (TxEntry& e : txEntries_) e.off -= base;
+    txHead_ = 0;
+  }
+  return txEntries_.size() < kTxMaxFrames && txUsed_ + len <= kTxArenaBytes;
+}
+
+Napi::Value FramePort::Flush(const Napi::CallbackInfo& info) {
+  if (!closed_ && !failed_) FlushQueue();
+  return info.Env().Undefined();
+}
+
+void FramePort::FlushQueue() {
+  if (closed_ || failed_) return;
+  if (tap_) {
+    FlushTap();
+  } else {
+    FlushDgram();
+  }
+  if (txHead_ == txEntries_.size()) {
+    txEntries_.clear();
+    txHead_ = 0;
+    txUsed_ = 0;
+  }
+  const bool want = txHead_ < txEntries_.size();
+  if (want != wantWrite_) {
+    wantWrite_ = want;
+    UpdatePoll();
+  }
+}
+
+void FramePort::FlushDgram() {
+  while (txHead_ < txEntries_.size()) {
+    const uint32_t n = static_cast<uint32_t>(txEntries_.size() - txHead_);
+    for (uint32_t i = 0; i < n; ++i) {
+      const TxEntry& e = txEntries_[txHead_ + i];
+      txIovs_[i].iov_base = txArena_.data() + e.off;
+      txIovs_[i].iov_len = e.len;
+      msghdr& h = txMsgs_[i].msg_hdr;
+      memset(&h, 0, sizeof h);
+      h.msg_iov = &txIovs_[i];
+      h.msg_iovlen = 1;
+    }
+    int r = sendmmsg(fd_, txMsgs_.data(), n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r > 0) {
+      for (int i = 0; i < r; ++i) txBytes_ += txEntries_[txHead_ + i].len;
+      txFrames_ += static_cast<uint64_t>(r);
+      txHead_ += static_cast<size_t>(r);
+      ++txBatches_;
+      continue;
+    }
+    int err = r < 0 ? errno : EAGAIN;
+    switch (err) {
+      case EINTR:
+        continue;
+      case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+      case EWOULDBLOCK:
+#endif
+        return;  // stays queued; FlushQueue arms POLLOUT
+      case EMSGSIZE:
+      case EINVAL:
+      case ENOBUFS:
+      case ENOMEM:
+        // This one frame cannot go (too big, or the kernel is short of memory): drop it alone.
+        ++txDropped_;
+        ++txHead_;
+        continue;
+      case ENOTCONN:
+      case EDESTADDRREQ:
+        // No peer (not learned yet, or an unbound sender we cannot answer): drop what is queued.
+        if (learnPeer_) {
+          if (peerConnected_) {
+            ForgetPeer();
+          } else {
+            DropQueued();
+          }
+          return;
+        }
+        Fail(ErrnoName(err));
+        return;
+      case ECONNREFUSED:
+      case EPERM:
+      case ECONNRESET:
+        // The peer died (the kernel has dissolved our association) or now talks to someone else.
+        if (learnPeer_) {
+          ForgetPeer();
+          return;
+        }
+        Fail(ErrnoName(err));
+        return;
+      default:
+        Fail(ErrnoName(err));
+        return;
+    }
+  }
+}
+
+void FramePort::FlushTap() {
+  const size_t head0 = txHead_;
+  while (txHead_ < txEntries_.size()) {
+    const TxEntry& e = txEntries_[txHead_];
+    ssize_t r = write(fd_, txArena_.data() + e.off, e.len);
+    if (r >= 0) {
+      ++txFrames_;
+      txBytes_ += e.len;
+      ++txHead_;
+      continue;
+    }
+    int err = errno;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) return;
+    if (err == EIO || err == EINVAL || err == EMSGSIZE || err == ENOBUFS || err == ENOMEM) {
+      // EIO: the interface is down; the others concern this frame. Drop it, keep the port.
+      ++txDropped_;
+      ++txHead_;
+      continue;
+    }
+    Fail(ErrnoName(err));
+    return;
+  }
+  if (txHead_ > head0) ++txBatches_;
+}
+
+Napi::Value FramePort::Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rxFrames", Napi::Number::New(env, static_cast<double>(rxFrames_)));
+  o.Set("rxBytes", Napi::Number::New(env, static_cast<double>(rxBytes_)));
+  o.Set("txFrames", Napi::Number::New(env, static_cast<double>(txFrames_)));
+  o.Set("txBytes", Napi::Number::New(env, static_cast<double>(txBytes_)));
+  o.Set("txDropped", Napi::Number::New(env, static_cast<double>(txDropped_)));
+  o.Set("rxErrors", Napi::Number::New(env, static_cast<double>(rxErrors_)));
+  o.Set("rxBatches", Napi::Number::New(env, static_cast<double>(rxBatches_)));
+  o.Set("txBatches", Napi::Number::New(env, static_cast<double>(txBatches_)));
+  o.Set("txQueued", Napi::Number::New(env, static_cast<double>(txEntries_.size() - txHead_)));
+  return o;
+}
+
+}  // namespace vmnat

@@ -1,0 +1,101 @@
+// FramePort: batched frame I/O on one fd (see frame_port.cc for the theory of operation).
+#pragma once
+
+#include <napi.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+namespace vmnat {
+
+class FramePort : public Napi::ObjectWrap<FramePort> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit FramePort(const Napi::CallbackInfo& info);
+  ~FramePort() override;
+
+ private:
+  struct TxEntry {
+    uint32_t off;
+    uint32_t len;
+  };
+
+  Napi::Value Start(const Napi::CallbackInfo& info);
+  Napi::Value Send(const Napi::CallbackInfo& info);
+  Napi::Value Flush(const Napi::CallbackInfo& info);
+  Napi::Value Stats(const Napi::CallbackInfo& info);
+  Napi::Value ResetPeer(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  static void OnPoll(uv_poll_t* handle, int status, int events);
+  static void EnvCleanup(void* arg);
+  void HandlePoll(int status, int events);
+  void ReadDgram();
+  void ReadTap();
+  bool LearnFrom(const sockaddr_un& from, socklen_t fromLen);
+  void ReportPeer();
+  void ForgetPeer();
+  void Emit(uint32_t count, uint64_t bytes);
+  void CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
+  void Fail(const char* code);
+  void UpdatePoll();
+  void Teardown();
+  bool Enqueue(const uint8_t* data, size_t len);
+  bool HasRoom(size_t len);
+  void DropQueued();
+  void FlushQueue();
+  void FlushDgram();
+  void FlushTap();
+
+  Napi::AsyncContext async_;
+  Napi::FunctionReference onFrames_;
+  Napi::FunctionReference onPeer_;
+  Napi::FunctionReference onError_;
+  Napi::Reference<Napi::Buffer<uint8_t>> slabRef_;
+  Napi::Reference<Napi::Int32Array> offsetsRef_;
+
+  int fd_ = -1;
+  bool tap_ = false;
+  bool learnPeer_ = false;
+  bool reading_ = false;
+  bool wantWrite_ = false;
+  bool closed_ = false;
+  bool failed_ = false;
+  bool pinned_ = false;
+  bool cleanupHook_ = false;
+  uv_poll_t* poll_ = nullptr;
+
+  // Receive side.
+  uint32_t maxFrame_ = 0;
+  uint32_t stride_ = 0;
+  uint32_t vlen_ = 64;
+  uint32_t avgFrame_ = 4096;
+  uint8_t* slab_ = nullptr;
+  int32_t* offsets_ = nullptr;
+  std::vector<mmsghdr> msgs_;
+  std::vector<iovec> iovs_;
+  std::vector<sockaddr_un> names_;
+
+  // learnPeer state.
+  sockaddr_un peer_{};
+  socklen_t peerLen_ = 0;
+  bool peerConnected_ = false;
+  bool peerKnown_ = false;  // onPeer has reported the current peer (named or not)
+
+  // Send queue: frames [txHead_, size) of txEntries_, bytes in txArena_[.. txUsed_).
+  std::vector<TxEntry> txEntries_;
+  size_t txHead_ = 0;
+  std::vector<uint8_t> txArena_;
+  uint32_t txUsed_ = 0;
+  std::vector<mmsghdr> txMsgs_;
+  std::vector<iovec> txIovs_;
+
+  uint64_t rxFrames_ = 0, rxBytes_ = 0, txFrames_ = 0, txBytes_ = 0;
+  uint64_t txDropped_ = 0, rxErrors_ = 0, rxBatches_ = 0, txBatches_ = 0;
+};
+
+}  // namespace vmnat

@@ -1,0 +1,204 @@
+// AF_UNIX datagram sockets, socketpairs and fd flags: the parts of the socket API Node core lacks
+// (dgram has no unix_dgram; net.Socket rejects datagram fds). Every socket we create is
+// non-blocking and close-on-exec, with enlarged buffers; callers clear CLOEXEC on the fds they
+// mean to hand to a child.
+#include "sockets.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+
+namespace vmnat {
+
+bool FillUnixAddr(const std::string& path, sockaddr_un* sa, socklen_t* len) {
+  memset(sa, 0, sizeof *sa);
+  sa->sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof sa->sun_path) return false;
+  if (path[0] == '@') {
+    // Abstract namespace: leading NUL, no terminator, length counts exactly the name.
+    memcpy(sa->sun_path + 1, path.data() + 1, path.size() - 1);
+    *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  } else {
+    memcpy(sa->sun_path, path.data(), path.size());
+    *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+  }
+  return true;
+}
+
+std::string FormatUnixAddr(const sockaddr_un& sa, socklen_t len) {
+  const size_t base = offsetof(sockaddr_un, sun_path);
+  if (len <= base) return "";
+  size_t n = len - base;
+  if (n > sizeof sa.sun_path) n = sizeof sa.sun_path;
+  if (sa.sun_path[0] == '\0') return "@" + std::string(sa.sun_path + 1, n - 1);
+  return std::string(sa.sun_path, strnlen(sa.sun_path, n));
+}
+
+static bool GetFd(const Napi::CallbackInfo& info, size_t i, int* fd) {
+  if (info.Length() <= i || !info[i].IsNumber()) {
+    ThrowType(info.Env(), "fd must be a number");
+    return false;
+  }
+  *fd = info[i].As<Napi::Number>().Int32Value();
+  return true;
+}
+
+static bool GetPath(const Napi::CallbackInfo& info, size_t i, const char* syscall, std::string* path,
+                    sockaddr_un* sa, socklen_t* len) {
+  if (info.Length() <= i || !info[i].IsString()) {
+    ThrowType(info.Env(), "path must be a string");
+    return false;
+  }
+  *path = info[i].As<Napi::String>().Utf8Value();
+  if (!FillUnixAddr(*path, sa, len)) {
+    ThrowErrno(info.Env(), path->empty() ? EINVAL : ENAMETOOLONG, syscall, *path);
+    return false;
+  }
+  return true;
+}
+
+static Napi::Value UnixDgramBind(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  sockaddr_un sa;
+  socklen_t len;
+  if (!GetPath(info, 0, "bind", &path, &sa, &len)) return env.Undefined();
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ThrowErrno(env, errno, "socket");
+    return env.Undefined();
+  }
+  EnlargeSocketBuffers(fd);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "bind", path);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, fd);
+}
+
+static Napi::Value UnixDgramConnect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  std::string path;
+  sockaddr_un sa;
+  socklen_t len;
+  if (!GetFd(info, 0, &fd) || !GetPath(info, 1, "connect", &path, &sa, &len)) return env.Undefined();
+  int r;
+  do r = connect(fd, reinterpret_cast<sockaddr*>(&sa), len);
+  while (r != 0 && errno == EINTR);
+  if (r != 0) ThrowErrno(env, errno, "connect", path);
+  return env.Undefined();
+}
+
+// Is someone serving `path`? A datagram connect succeeds only if a live socket is bound there; a
+// file left behind by a dead process gives ECONNREFUSED. EPERM means a live datagram socket
+// that is connected to someone else (a guest talking to us); EPROTOTYPE a live socket of another
+// type (a stream server). Both are live: nobody must delete them.
+static Napi::Value UnixDgramProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  sockaddr_un sa;
+  socklen_t len;
+  if (!GetPath(info, 0, "connect", &path, &sa, &len)) return env.Undefined();
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ThrowErrno(env, errno, "socket");
+    return env.Undefined();
+  }
+  int r;
+  do r = connect(fd, reinterpret_cast<sockaddr*>(&sa), len);
+  while (r != 0 && errno == EINTR);
+  int err = r == 0 ? 0 : errno;
+  close(fd);
+  if (err == 0 || err == EPERM || err == EPROTOTYPE) return Napi::Boolean::New(env, true);
+  if (err == ECONNREFUSED || err == ENOENT) return Napi::Boolean::New(env, false);
+  ThrowErrno(env, err, "connect", path);
+  return env.Undefined();
+}
+
+static Napi::Value SocketpairDgram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
+    ThrowErrno(env, errno, "socketpair");
+    return env.Undefined();
+  }
+  EnlargeSocketBuffers(sv[0]);
+  EnlargeSocketBuffers(sv[1]);
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, Napi::Number::New(env, sv[0]));
+  out.Set(1u, Napi::Number::New(env, sv[1]));
+  return out;
+}
+
+static Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  bool on = info.Length() < 2 || info[1].ToBoolean().Value();
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0 || fcntl(fd, F_SETFD, on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC)) < 0) {
+    ThrowErrno(env, errno, "fcntl");
+  }
+  return env.Undefined();
+}
+
+// setNonblocking(fd, on = true): a child given one end of a socketpair usually wants it blocking.
+static Napi::Value SetNonblocking(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  bool on = info.Length() < 2 || info[1].IsUndefined() || info[1].ToBoolean().Value();
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK)) < 0) {
+    ThrowErrno(env, errno, "fcntl");
+  }
+  return env.Undefined();
+}
+
+static Napi::Value FdSocketType(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+    if (errno == ENOTSOCK) return Napi::String::New(env, "other");
+    ThrowErrno(env, errno, "getsockopt");
+    return env.Undefined();
+  }
+  switch (type) {
+    case SOCK_DGRAM: return Napi::String::New(env, "dgram");
+    case SOCK_STREAM: return Napi::String::New(env, "stream");
+    case SOCK_SEQPACKET: return Napi::String::New(env, "seqpacket");
+    default: return Napi::String::New(env, "other");
+  }
+}
+
+static Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  // Linux releases the descriptor even when close() reports EINTR: never retry.
+  if (close(fd) != 0 && errno != EINTR) ThrowErrno(env, errno, "close");
+  return env.Undefined();
+}
+
+void InitSockets(Napi::Env env, Napi::Object exports) {
+  exports.Set("unixDgramBind", Napi::Function::New(env, UnixDgramBind, "unixDgramBind"));
+  exports.Set("unixDgramConnect", Napi::Function::New(env, UnixDgramConnect, "unixDgramConnect"));
+  exports.Set("unixDgramProbe", Napi::Function::New(env, UnixDgramProbe, "unixDgramProbe"));
+  exports.Set("socketpairDgram", Napi::Function::New(env, SocketpairDgram, "socketpairDgram"));
+  exports.Set("setCloexec", Napi::Function::New(env, SetCloexec, "setCloexec"));
+  exports.Set("setNonblocking", Napi::Function::New(env, SetNonblocking, "setNonblocking"));
+  exports.Set("fdSocketType", Napi::Function::New(env, FdSocketType, "fdSocketType"));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+}
+
+}  // namespace vmnat

@@ -1,0 +1,147 @@
+// TAP devices, optionally inside another network namespace.
+//
+// A TAP is created by TUNSETIFF in the network namespace of the *calling thread*. To open one in a
+// guest's namespace without moving the process, a short-lived std::thread setns()es into it, opens
+// /dev/net/tun there (the device node lives in the mount namespace, which is unchanged), creates
+// or attaches the device, brings it up through an AF_INET socket of that namespace, and exits. The
+// namespace of every other thread — the event loop's in particular — is never touched, and the fd
+// keeps working from any thread once opened. Needs CAP_NET_ADMIN (and CAP_SYS_ADMIN for setns).
+//
+// The device is not made persistent: a device we created disappears when the fd closes; a
+// persistent device made beforehand (ip tuntap add) stays.
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+
+#include "common.h"
+
+namespace vmnat {
+
+namespace {
+
+struct TapResult {
+  int fd = -1;
+  int err = 0;
+  const char* syscall = "";
+  std::string errPath;
+  std::string name;
+};
+
+void Fail(TapResult* r, int err, const char* syscall, const std::string& path) {
+  r->err = err;
+  r->syscall = syscall;
+  r->errPath = path;
+}
+
+// Runs on whichever thread sits in the target namespace.
+void OpenTapHere(const std::string& name, TapResult* r) {
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return Fail(r, errno, "open", "/dev/net/tun");
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  memcpy(ifr.ifr_name, name.data(), name.size());
+  if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+    int err = errno;
+    close(fd);
+    return Fail(r, err, "ioctl(TUNSETIFF)", name);
+  }
+  r->name.assign(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
+
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) {
+    int err = errno;
+    close(fd);
+    return Fail(r, err, "socket", "");
+  }
+  struct ifreq fl;
+  memset(&fl, 0, sizeof fl);
+  memcpy(fl.ifr_name, ifr.ifr_name, IFNAMSIZ);
+  int err = 0;
+  const char* call = "";
+  if (ioctl(s, SIOCGIFFLAGS, &fl) != 0) {
+    err = errno;
+    call = "ioctl(SIOCGIFFLAGS)";
+  } else if (!(fl.ifr_flags & IFF_UP)) {
+    fl.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &fl) != 0) {
+      err = errno;
+      call = "ioctl(SIOCSIFFLAGS)";
+    }
+  }
+  close(s);
+  if (err != 0) {
+    close(fd);
+    return Fail(r, err, call, r->name);
+  }
+  r->fd = fd;
+}
+
+void OpenTapInNetns(const std::string& name, const std::string& nsPath, TapResult* r) {
+  int ns = open(nsPath.c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns < 0) return Fail(r, errno, "open", nsPath);
+  if (setns(ns, CLONE_NEWNET) != 0) {
+    int err = errno;
+    close(ns);
+    return Fail(r, err, "setns", nsPath);
+  }
+  close(ns);
+  OpenTapHere(name, r);
+}
+
+}  // namespace
+
+// tapOpen(name, netnsPath?, netnsPid?) → { fd, name }
+static Napi::Value TapOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    ThrowType(env, "tapOpen: name must be a string");
+    return env.Undefined();
+  }
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  if (name.size() >= IFNAMSIZ) {
+    ThrowErrno(env, ENAMETOOLONG, "tapOpen", name);
+    return env.Undefined();
+  }
+  std::string nsPath;
+  if (info.Length() > 1 && info[1].IsString()) nsPath = info[1].As<Napi::String>().Utf8Value();
+  if (nsPath.empty() && info.Length() > 2 && info[2].IsNumber()) {
+    int pid = info[2].As<Napi::Number>().Int32Value();
+    if (pid <= 0) {
+      ThrowType(env, "tapOpen: netnsPid must be a positive integer");
+      return env.Undefined();
+    }
+    nsPath = "/proc/" + std::to_string(pid) + "/ns/net";
+  }
+
+  TapResult r;
+  if (nsPath.empty()) {
+    OpenTapHere(name, &r);
+  } else {
+    std::thread t(OpenTapInNetns, std::cref(name), std::cref(nsPath), &r);
+    t.join();
+  }
+  if (r.fd < 0) {
+    ThrowErrno(env, r.err, r.syscall, r.errPath);
+    return env.Undefined();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, r.fd));
+  out.Set("name", Napi::String::New(env, r.name));
+  return out;
+}
+
+void InitTap(Napi::Env env, Napi::Object exports) {
+  exports.Set("tapOpen", Napi::Function::New(env, TapOpen, "tapOpen"));
+}
+
+}  // namespace vmnat

@@ -1,0 +1,146 @@
+/**
+ * The part every addon-backed link shares (unix datagram socket, inherited fd, TAP).
+ *
+ * Theory of operation: a native `FramePort` watches the fd on the event loop and hands us one
+ * batch at a time as (slab, offsets, count). We turn the batch into `Uint8Array` views over the
+ * slab — no copy — drop what is not an Ethernet frame (shorter than the 14-byte header: counted in
+ * rxErrors; a subclass may claim some short datagrams first, e.g. vfkit's handshake), and call the
+ * handler once. The views and the array holding them are reused by the next batch: a handler that
+ * keeps bytes copies them.
+ *
+ * Sending goes straight to the port, which copies into its queue; `flush()` is one sendmmsg.
+ *
+ * An exception thrown by the handler is not caught here: the addon hands it to Node's
+ * 'uncaughtException' machinery (see native.ts), so a bug in the engine is loud.
+ *
+ * A fatal port error (TAP deleted, socketpair peer gone) stops receiving and is reported once
+ * through `onError`; the link stays open until close().
+ */
+import { debuglog } from 'node:util';
+import { loadNative, type NativeAddon, type NativeFramePort, type NativeFramePortOptions } from './native.ts';
+import { createLinkStats, type FrameBatchHandler, type Link, type LinkKind, type LinkStats } from './types.ts';
+import { LinkError } from './errors.ts';
+
+const trace = debuglog('vmnat-link');
+
+/** The Ethernet header: anything shorter is not a frame. */
+export const MIN_FRAME = 14;
+
+export interface LinkOptions {
+  /** Called once when a running link fails for good (e.g. its TAP was deleted). */
+  onError?: (err: LinkError) => void;
+}
+
+export abstract class NativePortLink implements Link {
+  abstract readonly kind: LinkKind;
+  protected readonly native: NativeAddon;
+  protected readonly port: NativeFramePort;
+  private handler: FrameBatchHandler | undefined;
+  private readonly frames: Uint8Array[] = [];
+  private readonly rx = createLinkStats();
+  private closed = false;
+  private readonly onError: ((err: LinkError) => void) | undefined;
+
+  protected constructor(
+    fd: number,
+    portOptions: Omit<NativeFramePortOptions, 'onFrames' | 'onError' | 'onPeer'>,
+    options: LinkOptions,
+    native: NativeAddon = loadNative(),
+  ) {
+    this.native = native;
+    this.onError = options.onError;
+    this.port = new native.FramePort(fd, {
+      ...portOptions,
+      onFrames: (slab, offsets, count) => this.onBatch(slab, offsets, count),
+      onError: (code) => this.onPortError(code),
+      onPeer: (peerPath) => this.onPeerLearned(peerPath),
+    });
+  }
+
+  abstract describe(): Record<string, string | number>;
+
+  /**
+   * A subclass's chance to consume a short datagram that is not a frame but not an error either
+   * (vfkit's "VFKT"). Return true to swallow it.
+   */
+  protected consumeShort(_datagram: Uint8Array): boolean {
+    return false;
+  }
+
+  /** learnPeer ports: the port connected back to a new sender. */
+  protected onPeerLearned(_peerPath: string): void {}
+
+  start(handler: FrameBatchHandler): void {
+    if (this.closed) return;
+    this.handler = handler;
+    this.port.start();
+  }
+
+  send(frame: Uint8Array): boolean {
+    if (this.closed) return false;
+    return this.port.send(frame);
+  }
+
+  flush(): void {
+    if (!this.closed) this.port.flush();
+  }
+
+  get stats(): LinkStats {
+    const n = this.port.stats();
+    return {
+      rxFrames: this.rx.rxFrames,
+      rxBytes: this.rx.rxBytes,
+      txFrames: n.txFrames,
+      txBytes: n.txBytes,
+      txDropped: n.txDropped,
+      rxErrors: this.rx.rxErrors + n.rxErrors,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.handler = undefined;
+    this.port.close();
+    this.afterClose();
+  }
+
+  /** Subclass cleanup after the fd is closed (remove a socket file, …). */
+  protected afterClose(): void {}
+
+  private onBatch(slab: Buffer, offsets: Int32Array, count: number): void {
+    const handler = this.handler;
+    if (handler === undefined) return;
+    const frames = this.frames;
+    frames.length = 0;
+    const buffer = slab.buffer;
+    const base = slab.byteOffset;
+    let bytes = 0;
+    for (let i = 0; i < count; i++) {
+      const off = offsets[2 * i] ?? 0;
+      const len = offsets[2 * i + 1] ?? 0;
+      const view = new Uint8Array(buffer, base + off, len);
+      if (len < MIN_FRAME) {
+        if (!this.consumeShort(view)) {
+          this.rx.rxErrors++;
+          trace('%s: dropped %d-byte datagram (shorter than an Ethernet header)', this.kind, len);
+        }
+        continue;
+      }
+      frames.push(view);
+      bytes += len;
+    }
+    if (frames.length === 0) return;
+    this.rx.rxFrames += frames.length;
+    this.rx.rxBytes += bytes;
+    handler(frames);
+  }
+
+  private onPortError(code: string): void {
+    const err = new LinkError('ELINK_FAILED', `${this.kind} link ${JSON.stringify(this.describe())} failed: ${code}`, {
+      errno: code,
+    });
+    trace('%s', err.message);
+    this.onError?.(err);
+  }
+}

@@ -1,0 +1,483 @@
+/**
+ * TCP through the NAT: guest connections terminated by vmnat's own TCP (src/stack/tcp) and
+ * carried over ordinary host sockets.
+ *
+ * Theory of operation. A flow is the 4-tuple (guest address:port → destination address:port), a
+ * `TcpConnection` on the guest side and a host endpoint on the other (a `net.Socket`, or the DNS
+ * forwarder for 10.0.2.3:53).
+ *  - Dial the host first: a guest SYN with no flow starts a host connect and is remembered; the
+ *    guest's SYN retransmissions meanwhile are dropped. Success → `acceptSyn` (SYN-ACK); refused →
+ *    RST; unreachable or a connect timeout → ICMP destination unreachable quoting the SYN. Flows in
+ *    this state are "half-open" and capped (`maxHalfOpen`), as is the whole table (`maxFlows`).
+ *  - Guest → host: in-order bytes arrive in `onData` as views into the frame; they are copied into
+ *    one Buffer per segment and written to the socket, which is corked for the length of a frame
+ *    batch (one writev per batch). Each write's callback returns that many bytes of receive credit
+ *    to the connection, so a host socket that stops draining shuts the guest's window:
+ *    backpressure without an unbounded queue.
+ *  - Host → guest: socket data goes into the connection's bounded send buffer; what does not fit
+ *    is held (one chunk) and the socket is paused until `onWritable`.
+ *  - Half-close both ways: guest FIN → `socket.end()`; host 'end' → `shutdownWrite` (FIN to the
+ *    guest after the data). A host error or reset → RST to the guest; a guest RST or a TCP timeout
+ *    → the host socket is reset.
+ *  - Timers: each connection has one deadline; a heap (deadlines.ts) gives the engine the earliest.
+ *  - Segments for no flow get the RFC 9293 CLOSED-state answer (RST), except RSTs.
+ */
+import net from 'node:net';
+import { debuglog } from 'node:util';
+import type { Stack } from '../stack/stack.ts';
+import type { Ipv4View } from '../stack/wire/ipv4.ts';
+import { TcpFlag, TcpView, createTcpOptions } from '../stack/wire/tcp.ts';
+import { IcmpType, IcmpUnreachCode } from '../stack/wire/icmpv4.ts';
+import { formatIpv4, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
+import {
+  TcpConnection,
+  TcpOutSegment,
+  TcpSegment,
+  createTcpStats,
+  fillSegment,
+  rstForSegment,
+  type CloseReason,
+  type TcpConfig,
+  type TcpHost,
+  type TcpStats,
+} from '../stack/tcp/index.ts';
+import { DeadlineHeap, type Scheduled } from './deadlines.ts';
+
+const trace = debuglog('vmnat');
+
+export interface TcpNatOptions {
+  maxFlows: number;
+  maxHalfOpen: number;
+  dialTimeoutMs: number;
+  gateway: Ipv4Addr;
+}
+
+export function createTcpNatStats() {
+  return {
+    flowsOpened: 0, flowsClosed: 0, dialsRefused: 0, dialsUnreachable: 0, dialTimeouts: 0,
+    synWhileDialing: 0, halfOpenLimit: 0, flowLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
+    malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0,
+  };
+}
+export type TcpNatStats = ReturnType<typeof createTcpNatStats>;
+
+/** The host side of a flow: a socket, or a local service (the DNS forwarder over TCP). */
+export interface HostEndpoint {
+  /** Writes guest bytes; `done` runs once they have left our process (credit goes back then). */
+  write(data: Buffer, done: () => void): void;
+  /** The guest half-closed. */
+  end(): void;
+  /** Tears down; `reset` asks for a RST to the host peer where that exists. */
+  destroy(reset: boolean): void;
+  pause(): void;
+  resume(): void;
+  cork(): void;
+  uncork(): void;
+}
+
+/** What a host endpoint reports back to its flow. */
+export interface HostEvents {
+  data(chunk: Buffer): void;
+  end(): void;
+  error(code: string | undefined): void;
+}
+
+/** A factory for local services reached over TCP (10.0.2.3:53 → the DNS forwarder). */
+export type LocalServiceFactory = (events: HostEvents) => HostEndpoint;
+
+class SocketEndpoint implements HostEndpoint {
+  constructor(readonly socket: net.Socket) {}
+  write(data: Buffer, done: () => void): void {
+    this.socket.write(data, done);
+  }
+  end(): void {
+    if (!this.socket.destroyed) this.socket.end();
+  }
+  destroy(reset: boolean): void {
+    if (this.socket.destroyed) return;
+    if (reset && typeof this.socket.resetAndDestroy === 'function' && !this.socket.connecting) this.socket.resetAndDestroy();
+    else this.socket.destroy();
+  }
+  pause(): void {
+    this.socket.pause();
+  }
+  resume(): void {
+    this.socket.resume();
+  }
+  cork(): void {
+    this.socket.cork();
+  }
+  uncork(): void {
+    this.socket.uncork();
+  }
+}
+
+export class TcpFlow implements TcpHost, HostEvents, Scheduled {
+  scheduledAt: number | undefined = undefined;
+  conn: TcpConnection | undefined;
+  host: HostEndpoint | undefined;
+  /** While dialing: the guest's SYN and the start of its packet (for an ICMP error's quote). */
+  syn: TcpSegment | undefined;
+  synQuote: Uint8Array | undefined;
+  dialTimer: NodeJS.Timeout | undefined;
+  /** Host bytes the connection's send buffer could not take yet (the socket is paused meanwhile). */
+  pendingFromHost: Buffer | undefined;
+  hostEnded = false;
+  corked = false;
+  closed = false;
+  bytesFromGuest = 0;
+  bytesToGuest = 0;
+  readonly openedAt: number;
+
+  constructor(
+    private readonly nat: TcpNat,
+    readonly guestMac: MacAddr,
+    readonly guestIp: Ipv4Addr,
+    readonly guestPort: number,
+    readonly dstIp: Ipv4Addr,
+    readonly dstPort: number,
+    readonly hostAddress: string,
+    now: number,
+  ) {
+    this.openedAt = now;
+  }
+
+  // ---- TcpHost: the connection talks to us ----
+  emit(seg: TcpOutSegment): void {
+    this.nat.stack.sendTcp(this.guestMac, this.dstIp, this.dstPort, this.guestIp, this.guestPort, seg);
+  }
+  onEstablished(): void {}
+  onData(buf: Uint8Array, off: number, len: number): void {
+    const host = this.host;
+    if (host === undefined) return;
+    this.bytesFromGuest += len;
+    this.nat.stats.bytesFromGuest += len;
+    if (!this.corked) {
+      this.corked = true;
+      host.cork();
+      this.nat.corked.push(this);
+    }
+    host.write(Buffer.from(buf.subarray(off, off + len)), () => {
+      const conn = this.conn;
+      if (conn === undefined || this.closed) return;
+      conn.recvConsumed(len, this.nat.now());
+      this.nat.touched(this);
+    });
+  }
+  onPeerFin(): void {
+    this.host?.end();
+  }
+  onWritable(): void {
+    const pending = this.pendingFromHost;
+    const conn = this.conn;
+    if (pending === undefined || conn === undefined) return;
+    const n = conn.write(pending, 0, pending.length, this.nat.now());
+    this.bytesToGuest += n;
+    this.nat.stats.bytesToGuest += n;
+    if (n < pending.length) {
+      this.pendingFromHost = pending.subarray(n);
+      return;
+    }
+    this.pendingFromHost = undefined;
+    if (this.hostEnded) conn.shutdownWrite(this.nat.now());
+    else this.host?.resume();
+  }
+  onClose(reason: CloseReason): void {
+    this.nat.remove(this);
+    // A clean close already sent (or is sending) the host's FIN; anything else resets the peer.
+    if (reason === 'fin') this.host?.end();
+    else this.host?.destroy(true);
+  }
+
+  // ---- HostEvents: the host side talks to us ----
+  data(chunk: Buffer): void {
+    const conn = this.conn;
+    if (conn === undefined || this.closed) return;
+    if (this.pendingFromHost !== undefined) {
+      // A chunk that was already on its way when we paused the socket.
+      this.pendingFromHost = Buffer.concat([this.pendingFromHost, chunk]);
+      return;
+    }
+    const n = conn.write(chunk, 0, chunk.length, this.nat.now());
+    this.bytesToGuest += n;
+    this.nat.stats.bytesToGuest += n;
+    if (n < chunk.length) {
+      this.pendingFromHost = chunk.subarray(n);
+      this.host?.pause();
+    }
+    this.nat.touched(this);
+  }
+  end(): void {
+    const conn = this.conn;
+    if (conn === undefined || this.closed) return;
+    this.hostEnded = true;
+    if (this.pendingFromHost === undefined) conn.shutdownWrite(this.nat.now());
+    this.nat.touched(this);
+  }
+  error(code: string | undefined): void {
+    if (this.closed) return;
+    if (this.conn === undefined) {
+      this.nat.dialFailed(this, code);
+      return;
+    }
+    this.nat.stats.hostErrors++;
+    if (code === 'ECONNRESET') this.nat.stats.hostResets++;
+    trace('tcp: host error %s on %s', code, this.describe());
+    this.conn.abort(this.nat.now());
+    this.nat.touched(this);
+  }
+
+  describe(): string {
+    return `${formatIpv4(this.guestIp)}:${this.guestPort} -> ${formatIpv4(this.dstIp)}:${this.dstPort}`;
+  }
+}
+
+export class TcpNat {
+  readonly stats = createTcpNatStats();
+  readonly tcpStats: TcpStats = createTcpStats();
+  readonly corked: TcpFlow[] = [];
+  private readonly byGuest = new Map<number, Map<number, TcpFlow>>();
+  private count = 0;
+  private halfOpen = 0;
+  private readonly heap = new DeadlineHeap<TcpFlow>();
+  private readonly seg = new TcpSegment();
+  private readonly opts = createTcpOptions();
+  private readonly rst = new TcpOutSegment();
+
+  constructor(
+    readonly stack: Stack,
+    private readonly config: TcpConfig,
+    private readonly options: TcpNatOptions,
+    readonly now: () => number,
+    private readonly wake: () => void,
+    private readonly localService: LocalServiceFactory | undefined,
+  ) {}
+
+  get size(): number {
+    return this.count;
+  }
+
+  /**
+   * A TCP packet from a guest. `hostAddress` is where the policy sends it; 'dns' means the local
+   * DNS service; undefined means refuse (RST).
+   */
+  input(ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string | 'dns' | undefined): void {
+    const view = TcpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, ip.src, ip.dst);
+    if (typeof view === 'string') {
+      this.stats.malformed++;
+      trace('tcp: drop %s', view);
+      return;
+    }
+    const seg = this.seg;
+    if (!fillSegment(seg, view, this.opts)) {
+      this.stats.badOptions++;
+      return;
+    }
+    const guestKey = ip.src * 65536 + view.srcPort;
+    const dstKey = ip.dst * 65536 + view.dstPort;
+    const flow = this.byGuest.get(guestKey)?.get(dstKey);
+    if (flow !== undefined) {
+      const conn = flow.conn;
+      if (conn !== undefined) {
+        const r = conn.input(seg, now);
+        this.touchedNoWake(flow);
+        if (r === 'ok') return;
+        // 'reuse': the old connection closed in TIME-WAIT; this SYN starts a new flow below.
+      } else {
+        if (seg.flags & TcpFlag.RST) this.dialFailed(flow, 'GUEST_RST');
+        else if (seg.flags & TcpFlag.SYN) this.stats.synWhileDialing++;
+        return;
+      }
+    }
+    if ((seg.flags & (TcpFlag.SYN | TcpFlag.ACK | TcpFlag.RST)) !== TcpFlag.SYN) {
+      if (seg.flags & TcpFlag.RST) return;
+      this.stats.rstForUnknown++;
+      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      return;
+    }
+    if (hostAddress === undefined) {
+      this.stats.refusedByPolicy++;
+      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      return;
+    }
+    if (this.count >= this.options.maxFlows) {
+      this.stats.flowLimit++;
+      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      return;
+    }
+    const f = new TcpFlow(this, srcMac, ip.src, view.srcPort, ip.dst, view.dstPort, hostAddress === 'dns' ? 'dns' : hostAddress, now);
+    if (hostAddress === 'dns') {
+      if (this.localService === undefined) {
+        this.stats.refusedByPolicy++;
+        this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+        return;
+      }
+      this.add(f, guestKey, dstKey);
+      f.host = this.localService(f);
+      f.conn = TcpConnection.acceptSyn(seg, f, now, { config: this.config, stats: this.tcpStats });
+      this.touchedNoWake(f);
+      return;
+    }
+    if (this.halfOpen >= this.options.maxHalfOpen) {
+      this.stats.halfOpenLimit++; // the guest retransmits its SYN; by then a slot may be free
+      return;
+    }
+    this.add(f, guestKey, dstKey);
+    this.dial(f, seg, ip);
+  }
+
+  private add(f: TcpFlow, guestKey: number, dstKey: number): void {
+    let perGuest = this.byGuest.get(guestKey);
+    if (perGuest === undefined) {
+      perGuest = new Map();
+      this.byGuest.set(guestKey, perGuest);
+    }
+    perGuest.set(dstKey, f);
+    this.count++;
+    this.stats.flowsOpened++;
+  }
+
+  private dial(f: TcpFlow, seg: TcpSegment, ip: Ipv4View): void {
+    this.halfOpen++;
+    const syn = new TcpSegment();
+    syn.seq = seg.seq;
+    syn.ack = seg.ack;
+    syn.flags = seg.flags;
+    syn.window = seg.window;
+    syn.mss = seg.mss;
+    syn.windowScale = seg.windowScale;
+    syn.sackPermitted = seg.sackPermitted;
+    f.syn = syn;
+    const quoteLen = Math.min(ip.headerLen + 8, ip.totalLen);
+    f.synQuote = ip.buf.slice(ip.off, ip.off + quoteLen);
+    const socket = net.connect({ host: f.hostAddress, port: f.dstPort, allowHalfOpen: true, noDelay: true });
+    const endpoint = new SocketEndpoint(socket);
+    f.host = endpoint;
+    f.dialTimer = setTimeout(() => this.dialFailed(f, 'ETIMEDOUT'), this.options.dialTimeoutMs);
+    socket.once('connect', () => this.dialed(f));
+    socket.on('data', (chunk: Buffer) => f.data(chunk));
+    socket.on('end', () => f.end());
+    socket.on('error', (err: NodeJS.ErrnoException) => f.error(err.code));
+  }
+
+  private dialed(f: TcpFlow): void {
+    if (f.closed || f.syn === undefined) return;
+    clearTimeout(f.dialTimer);
+    f.dialTimer = undefined;
+    this.halfOpen--;
+    const syn = f.syn;
+    f.syn = undefined;
+    f.synQuote = undefined;
+    f.conn = TcpConnection.acceptSyn(syn, f, this.now(), { config: this.config, stats: this.tcpStats });
+    this.touched(f);
+  }
+
+  /** The dial failed: RST for a refusal, ICMP unreachable for anything else. */
+  dialFailed(f: TcpFlow, code: string | undefined): void {
+    if (f.closed || f.syn === undefined) return;
+    const syn = f.syn;
+    const quote = f.synQuote!;
+    this.remove(f);
+    f.host?.destroy(false);
+    if (code === 'GUEST_RST') return;
+    if (code === 'ECONNREFUSED') {
+      this.stats.dialsRefused++;
+      if (rstForSegment(syn, this.rst)) this.stack.sendTcp(f.guestMac, f.dstIp, f.dstPort, f.guestIp, f.guestPort, this.rst);
+    } else {
+      if (code === 'ETIMEDOUT') this.stats.dialTimeouts++;
+      else this.stats.dialsUnreachable++;
+      const icmpCode = code === 'ENETUNREACH' ? IcmpUnreachCode.Net : IcmpUnreachCode.Host;
+      this.stack.sendIcmpErrorQuoting(quote, f.guestMac, this.options.gateway, f.guestIp, IcmpType.DestUnreachable, icmpCode);
+    }
+    this.wake();
+  }
+
+  private sendRst(guestMac: MacAddr, srcIp: Ipv4Addr, srcPort: number, dstIp: Ipv4Addr, dstPort: number): void {
+    if (rstForSegment(this.seg, this.rst)) this.stack.sendTcp(guestMac, srcIp, srcPort, dstIp, dstPort, this.rst);
+  }
+
+  /** Removes a flow from the table (its connection is closed or never existed). */
+  remove(f: TcpFlow): void {
+    if (f.closed) return;
+    f.closed = true;
+    if (f.syn !== undefined) {
+      this.halfOpen--;
+      clearTimeout(f.dialTimer);
+      f.syn = undefined;
+    }
+    f.scheduledAt = undefined;
+    const guestKey = f.guestIp * 65536 + f.guestPort;
+    const perGuest = this.byGuest.get(guestKey);
+    if (perGuest !== undefined) {
+      perGuest.delete(f.dstIp * 65536 + f.dstPort);
+      if (perGuest.size === 0) this.byGuest.delete(guestKey);
+    }
+    this.count--;
+    this.stats.flowsClosed++;
+  }
+
+  /** After a connection call outside the engine's poll/batch: reschedule and wake the timer. */
+  touched(f: TcpFlow): void {
+    this.touchedNoWake(f);
+    this.wake();
+  }
+
+  private touchedNoWake(f: TcpFlow): void {
+    if (f.closed || f.conn === undefined) return;
+    this.heap.schedule(f, f.conn.nextDeadline());
+  }
+
+  /** End of a frame batch: one writev per socket that got data in it. */
+  afterBatch(): void {
+    const corked = this.corked;
+    for (let i = 0; i < corked.length; i++) {
+      const f = corked[i]!;
+      f.corked = false;
+      f.host?.uncork();
+    }
+    corked.length = 0;
+  }
+
+  poll(now: number): void {
+    this.heap.popDue(now, (f) => {
+      if (f.closed || f.conn === undefined) return;
+      const d = f.conn.nextDeadline();
+      if (d !== undefined && d <= now) f.conn.poll(now);
+      this.touchedNoWake(f);
+    });
+  }
+
+  nextDeadline(): number | undefined {
+    return this.heap.peek();
+  }
+
+  list(): { proto: 'tcp'; guest: string; destination: string; host: string; state: string; bytesFromGuest: number; bytesToGuest: number }[] {
+    const out = [];
+    for (const perGuest of this.byGuest.values()) {
+      for (const f of perGuest.values()) {
+        out.push({
+          proto: 'tcp' as const,
+          guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
+          destination: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
+          host: `${f.hostAddress}:${f.dstPort}`,
+          state: f.conn?.state ?? 'dialing',
+          bytesFromGuest: f.bytesFromGuest,
+          bytesToGuest: f.bytesToGuest,
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Exit: reset every guest connection and close every host socket. */
+  closeAll(): void {
+    const now = this.now();
+    for (const perGuest of [...this.byGuest.values()]) {
+      for (const f of [...perGuest.values()]) {
+        if (f.conn !== undefined) f.conn.abort(now);
+        else this.remove(f);
+        f.host?.destroy(true);
+      }
+    }
+  }
+}
