@@ -68,6 +68,17 @@ describe.sequential('dig @10.0.2.3', () => {
     expect(e.stdout).toMatch(/flags: [a-z ]*tc/);
   });
 
+  test('over TCP: dig +tcp, and a TC answer retried over TCP comes back whole', async () => {
+    const n = await guest(['--dns-server', `127.0.0.1:${dns.port}`]);
+    expect((await dig(n, ['+tcp', '+short', 'www.vmnat.test', 'A'])).stdout.trim()).toBe('192.0.2.80');
+    // dig asks over UDP, sees TC, and retries over TCP to 10.0.2.3:53 by itself.
+    const r = await dig(n, ['+noedns', 'big.vmnat.test', 'TXT']);
+    expect(r.stdout).toContain('status: NOERROR');
+    expect(r.stdout).toMatch(/ANSWER: 40,/);
+    expect(r.stdout).toMatch(/\(TCP\)/);
+    expect(dns.queries.some((q) => q.transport === 'tcp' && q.name === 'big.vmnat.test')).toBe(true);
+  });
+
   test('failover: the first upstream is dead, the second answers', async () => {
     const dead = await deadUdpPort();
     const n = await guest(['--dns-server', `127.0.0.1:${dead}`, '--dns-server', `127.0.0.1:${dns.port}`]);

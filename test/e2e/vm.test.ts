@@ -28,8 +28,20 @@ import {
   type VmRun,
   type VmnatProcess,
 } from '../helpers/vm.ts';
+import { startTestDns } from '../helpers/dnsserver.ts';
 
 const VM_TEST_MS = 120_000;
+
+/** Deterministic bytes: a download whose hash cannot match by accident. */
+function blobBytes(size: number): Buffer {
+  const out = Buffer.alloc(size);
+  let h = createHash('sha256').update('vm-blob').digest();
+  for (let off = 0; off < size; off += 32) {
+    h = createHash('sha256').update(h).digest();
+    h.copy(out, off);
+  }
+  return out;
+}
 const VM_RUN_MS = 60_000;
 
 /** Lease, then two pings to the gateway: what a user checks first on a NAT network. */
@@ -226,16 +238,18 @@ describe.sequential('real VM guest (qemu, TCG)', () => {
       report('vmnat spawn mode', r);
     }, VM_TEST_MS);
 
-    it('--socket: the guest reaches host loopback servers through 10.0.2.2 (wget, nc)', async () => {
+    it('--socket: the guest downloads through 10.0.2.2 (sha256), talks with nc, and resolves a name at 10.0.2.3', async () => {
       const dir = tempDir('tcp');
       const enginePath = `${dir}/engine.sock`;
       const servers: LoopbackServer[] = [];
+      const blob = blobBytes(4 << 20);
+      const dns = await startTestDns({ 'www.vmnat.test': [{ type: 'A', name: 'www.vmnat.test', ttl: 60, data: '192.0.2.80' }] });
       try {
-        const http = await startHttpServer({ '/hello': 'hello over vmnat\n' });
+        const http = await startHttpServer({ '/hello': 'hello over vmnat\n', '/blob': blob });
         servers.push(http);
         const echo = await startEchoServer('hello-from-host\n');
         servers.push(echo);
-        engine = await startVmnat(['--socket', enginePath]);
+        engine = await startVmnat(['--socket', enginePath, '--dns-server', `127.0.0.1:${dns.port}`]);
         const r = await runVm({
           netdev: `dgram,id=n0,local.type=unix,local.path=${dir}/qemu.sock,remote.type=unix,remote.path=${enginePath}`,
           timeoutMs: VM_RUN_MS,
@@ -244,6 +258,8 @@ describe.sequential('real VM guest (qemu, TCG)', () => {
             vmnat_fetch http://10.0.2.2:${http.port}/hello 20 hello
             reply=$(echo ping-from-guest | timeout 10 nc 10.0.2.2 ${echo.port} | tr '\\n' ' ')
             vmnat_result "nc_reply=$(echo $reply | tr ' ' _)"
+            vmnat_result "blob_sha256=$(timeout 30 wget -q -O - http://10.0.2.2:${http.port}/blob | sha256sum | cut -d' ' -f1)"
+            vmnat_result "dns_a=$(timeout 10 nslookup www.vmnat.test 10.0.2.3 2>/dev/null | awk '/^Address/ {a=$NF} END {print a}')"
           `,
         });
         expect(r.results, describeRun(r)).toMatchObject({
@@ -251,10 +267,14 @@ describe.sequential('real VM guest (qemu, TCG)', () => {
           hello: 'ok',
           hello_bytes: '17',
           nc_reply: 'hello-from-host_ping-from-guest',
+          blob_sha256: createHash('sha256').update(blob).digest('hex'),
+          dns_a: '192.0.2.80',
           done: '0',
         });
+        expect(dns.queries.map((q) => q.name)).toContain('www.vmnat.test');
       } finally {
         for (const s of servers) await s.close();
+        await dns.close();
       }
     }, VM_TEST_MS);
   });
