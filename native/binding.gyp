@@ -11,7 +11,8 @@
         "src/common.cc",
         "src/sockets.cc",
         "src/tap.cc",
-        "src/frame_port.cc"
+        "src/frame_port.cc",
+        "src/icmp.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [

@@ -11,6 +11,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { USAGE, ConfigError, parseArgs, type Config } from './config.ts';
 import { Engine } from './engine.ts';
+import { ApiServer } from './api/server.ts';
 import { openLink, spawnWithSocketpair } from './link/index.ts';
 import type { Link } from './link/types.ts';
 import { formatIpv4, formatMac } from './stack/wire/addr.ts';
@@ -38,6 +39,10 @@ function linkError(config: Config, err: unknown): never {
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'ctl' || argv[0] === 'forward') {
+    const { runCtl } = await import('./ctl.ts');
+    process.exit(await runCtl(argv[0] === 'ctl' ? argv.slice(1) : argv));
+  }
   let outcome;
   try {
     outcome = parseArgs(argv);
@@ -57,7 +62,6 @@ async function main(argv: string[]): Promise<void> {
   setLogLevel(config.logLevel);
   for (const w of config.warnings) log.warn(w);
 
-  const engine = new Engine(config);
   let link: Link;
   let child: import('node:child_process').ChildProcess | undefined;
   try {
@@ -73,10 +77,30 @@ async function main(argv: string[]): Promise<void> {
       link = await openLink(config.link);
     }
   } catch (err) {
-    await engine.close();
     linkError(config, err);
   }
+  // The engine comes after the link, so a bad transport flag costs exactly one line.
+  const engine = new Engine(config);
   engine.attach(link);
+  for (const rule of config.forwards) {
+    try {
+      await engine.forwards.add(rule);
+    } catch (err) {
+      await engine.close();
+      const e = err as Error & { code?: string };
+      fail(`forward: ${e.message}`, e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? 2 : 1);
+    }
+  }
+  let api: ApiServer | undefined;
+  if (config.apiSocket !== undefined) {
+    try {
+      api = await ApiServer.listen({ path: config.apiSocket, backend: engine });
+    } catch (err) {
+      await engine.close();
+      const e = err as Error & { code?: string };
+      fail(`--api-socket: ${e.message}`, e.code === 'EADDRINUSE_LIVE' || e.code === 'EPATH_NOT_SOCKET' ? 2 : 1);
+    }
+  }
 
   const ready = {
     link: config.link.kind === 'spawn' ? 'spawn' : link.kind,
@@ -88,6 +112,7 @@ async function main(argv: string[]): Promise<void> {
     netmask: formatIpv4(config.netmask),
     mtu: config.mtu,
     gateway_mac: formatMac(engine.stack.gatewayMac),
+    ...(config.apiSocket !== undefined ? { api_socket: config.apiSocket } : {}),
   };
   // Handlers first: a tool may send SIGTERM the moment it reads the ready line, and a signal with
   // no handler kills the process at once.
@@ -96,6 +121,7 @@ async function main(argv: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     if (log.debugEnabled) log.debug(`stats: ${JSON.stringify(engine.stats())}`);
+    await api?.close();
     await engine.close();
     process.exit(status);
   };

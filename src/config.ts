@@ -13,6 +13,7 @@ import { Address4 } from 'ip-address';
 import { formatIpv4, parseIpv4, parseMac, prefixMask, type Ipv4Addr, type MacAddr } from './stack/wire/addr.ts';
 import { LogLevels, type LogLevel } from './log.ts';
 import { readFileSync } from 'node:fs';
+import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
 
 export type LinkConfig =
@@ -42,10 +43,18 @@ export interface Config {
   hostLoopback: boolean;
   udpTimeoutSec: number;
   maxFlows: number;
+  tcpIdleTimeoutSec: number;
+  /** Seconds of silence before keepalive probes to the guest; 0 = off. */
+  tcpKeepaliveSec: number;
+  /** Per-flow TCP buffer (send buffer and receive window), bytes; 0 = by MTU. */
+  tcpBufferBytes: number;
   dnsMode: 'forward' | 'host';
   /** Explicit upstreams (--dns-server); empty means the host's resolvers from resolv.conf. */
   dnsServers: DnsUpstream[];
   dnsHosts: DnsHostsTable;
+  /** Port forwards from --hostfwd and --natpf. */
+  forwards: ForwardRule[];
+  apiSocket?: string;
   /** Things worth a log line at start that are not errors. */
   warnings: string[];
 }
@@ -64,6 +73,7 @@ export class ConfigError extends Error {
 export type ParseOutcome = { action: 'run'; config: Config } | { action: 'help' } | { action: 'version' };
 
 export const USAGE = `Usage: vmnat [TRANSPORT] [OPTIONS] [-- COMMAND [ARGS...]]
+       vmnat ctl [--api-socket PATH] COMMAND   (vmnat ctl --help)
 
 Userspace NAT networking for virtual machines (VirtualBox layout by default).
 When ready, prints one JSON line on stdout; logs go to stderr.
@@ -103,7 +113,13 @@ NAT:
                         (connections to it are refused)
   --udp-timeout S       idle timeout of a UDP flow in seconds (default 60)
   --max-flows N         most flows at once per protocol (default 16384)
+  --tcp-idle-timeout S  reset a TCP flow silent for S seconds both ways
+                        (default 7440, RFC 5382; 0 = never)
+  --tcp-keepalive S     probe a guest connection after S idle seconds (0 = off)
+  --tcp-buffer SIZE     per-flow TCP buffer each way, e.g. 256K or 4M
+                        (default 1M, 4M above MTU 9000)
 
+${FORWARD_USAGE}
 Diagnostics:
   --pcap FILE           write guest-side frames to FILE (pcap, tcpdump -r FILE)
   --log-level LEVEL     error|warn|info|debug (default info)
@@ -112,7 +128,7 @@ Diagnostics:
 
 const booleanFlags = new Set(['--no-host-loopback']);
 const takesValue = new Set([
-  '--udp-timeout', '--max-flows', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
+  '--hostfwd', '--natpf', '--api-socket', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level',
 ]);
@@ -121,6 +137,16 @@ function parseIntStrict(flag: string, text: string, min: number, max: number): n
   if (!/^\d+$/.test(text)) throw new ConfigError(flag, `${JSON.stringify(text)} is not a whole number`);
   const n = Number(text);
   if (n < min || n > max) throw new ConfigError(flag, `${text} is not in ${min}..${max}`);
+  return n;
+}
+
+/** A byte size such as 262144, 256K or 4M, within 16 KiB..256 MiB; undefined → 0 (the default). */
+function parseSize(flag: string, text: string | undefined): number {
+  if (text === undefined) return 0;
+  const m = /^(\d+)([KkMm]?)$/.exec(text);
+  if (!m) throw new ConfigError(flag, `${JSON.stringify(text)} is not a size such as 262144, 256K or 4M`);
+  const n = Number(m[1]) * (m[2] === '' ? 1 : /k/i.test(m[2]!) ? 1024 : 1 << 20);
+  if (n < 16384 || n > 256 << 20) throw new ConfigError(flag, `${text} is not in 16K..256M`);
   return n;
 }
 
@@ -281,6 +307,16 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     for (const e of parsed.entries) dnsHosts.add(e.name, e.ip);
   }
 
+  let forwards: ForwardRule[];
+  try {
+    forwards = parseForwardFlags(values.get('--hostfwd') ?? [], values.get('--natpf') ?? [], { network, netmask, reserved: [gateway, dns] });
+  } catch (err) {
+    if (err instanceof ForwardRuleError) throw new ConfigError(err.flag ?? '--hostfwd', err.message);
+    throw err;
+  }
+  const apiSocket = single('--api-socket');
+  if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > 107)) throw new ConfigError('--api-socket', 'path must be 1..107 bytes (unix socket limit)');
+
   const level = single('--log-level') ?? 'info';
   if (!(LogLevels as readonly string[]).includes(level)) throw new ConfigError('--log-level', `${JSON.stringify(level)} is not one of ${LogLevels.join('|')}`);
 
@@ -301,11 +337,16 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     hostLoopback: !values.has('--no-host-loopback'),
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
     maxFlows: parseIntStrict('--max-flows', single('--max-flows') ?? '16384', 1, 1_000_000),
+    tcpIdleTimeoutSec: parseIntStrict('--tcp-idle-timeout', single('--tcp-idle-timeout') ?? '7440', 0, 30 * 86400),
+    tcpKeepaliveSec: parseIntStrict('--tcp-keepalive', single('--tcp-keepalive') ?? '0', 0, 86400),
+    tcpBufferBytes: parseSize('--tcp-buffer', single('--tcp-buffer')),
     dnsMode,
     dnsServers,
     dnsHosts,
+    forwards,
     warnings,
   };
+  if (apiSocket !== undefined) config.apiSocket = path.resolve(apiSocket);
   if (domain !== undefined) config.domain = domain;
   if (pcapFile !== undefined) config.pcapFile = path.resolve(pcapFile);
   return { action: 'run', config };

@@ -18,19 +18,44 @@ import { Stack, type UdpDatagram } from './stack/stack.ts';
 import { DhcpServer } from './dhcp/server.ts';
 import { PcapWriter } from './pcap.ts';
 import { Nat } from './nat/nat.ts';
+import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
 import { DnsTcpEndpoint } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
 import { IPV4_BROADCAST, formatIpv4, formatMac, isGroupMac, readMac, type MacAddr } from './stack/wire/addr.ts';
 import { log } from './log.ts';
+import { PortForwarder } from './portfwd/forwarder.ts';
+import { NatGuestDialer } from './portfwd/dialer.ts';
+import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type FlowEvent, type LeaseEvent } from './api/server.ts';
+import type { TcpFlow } from './nat/tcp.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
  * enough segments in flight; 1 MiB serves MTU 1500.
  */
-function tcpConfigFor(mtu: number): Partial<TcpConfig> {
-  const big = mtu > 9000;
-  return { mss: mtu - 40, recvWindow: big ? 4 << 20 : 1 << 20, sendBufferSize: big ? 4 << 20 : 1 << 20 };
+function tcpConfigFor(config: Config): Partial<TcpConfig> {
+  const buffer = config.tcpBufferBytes || (config.mtu > 9000 ? 4 << 20 : 1 << 20);
+  const out: Partial<TcpConfig> = { mss: config.mtu - 40, recvWindow: buffer, sendBufferSize: buffer };
+  if (config.tcpKeepaliveSec > 0) {
+    // Linux's shape: after the idle time, 9 probes 75 s apart (shortened for short idle times).
+    out.keepalive = { idleMs: config.tcpKeepaliveSec * 1000, intervalMs: Math.min(75, config.tcpKeepaliveSec) * 1000, count: 9 };
+  }
+  return out;
+}
+
+function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
+  const out: ApiFlow = {
+    proto: 'tcp',
+    guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
+    remote: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
+    host: `${f.hostAddress}:${f.dstPort}`,
+    state: f.conn?.state ?? 'dialing',
+    bytes_from_guest: f.bytesFromGuest,
+    bytes_to_guest: f.bytesToGuest,
+    age_s: Math.round((now - f.openedAt) / 1000),
+  };
+  if (f.forward !== undefined) out.forward = f.forward;
+  return out;
 }
 
 /** Switch table capacity (MACs learned across all ports). */
@@ -44,11 +69,16 @@ export function createSwitchStats() {
   return { guestToGuest: 0, flooded: 0, runts: 0, macMoves: 0, macEvicted: 0 };
 }
 
-export class Engine {
+export class Engine implements ApiBackend {
   readonly stack: Stack;
   readonly dhcp: DhcpServer;
   readonly nat: Nat;
+  readonly icmpNat: IcmpNat;
   readonly dns: DnsForwarder;
+  readonly forwards: PortForwarder;
+  private readonly listeners = new Set<(e: LeaseEvent | FlowEvent) => void>();
+  /** Bound leases, newest last: an empty guest address in a forward means the newest. */
+  private readonly boundLeases = new Map<number, number>();
   /** Everything with timers: polled at the earliest deadline any of them reports. */
   private readonly machines: { poll(now: number): void; nextDeadline(): number | undefined }[];
   readonly switchStats = createSwitchStats();
@@ -63,7 +93,8 @@ export class Engine {
   private currentLink: Link | undefined;
   private closed = false;
 
-  constructor(readonly config: Config) {
+  constructor(private readonly cfg: Config) {
+    const config = cfg;
     this.stack = new Stack(
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, mtu: config.mtu },
       (frame) => this.toGuests(frame),
@@ -84,7 +115,12 @@ export class Engine {
     };
     this.dhcp = new DhcpServer(dhcpConfig);
     this.dhcp.onLeaseChange = (event, lease) => {
-      if (event === 'bound') this.stack.neighbours.learn(lease.ip, lease.mac, this.now());
+      this.boundLeases.delete(lease.ip);
+      if (event === 'bound') {
+        this.stack.neighbours.learn(lease.ip, lease.mac, this.now());
+        this.boundLeases.set(lease.ip, lease.mac);
+      }
+      this.publish(leaseEvent(event, lease));
       log.info(`dhcp: ${event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`);
     };
     const onDhcp = (d: UdpDatagram, now: number) => {
@@ -97,13 +133,23 @@ export class Engine {
       this.stack,
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
-      resolveTcpConfig(tcpConfigFor(config.mtu)),
-      { maxFlows: config.maxFlows, maxHalfOpen: 512, dialTimeoutMs: 10_000, gateway: config.gateway },
+      resolveTcpConfig(tcpConfigFor(config)),
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: 10_000, gateway: config.gateway },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
       () => this.armTimer(this.now()),
     );
     this.stack.forward = (ip, srcMac, now) => this.nat.input(ip, srcMac, now);
+    // One ping socket per flow (an fd each): a smaller cap than other flows.
+    this.icmpNat = new IcmpNat(
+      this.stack,
+      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: config.gateway },
+      nativePingOpener(),
+      () => this.now(),
+      () => this.armTimer(this.now()),
+      log,
+    );
+    this.nat.icmp = (ip, srcMac, now, hostAddress) => this.icmpNat.input(ip, srcMac, now, hostAddress);
     this.dns = new DnsForwarder({
       mode: config.dnsMode,
       servers: config.dnsServers,
@@ -120,7 +166,23 @@ export class Engine {
         this.stack.sendUdp(config.dns, 53, srcIp, srcPort, answer, srcMac);
       });
     });
-    this.machines = [this.stack, this.dhcp, this.nat];
+    this.machines = [this.stack, this.dhcp, this.nat, this.icmpNat];
+    this.nat.tcp.onFlowEvent = (event, f, reason) => {
+      if (this.listeners.size === 0) return;
+      const e: FlowEvent = { type: 'flow', event, flow: tcpFlowToApi(f, this.now()) };
+      if (reason !== undefined) e.reason = reason;
+      this.publish(e);
+    };
+    this.forwards = new PortForwarder({
+      dialer: new NatGuestDialer(this.stack, this.nat.tcp, config.gateway, () => {
+        let last: number | undefined;
+        for (const ip of this.boundLeases.keys()) last = ip;
+        return last;
+      }),
+      udpIdleTimeoutMs: config.udpTimeoutSec * 1000,
+      maxUdpFlows: config.maxFlows,
+      guestNetwork: { network: config.network, netmask: config.netmask, reserved: [config.gateway, config.dns] },
+    });
     if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
   }
 
@@ -239,6 +301,35 @@ export class Engine {
     this.armTimer(now);
   }
 
+  private publish(e: LeaseEvent | FlowEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+
+  // ---- ApiBackend ----
+  leases() {
+    const now = this.now();
+    return this.dhcp.leases(now).map((l) => leaseToApi(l, now));
+  }
+
+  flows(): ApiFlow[] {
+    const tcp = this.nat.tcp.list().map((f): ApiFlow => {
+      const out: ApiFlow = { proto: 'tcp', guest: f.guest, remote: f.destination, host: f.host, state: f.state, bytes_from_guest: f.bytesFromGuest, bytes_to_guest: f.bytesToGuest, age_s: Math.round(f.ageMs / 1000) };
+      if (f.forward !== undefined) out.forward = f.forward;
+      return out;
+    });
+    const udp = this.nat.udp.list().map((f): ApiFlow => ({ proto: 'udp', guest: f.guest, remote: f.destination, host: f.host, bytes_from_guest: f.bytesFromGuest, bytes_to_guest: f.bytesToGuest }));
+    return [...tcp, ...udp];
+  }
+
+  config(): Record<string, unknown> {
+    return configToApi(this.cfg);
+  }
+
+  subscribe(listener: (e: LeaseEvent | FlowEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
   /** All counters, by subsystem. */
   stats(): Record<string, unknown> {
     return {
@@ -249,8 +340,10 @@ export class Engine {
       nat: this.nat.stats,
       udpNat: this.nat.udp.stats,
       tcpNat: this.nat.tcp.stats,
+      icmpNat: this.icmpNat.stats,
       tcp: this.nat.tcp.tcpStats,
       dns: this.dns.stats,
+      portfwd: this.forwards.stats,
       pcap: this.pcap ? { frames: this.pcap.framesWritten } : undefined,
     };
   }
@@ -260,6 +353,7 @@ export class Engine {
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.nat.close();
+    this.icmpNat.closeAll();
     this.dns.close();
     this.flushDirty();
     await Promise.all(this.links.map((l) => l.close()));

@@ -7,11 +7,13 @@
 
 namespace vmnat {
 void InitTap(Napi::Env env, Napi::Object exports);
+void InitIcmp(Napi::Env env, Napi::Object exports);
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vmnat::InitSockets(env, exports);
   vmnat::InitTap(env, exports);
+  vmnat::InitIcmp(env, exports);
   exports.Set("FramePort", vmnat::FramePort::Init(env));
   return exports;
 }

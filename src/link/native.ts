@@ -4,7 +4,8 @@
  * Theory of operation: the addon is a thin layer over system calls Node lacks: AF_UNIX datagram
  * sockets, socketpair, TAP devices (optionally opened inside another network namespace), and a
  * `FramePort` that watches one fd with a `uv_poll_t` on the main loop and moves frames in batches
- * (recvmmsg/sendmmsg on sockets; read()/write() loops on a TAP). It knows nothing of protocols.
+ * (recvmmsg/sendmmsg on sockets; read()/write() loops on a TAP), and `PingSocket`, an unprivileged
+ * ICMP echo socket. It knows nothing of protocols.
  *
  * Errors thrown by the addon are `Error`s with `code` set to the errno name (`EADDRINUSE`,
  * `ENOENT`, `EPERM`, …) and `syscall` set to the failing call.
@@ -72,6 +73,35 @@ export interface NativeFramePort {
   close(): void;
 }
 
+/** Events of a `PingSocket`. Buffers are the caller's to keep. */
+export interface NativePingSocketOptions {
+  /**
+   * An echo reply for our identifier: the whole ICMP message (header + data, identifier = ours),
+   * its sender (IPv4 as a 32-bit number) and the TTL it arrived with (-1 if unknown).
+   */
+  onMessage: (message: Buffer, src: number, ttl: number) => void;
+  /**
+   * An ICMP error about one of our requests (IP_RECVERR, origin ICMP): its type, code and info
+   * (the next-hop MTU of a "fragmentation needed"), the offender's address (-1 if unknown), and our
+   * request as the offender quoted it (ICMP header with our identifier + data, possibly truncated).
+   */
+  onError: (type: number, code: number, info: number, offender: number, quoted: Buffer) => void;
+}
+
+export interface NativePingSocket {
+  /** The echo identifier the kernel gave this socket (it rewrites every request's identifier to it). */
+  readonly ident: number;
+  /**
+   * Sends one echo request (type 8, code 0, at least 8 bytes; the kernel sets the identifier and the
+   * checksum) with IP TTL `ttl` (1..255). Returns undefined, or the errno name of a failed send
+   * (EAGAIN, ENETUNREACH, EHOSTUNREACH, EMSGSIZE, …).
+   */
+  send(message: Uint8Array, ttl: number): string | undefined;
+  stats(): { rxMessages: number; rxErrors: number; localErrors: number; txMessages: number; txErrors: number };
+  /** Stops watching and closes the socket. Idempotent. */
+  close(): void;
+}
+
 export interface NativeAddon {
   /** Creates a non-blocking, close-on-exec AF_UNIX SOCK_DGRAM socket bound to `path`; returns its fd. Large SO_SNDBUF/SO_RCVBUF. */
   unixDgramBind(path: string): number;
@@ -99,6 +129,12 @@ export interface NativeAddon {
   closeFd(fd: number): void;
   /** Takes ownership of `fd` (close() closes it) — unless the constructor throws: then the caller still owns it. */
   FramePort: new (fd: number, options: NativeFramePortOptions) => NativeFramePort;
+  /**
+   * An unprivileged ICMP echo socket (SOCK_DGRAM, IPPROTO_ICMP; non-blocking, close-on-exec) for
+   * requests to `destination` (an IPv4 address), watched on the main loop. Throws an errno Error:
+   * EACCES when net.ipv4.ping_group_range does not include the process's group (root included).
+   */
+  PingSocket: new (destination: string, options: NativePingSocketOptions) => NativePingSocket;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -44,9 +44,13 @@ import {
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 
 const trace = debuglog('vmnat');
+/** How often idle flows are looked for: the timeout is coarse (hours by default), so is this. */
+const SWEEP_MS = 10_000;
 
 export interface TcpNatOptions {
   maxFlows: number;
+  /** A flow with no segment either way for this long is reset both ways (0 = never). */
+  idleTimeoutMs: number;
   maxHalfOpen: number;
   dialTimeoutMs: number;
   gateway: Ipv4Addr;
@@ -55,7 +59,7 @@ export interface TcpNatOptions {
 export function createTcpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, dialsRefused: 0, dialsUnreachable: 0, dialTimeouts: 0,
-    synWhileDialing: 0, halfOpenLimit: 0, flowLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
+    synWhileDialing: 0, halfOpenLimit: 0, idleTimeouts: 0, forwardsOpened: 0, forwardFailed: 0, flowLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
     malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0,
   };
 }
@@ -128,6 +132,7 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
   bytesFromGuest = 0;
   bytesToGuest = 0;
   readonly openedAt: number;
+  lastActive: number;
 
   constructor(
     private readonly nat: TcpNat,
@@ -140,13 +145,22 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
     now: number,
   ) {
     this.openedAt = now;
+    this.lastActive = now;
   }
 
   // ---- TcpHost: the connection talks to us ----
   emit(seg: TcpOutSegment): void {
     this.nat.stack.sendTcp(this.guestMac, this.dstIp, this.dstPort, this.guestIp, this.guestPort, seg);
   }
-  onEstablished(): void {}
+  /** Set for flows into the guest (port forwards): the host socket waits for the handshake. */
+  established: (() => void) | undefined;
+  /** The port-forward rule that opened this flow, for listings. */
+  forward: string | undefined;
+  onEstablished(): void {
+    const hook = this.established;
+    this.established = undefined;
+    hook?.();
+  }
   onData(buf: Uint8Array, off: number, len: number): void {
     const host = this.host;
     if (host === undefined) return;
@@ -183,7 +197,7 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
     else this.host?.resume();
   }
   onClose(reason: CloseReason): void {
-    this.nat.remove(this);
+    this.nat.remove(this, reason);
     // A clean close already sent (or is sending) the host's FIN; anything else resets the peer.
     if (reason === 'fin') this.host?.end();
     else this.host?.destroy(true);
@@ -193,6 +207,7 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
   data(chunk: Buffer): void {
     const conn = this.conn;
     if (conn === undefined || this.closed) return;
+    this.lastActive = this.nat.now();
     if (this.pendingFromHost !== undefined) {
       // A chunk that was already on its way when we paused the socket.
       this.pendingFromHost = Buffer.concat([this.pendingFromHost, chunk]);
@@ -236,6 +251,8 @@ export class TcpNat {
   readonly stats = createTcpNatStats();
   readonly tcpStats: TcpStats = createTcpStats();
   readonly corked: TcpFlow[] = [];
+  /** Flow open/close, for the control API's event stream. */
+  onFlowEvent: ((event: 'open' | 'close', flow: TcpFlow, reason?: string) => void) | undefined;
   private readonly byGuest = new Map<number, Map<number, TcpFlow>>();
   private count = 0;
   private halfOpen = 0;
@@ -243,6 +260,8 @@ export class TcpNat {
   private readonly seg = new TcpSegment();
   private readonly opts = createTcpOptions();
   private readonly rst = new TcpOutSegment();
+  private nextSweep: number | undefined;
+  private nextEphemeral = 49152 + Math.floor(Math.random() * 16384);
 
   constructor(
     readonly stack: Stack,
@@ -277,6 +296,7 @@ export class TcpNat {
     const dstKey = ip.dst * 65536 + view.dstPort;
     const flow = this.byGuest.get(guestKey)?.get(dstKey);
     if (flow !== undefined) {
+      flow.lastActive = now;
       const conn = flow.conn;
       if (conn !== undefined) {
         const r = conn.input(seg, now);
@@ -327,6 +347,7 @@ export class TcpNat {
   }
 
   private add(f: TcpFlow, guestKey: number, dstKey: number): void {
+    if (this.nextSweep === undefined && this.options.idleTimeoutMs > 0) this.nextSweep = f.openedAt + this.sweepMs();
     let perGuest = this.byGuest.get(guestKey);
     if (perGuest === undefined) {
       perGuest = new Map();
@@ -335,6 +356,7 @@ export class TcpNat {
     perGuest.set(dstKey, f);
     this.count++;
     this.stats.flowsOpened++;
+    this.onFlowEvent?.('open', f);
   }
 
   private dial(f: TcpFlow, seg: TcpSegment, ip: Ipv4View): void {
@@ -377,7 +399,7 @@ export class TcpNat {
     if (f.closed || f.syn === undefined) return;
     const syn = f.syn;
     const quote = f.synQuote!;
-    this.remove(f);
+    this.remove(f, code === 'ECONNREFUSED' ? 'refused' : code === 'GUEST_RST' ? 'rst' : 'unreachable');
     f.host?.destroy(false);
     if (code === 'GUEST_RST') return;
     if (code === 'ECONNREFUSED') {
@@ -396,8 +418,49 @@ export class TcpNat {
     if (rstForSegment(this.seg, this.rst)) this.stack.sendTcp(guestMac, srcIp, srcPort, dstIp, dstPort, this.rst);
   }
 
+  /**
+   * A flow into the guest for a host connection accepted by a port forward: vmnat opens the TCP
+   * connection from `srcIp` (the gateway) on an ephemeral port to `guestIp:guestPort`, with the
+   * same engine, backpressure and half-close as outbound flows. The socket must be paused; it is
+   * resumed once the guest completes the handshake. If the guest is unknown, refuses or does not
+   * answer, the host client sees a reset. Returns false if no connection was attempted.
+   */
+  openToGuest(socket: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string): boolean {
+    const guestMac = this.stack.neighbours.lookup(guestIp);
+    const srcPort = guestMac === undefined ? undefined : this.ephemeralPort(guestIp, guestPort, srcIp);
+    if (guestMac === undefined || srcPort === undefined || this.count >= this.options.maxFlows) {
+      this.stats.forwardFailed++;
+      socket.resetAndDestroy();
+      return false;
+    }
+    const now = this.now();
+    const f = new TcpFlow(this, guestMac, guestIp, guestPort, srcIp, srcPort, `${socket.remoteAddress ?? ''}`, now);
+    f.forward = forward;
+    f.host = new SocketEndpoint(socket);
+    f.established = () => socket.resume();
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => f.data(chunk));
+    socket.on('end', () => f.end());
+    socket.on('error', (err: NodeJS.ErrnoException) => f.error(err.code));
+    this.add(f, guestIp * 65536 + guestPort, srcIp * 65536 + srcPort);
+    this.stats.forwardsOpened++;
+    f.conn = TcpConnection.connect(f, now, { config: this.config, stats: this.tcpStats });
+    this.touched(f);
+    return true;
+  }
+
+  /** A free source port on `srcIp` for a new flow to guestIp:guestPort (49152..65535, rotating). */
+  private ephemeralPort(guestIp: Ipv4Addr, guestPort: number, srcIp: Ipv4Addr): number | undefined {
+    const perGuest = this.byGuest.get(guestIp * 65536 + guestPort);
+    for (let i = 0; i < 16384; i++) {
+      this.nextEphemeral = this.nextEphemeral >= 65535 ? 49152 : this.nextEphemeral + 1;
+      if (perGuest?.get(srcIp * 65536 + this.nextEphemeral) === undefined) return this.nextEphemeral;
+    }
+    return undefined;
+  }
+
   /** Removes a flow from the table (its connection is closed or never existed). */
-  remove(f: TcpFlow): void {
+  remove(f: TcpFlow, reason = 'closed'): void {
     if (f.closed) return;
     f.closed = true;
     if (f.syn !== undefined) {
@@ -414,6 +477,7 @@ export class TcpNat {
     }
     this.count--;
     this.stats.flowsClosed++;
+    this.onFlowEvent?.('close', f, reason);
   }
 
   /** After a connection call outside the engine's poll/batch: reschedule and wake the timer. */
@@ -439,6 +503,7 @@ export class TcpNat {
   }
 
   poll(now: number): void {
+    if (this.nextSweep !== undefined && now >= this.nextSweep) this.sweepIdle(now);
     this.heap.popDue(now, (f) => {
       if (f.closed || f.conn === undefined) return;
       const d = f.conn.nextDeadline();
@@ -448,11 +513,31 @@ export class TcpNat {
   }
 
   nextDeadline(): number | undefined {
-    return this.heap.peek();
+    const a = this.heap.peek();
+    const b = this.nextSweep;
+    return a === undefined ? b : b === undefined ? a : Math.min(a, b);
   }
 
-  list(): { proto: 'tcp'; guest: string; destination: string; host: string; state: string; bytesFromGuest: number; bytesToGuest: number }[] {
+  private sweepMs(): number {
+    return Math.min(SWEEP_MS, Math.max(500, this.options.idleTimeoutMs / 4));
+  }
+
+  /** Resets flows idle for longer than the idle timeout (both ways: RST to the guest and the host). */
+  private sweepIdle(now: number): void {
+    const limit = now - this.options.idleTimeoutMs;
+    for (const perGuest of [...this.byGuest.values()]) {
+      for (const f of [...perGuest.values()]) {
+        if (f.lastActive > limit || f.conn === undefined) continue;
+        this.stats.idleTimeouts++;
+        f.conn.abort(now);
+      }
+    }
+    this.nextSweep = this.count > 0 ? now + this.sweepMs() : undefined;
+  }
+
+  list(): { proto: 'tcp'; guest: string; destination: string; host: string; state: string; forward: string | undefined; bytesFromGuest: number; bytesToGuest: number; ageMs: number }[] {
     const out = [];
+    const now = this.now();
     for (const perGuest of this.byGuest.values()) {
       for (const f of perGuest.values()) {
         out.push({
@@ -461,8 +546,10 @@ export class TcpNat {
           destination: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
           host: `${f.hostAddress}:${f.dstPort}`,
           state: f.conn?.state ?? 'dialing',
+          forward: f.forward,
           bytesFromGuest: f.bytesFromGuest,
           bytesToGuest: f.bytesToGuest,
+          ageMs: now - f.openedAt,
         });
       }
     }

@@ -121,6 +121,14 @@ export class Stack {
     this.udpHandlers.set(ip * 65536 + port, handler);
   }
 
+  unbindUdp(ip: Ipv4Addr, port: number): void {
+    this.udpHandlers.delete(ip * 65536 + port);
+  }
+
+  isUdpBound(ip: Ipv4Addr, port: number): boolean {
+    return this.udpHandlers.has(ip * 65536 + port);
+  }
+
   input(frame: Uint8Array, now: number): void {
     const eth = EthernetView.checked(frame, 0, frame.length);
     if (typeof eth === 'string') return this.drop(this.stats.eth, 'truncated', eth);
@@ -287,6 +295,18 @@ export class Stack {
     writeIcmpError(this.tx, icmpOff, type, code, quote.length, restOfHeader);
     this.stats.icmp.txErrors++;
     return this.sendIpv4To(toMac, from, to, IpProto.ICMP, 8 + quote.length, 64);
+  }
+
+  /**
+   * Sends an ICMP message (e.g. an echo reply relayed from the host) to guest `to`: header fields
+   * `type`, `code`, `restOfHeader`, then `data` (copied), with IP TTL `ttl`. Not counted here.
+   */
+  sendIcmpMessage(toMac: MacAddr, from: Ipv4Addr, to: Ipv4Addr, type: number, code: number, restOfHeader: number, data: Uint8Array, ttl: number): boolean {
+    const icmpOff = ETH_HLEN + IPV4_HLEN;
+    if (icmpOff + 8 + data.length > this.tx.length) return false;
+    this.tx.set(data, icmpOff + 8);
+    writeIcmpError(this.tx, icmpOff, type, code, data.length, restOfHeader);
+    return this.sendIpv4To(toMac, from, to, IpProto.ICMP, 8 + data.length, ttl);
   }
 
   /**

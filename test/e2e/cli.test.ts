@@ -31,6 +31,15 @@ describe('bad flags', () => {
     [['--domain', 'bad..name'], /^vmnat: --domain: /],
     [['--fd', '99'], /^vmnat: --fd: /],
     [['--socket'], /^vmnat: --socket: needs a value$/],
+    [['--tcp-buffer', '12'], /^vmnat: --tcp-buffer: 12 is not in 16K\.\.256M$/],
+    [['--tcp-buffer', 'lots'], /^vmnat: --tcp-buffer: "lots" is not a size/],
+    [['--tcp-keepalive', '1.5'], /^vmnat: --tcp-keepalive: /],
+    [['--udp-timeout', '0'], /^vmnat: --udp-timeout: 0 is not in 1\.\.86400$/],
+    [['--max-flows', '0'], /^vmnat: --max-flows: /],
+    [['--dns-server', 'not-an-ip'], /^vmnat: --dns-server: /],
+    [['--dns-host', 'nameonly'], /^vmnat: --dns-host: /],
+    [['--dns-hosts', '/nonexistent/hosts'], /^vmnat: --dns-hosts: cannot read \/nonexistent\/hosts: ENOENT$/],
+    [['--dns-mode', 'magic'], /^vmnat: --dns-mode: "magic" is not one of forward\|host$/],
   ];
   for (const [args, want] of cases) {
     test(args.join(' '), async () => {

@@ -184,6 +184,32 @@ describe.sequential('MTU 65520 and --no-host-loopback', () => {
     }
   });
 
+  test('--tcp-idle-timeout resets a silent flow both ways', async () => {
+    const ns4 = await createNetns();
+    const v = await startVmnat(['--tap', 'tap0', '--netns', ns4.path, '--tcp-idle-timeout', '2']);
+    const echo = await startEchoServer();
+    try {
+      await leaseWithUdhcpc(ns4);
+      const r = await ns4.exec(['python3', '-c', `
+import socket, time
+s = socket.create_connection(('10.0.2.2', ${echo.port}))
+s.sendall(b'hi'); assert s.recv(10) == b'hi'
+time.sleep(4)
+try:
+    s.sendall(b'again'); print('reply', s.recv(10))
+except Exception as e:
+    print(type(e).__name__)
+`], { timeoutMs: 30_000 });
+      expect(r.stdout.trim(), r.stderr).toMatch(/^(ConnectionResetError|BrokenPipeError)$/);
+      const stats = (await v.stats()) as Stats;
+      expect(stats.tcpNat!.idleTimeouts).toBe(1);
+    } finally {
+      await echo.close();
+      await v.stop();
+      await ns4.destroy();
+    }
+  });
+
   test('--no-host-loopback refuses 10.0.2.2', async () => {
     const ns3 = await createNetns();
     const v = await startVmnat(['--tap', 'tap0', '--netns', ns3.path, '--no-host-loopback']);

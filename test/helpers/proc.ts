@@ -56,10 +56,14 @@ export interface VmnatProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts vmnat with `args` and resolves once it printed its ready line (rejects if it exits first). */
-export function startVmnat(args: string[], opts: { timeoutMs?: number; spawn?: SpawnOptions } = {}): Promise<VmnatProcess> {
+/**
+ * Starts vmnat with `args` and resolves once it printed its ready line (rejects if it exits first).
+ * `prefix` runs it through a command that execs its arguments, keeping the PID (e.g. `ip netns exec NAME`).
+ */
+export function startVmnat(args: string[], opts: { timeoutMs?: number; spawn?: SpawnOptions; prefix?: string[] } = {}): Promise<VmnatProcess> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [VMNAT_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts.spawn });
+    const argv = [...(opts.prefix ?? []), process.execPath, VMNAT_BIN, ...args];
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], ...opts.spawn });
     live.add(child);
     let stdout = '';
     let stderr = '';

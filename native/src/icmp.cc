@@ -1,0 +1,396 @@
+// PingSocket: one unprivileged ICMP echo socket (socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP))
+// for one destination, watched by a uv_poll_t on the Node event loop.
+//
+// Theory of operation
+//   The kernel allows these sockets to members of net.ipv4.ping_group_range (per network
+//   namespace; the kernel's default "1 0" allows nobody, root included: socket() fails with
+//   EACCES). We bind to port 0, which makes the kernel pick a free echo identifier (the socket's
+//   "port"). We do not connect(): a destination without a route would fail the constructor, and a
+//   route may appear later; each send() names the destination instead, and a missing route is
+//   reported by that send (ENETUNREACH/EHOSTUNREACH). send() hands the kernel an echo request (type 8,
+//   code 0): it overwrites the identifier with ours and computes the checksum; the sequence number
+//   and data pass through untouched. Only echo replies carrying our identifier are delivered to
+//   us, as whole ICMP messages (header + data), with the sender (msg_name) and the TTL they
+//   arrived with (IP_RECVTTL).
+//   IP_RECVERR: ICMP errors about our requests (destination unreachable, time exceeded, parameter
+//   problem) are queued on the socket's error queue with the offender's address and the start of
+//   our request as the kernel quoted it; we read them on POLLERR and report them with onError.
+//   Errors that the kernel raised locally (EMSGSIZE on send, …) are counted, not reported.
+//   A per-packet TTL goes with each send (an IP_TTL control message), so that a guest's
+//   traceroute keeps counting hops beyond vmnat.
+//
+// Errors and exceptions
+//   The constructor throws an errno Error (code EACCES when ping sockets are not permitted).
+//   send() never throws for I/O: it returns the errno name (EAGAIN, ENETUNREACH, …) or undefined.
+//   A JS exception thrown by a callback goes to Node's 'uncaughtException' path (as FramePort).
+//
+// Lifetime: the object pins itself (ObjectWrap::Ref) from construction until close(); the poll
+// handle is freed in its close callback; an env cleanup hook closes the fd at exit.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/errqueue.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <napi.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <initializer_list>
+
+#include "common.h"
+
+namespace vmnat {
+
+namespace {
+
+constexpr size_t kMaxMessage = 65536;
+constexpr int kMaxReadsPerEvent = 64;  // then back to the loop (level-triggered: it calls again)
+
+// One receive buffer for every socket: all run on the main thread and a message is copied into
+// its own Buffer before the callback sees it.
+uint8_t g_rx[kMaxMessage];
+
+}  // namespace
+
+class PingSocket : public Napi::ObjectWrap<PingSocket> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit PingSocket(const Napi::CallbackInfo& info);
+  ~PingSocket() override { Teardown(); }
+
+ private:
+  Napi::Value Send(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Stats(const Napi::CallbackInfo& info);
+  Napi::Value GetIdent(const Napi::CallbackInfo& info);
+
+  static void OnPoll(uv_poll_t* handle, int status, int events);
+  static void EnvCleanup(void* arg);
+  void ReadMessages();
+  void ReadErrors();
+  void CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
+  void Teardown();
+
+  Napi::AsyncContext async_;
+  Napi::FunctionReference onMessage_;
+  Napi::FunctionReference onError_;
+  int fd_ = -1;
+  sockaddr_in peer_{};
+  uint16_t ident_ = 0;
+  bool closed_ = false;
+  bool pinned_ = false;
+  bool cleanupHook_ = false;
+  uv_poll_t* poll_ = nullptr;
+  uint64_t rxMessages_ = 0, rxErrors_ = 0, localErrors_ = 0, txMessages_ = 0, txErrors_ = 0;
+};
+
+Napi::Function PingSocket::Init(Napi::Env env) {
+  return DefineClass(env, "PingSocket",
+                     {
+                         InstanceAccessor<&PingSocket::GetIdent>("ident"),
+                         InstanceMethod<&PingSocket::Send>("send"),
+                         InstanceMethod<&PingSocket::Stats>("stats"),
+                         InstanceMethod<&PingSocket::Close>("close"),
+                     });
+}
+
+PingSocket::PingSocket(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<PingSocket>(info), async_(info.Env(), "vmnat.PingSocket") {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) {
+    ThrowType(env, "PingSocket(destination: string, options)");
+    return;
+  }
+  std::string dst = info[0].As<Napi::String>().Utf8Value();
+  sockaddr_in peer{};
+  peer.sin_family = AF_INET;
+  if (inet_pton(AF_INET, dst.c_str(), &peer.sin_addr) != 1) {
+    ThrowType(env, "PingSocket: destination must be an IPv4 address");
+    return;
+  }
+  Napi::Object opts = info[1].As<Napi::Object>();
+  Napi::Value onMessage = opts.Get("onMessage");
+  Napi::Value onError = opts.Get("onError");
+  if (!onMessage.IsFunction() || !onError.IsFunction()) {
+    ThrowType(env, "PingSocket: options.onMessage and options.onError must be functions");
+    return;
+  }
+
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ICMP);
+  if (fd < 0) {
+    ThrowErrno(env, errno, "socket");
+    return;
+  }
+  const int on = 1;
+  setsockopt(fd, SOL_IP, IP_RECVERR, &on, sizeof on);
+  setsockopt(fd, SOL_IP, IP_RECVTTL, &on, sizeof on);
+  sockaddr_in any{};
+  any.sin_family = AF_INET;
+  any.sin_addr.s_addr = htonl(INADDR_ANY);
+  any.sin_port = 0;  // the kernel picks a free identifier
+  sockaddr_in bound{};
+  socklen_t boundLen = sizeof bound;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&any), sizeof any) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "bind");
+    return;
+  }
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &boundLen) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "getsockname");
+    return;
+  }
+  ident_ = ntohs(bound.sin_port);
+
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+    close(fd);
+    ThrowType(env, "PingSocket: no event loop");
+    return;
+  }
+  poll_ = new uv_poll_t;
+  int r = uv_poll_init(loop, poll_, fd);
+  if (r != 0) {
+    delete poll_;
+    poll_ = nullptr;
+    close(fd);
+    ThrowErrno(env, -r, "uv_poll_init");
+    return;
+  }
+  poll_->data = this;
+  fd_ = fd;
+  peer_ = peer;
+  onMessage_ = Napi::Persistent(onMessage.As<Napi::Function>());
+  onError_ = Napi::Persistent(onError.As<Napi::Function>());
+  napi_add_env_cleanup_hook(env, EnvCleanup, this);
+  cleanupHook_ = true;
+  uv_poll_start(poll_, UV_READABLE, OnPoll);
+  Ref();  // the loop may call us until close()
+  pinned_ = true;
+}
+
+void PingSocket::EnvCleanup(void* arg) {
+  PingSocket* self = static_cast<PingSocket*>(arg);
+  self->cleanupHook_ = false;
+  self->Teardown();
+}
+
+void PingSocket::Teardown() {
+  if (cleanupHook_) {
+    napi_remove_env_cleanup_hook(Env(), EnvCleanup, this);
+    cleanupHook_ = false;
+  }
+  closed_ = true;
+  if (poll_ != nullptr) {
+    uv_poll_stop(poll_);
+    poll_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    poll_ = nullptr;
+  }
+  if (fd_ >= 0) {
+    close(fd_);
+    fd_ = -1;
+  }
+}
+
+Napi::Value PingSocket::GetIdent(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ident_);
+}
+
+Napi::Value PingSocket::Close(const Napi::CallbackInfo& info) {
+  if (closed_) return info.Env().Undefined();
+  Teardown();
+  onMessage_.Reset();
+  onError_.Reset();
+  if (pinned_) {
+    pinned_ = false;
+    Unref();
+  }
+  return info.Env().Undefined();
+}
+
+// send(message: Uint8Array, ttl: number): undefined when the kernel took it, else the errno name.
+Napi::Value PingSocket::Send(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsNumber()) {
+    ThrowType(env, "send(message: Uint8Array, ttl: number)");
+    return env.Undefined();
+  }
+  if (closed_) return Napi::String::New(env, "EBADF");
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  napi_value arraybuffer;
+  size_t byteOffset;
+  if (napi_get_typedarray_info(env, info[0], &type, &length, &data, &arraybuffer, &byteOffset) !=
+          napi_ok ||
+      type != napi_uint8_array) {
+    ThrowType(env, "send(message: Uint8Array, ttl: number)");
+    return env.Undefined();
+  }
+  int ttl = info[1].As<Napi::Number>().Int32Value();
+  if (ttl < 1 || ttl > 255) {
+    ThrowType(env, "send: ttl must be within 1..255");
+    return env.Undefined();
+  }
+  iovec iov{data, length};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  memset(control, 0, sizeof control);
+  msghdr msg{};
+  msg.msg_name = &peer_;
+  msg.msg_namelen = sizeof peer_;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_IP;
+  c->cmsg_type = IP_TTL;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &ttl, sizeof ttl);
+  // A pending asynchronous error (an ICMP error we have not read yet) fails the next send once
+  // and is cleared by it: retry once so that the error does not cost the guest a request too.
+  for (int attempt = 0;; ++attempt) {
+    ssize_t r = sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r >= 0) {
+      ++txMessages_;
+      return env.Undefined();
+    }
+    int err = errno;
+    if (err == EINTR) continue;
+    if (attempt == 0 && (err == EHOSTUNREACH || err == ENETUNREACH || err == ECONNREFUSED ||
+                         err == EPROTO || err == EHOSTDOWN)) {
+      continue;
+    }
+    ++txErrors_;
+    return Napi::String::New(env, ErrnoName(err));
+  }
+}
+
+Napi::Value PingSocket::Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rxMessages", Napi::Number::New(env, static_cast<double>(rxMessages_)));
+  o.Set("rxErrors", Napi::Number::New(env, static_cast<double>(rxErrors_)));
+  o.Set("localErrors", Napi::Number::New(env, static_cast<double>(localErrors_)));
+  o.Set("txMessages", Napi::Number::New(env, static_cast<double>(txMessages_)));
+  o.Set("txErrors", Napi::Number::New(env, static_cast<double>(txErrors_)));
+  return o;
+}
+
+void PingSocket::OnPoll(uv_poll_t* handle, int status, int events) {
+  PingSocket* self = static_cast<PingSocket*>(handle->data);
+  if (self == nullptr || self->closed_) return;
+  Napi::Env env = self->Env();
+  Napi::HandleScope scope(env);
+  self->Ref();  // a callback may close() us and drop the last reference
+  // libuv reports POLLERR (a non-empty error queue, or sk_err) as status < 0 and stops the
+  // handle: drain the queue and re-arm. Replies waiting behind it are read either way.
+  if (status < 0) {
+    self->ReadErrors();
+    if (!self->closed_ && self->poll_ != nullptr) uv_poll_start(self->poll_, UV_READABLE, OnPoll);
+  }
+  if (!self->closed_) self->ReadMessages();
+  self->Unref();
+}
+
+void PingSocket::CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
+  if (fn.IsEmpty()) return;
+  Napi::Env env = Env();
+  napi_value result;
+  napi_status st =
+      napi_make_callback(env, async_, Value(), fn.Value(), args.size(), args.begin(), &result);
+  if ((st != napi_ok || env.IsExceptionPending()) && env.IsExceptionPending()) {
+    Napi::Error e = env.GetAndClearPendingException();
+    napi_fatal_exception(env, e.Value());
+  }
+}
+
+static double AddrOf(const sockaddr_in& sa) { return static_cast<double>(ntohl(sa.sin_addr.s_addr)); }
+
+void PingSocket::ReadMessages() {
+  Napi::Env env = Env();
+  for (int i = 0; i < kMaxReadsPerEvent && !closed_; ++i) {
+    sockaddr_in from{};
+    iovec iov{g_rx, sizeof g_rx};
+    alignas(cmsghdr) char control[256];
+    msghdr msg{};
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof from;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = recvmsg(fd_, &msg, MSG_DONTWAIT);
+    if (n < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      // A pending asynchronous error (sk_err) reported by this receive and cleared: the error
+      // itself is in the error queue, which ReadErrors handles.
+      continue;
+    }
+    if (msg.msg_flags & MSG_TRUNC) continue;
+    int ttl = -1;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_IP && c->cmsg_type == IP_TTL) memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
+    }
+    ++rxMessages_;
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, g_rx, static_cast<size_t>(n));
+    CallJs(onMessage_, {buf, Napi::Number::New(env, AddrOf(from)), Napi::Number::New(env, ttl)});
+  }
+}
+
+void PingSocket::ReadErrors() {
+  Napi::Env env = Env();
+  for (int i = 0; i < kMaxReadsPerEvent && !closed_; ++i) {
+    iovec iov{g_rx, sizeof g_rx};
+    alignas(cmsghdr) char control[512];
+    sockaddr_in from{};
+    msghdr msg{};
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof from;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = recvmsg(fd_, &msg, MSG_ERRQUEUE | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;  // EAGAIN: the queue is empty
+    }
+    const sock_extended_err* ee = nullptr;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) {
+        ee = reinterpret_cast<const sock_extended_err*>(CMSG_DATA(c));
+      }
+    }
+    if (ee == nullptr || ee->ee_origin != SO_EE_ORIGIN_ICMP) {
+      ++localErrors_;
+      continue;
+    }
+    ++rxErrors_;
+    const sockaddr* off = SO_EE_OFFENDER(ee);
+    double offender = off->sa_family == AF_INET
+                          ? AddrOf(*reinterpret_cast<const sockaddr_in*>(off))
+                          : -1;
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, g_rx, static_cast<size_t>(n));
+    CallJs(onError_, {Napi::Number::New(env, ee->ee_type), Napi::Number::New(env, ee->ee_code),
+                      Napi::Number::New(env, ee->ee_info), Napi::Number::New(env, offender), buf});
+  }
+  // The same error also set sk_err: clear it so the next send is not failed by it.
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (!closed_) getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+}
+
+void InitIcmp(Napi::Env env, Napi::Object exports) {
+  exports.Set("PingSocket", PingSocket::Init(env));
+}
+
+}  // namespace vmnat

@@ -1,0 +1,574 @@
+/**
+ * The control API: HTTP/1.1 + JSON on a unix socket (`--api-socket PATH`), for tools and people
+ * (`curl --unix-socket PATH http://vmnat/forwards`, `vmnat ctl …`).
+ *
+ * Theory of operation: a plain `node:http` server bound to PATH with mode 0600 (created under a
+ * umask, then chmod()ed, so there is no window where others can connect). A stale socket file
+ * (nobody accepts on it) is replaced; a live one is refused (`EADDRINUSE_LIVE`), a non-socket
+ * path is never deleted (`EPATH_NOT_SOCKET`). close() removes the file if it is still ours.
+ *
+ * Endpoints (JSON bodies; errors are `{"error": "<one line>", "code": "<code>"}`):
+ *   GET    /health              {"status":"ok", uptime_s, forwards}
+ *   GET    /forwards            [rule…]   rule = ForwardRuleJson + tcp_accepted/tcp_active/udp_flows
+ *   POST   /forwards            {name?, proto, host_addr?, host_port, guest_addr?, guest_port,
+ *                               port_count?} → 201 rule; 400 bad rule, 409 port or name taken
+ *   GET    /forwards/NAME       rule, or 404
+ *   DELETE /forwards/NAME       204, or 404
+ *   GET    /leases  /flows      arrays from the backend
+ *   GET    /stats   /config     objects from the backend (stats gains `api`)
+ *   GET    /events              newline-delimited JSON, one event per line, each with `time`:
+ *                               lease (bound/released/expired/declined), forward (added/removed),
+ *                               flow (open/close). On connect, each currently bound lease is
+ *                               replayed as a `lease` `bound` event with `"replay": true`, so a
+ *                               tool waiting for the VM's lease cannot miss one that came first.
+ *
+ * Limits, so no client can disturb traffic: request bodies ≤ 64 KiB (413), 8 KiB of headers
+ * (431, by Node), headers within 10 s and the whole request within 30 s (408, by Node, checked
+ * every second), at most 64 connections (more are closed at accept), and an event stream whose
+ * reader falls more than 1 MiB behind is dropped. Unknown path → 404, wrong method → 405 with
+ * `Allow`, malformed JSON → 400 naming the problem. Nothing thrown by a handler or the backend
+ * escapes: it becomes a 500 and a counter. The server is an adapter: it never blocks the engine
+ * (every backend call is a synchronous snapshot, except forward add/remove).
+ */
+import http from 'node:http';
+import net from 'node:net';
+import fs from 'node:fs';
+import path from 'node:path';
+import { debuglog } from 'node:util';
+import type { Config } from '../config.ts';
+import type { DhcpLease, DhcpLeaseEvent } from '../dhcp/server.ts';
+import { formatIpv4, formatMac } from '../stack/wire/addr.ts';
+import { ForwardRuleError, ruleFromJson, ruleToJson, type ForwardRule, type ForwardRuleJson } from '../portfwd/rules.ts';
+import { ForwardError, type ForwardEntry, type ForwardEvent } from '../portfwd/forwarder.ts';
+
+const trace = debuglog('vmnat-api');
+
+// ── the backend contract (implemented by the engine) ────────────────────────────────────────
+
+/** A DHCP lease as the API shows it (see `leaseToApi`). */
+export interface ApiLease {
+  ip: string;
+  mac: string;
+  hostname?: string;
+  state: 'offered' | 'bound';
+  static: boolean;
+  /** Seconds left; null for an infinite lease. */
+  expires_in_s: number | null;
+}
+
+/** One open flow. Addresses are `ip:port` text; `forward` names the rule of a forwarded flow. */
+export interface ApiFlow {
+  proto: 'tcp' | 'udp' | 'icmp';
+  /** The guest's end (`10.0.2.15:43210`). */
+  guest: string;
+  /** The other end as the guest sees it (`93.184.216.34:443`, or `10.0.2.2:50123` for a forward). */
+  remote: string;
+  /** The host socket's peer, when it differs from `remote` (gateway → 127.0.0.1, forwards). */
+  host?: string;
+  forward?: string;
+  state?: string;
+  bytes_from_guest: number;
+  bytes_to_guest: number;
+  /** Seconds since the flow opened. */
+  age_s?: number;
+}
+
+export interface LeaseEvent {
+  type: 'lease';
+  event: DhcpLeaseEvent;
+  ip: string;
+  mac: string;
+  hostname?: string;
+  replay?: true;
+}
+
+export interface FlowEvent {
+  type: 'flow';
+  event: 'open' | 'close';
+  flow: ApiFlow;
+  /** For close: fin, rst, timeout, idle, evicted, … */
+  reason?: string;
+}
+
+export type ApiEvent = LeaseEvent | FlowEvent | ForwardEvent;
+
+/** The rule table the API edits; `PortForwarder` implements it. */
+export interface ForwardTable {
+  add(rule: ForwardRule): Promise<void>;
+  remove(name: string): Promise<boolean>;
+  get(name: string): ForwardRule | undefined;
+  list(): ForwardEntry[];
+  subscribe(listener: (e: ForwardEvent) => void): () => void;
+}
+
+/**
+ * What the engine gives the API. Every method is a cheap synchronous snapshot and must return
+ * JSON-serialisable data (a throw becomes a 500, never a crash).
+ */
+export interface ApiBackend {
+  leases(): ApiLease[];
+  flows(): ApiFlow[];
+  /** All counters, by subsystem. */
+  stats(): Record<string, unknown>;
+  /** The effective configuration (`configToApi(config)` fits). */
+  config(): Record<string, unknown>;
+  readonly forwards: ForwardTable;
+  /**
+   * Lease and flow events. Forward events are not expected here: the server takes them from
+   * `forwards.subscribe`. Returns the unsubscribe function.
+   */
+  subscribe(listener: (e: LeaseEvent | FlowEvent) => void): () => void;
+}
+
+// ── helpers for the engine ──────────────────────────────────────────────────────────────────
+
+export function leaseToApi(lease: DhcpLease, now: number): ApiLease {
+  const out: ApiLease = {
+    ip: formatIpv4(lease.ip),
+    mac: formatMac(lease.mac),
+    state: lease.state,
+    static: lease.static,
+    expires_in_s: Number.isFinite(lease.expiresAt) ? Math.max(0, Math.round((lease.expiresAt - now) / 1000)) : null,
+  };
+  if (lease.hostname !== undefined) out.hostname = lease.hostname;
+  return out;
+}
+
+export function leaseEvent(event: DhcpLeaseEvent, lease: DhcpLease): LeaseEvent {
+  const out: LeaseEvent = { type: 'lease', event, ip: formatIpv4(lease.ip), mac: formatMac(lease.mac) };
+  if (lease.hostname !== undefined) out.hostname = lease.hostname;
+  return out;
+}
+
+/** The JSON view of a Config (addresses as text, maps as objects). */
+export function configToApi(config: Config): Record<string, unknown> {
+  const link: Record<string, unknown> = { ...config.link };
+  return {
+    link,
+    network: `${formatIpv4(config.network)}/${config.prefixLen}`,
+    netmask: formatIpv4(config.netmask),
+    gateway: formatIpv4(config.gateway),
+    dns: formatIpv4(config.dns),
+    first_lease: formatIpv4(config.firstLease),
+    last_lease: formatIpv4(config.lastLease),
+    mtu: config.mtu,
+    dhcp_lease_time_s: config.dhcpLeaseTimeSec,
+    dhcp_static: Object.fromEntries([...config.dhcpStatic].map(([mac, ip]) => [formatMac(mac), formatIpv4(ip)])),
+    dns_search: config.dnsSearch,
+    domain: config.domain ?? null,
+    dns_mode: config.dnsMode,
+    dns_servers: config.dnsServers.map((s) => (s.ip.includes(':') ? `[${s.ip}]:${s.port}` : `${s.ip}:${s.port}`)),
+    dns_hosts: config.dnsHosts.size,
+    host_loopback: config.hostLoopback,
+    udp_timeout_s: config.udpTimeoutSec,
+    max_flows: config.maxFlows,
+    pcap_file: config.pcapFile ?? null,
+    log_level: config.logLevel,
+  };
+}
+
+// ── the server ──────────────────────────────────────────────────────────────────────────────
+
+export interface ApiServerOptions {
+  path: string;
+  backend: ApiBackend;
+  maxBodyBytes?: number;
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  maxConnections?: number;
+  /** An event reader further behind than this is disconnected. */
+  maxEventBacklogBytes?: number;
+}
+
+export type ApiServerErrorCode = 'EADDRINUSE_LIVE' | 'EPATH_NOT_SOCKET' | 'ESYSTEM';
+
+/** Opening the API socket failed. `EADDRINUSE_LIVE`/`EPATH_NOT_SOCKET`: the user's path (exit 2). */
+export class ApiServerError extends Error {
+  override readonly name = 'ApiServerError';
+  constructor(
+    readonly code: ApiServerErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function createApiStats() {
+  return {
+    connections: 0, requests: 0,
+    badRequest: 0, notFound: 0, methodNotAllowed: 0, conflict: 0, tooLarge: 0, internalError: 0, clientErrors: 0,
+    eventStreams: 0, eventsSent: 0, eventReadersDropped: 0,
+  };
+}
+
+interface Route {
+  GET?: Handler;
+  POST?: Handler;
+  DELETE?: Handler;
+}
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse, param: string | undefined) => void | Promise<void>;
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+export class ApiServer {
+  readonly stats = createApiStats();
+  readonly path: string;
+  private readonly server: http.Server;
+  private readonly backend: ApiBackend;
+  private readonly maxBody: number;
+  private readonly maxBacklog: number;
+  private readonly started = Date.now();
+  private readonly sockets = new Set<net.Socket>();
+  private readonly streams = new Set<http.ServerResponse>();
+  private identity: string | undefined;
+  private closed = false;
+
+  private constructor(options: ApiServerOptions) {
+    this.path = path.resolve(options.path);
+    this.backend = options.backend;
+    this.maxBody = options.maxBodyBytes ?? 64 * 1024;
+    this.maxBacklog = options.maxEventBacklogBytes ?? 1024 * 1024;
+    const headersTimeout = options.headersTimeoutMs ?? 10_000;
+    this.server = http.createServer(
+      {
+        maxHeaderSize: 8192,
+        headersTimeout,
+        requestTimeout: Math.max(options.requestTimeoutMs ?? 30_000, headersTimeout + 1),
+        keepAliveTimeout: 5000,
+        // Node checks the two timeouts above on this interval (default 30 s: far too coarse).
+        connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(headersTimeout / 4))),
+      },
+      (req, res) => this.onRequest(req, res),
+    );
+    this.server.maxConnections = options.maxConnections ?? 64;
+    this.server.on('connection', (socket: net.Socket) => {
+      this.stats.connections++;
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+      // Node's own answers for these (400/408/431) are right; count them and make sure the
+      // socket goes away.
+      this.stats.clientErrors++;
+      trace('client error: %s', err.code ?? err.message);
+      if (!socket.writable || err.code === 'ECONNRESET') {
+        socket.destroy();
+        return;
+      }
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      socket.destroySoon();
+    });
+    this.server.on('error', (err) => trace('server error: %o', err));
+  }
+
+  /** Binds PATH (mode 0600, replacing a stale socket file) and starts serving. */
+  static async listen(options: ApiServerOptions): Promise<ApiServer> {
+    const api = new ApiServer(options);
+    await api.start();
+    return api;
+  }
+
+  private async start(): Promise<void> {
+    const p = this.path;
+    if (Buffer.byteLength(p) > 107) throw new ApiServerError('ESYSTEM', `${p}: path longer than 107 bytes (unix socket limit)`);
+    fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
+    await replaceStaleSocket(p);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        reject(
+          err.code === 'EADDRINUSE'
+            ? new ApiServerError('EADDRINUSE_LIVE', `${p} was bound by another process meanwhile`, { cause: err })
+            : new ApiServerError('ESYSTEM', `${p}: ${err.message}`, { cause: err }),
+        );
+      };
+      this.server.once('error', onError);
+      // The bind happens synchronously inside listen(): under umask 177 the file is born 0600.
+      let oldMask: number | undefined;
+      try {
+        oldMask = process.umask(0o177);
+      } catch {
+        // umask is not available in worker threads; the chmod below still applies.
+      }
+      try {
+        this.server.listen(p, () => {
+          this.server.off('error', onError);
+          resolve();
+        });
+      } finally {
+        if (oldMask !== undefined) process.umask(oldMask);
+      }
+    });
+    try {
+      fs.chmodSync(p, 0o600);
+    } catch (err) {
+      await this.close();
+      throw new ApiServerError('ESYSTEM', `${p}: chmod: ${(err as Error).message}`, { cause: err });
+    }
+    this.identity = fileIdentity(p);
+  }
+
+  /** Stops serving, ends event streams and open connections, and removes the socket file. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const res of this.streams) res.end();
+    const done = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    for (const s of this.sockets) s.destroy();
+    await done;
+    if (this.identity !== undefined && fileIdentity(this.path) === this.identity) {
+      try {
+        fs.unlinkSync(this.path);
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  // ── request handling ──────────────────────────────────────────────────────────────────────
+
+  private readonly routes = new Map<string, Route>([
+    ['/health', { GET: (_q, res) => this.json(res, 200, { status: 'ok', uptime_s: Math.round((Date.now() - this.started) / 1000), forwards: this.backend.forwards.list().length }) }],
+    ['/forwards', { GET: (_q, res) => this.json(res, 200, this.backend.forwards.list().map(entryToJson)), POST: (req, res) => this.addForward(req, res) }],
+    ['/leases', { GET: (_q, res) => this.json(res, 200, this.backend.leases()) }],
+    ['/flows', { GET: (_q, res) => this.json(res, 200, this.backend.flows()) }],
+    ['/stats', { GET: (_q, res) => this.json(res, 200, { ...this.backend.stats(), api: this.stats }) }],
+    ['/config', { GET: (_q, res) => this.json(res, 200, this.backend.config()) }],
+    ['/events', { GET: (req, res) => this.events(req, res) }],
+  ]);
+
+  /** `/forwards/NAME`. */
+  private readonly forwardRoute: Route = {
+    GET: (_q, res, name) => {
+      const entry = this.backend.forwards.list().find((e) => e.rule.name === name);
+      if (entry === undefined) throw new HttpError(404, 'not_found', `no forward named ${name}`);
+      this.json(res, 200, entryToJson(entry));
+    },
+    DELETE: async (_q, res, name) => {
+      if (!(await this.backend.forwards.remove(name!))) throw new HttpError(404, 'not_found', `no forward named ${name}`);
+      res.writeHead(204).end();
+    },
+  };
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    this.stats.requests++;
+    this.dispatch(req, res).catch((err: unknown) => this.fail(res, err));
+  }
+
+  private async dispatch(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    let pathname: string;
+    try {
+      pathname = new URL(req.url ?? '/', 'http://vmnat').pathname;
+    } catch {
+      throw new HttpError(400, 'bad_request', 'malformed request target');
+    }
+    if (pathname.length > 1 && pathname.endsWith('/')) pathname = pathname.slice(0, -1);
+    let route = this.routes.get(pathname);
+    let param: string | undefined;
+    if (route === undefined && pathname.startsWith('/forwards/')) {
+      route = this.forwardRoute;
+      try {
+        param = decodeURIComponent(pathname.slice('/forwards/'.length));
+      } catch {
+        throw new HttpError(400, 'bad_request', 'malformed percent-encoding in the forward name');
+      }
+    }
+    if (route === undefined) {
+      throw new HttpError(404, 'not_found', `no such endpoint: ${pathname} (try GET /health, /forwards, /leases, /flows, /stats, /config, /events)`);
+    }
+    const method = req.method ?? 'GET';
+    const handler = method === 'GET' || method === 'POST' || method === 'DELETE' ? route[method] : undefined;
+    if (handler === undefined) {
+      res.setHeader('Allow', Object.keys(route).join(', '));
+      throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${pathname} (allowed: ${Object.keys(route).join(', ')})`);
+    }
+    // Bodies of methods that take none are read and thrown away (bounded by the same limit).
+    if (method !== 'POST') await this.readBody(req);
+    await handler(req, res, param);
+  }
+
+  private async addForward(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const text = (await this.readBody(req)).toString('utf8');
+    if (text.trim() === '') throw new HttpError(400, 'bad_request', 'empty body: expected a JSON object such as {"proto":"tcp","host_port":8080,"guest_port":80}');
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (err) {
+      throw new HttpError(400, 'bad_json', `malformed JSON: ${(err as Error).message}`);
+    }
+    const rule = ruleFromJson(body); // ForwardRuleError → 400
+    await this.backend.forwards.add(rule); // ForwardError → 409/400/403
+    const entry = this.backend.forwards.list().find((e) => e.rule.name === rule.name);
+    res.setHeader('Location', `/forwards/${encodeURIComponent(rule.name)}`);
+    this.json(res, 201, entry === undefined ? ruleToJson(rule) : entryToJson(entry));
+  }
+
+  private readBody(req: http.IncomingMessage): Promise<Buffer> {
+    const declared = Number(req.headers['content-length'] ?? '0');
+    if (declared > this.maxBody) return Promise.reject(new HttpError(413, 'too_large', `request body of ${declared} bytes is over the ${this.maxBody}-byte limit`));
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let over = false;
+      req.on('data', (chunk: Buffer) => {
+        if (over) return;
+        size += chunk.length;
+        if (size > this.maxBody) {
+          over = true;
+          reject(new HttpError(413, 'too_large', `request body is over the ${this.maxBody}-byte limit`));
+          return;
+        }
+        chunks.push(chunk);
+      });
+      req.once('end', () => {
+        if (!over) resolve(Buffer.concat(chunks));
+      });
+      req.once('error', (err) => reject(err));
+    });
+  }
+
+  private events(req: http.IncomingMessage, res: http.ServerResponse): void {
+    this.stats.eventStreams++;
+    res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
+    this.streams.add(res);
+    const push = (e: ApiEvent): void => {
+      if (res.writableEnded || res.destroyed) return;
+      if (res.writableLength > this.maxBacklog) {
+        // The reader stopped reading: dropping it bounds memory; it can reconnect and resync.
+        this.stats.eventReadersDropped++;
+        res.destroy();
+        return;
+      }
+      // Called synchronously from the engine's emitter: nothing may escape.
+      try {
+        res.write(JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
+        this.stats.eventsSent++;
+      } catch (err) {
+        this.stats.internalError++;
+        trace('event not sent: %o', err);
+      }
+    };
+    res.on('error', (err) => trace('event stream: %o', err));
+    for (const lease of this.backend.leases()) {
+      if (lease.state !== 'bound') continue;
+      const e: LeaseEvent = { type: 'lease', event: 'bound', ip: lease.ip, mac: lease.mac, replay: true };
+      if (lease.hostname !== undefined) e.hostname = lease.hostname;
+      push(e);
+    }
+    const unsubscribe = [this.backend.subscribe(push), this.backend.forwards.subscribe(push)];
+    const done = (): void => {
+      this.streams.delete(res);
+      for (const u of unsubscribe) u();
+    };
+    res.once('close', done);
+    req.once('close', () => {
+      if (!res.writableEnded) res.end();
+    });
+  }
+
+  private json(res: http.ServerResponse, status: number, body: unknown): void {
+    const text = JSON.stringify(body) + '\n';
+    res.writeHead(status, { 'Content-Type': JSON_TYPE, 'Content-Length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  /** Every error ends here: mapped to a status, counted, answered once; never rethrown. */
+  private fail(res: http.ServerResponse, err: unknown): void {
+    let status: number;
+    let code: string;
+    let message: string;
+    if (err instanceof HttpError) {
+      ({ status, code, message } = err);
+    } else if (err instanceof ForwardRuleError) {
+      [status, code, message] = [400, 'bad_rule', err.reason];
+    } else if (err instanceof ForwardError) {
+      code = err.code;
+      message = err.message;
+      status = err.code === 'EADDRINUSE' || err.code === 'EEXIST' ? 409 : err.code === 'EACCES' ? 403 : err.code === 'EADDRNOTAVAIL' ? 400 : err.code === 'ECLOSED' ? 503 : 500;
+    } else {
+      [status, code, message] = [500, 'internal', 'internal error'];
+      trace('internal error: %o', err);
+    }
+    if (status === 400) this.stats.badRequest++;
+    else if (status === 404) this.stats.notFound++;
+    else if (status === 405) this.stats.methodNotAllowed++;
+    else if (status === 409) this.stats.conflict++;
+    else if (status === 413) this.stats.tooLarge++;
+    else if (status >= 500) this.stats.internalError++;
+    if (res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    const text = JSON.stringify({ error: message, code }) + '\n';
+    const headers: http.OutgoingHttpHeaders = { 'Content-Type': JSON_TYPE, 'Content-Length': Buffer.byteLength(text) };
+    // After a 413 the rest of the body is not read: close the connection rather than parse it.
+    if (status === 413) headers['Connection'] = 'close';
+    res.writeHead(status, headers);
+    res.end(text);
+  }
+}
+
+function entryToJson(e: ForwardEntry): ForwardRuleJson & { tcp_accepted: number; tcp_active: number; udp_flows: number } {
+  return { ...ruleToJson(e.rule), tcp_accepted: e.tcpAccepted, tcp_active: e.tcpActive, udp_flows: e.udpFlows };
+}
+
+/** inode + birth time: the inode alone is often reused when a path is re-bound at once. */
+function fileIdentity(p: string): string | undefined {
+  try {
+    const st = fs.lstatSync(p, { bigint: true });
+    return `${st.ino}:${st.birthtimeNs !== 0n ? st.birthtimeNs : st.ctimeNs}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** PATH exists? Replace it if it is a socket nobody accepts on; refuse otherwise. */
+async function replaceStaleSocket(p: string): Promise<void> {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new ApiServerError('ESYSTEM', `${p}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!st.isSocket()) throw new ApiServerError('EPATH_NOT_SOCKET', `${p} exists and is not a socket; refusing to replace it`);
+  if (await isLive(p)) throw new ApiServerError('EADDRINUSE_LIVE', `${p} is in use by a running process (another vmnat?)`);
+  trace('replacing stale socket %s', p);
+  try {
+    fs.unlinkSync(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new ApiServerError('ESYSTEM', `${p}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function isLive(p: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(p);
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve(true); // slow to accept is still alive: never delete a socket we are unsure of
+    }, 1000);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      // ECONNREFUSED: a socket file nobody listens on. Other errors (EACCES…) mean "unsure".
+      resolve(!(err.code === 'ECONNREFUSED' || err.code === 'ENOENT'));
+    });
+  });
+}

@@ -1,0 +1,354 @@
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import os from 'node:os';
+import { once } from 'node:events';
+import { ForwardError, PortForwarder, type ForwardEvent } from '../../src/portfwd/forwarder.ts';
+import { ForwardRuleError, parseHostfwd, parseNatpf } from '../../src/portfwd/rules.ts';
+import { parseIpv4 } from '../../src/stack/wire/addr.ts';
+import { LoopbackDialer, connect, freePort, freePortRange, roundTrip, sleep, tcpEcho, udpEcho, udpRoundTrip, waitFor } from './portfwd-fakes.ts';
+
+let dialer: LoopbackDialer;
+let fwd: PortForwarder;
+const cleanups: (() => unknown)[] = [];
+
+beforeEach(() => {
+  dialer = new LoopbackDialer();
+  fwd = new PortForwarder({ dialer });
+});
+afterEach(async () => {
+  await fwd.close();
+  for (const c of cleanups.splice(0)) await c();
+});
+
+async function echo() {
+  const e = await tcpEcho();
+  cleanups.push(() => e.close());
+  return e;
+}
+
+function errorOf(p: Promise<unknown>): Promise<NodeJS.ErrnoException> {
+  return p.then(
+    () => {
+      throw new Error('expected a failure');
+    },
+    (err: NodeJS.ErrnoException) => err,
+  );
+}
+
+const hasIpv6Loopback = Object.values(os.networkInterfaces()).some((list) => list?.some((i) => i.address === '::1'));
+
+describe('TCP forwards', () => {
+  test('a host connection reaches the guest service and data flows both ways', async () => {
+    const guest = await echo();
+    const port = await freePort();
+    await fwd.add(parseHostfwd(`tcp::${port}-:${guest.port}`));
+    const s = await connect(port);
+    const data = Buffer.alloc(256 * 1024, 7);
+    data.write('hello');
+    expect((await roundTrip(s, data)).equals(data)).toBe(true);
+    s.destroy();
+
+    expect(dialer.tcpTargets).toHaveLength(1);
+    expect(dialer.tcpTargets[0]).toMatchObject({ rule: `tcp-127.0.0.1-${port}`, proto: 'tcp', guestIp: undefined, guestPort: guest.port, clientAddr: '127.0.0.1', hostPort: port });
+    expect(fwd.list()).toEqual([expect.objectContaining({ rule: parseHostfwd(`tcp::${port}-:${guest.port}`), tcpAccepted: 1 })]);
+    await waitFor(() => fwd.list()[0]!.tcpActive === 0);
+  });
+
+  test('100 host clients in parallel all get their own bytes back', async () => {
+    const guest = await echo();
+    const port = await freePort();
+    await fwd.add(parseHostfwd(`tcp::${port}-:${guest.port}`));
+    const results = await Promise.all(
+      Array.from({ length: 100 }, async (_, i) => {
+        const s = await connect(port);
+        const data = Buffer.alloc(16 * 1024, i);
+        const back = await roundTrip(s, data);
+        s.destroy();
+        return back.equals(data);
+      }),
+    );
+    expect(results.every(Boolean)).toBe(true);
+    expect(fwd.list()[0]!.tcpAccepted).toBe(100);
+  });
+
+  test('a fixed guest address reaches the dialer as a number', async () => {
+    const guest = await echo();
+    const port = await freePort();
+    await fwd.add(parseHostfwd(`tcp::${port}-10.0.2.15:${guest.port}`));
+    const s = await connect(port);
+    await roundTrip(s, Buffer.from('x'));
+    s.destroy();
+    expect(dialer.tcpTargets[0]!.guestIp).toBe(parseIpv4('10.0.2.15'));
+  });
+
+  test('the empty host address listens on 127.0.0.1 only; 0.0.0.0 listens everywhere', async () => {
+    const guest = await echo();
+    const [p1, p2] = [await freePort(), await freePort()];
+    await fwd.add(parseHostfwd(`tcp::${p1}-:${guest.port}`));
+    await fwd.add(parseHostfwd(`tcp:0.0.0.0:${p2}-:${guest.port}`));
+    // 127.0.0.2 is another local address (all of 127/8 is loopback on Linux).
+    expect((await errorOf(connect(p1, '127.0.0.2'))).code).toBe('ECONNREFUSED');
+    const s = await connect(p2, '127.0.0.2');
+    expect((await roundTrip(s, Buffer.from('all'))).toString()).toBe('all');
+    s.destroy();
+  });
+
+  test('a taken port rejects with EADDRINUSE naming the rule, and nothing is added', async () => {
+    const taken = net.createServer();
+    taken.listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    cleanups.push(() => new Promise((r) => taken.close(r)));
+    const port = (taken.address() as net.AddressInfo).port;
+    const err = await errorOf(fwd.add(parseNatpf(`web,tcp,,${port},,80`)));
+    expect(err).toBeInstanceOf(ForwardError);
+    expect(err.code).toBe('EADDRINUSE');
+    expect((err as ForwardError).rule).toBe('web');
+    expect(err.message).toBe(`tcp 127.0.0.1:${port} is already in use (forward web)`);
+    expect(fwd.list()).toEqual([]);
+    expect(fwd.stats.addFailed).toBe(1);
+  });
+
+  test('a range with a taken port in the middle closes the ports it had opened', async () => {
+    const first = await freePortRange(3);
+    const blocker = net.createServer();
+    blocker.listen(first + 2, '127.0.0.1');
+    await once(blocker, 'listening');
+    cleanups.push(() => new Promise((r) => blocker.close(r)));
+    const err = await errorOf(fwd.add(parseHostfwd(`tcp::${first}..${first + 2}-:80..82`)));
+    expect(err.code).toBe('EADDRINUSE');
+    expect(err.message).toContain(`127.0.0.1:${first + 2} is already in use`);
+    for (const p of [first, first + 1]) expect((await errorOf(connect(p))).code).toBe('ECONNREFUSED');
+  });
+
+  test('a port range maps each host port to its guest port', async () => {
+    const guests = [await echo(), await echo(), await echo()];
+    const first = await freePortRange(3);
+    // Guest ports are consecutive only in the rule; the fake maps guest port N to 127.0.0.1:N,
+    // so check the mapping through the targets the dialer saw.
+    await fwd.add(parseHostfwd(`tcp::${first}..${first + 2}-:40000..40002`));
+    for (let i = 0; i < 3; i++) {
+      const s = new net.Socket();
+      s.on('error', () => undefined);
+      s.connect(first + i, '127.0.0.1');
+      await once(s, 'connect');
+      await waitFor(() => dialer.tcpTargets.length === i + 1);
+      s.destroy();
+    }
+    expect(dialer.tcpTargets.map((t) => [t.hostPort, t.guestPort])).toEqual([
+      [first, 40000],
+      [first + 1, 40001],
+      [first + 2, 40002],
+    ]);
+    expect(guests).toHaveLength(3);
+  });
+
+  test('remove closes the listener (ECONNREFUSED) while an open connection still finishes', async () => {
+    const guest = await echo();
+    const port = await freePort();
+    const rule = parseHostfwd(`tcp::${port}-:${guest.port}`);
+    await fwd.add(rule);
+    const open = await connect(port);
+    expect((await roundTrip(open, Buffer.from('before'))).toString()).toBe('before');
+
+    expect(await fwd.remove(rule.name)).toBe(true);
+    expect(fwd.list()).toEqual([]);
+    expect((await errorOf(connect(port))).code).toBe('ECONNREFUSED');
+
+    const big = Buffer.alloc(1 << 20, 3);
+    expect((await roundTrip(open, big)).length).toBe(big.length);
+    open.end();
+    await once(open, 'close');
+    expect(await fwd.remove(rule.name)).toBe(false);
+  });
+
+  test('the guest refusing resets the host client', async () => {
+    const closedGuestPort = await freePort();
+    const port = await freePort();
+    await fwd.add(parseHostfwd(`tcp::${port}-:${closedGuestPort}`));
+    const s = net.connect(port, '127.0.0.1');
+    const [err] = (await once(s, 'error')) as [NodeJS.ErrnoException];
+    expect(err.code).toBe('ECONNRESET');
+  });
+
+  test('a dialer that throws is counted; the client is reset and the forwarder keeps going', async () => {
+    const guest = await echo();
+    const port = await freePort();
+    await fwd.add(parseHostfwd(`tcp::${port}-:${guest.port}`));
+    dialer.throwOnDial = true;
+    // The reset may come before or after the client saw its connect complete.
+    const s = net.connect(port, '127.0.0.1');
+    const [err] = (await once(s, 'error')) as [NodeJS.ErrnoException];
+    expect(err.code).toBe('ECONNRESET');
+    expect(fwd.stats.dialerThrew).toBe(1);
+    dialer.throwOnDial = false;
+    const s2 = await connect(port);
+    expect((await roundTrip(s2, Buffer.from('ok'))).toString()).toBe('ok');
+    s2.destroy();
+  });
+
+  test('a second rule with the same name is refused with EEXIST', async () => {
+    const [p1, p2] = [await freePort(), await freePort()];
+    await fwd.add(parseNatpf(`web,tcp,,${p1},,80`));
+    const err = await errorOf(fwd.add(parseNatpf(`web,tcp,,${p2},,80`)));
+    expect(err.code).toBe('EEXIST');
+    // and the loser's port was never opened
+    expect((await errorOf(connect(p2))).code).toBe('ECONNREFUSED');
+  });
+
+  test('concurrent adds of one name: exactly one wins', async () => {
+    const [p1, p2] = [await freePort(), await freePort()];
+    const results = await Promise.allSettled([fwd.add(parseNatpf(`x,tcp,,${p1},,80`)), fwd.add(parseNatpf(`x,tcp,,${p2},,80`))]);
+    expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    expect(fwd.list()).toHaveLength(1);
+  });
+
+  test('a guest address outside the guest network is a bad rule', async () => {
+    const f = new PortForwarder({ dialer, guestNetwork: { network: parseIpv4('10.0.2.0')!, netmask: parseIpv4('255.255.255.0')!, reserved: [parseIpv4('10.0.2.2')!] } });
+    await expect(f.add(parseHostfwd(`tcp::${await freePort()}-10.9.9.9:80`))).rejects.toThrow(ForwardRuleError);
+    await f.close();
+  });
+
+  test('a host address that is not ours: EADDRNOTAVAIL', async () => {
+    const err = await errorOf(fwd.add(parseHostfwd('tcp:192.0.2.77:8080-:80')));
+    expect(err.code).toBe('EADDRNOTAVAIL');
+    expect(err.message).toMatch(/192\.0\.2\.77 is not an address of this host/);
+  });
+
+  test.skipIf(!hasIpv6Loopback)('an IPv6 listener on [::1]', async () => {
+    const guest = await echo();
+    const port = await freePort();
+    await fwd.add(parseHostfwd(`tcp:[::1]:${port}-:${guest.port}`));
+    const s = await connect(port, '::1');
+    expect((await roundTrip(s, Buffer.from('v6'))).toString()).toBe('v6');
+    s.destroy();
+    expect(dialer.tcpTargets[0]!.clientAddr).toBe('::1');
+    // IPv6-only: the same port on 127.0.0.1 is not ours
+    expect((await errorOf(connect(port))).code).toBe('ECONNREFUSED');
+  });
+
+  test('events: added and removed, with the rule', async () => {
+    const events: ForwardEvent[] = [];
+    const unsubscribe = fwd.subscribe((e) => events.push(e));
+    const port = await freePort();
+    await fwd.add(parseNatpf(`ev,udp,,${port},10.0.2.15,53`));
+    await fwd.remove('ev');
+    unsubscribe();
+    await fwd.add(parseNatpf(`ev2,udp,,${port},,53`));
+    const rule = { name: 'ev', proto: 'udp', host_addr: '127.0.0.1', host_port: port, guest_addr: '10.0.2.15', guest_port: 53, port_count: 1 };
+    expect(events).toEqual([
+      { type: 'forward', event: 'added', rule },
+      { type: 'forward', event: 'removed', rule },
+    ]);
+  });
+});
+
+describe('UDP forwards', () => {
+  async function client(): Promise<dgram.Socket> {
+    const s = dgram.createSocket('udp4');
+    s.bind(0, '127.0.0.1');
+    await once(s, 'listening');
+    cleanups.push(() => s.close());
+    return s;
+  }
+
+  test('one flow per host client; replies come from the forwarded port', async () => {
+    const guest = await udpEcho();
+    cleanups.push(() => guest.close());
+    const port = await freePort();
+    await fwd.add(parseHostfwd(`udp::${port}-:${guest.port}`));
+    const [a, b] = [await client(), await client()];
+    for (let i = 0; i < 3; i++) {
+      const r = await udpRoundTrip(a, port, Buffer.from(`a${i}`));
+      expect(r.msg.toString()).toBe(`a${i}`);
+      expect(r.rinfo).toMatchObject({ address: '127.0.0.1', port });
+    }
+    expect((await udpRoundTrip(b, port, Buffer.from('b'))).msg.toString()).toBe('b');
+    expect(dialer.udpTargets.map((t) => t.clientPort)).toEqual([a.address().port, b.address().port]);
+    expect(fwd.list()[0]!.udpFlows).toBe(2);
+    expect(fwd.stats).toMatchObject({ udpFlowsOpened: 2, datagramsFromHost: 4, datagramsToHost: 4 });
+  });
+
+  test('an idle flow ends after the timeout; the next datagram opens a new one', async () => {
+    const f = new PortForwarder({ dialer, udpIdleTimeoutMs: 150 });
+    cleanups.push(() => f.close());
+    const guest = await udpEcho();
+    cleanups.push(() => guest.close());
+    const port = await freePort();
+    await f.add(parseHostfwd(`udp::${port}-:${guest.port}`));
+    const a = await client();
+    await udpRoundTrip(a, port, Buffer.from('1'));
+    // traffic keeps it alive
+    for (let i = 0; i < 4; i++) {
+      await sleep(60);
+      await udpRoundTrip(a, port, Buffer.from('k'));
+    }
+    expect(f.stats.udpFlowsExpired).toBe(0);
+    await waitFor(() => f.stats.udpFlowsExpired === 1, 2000);
+    expect(dialer.udpClosed).toHaveLength(1);
+    expect(f.list()[0]!.udpFlows).toBe(0);
+    await udpRoundTrip(a, port, Buffer.from('2'));
+    expect(f.stats.udpFlowsOpened).toBe(2);
+  });
+
+  test('beyond maxUdpFlows the least recently active flow is evicted', async () => {
+    const f = new PortForwarder({ dialer, maxUdpFlows: 2 });
+    cleanups.push(() => f.close());
+    const guest = await udpEcho();
+    cleanups.push(() => guest.close());
+    const port = await freePort();
+    await f.add(parseHostfwd(`udp::${port}-:${guest.port}`));
+    const [a, b, c] = [await client(), await client(), await client()];
+    await udpRoundTrip(a, port, Buffer.from('a'));
+    await udpRoundTrip(b, port, Buffer.from('b'));
+    await udpRoundTrip(a, port, Buffer.from('a again')); // b is now the oldest
+    await udpRoundTrip(c, port, Buffer.from('c'));
+    expect(f.stats.udpFlowsEvicted).toBe(1);
+    expect(dialer.udpClosed.map((t) => t.clientPort)).toEqual([b.address().port]);
+  });
+
+  test('a refused flow (no lease) drops the datagram and counts it', async () => {
+    dialer.refuseUdp = true;
+    const port = await freePort();
+    await fwd.add(parseHostfwd(`udp::${port}-:53`));
+    const a = await client();
+    await expect(udpRoundTrip(a, port, Buffer.from('q'), '127.0.0.1', 200)).rejects.toThrow('no UDP reply');
+    expect(fwd.stats.udpRefused).toBe(1);
+  });
+
+  test('remove ends the flows and frees the port', async () => {
+    const guest = await udpEcho();
+    cleanups.push(() => guest.close());
+    const port = await freePort();
+    const rule = parseHostfwd(`udp::${port}-:${guest.port}`);
+    await fwd.add(rule);
+    const a = await client();
+    await udpRoundTrip(a, port, Buffer.from('x'));
+    await fwd.remove(rule.name);
+    expect(dialer.udpClosed).toHaveLength(1);
+    const again = dgram.createSocket('udp4');
+    await new Promise<void>((resolve, reject) => {
+      again.once('error', reject);
+      again.bind(port, '127.0.0.1', () => resolve());
+    });
+    again.close();
+  });
+
+  test('a taken UDP port rejects with EADDRINUSE', async () => {
+    const taken = dgram.createSocket('udp4');
+    taken.bind(0, '127.0.0.1');
+    await once(taken, 'listening');
+    cleanups.push(() => taken.close());
+    const err = await errorOf(fwd.add(parseHostfwd(`udp::${taken.address().port}-:53`)));
+    expect(err.code).toBe('EADDRINUSE');
+  });
+});
+
+test('close() closes every listener', async () => {
+  const [p1, p2] = [await freePort(), await freePort()];
+  await fwd.add(parseHostfwd(`tcp::${p1}-:80`));
+  await fwd.add(parseHostfwd(`tcp::${p2}-:80`));
+  await fwd.close();
+  for (const p of [p1, p2]) expect((await errorOf(connect(p))).code).toBe('ECONNREFUSED');
+  await expect(fwd.add(parseHostfwd(`tcp::${p1}-:80`))).rejects.toMatchObject({ code: 'ECLOSED' });
+});
