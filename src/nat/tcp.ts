@@ -438,6 +438,9 @@ export class TcpNat {
     f.forward = forward;
     f.host = new SocketEndpoint(socket);
     f.established = () => socket.resume();
+    // Explicitly paused: adding a 'data' listener would otherwise start the flow of host bytes
+    // (and 'end') before the guest has even answered our SYN.
+    socket.pause();
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => f.data(chunk));
     socket.on('end', () => f.end());

@@ -280,7 +280,8 @@ export class PortForwarder {
 
   private listenTcp(entry: Entry, port: number): Promise<net.Server> {
     const rule = entry.rule;
-    const server = net.createServer({ pauseOnConnect: true }, (socket) => this.onTcpConnection(entry, port, socket));
+    // allowHalfOpen: a client that half-closes must still get the rest of the guest's reply.
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => this.onTcpConnection(entry, port, socket));
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(listenError(rule, port, err));
       server.once('error', onError);
