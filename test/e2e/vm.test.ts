@@ -32,6 +32,15 @@ import { startTestDns } from '../helpers/dnsserver.ts';
 
 const VM_TEST_MS = 120_000;
 
+async function freeTcpPort(): Promise<number> {
+  const net = await import('node:net');
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as import('node:net').AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
 /** Deterministic bytes: a download whose hash cannot match by accident. */
 function blobBytes(size: number): Buffer {
   const out = Buffer.alloc(size);
@@ -276,6 +285,42 @@ describe.sequential('real VM guest (qemu, TCG)', () => {
         for (const s of servers) await s.close();
         await dns.close();
       }
+    }, VM_TEST_MS);
+
+    it('--socket: the host reaches the guest\'s httpd through a --hostfwd forward', async () => {
+      const dir = tempDir('fwd');
+      const enginePath = `${dir}/engine.sock`;
+      const hostPort = await freeTcpPort();
+      engine = await startVmnat(['--socket', enginePath, '--hostfwd', `tcp::${hostPort}-:80`]);
+      const body = 'hello from the VM over a vmnat forward';
+      const fetched = (async () => {
+        // Poll through the forward until the guest's httpd answers (the guest boots meanwhile).
+        for (let i = 0; i < 300; i++) {
+          try {
+            const res = await fetch(`http://127.0.0.1:${hostPort}/cgi-bin/hello`, { signal: AbortSignal.timeout(2000) });
+            if (res.ok) return await res.text();
+          } catch {
+            /* not up yet: connection reset or refused by the guest */
+          }
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        return 'never answered';
+      })();
+      const r = await runVm({
+        netdev: `dgram,id=n0,local.type=unix,local.path=${dir}/qemu.sock,remote.type=unix,remote.path=${enginePath}`,
+        timeoutMs: VM_RUN_MS,
+        files: { 'www/cgi-bin/hello': `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n${body}\\n'\ntouch /tmp/served\n` },
+        script: `
+          vmnat_lease || exit 1
+          chmod 755 /www/cgi-bin/hello
+          busybox httpd -p 80 -h /www
+          i=0; while [ ! -f /tmp/served ] && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done
+          [ -f /tmp/served ] && vmnat_result served=yes || vmnat_result served=no
+          sleep 0.5
+        `,
+      });
+      expect(await fetched).toBe(`${body}\n`);
+      expect(r.results, describeRun(r)).toMatchObject({ lease: 'ok', served: 'yes', done: '0' });
     }, VM_TEST_MS);
   });
 });
