@@ -7,12 +7,12 @@
  * stderr. SIGINT/SIGTERM close the engine (socket files removed) and exit 0. In spawn mode
  * (`vmnat … -- COMMAND`) vmnat exits with the child's status when the child exits.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { USAGE, ConfigError, parseArgs, type Config } from './config.ts';
 import { Engine } from './engine.ts';
 import { ApiServer } from './api/server.ts';
-import { openLink, spawnWithSocketpair } from './link/index.ts';
+import { openLink, prepareSpawnWithSocketpair } from './link/index.ts';
 import type { Link } from './link/types.ts';
 import { formatIpv4, formatMac } from './stack/wire/addr.ts';
 import { log, setLogLevel } from './log.ts';
@@ -64,11 +64,14 @@ async function main(argv: string[]): Promise<void> {
 
   let link: Link;
   let child: import('node:child_process').ChildProcess | undefined;
+  let startChild: (() => Promise<import('node:child_process').ChildProcess>) | undefined;
   try {
     if (config.link.kind === 'spawn') {
-      const spawned = await spawnWithSocketpair(config.link.command);
-      link = spawned.link;
-      child = spawned.child;
+      const file = config.link.command[0]!;
+      if (!commandExists(file)) fail(`--: ${file}: command not found`, 2);
+      const prepared = prepareSpawnWithSocketpair(config.link.command);
+      link = prepared.link;
+      startChild = prepared.start;
     } else {
       if (config.link.kind === 'socket' || config.link.kind === 'stream') {
         // Like qemu's and vfkit's examples (/tmp/vm1/net.sock): create the directory if missing.
@@ -139,11 +142,31 @@ async function main(argv: string[]): Promise<void> {
   process.stdout.write(JSON.stringify(ready) + '\n');
   log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
 
-  if (child !== undefined) {
+  if (startChild !== undefined) {
+    try {
+      child = await startChild();
+    } catch (err) {
+      await api?.close();
+      await engine.close();
+      fail(`--: ${(err as Error).message}`, 2);
+    }
     child.on('exit', (code, signal) => {
       void stop(code ?? (signal ? 128 + (signalNumber(signal) ?? 1) : 1));
     });
   }
+}
+
+/** Whether `file` names an executable, directly or through PATH (so a typo fails before the ready line). */
+function commandExists(file: string): boolean {
+  const candidates = file.includes('/') ? [file] : (process.env['PATH'] ?? '').split(':').filter(Boolean).map((d) => path.join(d, file));
+  return candidates.some((c) => {
+    try {
+      accessSync(c, fsConstants.X_OK);
+      return statSync(c).isFile();
+    } catch {
+      return false;
+    }
+  });
 }
 
 function signalNumber(signal: NodeJS.Signals): number | undefined {

@@ -54,5 +54,5 @@ export { SocketLink } from './socket.ts';
 export { FdLink } from './fd.ts';
 export { StreamLink } from './stream.ts';
 export { TapLink, type TapSpec } from './tap.ts';
-export { spawnWithSocketpair, type SpawnOptions, type SpawnedGuest } from './spawn.ts';
+export { prepareSpawnWithSocketpair, spawnWithSocketpair, type PreparedSpawn, type SpawnOptions, type SpawnedGuest } from './spawn.ts';
 export type { LinkOptions } from './native-link.ts';

@@ -34,6 +34,28 @@ export async function spawnWithSocketpair(
   options: SpawnOptions = {},
   native: NativeAddon = loadNative(),
 ): Promise<SpawnedGuest> {
+  const prepared = prepareSpawnWithSocketpair(command, options, native);
+  const child = await prepared.start();
+  return { link: prepared.link, child };
+}
+
+export interface PreparedSpawn {
+  /** Our end, as a link of kind 'fd' (not started). Usable before the child exists. */
+  link: FdLink;
+  /** Starts COMMAND with the other end as its `childFd`; settles once it has started (or failed to). */
+  start(): Promise<ChildProcess>;
+}
+
+/**
+ * The socketpair and our link now, the child later: the CLI attaches the engine and prints its
+ * ready line first, so the child's output never comes before it and no frame of the child's waits
+ * for an engine.
+ */
+export function prepareSpawnWithSocketpair(
+  command: readonly string[],
+  options: SpawnOptions = {},
+  native: NativeAddon = loadNative(),
+): PreparedSpawn {
   const [file, ...args] = command;
   if (file === undefined || file === '') throw new Error('spawnWithSocketpair: empty command');
   const childFd = options.childFd ?? 4;
@@ -46,33 +68,44 @@ export async function spawnWithSocketpair(
   } catch (err) {
     throw systemError('socketpair', err);
   }
-  let child: ChildProcess;
+  let link: FdLink;
   try {
-    native.setNonblocking(theirs, false);
-    const stdio: StdioOptions = ['inherit', 'inherit', 'inherit'];
-    while (stdio.length < childFd) stdio.push('ignore');
-    stdio.push(theirs);
-    child = spawn(file, args, { stdio, env: options.env ?? process.env, cwd: options.cwd });
+    link = FdLink.adopt(ours, options, native);
   } catch (err) {
     native.closeFd(ours);
     native.closeFd(theirs);
-    throw systemError(`spawn ${file}`, err);
+    throw err;
   }
-  // The child has its own copy now (or never will): ours must go, or the child's exit would not
-  // be visible as ECONNREFUSED on our end.
-  native.closeFd(theirs);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      child.once('error', onError);
-      child.once('spawn', () => {
-        child.off('error', onError);
-        resolve();
+  const start = async (): Promise<ChildProcess> => {
+    let child: ChildProcess;
+    try {
+      native.setNonblocking(theirs, false);
+      const stdio: StdioOptions = ['inherit', 'inherit', 'inherit'];
+      while (stdio.length < childFd) stdio.push('ignore');
+      stdio.push(theirs);
+      child = spawn(file, args, { stdio, env: options.env ?? process.env, cwd: options.cwd });
+    } catch (err) {
+      native.closeFd(theirs);
+      await link.close();
+      throw systemError(`spawn ${file}`, err);
+    }
+    // The child has its own copy now (or never will): ours must go, or the child's exit would not
+    // be visible as ECONNREFUSED on our end.
+    native.closeFd(theirs);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const onError = (err: Error): void => reject(err);
+        child.once('error', onError);
+        child.once('spawn', () => {
+          child.off('error', onError);
+          resolve();
+        });
       });
-    });
-  } catch (err) {
-    native.closeFd(ours);
-    throw systemError(`spawn ${file}`, err);
-  }
-  return { link: FdLink.adopt(ours, options, native), child };
+    } catch (err) {
+      await link.close();
+      throw systemError(`spawn ${file}`, err);
+    }
+    return child;
+  };
+  return { link, start };
 }

@@ -31,6 +31,7 @@ describe('bad flags', () => {
     [['--domain', 'bad..name'], /^vmnat: --domain: /],
     [['--fd', '99'], /^vmnat: --fd: /],
     [['--socket'], /^vmnat: --socket: needs a value$/],
+    [['--', 'no-such-command-vmnat'], /^vmnat: --: no-such-command-vmnat: command not found$/],
     [['--tcp-buffer', '12'], /^vmnat: --tcp-buffer: 12 is not in 16K\.\.256M$/],
     [['--tcp-buffer', 'lots'], /^vmnat: --tcp-buffer: "lots" is not a size/],
     [['--tcp-keepalive', '1.5'], /^vmnat: --tcp-keepalive: /],
@@ -99,6 +100,21 @@ describe('--socket lifecycle', () => {
     const b = await startVmnat(['--socket', sock]);
     expect(b.ready.path).toBe(sock);
     expect(await b.stop()).toBe(0);
+  });
+
+  test('SIGINT exits 0 and removes the socket too', async () => {
+    const sock = path.join(tmp, 'int.sock');
+    const a = await startVmnat(['--socket', sock]);
+    a.child.kill('SIGINT');
+    expect((await a.exited).code).toBe(0);
+    expect(fs.existsSync(sock)).toBe(false);
+  });
+
+  test('spawn mode: the command gets the socketpair as fd 4, its output passes through, vmnat exits with its status', async () => {
+    const r = await vmnat(['--', 'sh', '-c', 'test -S /proc/self/fd/4 && echo child-sees-fd4; exit 3']);
+    expect(r.stdout).toContain('child-sees-fd4');
+    expect(r.stdout.split('\n')[0]).toMatch(/^\{"link":"spawn"/);
+    expect(r.code).toBe(3);
   });
 
   test('--net changes the whole layout', async () => {
