@@ -155,8 +155,16 @@ describe.sequential('forwards into the netns guest', () => {
     await new Promise<void>((r) => open.once('connect', () => r()));
     open.write('echo\n');
     const echoed: Buffer[] = [];
-    open.on('data', (d: Buffer) => echoed.push(d));
+    let gotFirst: () => void = () => {};
+    const first = new Promise<void>((r) => (gotFirst = r));
+    open.on('data', (d: Buffer) => {
+      echoed.push(d);
+      gotFirst();
+    });
     open.write('before ');
+    // Wait for the echo: only then has vmnat accepted the connection (a connection still in the
+    // listener's backlog when it closes is reset by the kernel, as for any closed listener).
+    await first;
     const del = await apiCall('DELETE', '/forwards/web');
     expect(del.status).toBe(204);
     expect(await connectOutcome(port)).toBe('ECONNREFUSED');
