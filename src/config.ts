@@ -39,6 +39,8 @@ export interface Config {
   domain?: string;
   pcapFile?: string;
   logLevel: LogLevel;
+  /** --no-tso: one MSS per TCP segment even where the link takes GSO frames (for comparison). */
+  noTso: boolean;
   /** The gateway address reaches the host's 127.0.0.1 (default); --no-host-loopback refuses it. */
   hostLoopback: boolean;
   udpTimeoutSec: number;
@@ -118,6 +120,7 @@ NAT:
   --tcp-keepalive S     probe a guest connection after S idle seconds (0 = off)
   --tcp-buffer SIZE     per-flow TCP buffer each way, e.g. 256K or 4M
                         (default 1M, 4M above MTU 9000)
+  --no-tso              on --tap, send one MSS per frame instead of 64 KiB GSO frames
 
 ${FORWARD_USAGE}
 Diagnostics:
@@ -126,7 +129,7 @@ Diagnostics:
   --help, --version
 `;
 
-const booleanFlags = new Set(['--no-host-loopback']);
+const booleanFlags = new Set(['--no-host-loopback', '--no-tso']);
 const takesValue = new Set([
   '--hostfwd', '--natpf', '--api-socket', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu',
@@ -335,6 +338,7 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     dnsSearch,
     logLevel: level as LogLevel,
     hostLoopback: !values.has('--no-host-loopback'),
+    noTso: values.has('--no-tso'),
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
     maxFlows: parseIntStrict('--max-flows', single('--max-flows') ?? '16384', 1, 1_000_000),
     tcpIdleTimeoutSec: parseIntStrict('--tcp-idle-timeout', single('--tcp-idle-timeout') ?? '7440', 0, 30 * 86400),

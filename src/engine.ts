@@ -93,11 +93,15 @@ export class Engine implements ApiBackend {
   private currentLink: Link | undefined;
   private closed = false;
 
+  /** TCP may build 64 KiB segments: only the TAP transport can carry them (as GSO). */
+  private readonly tso: boolean;
+
   constructor(private readonly cfg: Config) {
     const config = cfg;
+    this.tso = config.link.kind === 'tap' && config.mtu < 65_000 && !config.noTso;
     this.stack = new Stack(
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, mtu: config.mtu },
-      (frame) => this.toGuests(frame),
+      (frame, gsoSize) => this.toGuests(frame, gsoSize),
     );
     const dhcpConfig = {
       serverIp: config.gateway,
@@ -133,7 +137,7 @@ export class Engine implements ApiBackend {
       this.stack,
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
-      resolveTcpConfig(tcpConfigFor(config)),
+      resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.tso ? 65_000 : 0 }),
       { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: 10_000, gateway: config.gateway },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
@@ -193,6 +197,8 @@ export class Engine implements ApiBackend {
   /** Adds a port and starts receiving from it. */
   attach(link: Link): void {
     this.links.push(link);
+    // Segmentation offload only while every port takes GSO frames (today: a TAP with a vnet header).
+    this.stack.gso = this.tso && this.links.every((l) => l.gso === true);
     link.start((frames) => this.onFrames(link, frames));
   }
 
@@ -248,18 +254,18 @@ export class Engine implements ApiBackend {
     for (const port of this.links) if (port !== except) this.sendOn(port, frame);
   }
 
-  private sendOn(link: Link, frame: Uint8Array): void {
-    link.send(frame);
+  private sendOn(link: Link, frame: Uint8Array, gsoSize?: number): void {
+    link.send(frame, gsoSize);
     this.dirty.add(link);
   }
 
   /** Frames from the stack to the guests: unicast to the port that holds the MAC, else flood. */
-  private toGuests(frame: Uint8Array): void {
+  private toGuests(frame: Uint8Array, gsoSize?: number): void {
     this.pcap?.write(frame);
     const dst = readMac(frame, 0);
     const port = isGroupMac(dst) ? undefined : this.macToLink.get(dst);
-    if (port !== undefined) this.sendOn(port, frame);
-    else for (const l of this.links) this.sendOn(l, frame);
+    if (port !== undefined) this.sendOn(port, frame, gsoSize);
+    else for (const l of this.links) this.sendOn(l, frame, gsoSize);
     if (this.currentLink === undefined) this.scheduleFlush();
   }
 

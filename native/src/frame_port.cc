@@ -121,6 +121,7 @@ FramePort::FramePort(const Napi::CallbackInfo& info)
     return;
   }
   learnPeer_ = !tap_ && opts.Get("learnPeer").ToBoolean().Value();
+  vnetHdr_ = tap_ && opts.Get("vnetHdr").ToBoolean().Value();
 
   Napi::Value onFrames = opts.Get("onFrames");
   if (!onFrames.IsFunction()) {
@@ -476,7 +477,14 @@ void FramePort::ReadTap() {
         ++rxErrors_;
         continue;
       }
-      offsets_[2 * count] = static_cast<int32_t>(static_cast<size_t>(count) * stride_);
+      // With a vnet header the frame follows it (no receive offloads: the header is all zero).
+      const uint32_t skip = vnetHdr_ ? kVnetHdrLen : 0;
+      if (static_cast<uint32_t>(r) < skip) {
+        ++rxErrors_;
+        continue;
+      }
+      r -= skip;
+      offsets_[2 * count] = static_cast<int32_t>(static_cast<size_t>(count) * stride_ + skip);
       offsets_[2 * count + 1] = static_cast<int32_t>(r);
       ++count;
       bytes += static_cast<uint64_t>(r);
@@ -504,10 +512,46 @@ Napi::Value FramePort::Send(const Napi::CallbackInfo& info) {
     ThrowType(env, "send(frame: Uint8Array)");
     return env.Undefined();
   }
-  return Napi::Boolean::New(env, Enqueue(static_cast<const uint8_t*>(data), length));
+  uint32_t gsoSize = 0;
+  if (info.Length() > 1 && info[1].IsNumber()) {
+    const int64_t g = info[1].As<Napi::Number>().Int64Value();
+    if (g > 0 && g < 65536) gsoSize = static_cast<uint32_t>(g);
+  }
+  return Napi::Boolean::New(env, Enqueue(static_cast<const uint8_t*>(data), length, gsoSize));
 }
 
-bool FramePort::Enqueue(const uint8_t* data, size_t len) {
+// Writes the virtio_net_hdr for one outgoing frame (little-endian, as tun expects on x86/arm64).
+// gsoSize > 0: an IPv4 TCP frame larger than the MTU that the kernel treats as GSO (the guest's
+// stack receives it as one large segment, as after GRO); the TCP checksum field holds the
+// pseudo-header sum and the kernel completes it (NEEDS_CSUM).
+static bool WriteVnetHdr(uint8_t* h, const uint8_t* frame, size_t len, uint32_t gsoSize) {
+  memset(h, 0, 10);
+  if (gsoSize == 0) return true;
+  if (len < 14 + 20 + 20 || frame[12] != 0x08 || frame[13] != 0x00) return false;
+  const uint32_t ihl = (frame[14] & 0x0f) * 4u;
+  if (ihl < 20 || len < 14 + ihl + 20 || frame[14 + 9] != 6) return false;
+  const uint32_t thl = (frame[14 + ihl + 12] >> 4) * 4u;
+  const uint32_t hdrLen = 14 + ihl + thl;
+  const uint32_t csumStart = 14 + ihl;
+  h[0] = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
+  h[1] = 1;  // VIRTIO_NET_HDR_GSO_TCPV4
+  h[2] = hdrLen & 0xff;
+  h[3] = hdrLen >> 8;
+  h[4] = gsoSize & 0xff;
+  h[5] = gsoSize >> 8;
+  h[6] = csumStart & 0xff;
+  h[7] = csumStart >> 8;
+  h[8] = 16;  // offset of the TCP checksum
+  h[9] = 0;
+  return true;
+}
+
+bool FramePort::Enqueue(const uint8_t* data, size_t frameLen, uint32_t gsoSize) {
+  const size_t len = frameLen + (vnetHdr_ ? kVnetHdrLen : 0);
+  if (!vnetHdr_ && gsoSize > 0) {
+    ++txDropped_;  // a GSO frame cannot go on a link without the header
+    return false;
+  }
   if (len > kTxArenaBytes / 4) {
     ++txDropped_;
     return false;
@@ -519,8 +563,16 @@ bool FramePort::Enqueue(const uint8_t* data, size_t len) {
       return false;
     }
   }
+  uint8_t* dst = txArena_.data() + txUsed_;
+  if (vnetHdr_) {
+    if (!WriteVnetHdr(dst, data, frameLen, gsoSize)) {
+      ++txDropped_;
+      return false;
+    }
+    dst += kVnetHdrLen;
+  }
   txEntries_.push_back(TxEntry{txUsed_, static_cast<uint32_t>(len)});
-  memcpy(txArena_.data() + txUsed_, data, len);
+  memcpy(dst, data, frameLen);
   txUsed_ += static_cast<uint32_t>(len);
   const size_t queued = txEntries_.size() - txHead_;
   if (!wantWrite_ && (queued >= kTxSoftFrames || txUsed_ - txEntries_[txHead_].off >= kTxSoftBytes)) {
@@ -640,7 +692,7 @@ void FramePort::FlushTap() {
     ssize_t r = write(fd_, txArena_.data() + e.off, e.len);
     if (r >= 0) {
       ++txFrames_;
-      txBytes_ += e.len;
+      txBytes_ += e.len - (vnetHdr_ ? kVnetHdrLen : 0);  // frame bytes, not the header
       ++txHead_;
       continue;
     }

@@ -23,6 +23,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     uint32_t off;
     uint32_t len;
   };
+  static constexpr uint32_t kVnetHdrLen = 10;
 
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value Send(const Napi::CallbackInfo& info);
@@ -44,7 +45,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   void Fail(const char* code);
   void UpdatePoll();
   void Teardown();
-  bool Enqueue(const uint8_t* data, size_t len);
+  bool Enqueue(const uint8_t* data, size_t len, uint32_t gsoSize);
   bool HasRoom(size_t len);
   void DropQueued();
   void FlushQueue();
@@ -60,6 +61,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
 
   int fd_ = -1;
   bool tap_ = false;
+  bool vnetHdr_ = false;  // TAP frames carry a virtio_net_hdr both ways
   bool learnPeer_ = false;
   bool reading_ = false;
   bool wantWrite_ = false;

@@ -76,9 +76,9 @@ export abstract class NativePortLink implements Link {
     this.port.start();
   }
 
-  send(frame: Uint8Array): boolean {
+  send(frame: Uint8Array, gsoSize?: number): boolean {
     if (this.closed) return false;
-    return this.port.send(frame);
+    return gsoSize === undefined ? this.port.send(frame) : this.port.send(frame, gsoSize);
   }
 
   flush(): void {

@@ -33,6 +33,11 @@ export interface NativeFramePortOptions {
    * with the sender's path ('' for an unnamed socket).
    */
   learnPeer?: boolean;
+  /**
+   * For 'tap' opened with vnetHdr: every frame carries a 10-byte virtio_net_hdr. Received frames
+   * are delivered without it; sent frames get one (all zero, or GSO fields with `send`'s gsoSize).
+   */
+  vnetHdr?: boolean;
   onFrames: NativeFramesCallback;
   onPeer?: (peerPath: string) => void;
   /** Called once if the fd fails or hangs up (e.g. socketpair peer closed): errno name or 'EOF'. */
@@ -58,7 +63,7 @@ export interface NativeFramePort {
   /** Starts watching the fd for input. */
   start(): void;
   /** Copies one frame into the send queue; flushes by itself when the queue is full. False = dropped. */
-  send(frame: Uint8Array): boolean;
+  send(frame: Uint8Array, gsoSize?: number): boolean;
   /** Sends everything queued (sendmmsg / write loop). Frames the kernel refuses with EAGAIN stay queued up to a bound and go when the fd is writable; beyond that they are dropped and counted. */
   flush(): void;
   stats(): NativeFramePortStats;
@@ -125,7 +130,7 @@ export interface NativeAddon {
    * With `netnsPath` (e.g. /run/netns/NAME) or `netnsPid`, the device is opened inside that network
    * namespace (a helper thread setns()es there; the caller's namespace is untouched).
    */
-  tapOpen(name: string, netnsPath?: string, netnsPid?: number): { fd: number; name: string };
+  tapOpen(name: string, netnsPath?: string, netnsPid?: number, vnetHdr?: boolean): { fd: number; name: string };
   closeFd(fd: number): void;
   /** Takes ownership of `fd` (close() closes it) — unless the constructor throws: then the caller still owns it. */
   FramePort: new (fd: number, options: NativeFramePortOptions) => NativeFramePort;

@@ -38,8 +38,12 @@ export interface Link {
   /**
    * Queues one frame to send. The bytes are copied (or written) before this returns, so the caller
    * may reuse its buffer at once. Returns false when the frame was dropped (counted in txDropped).
+   * `gsoSize` (only on links with `gso`): the frame is one IPv4 TCP segment larger than the MTU,
+   * with the pseudo-header sum in its checksum field; the kernel cuts it into `gsoSize` segments.
    */
-  send(frame: Uint8Array): boolean;
+  send(frame: Uint8Array, gsoSize?: number): boolean;
+  /** The link takes TCP frames larger than the MTU with GSO (a TAP with a vnet header). */
+  readonly gso?: boolean;
   /** Pushes queued frames to the kernel now (one batched syscall where the transport allows). */
   flush(): void;
   readonly stats: LinkStats;

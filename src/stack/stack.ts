@@ -18,7 +18,7 @@ import { debuglog } from 'node:util';
 import { IPV4_ANY, IPV4_BROADCAST, MAC_BROADCAST, isGroupMac, type Ipv4Addr, type MacAddr } from './wire/addr.ts';
 import { ETH_HLEN, EtherType, EthernetView, writeEthernet } from './wire/ethernet.ts';
 import { ArpOp, ArpView, writeArp } from './wire/arp.ts';
-import { IPV4_HLEN, IPV4_MF, IpProto, Ipv4View, writeIpv4 } from './wire/ipv4.ts';
+import { IPV4_DF, IPV4_HLEN, IPV4_MF, IpProto, Ipv4View, writeIpv4 } from './wire/ipv4.ts';
 import { IcmpType, Icmpv4View, writeIcmpEcho, writeIcmpError } from './wire/icmpv4.ts';
 import { UDP_HLEN, UdpView, writeUdp } from './wire/udp.ts';
 import { Ipv4Reassembler, createReassemblyStats } from './reassembly.ts';
@@ -83,6 +83,8 @@ export class Stack {
   readonly gatewayMac: MacAddr;
   readonly dnsMac: MacAddr;
   forward: ForwardHook | undefined;
+  /** Every link takes large TCP frames as GSO (set by the engine); TCP then sends up to 64 KiB at once. */
+  gso = false;
 
   private readonly udpHandlers = new Map<number, UdpHandler>();
   private readonly reassembler: Ipv4Reassembler;
@@ -94,7 +96,7 @@ export class Stack {
 
   constructor(
     readonly config: StackConfig,
-    private readonly emit: (frame: Uint8Array) => void,
+    private readonly emit: (frame: Uint8Array, gsoSize?: number) => void,
   ) {
     this.gatewayMac = virtualMac(config.gateway);
     this.dnsMac = virtualMac(config.dns);
@@ -315,8 +317,19 @@ export class Stack {
    */
   sendTcp(dstMac: MacAddr, srcIp: Ipv4Addr, srcPort: number, dstIp: Ipv4Addr, dstPort: number, seg: TcpOutSegment): boolean {
     const l4off = ETH_HLEN + IPV4_HLEN;
-    const end = writeTcpOut(this.tx, l4off, seg, srcPort, dstPort, srcIp, dstIp);
-    return this.sendIpv4To(dstMac, srcIp, dstIp, IpProto.TCP, end - l4off, 64);
+    const gso = seg.gsoSize > 0 && this.gso;
+    const end = writeTcpOut(this.tx, l4off, seg, srcPort, dstPort, srcIp, dstIp, gso);
+    if (!gso) return this.sendIpv4To(dstMac, srcIp, dstIp, IpProto.TCP, end - l4off, 64);
+    // One frame larger than the MTU: the link's kernel cuts it into gsoSize segments (or, on the
+    // local receive path of a netns guest, takes it whole as after GRO). No IP fragmentation.
+    const tx = this.tx;
+    writeEthernet(tx, 0, dstMac, srcIp === this.config.dns ? this.dnsMac : this.gatewayMac, EtherType.IPv4);
+    this.ident = (this.ident + 1) & 0xffff;
+    writeIpv4(tx, ETH_HLEN, end - ETH_HLEN, this.ident, IPV4_DF, 64, IpProto.TCP, srcIp, dstIp);
+    this.stats.ipv4.txPackets++;
+    this.stats.eth.txFrames++;
+    this.emit(tx.subarray(0, end), seg.gsoSize);
+    return true;
   }
 
   /** Guest MAC for `ip`, from the neighbour table. */

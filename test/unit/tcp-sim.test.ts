@@ -49,6 +49,7 @@ describe('5 MB both ways, hashes compared', () => {
     ['3 % loss, 3 % duplication, 5 % reordering', { seed: 6, delayMs: 1, jitterMs: 3, loss: 0.03, dup: 0.03, reorder: 0.05 }, {}],
     ['the same without SACK (NewReno only)', { seed: 8, delayMs: 1, jitterMs: 3, loss: 0.02, dup: 0.01, reorder: 0.05 }, { sack: false }],
     ['100 Mbit/s with a 2 ms drop-tail queue (congestion losses)', { seed: 7, delayMs: 1, rateBytesPerMs: 12_500, queueMs: 2 }, {}],
+    ['segmentation offload (64 KiB segments) with 2 % loss and 5 % reordering', { seed: 11, delayMs: 1, jitterMs: 2, loss: 0.02, reorder: 0.05 }, { tsoMaxBytes: 65_000 }],
   ];
   for (const [name, l, cfg] of cases) {
     it(name, () => {

@@ -53,6 +53,11 @@ export interface TcpConfig {
   maxOooChunks: number;
   /** Challenge ACKs (RFC 5961) per connection per second. */
   challengeAckPerSecond: number;
+  /**
+   * Segmentation offload: new data may leave in segments of up to this many bytes (a multiple of
+   * the MSS), which the link hands to the guest's kernel as GSO. 0 = off (one MSS per segment).
+   */
+  tsoMaxBytes: number;
 }
 
 export const TCP_DEFAULTS: Readonly<TcpConfig> = Object.freeze({
@@ -73,6 +78,7 @@ export const TCP_DEFAULTS: Readonly<TcpConfig> = Object.freeze({
   timeWaitMs: 1000,
   maxOooChunks: 1024,
   challengeAckPerSecond: 10,
+  tsoMaxBytes: 0,
 });
 
 /** Smallest RFC 7323 shift (0..14) such that `window >> shift` fits the 16-bit window field. */
@@ -100,6 +106,7 @@ export function resolveTcpConfig(overrides: Partial<TcpConfig> = {}): TcpConfig 
   c.timeWaitMs = Math.max(0, c.timeWaitMs);
   c.maxOooChunks = clampInt(c.maxOooChunks, 0, 1 << 20);
   c.challengeAckPerSecond = clampInt(c.challengeAckPerSecond, 0, 1 << 20);
+  c.tsoMaxBytes = clampInt(c.tsoMaxBytes, 0, 65_000);
   if (c.keepalive !== undefined) {
     c.keepalive = {
       idleMs: Math.max(1, c.keepalive.idleMs),

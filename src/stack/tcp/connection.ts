@@ -670,6 +670,7 @@ export class TcpConnection implements SenderOutput, ReceiverSink {
     o.payload = snd.buf.buffer;
     o.payloadOff = off;
     o.payloadLen = len;
+    o.gsoSize = len > snd.mss ? snd.mss : 0;
     this.fillAckFields();
     this.emit();
   }
@@ -749,6 +750,7 @@ export class TcpConnection implements SenderOutput, ReceiverSink {
     this.stats.bytesOut += o.payloadLen;
     if (o.flags & TcpFlag.ACK) this.rcv.ackSent();
     this.host.emit(o);
+    o.gsoSize = 0; // the record is shared: only transmitData sets it
   }
 
   // ───────────────────────────── ReceiverSink ─────────────────────────────

@@ -101,6 +101,8 @@ export class TcpOutSegment {
   payload: Uint8Array = EMPTY;
   payloadOff = 0;
   payloadLen = 0;
+  /** > 0: the payload spans several MSS-sized segments of this size (segmentation offload). */
+  gsoSize = 0;
 }
 
 /** Bytes the TCP part of `o` occupies in a frame (header + options + payload). */
@@ -120,10 +122,11 @@ export function writeTcpOut(
   dstPort: number,
   srcIp: Ipv4Addr,
   dstIp: Ipv4Addr,
+  partialChecksum = false,
 ): number {
   if (o.optionsLen > 0) buf.set(o.options.subarray(0, o.optionsLen), off + 20);
   if (o.payloadLen > 0) buf.set(o.payload.subarray(o.payloadOff, o.payloadOff + o.payloadLen), off + 20 + o.optionsLen);
-  return writeTcp(buf, off, srcPort, dstPort, o.seq, o.ack, o.flags, o.window, o.optionsLen, o.payloadLen, srcIp, dstIp);
+  return writeTcp(buf, off, srcPort, dstPort, o.seq, o.ack, o.flags, o.window, o.optionsLen, o.payloadLen, srcIp, dstIp, partialChecksum);
 }
 
 /**

@@ -245,7 +245,10 @@ export class TcpSender {
       }
       const wndRoom = seqSub(seqAdd(this.una, this.wnd), this.nxt);
       const cwndRoom = this.cc.cwnd - pipe;
-      const len = Math.min(unsent, this.mss, wndRoom, cwndRoom);
+      const room = Math.min(unsent, this.tsoLen(), wndRoom, cwndRoom);
+      // An offloaded segment carries whole MSSs (a short tail only when it ends the data), so the
+      // guest sees exactly the segments it would have seen without offload.
+      const len = room > this.mss && room < unsent ? room - (room % this.mss) : room;
       const inFlight = seqSub(this.nxt, this.una);
       if (len <= 0) {
         if (wndRoom <= 0 && inFlight === 0 && this.timerKind === TimerKind.None) this.armPersist(now);
@@ -264,6 +267,12 @@ export class TcpSender {
    * Transmits [seq, seq + at most maxLen) (data from the buffer, plus the FIN when the range
    * reaches it). Returns the sequence space sent (data + FIN).
    */
+  /** Most new data in one segment: one MSS, or whole MSSs up to tsoMaxBytes with offload. */
+  private tsoLen(): number {
+    const tso = this.config.tsoMaxBytes;
+    return tso > this.mss ? Math.floor(tso / this.mss) * this.mss : this.mss;
+  }
+
   private sendRange(seq: Seq, maxLen: number, now: number, out: SenderOutput, rtx: boolean, advance: boolean): number {
     const at = seqSub(seq, this.bufSeq);
     let len = 0;

@@ -18,7 +18,7 @@
  */
 
 import type { Ipv4Addr } from './addr.ts';
-import { foldChecksum, pseudoHeaderSum, sumBytes } from './checksum.ts';
+import { foldChecksum, foldSum, pseudoHeaderSum, sumBytes } from './checksum.ts';
 import { IpProto } from './ipv4.ts';
 
 export const TCP_HLEN = 20;
@@ -328,6 +328,7 @@ export function writeTcp(
   payloadLen: number,
   srcIp: Ipv4Addr,
   dstIp: Ipv4Addr,
+  partialChecksum = false,
 ): number {
   if ((optionsLen & 3) !== 0 || optionsLen < 0 || optionsLen > TCP_MAX_OPTIONS_LEN) {
     throw new RangeError(`writeTcp: options length ${optionsLen} is not a multiple of 4 in [0, 40]`);
@@ -348,7 +349,11 @@ export function writeTcp(
   buf[off + 17] = 0;
   buf[off + 18] = 0;
   buf[off + 19] = 0;
-  const ck = foldChecksum(sumBytes(buf, off, len, pseudoHeaderSum(srcIp, dstIp, IpProto.TCP, len)));
+  // partialChecksum (segmentation/checksum offload): only the pseudo-header sum, not inverted, for
+  // the kernel to complete per segment (Linux's CHECKSUM_PARTIAL convention).
+  const ck = partialChecksum
+    ? foldSum(pseudoHeaderSum(srcIp, dstIp, IpProto.TCP, len))
+    : foldChecksum(sumBytes(buf, off, len, pseudoHeaderSum(srcIp, dstIp, IpProto.TCP, len)));
   buf[off + 16] = ck >>> 8;
   buf[off + 17] = ck & 0xff;
   return off + len;
