@@ -41,7 +41,9 @@ done
 busybox=/bin/busybox
 [ -x "$busybox" ] || die "missing $busybox (apt-get install busybox-static)"
 # The Debian `busybox` package is dynamically linked and would not run in an initramfs without libc.
-if ! LC_ALL=C "$busybox" 2>&1 | head -1 | grep -q BusyBox || ldd "$busybox" >/dev/null 2>&1; then
+# (Its banner is read whole, not through `| head`: with pipefail a SIGPIPE there fails the check.)
+banner=$(LC_ALL=C "$busybox" 2>&1 || true)
+if [[ "$banner" != BusyBox* ]] || ldd "$busybox" >/dev/null 2>&1; then
   die "$busybox is not a static busybox (apt-get install busybox-static)"
 fi
 
@@ -78,7 +80,7 @@ if [ -z "$deb" ] || [ "$force" = 1 ]; then
       apt-get update -qq >&2
       (cd "$out" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >&2)
     fi
-    deb="$(ls "$out/${pkg}"_*.deb | head -1)"
+    deb="$(ls "$out/${pkg}"_*.deb | head -1 || true)"
   fi
 fi
 
@@ -133,7 +135,7 @@ if [ "$rebuild" = 1 ]; then
   cp "$guest_src/vmnat.sh" "$rd/etc/vmnat.sh"
   chmod 0755 "$rd/init" "$rd/etc/udhcpc.script" "$rd/bin/busybox"
   for m in "${modules[@]}"; do
-    ko="$(find "$stage/lib/modules" -name "$m.ko" -o -name "$m.ko.xz" | head -1)"
+    ko="$(find "$stage/lib/modules" -name "$m.ko" -o -name "$m.ko.xz" | head -1 || true)"
     [ -n "$ko" ] || die "module $m not found in the kernel package"
     case "$ko" in
       *.xz) xz -dc "$ko" > "$rd/lib/modules/$m.ko" ;;
