@@ -30,6 +30,7 @@
  * idle timeout (default 30 s) swept once a second.
  */
 import type { Stack } from '../stack/stack.ts';
+import { IdleSweep } from './idle.ts';
 import type { Ipv4View } from '../stack/wire/ipv4.ts';
 import { IpProto, IPV4_HLEN, writeIpv4 } from '../stack/wire/ipv4.ts';
 import { IcmpTimeExceededCode, IcmpType, IcmpUnreachCode, Icmpv4View } from '../stack/wire/icmpv4.ts';
@@ -94,7 +95,6 @@ interface IcmpFlow {
   closed: boolean;
 }
 
-const SWEEP_MS = 1000;
 /** Quote at most this much of the guest's ICMP message in a relayed error (576-byte error, RFC 1812). */
 const MAX_QUOTED_ICMP = 576 - IPV4_HLEN - 8 - IPV4_HLEN;
 
@@ -105,7 +105,7 @@ export class IcmpNat {
   private readonly flows = new Map<number, IcmpFlow>();
   /** guestIp*65536+guestIdent → dstIp → flow. */
   private readonly byGuest = new Map<number, Map<Ipv4Addr, IcmpFlow>>();
-  private nextSweep: number | undefined;
+  private readonly idle: IdleSweep;
   private flowSeq = 0;
   private readonly quote = new Uint8Array(IPV4_HLEN + MAX_QUOTED_ICMP);
 
@@ -117,6 +117,7 @@ export class IcmpNat {
     private readonly wake: () => void,
     private readonly log: IcmpNatLog,
   ) {
+    this.idle = new IdleSweep(options.idleTimeoutMs);
     this.probe();
   }
 
@@ -244,10 +245,7 @@ export class IcmpNat {
     };
     this.flows.set(key, flow);
     this.stats.flowsOpened++;
-    if (this.nextSweep === undefined) {
-      this.nextSweep = now + SWEEP_MS;
-      this.wake();
-    }
+    if (this.idle.arm(now)) this.wake();
     return flow;
   }
 
@@ -328,19 +326,19 @@ export class IcmpNat {
   }
 
   poll(now: number): void {
-    if (this.nextSweep === undefined || now < this.nextSweep) return;
-    const limit = now - this.options.idleTimeoutMs;
-    for (const flow of this.flows.values()) {
-      if (flow.lastActive <= limit) {
+    this.idle.run(
+      now,
+      this.flows.values(),
+      (flow) => {
         this.stats.flowsExpired++;
         this.close(flow);
-      }
-    }
-    this.nextSweep = this.flows.size > 0 ? now + SWEEP_MS : undefined;
+      },
+      () => this.flows.size,
+    );
   }
 
   nextDeadline(): number | undefined {
-    return this.nextSweep;
+    return this.idle.deadline;
   }
 
   /** Open flows for the API and the logs. */
@@ -361,6 +359,6 @@ export class IcmpNat {
 
   closeAll(): void {
     for (const flow of [...this.flows.values()]) this.close(flow);
-    this.nextSweep = undefined;
+    this.idle.stop();
   }
 }

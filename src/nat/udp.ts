@@ -16,6 +16,7 @@
 import dgram from 'node:dgram';
 import { formatIpv4, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
 import type { Stack } from '../stack/stack.ts';
+import { IdleSweep } from './idle.ts';
 import { IcmpType, IcmpUnreachCode } from '../stack/wire/icmpv4.ts';
 import { IpProto, writeIpv4 } from '../stack/wire/ipv4.ts';
 
@@ -51,14 +52,13 @@ interface UdpFlow {
 }
 
 const MAX_PENDING = 64;
-const SWEEP_MS = 1000;
 
 export class UdpNat {
   readonly stats = createUdpNatStats();
   /** Keyed by guestIp*65536+guestPort, then dstIp*65536+dstPort. Map order = recency (LRU). */
   private readonly flows = new Map<number, UdpFlow>();
   private readonly byGuest = new Map<number, Map<number, UdpFlow>>();
-  private nextSweep: number | undefined;
+  private readonly idle: IdleSweep;
   private flowSeq = 0;
 
   constructor(
@@ -66,7 +66,9 @@ export class UdpNat {
     private readonly options: UdpNatOptions,
     private readonly now: () => number,
     private readonly wake: () => void,
-  ) {}
+  ) {
+    this.idle = new IdleSweep(options.idleTimeoutMs);
+  }
 
   get size(): number {
     return this.flows.size;
@@ -133,10 +135,7 @@ export class UdpNat {
       }
       flow.pending = [];
     });
-    if (this.nextSweep === undefined) {
-      this.nextSweep = now + SWEEP_MS;
-      this.wake();
-    }
+    if (this.idle.arm(now)) this.wake();
     return flow;
   }
 
@@ -183,19 +182,19 @@ export class UdpNat {
   }
 
   poll(now: number): void {
-    if (this.nextSweep === undefined || now < this.nextSweep) return;
-    const limit = now - this.options.idleTimeoutMs;
-    for (const flow of this.flows.values()) {
-      if (flow.lastActive <= limit) {
+    this.idle.run(
+      now,
+      this.flows.values(),
+      (flow) => {
         this.stats.flowsExpired++;
         this.close(flow);
-      }
-    }
-    this.nextSweep = this.flows.size > 0 ? now + SWEEP_MS : undefined;
+      },
+      () => this.flows.size,
+    );
   }
 
   nextDeadline(): number | undefined {
-    return this.nextSweep;
+    return this.idle.deadline;
   }
 
   /** Open flows for the API and the logs. */
@@ -214,7 +213,7 @@ export class UdpNat {
 
   closeAll(): void {
     for (const flow of [...this.flows.values()]) this.close(flow);
-    this.nextSweep = undefined;
+    this.idle.stop();
   }
 }
 

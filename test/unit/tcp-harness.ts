@@ -215,17 +215,9 @@ export function openOpts(config: Partial<TcpConfig> = {}, iss = 1000): TcpOpenOp
 
 // ───────────────────────── simulated link ─────────────────────────
 
-/** mulberry32: small seeded PRNG. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, shared with the frame fuzzer. */
+export { prng as rng } from '../helpers/fuzzframes.ts';
+import { prng as rng } from '../helpers/fuzzframes.ts';
 
 export function randomBytes(n: number, seed: number): Uint8Array {
   const r = rng(seed);
