@@ -61,10 +61,6 @@ function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
 /** Switch table capacity (MACs learned across all ports). */
 const MAX_MACS = 4096;
 
-export interface ReadyInfo {
-  [key: string]: string | number;
-}
-
 export function createSwitchStats() {
   return { guestToGuest: 0, flooded: 0, runts: 0, macMoves: 0, macEvicted: 0 };
 }
