@@ -70,12 +70,26 @@ describe.sequential('netns guest over --tap', () => {
     vmnat = await startVmnat(['--tap', 'tap0', '--netns', ns.path, '--mtu', '1400', '--domain', 'vm.test', '--dns-search', 'corp.example', '--dns-search', 'lab.example', '--dhcp-lease-time', '3600']);
     const out = path.join(ns.dir, 'dhclient.env');
     const script = writeScript(ns.dir, 'dhclient.sh', `#!/bin/sh\nenv | grep -E '^(reason|new_)' | sort >> ${out}\necho END >> ${out}\nexit 0\n`);
-    const r = await ns.exec(
-      ['dhclient', '-1', '-v', '-sf', script, '-pf', path.join(ns.dir, 'dhclient.pid'), '-lf', path.join(ns.dir, 'dhclient.leases'), 'tap0'],
-      { timeoutMs: 30_000 },
+    // dhclient in the foreground (-d): with -1 alone it forks once bound and writes its pid file
+    // from the child, racing a reader. The test stops it itself once the script has run.
+    const { spawn } = await import('node:child_process');
+    const dhclient = spawn(
+      'ip',
+      ['netns', 'exec', ns.name, 'dhclient', '-1', '-d', '-v', '-sf', script, '-pf', path.join(ns.dir, 'dhclient.pid'), '-lf', path.join(ns.dir, 'dhclient.leases'), 'tap0'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
     );
-    const env = fs.readFileSync(out, 'utf8');
-    expect(env, r.stderr).toContain('reason=BOUND');
+    let dhclientLog = '';
+    dhclient.stderr.on('data', (d: Buffer) => (dhclientLog += d.toString()));
+    const readEnv = (): string => (fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : '');
+    try {
+      for (let i = 0; i < 300 && !/reason=BOUND[\s\S]*END/.test(readEnv()); i++) await sleep(100);
+    } finally {
+      const exited = new Promise((resolve) => dhclient.once('exit', resolve));
+      dhclient.kill('SIGTERM');
+      await Promise.race([exited, sleep(3000)]);
+    }
+    const env = readEnv();
+    expect(env, dhclientLog).toContain('reason=BOUND');
     expect(env).toContain('new_ip_address=10.0.2.15');
     expect(env).toContain('new_subnet_mask=255.255.255.0');
     expect(env).toContain('new_routers=10.0.2.2');
@@ -84,18 +98,9 @@ describe.sequential('netns guest over --tap', () => {
     expect(env).toMatch(/new_domain_search=corp\.example\.? lab\.example\.?/);
     expect(env).toContain('new_interface_mtu=1400');
     expect(env).toContain('new_dhcp_lease_time=3600');
-    const pid = Number(fs.readFileSync(path.join(ns.dir, 'dhclient.pid'), 'utf8').trim());
-    if (pid > 0) {
-      try {
-        process.kill(pid, 'SIGTERM');
-      } catch {
-        /* already gone */
-      }
-    }
 
     // busybox udhcpc in the foreground: bound, then a renewal on SIGUSR1 keeps the same address.
     const script2 = writeScript(ns.dir, 'udhcpc.sh', UDHCPC_SCRIPT);
-    const { spawn } = await import('node:child_process');
     const child = spawn('ip', ['netns', 'exec', ns.name, 'busybox', 'udhcpc', '-f', '-i', 'tap0', '-s', script2, '-t', '5', '-T', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let text = '';
     child.stdout.on('data', (d: Buffer) => (text += d.toString()));
