@@ -46,6 +46,8 @@ export interface Config {
   udpTimeoutSec: number;
   maxFlows: number;
   tcpIdleTimeoutSec: number;
+  /** Seconds a guest's SYN waits for the host's connect before the guest gets host unreachable. */
+  tcpConnectTimeoutSec: number;
   /** Seconds of silence before keepalive probes to the guest; 0 = off. */
   tcpKeepaliveSec: number;
   /** Per-flow TCP buffer (send buffer and receive window), bytes; 0 = by MTU. */
@@ -117,6 +119,8 @@ NAT:
   --max-flows N         most flows at once per protocol (default 16384)
   --tcp-idle-timeout S  reset a TCP flow silent for S seconds both ways
                         (default 7440, RFC 5382; 0 = never)
+  --tcp-connect-timeout S  give up a host connect after S seconds and send the
+                        guest ICMP host unreachable (default 10, as passt)
   --tcp-keepalive S     probe a guest connection after S idle seconds (0 = off)
   --tcp-buffer SIZE     per-flow TCP buffer each way, e.g. 256K or 4M
                         (default 1M, 4M above MTU 9000)
@@ -131,7 +135,7 @@ Diagnostics:
 
 const booleanFlags = new Set(['--no-host-loopback', '--no-tso']);
 const takesValue = new Set([
-  '--hostfwd', '--natpf', '--api-socket', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
+  '--hostfwd', '--natpf', '--api-socket', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level',
 ]);
@@ -342,6 +346,7 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
     maxFlows: parseIntStrict('--max-flows', single('--max-flows') ?? '16384', 1, 1_000_000),
     tcpIdleTimeoutSec: parseIntStrict('--tcp-idle-timeout', single('--tcp-idle-timeout') ?? '7440', 0, 30 * 86400),
+    tcpConnectTimeoutSec: parseIntStrict('--tcp-connect-timeout', single('--tcp-connect-timeout') ?? '10', 1, 600),
     tcpKeepaliveSec: parseIntStrict('--tcp-keepalive', single('--tcp-keepalive') ?? '0', 0, 86400),
     tcpBufferBytes: parseSize('--tcp-buffer', single('--tcp-buffer')),
     dnsMode,

@@ -134,7 +134,7 @@ export class Engine implements ApiBackend {
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.tso ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: 10_000, gateway: config.gateway },
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
       () => this.armTimer(this.now()),

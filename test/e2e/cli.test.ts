@@ -35,6 +35,7 @@ describe('bad flags', () => {
     [['--tcp-buffer', '12'], /^vmnat: --tcp-buffer: 12 is not in 16K\.\.256M$/],
     [['--tcp-buffer', 'lots'], /^vmnat: --tcp-buffer: "lots" is not a size/],
     [['--tcp-keepalive', '1.5'], /^vmnat: --tcp-keepalive: /],
+    [['--tcp-connect-timeout', '0'], /^vmnat: --tcp-connect-timeout: 0 is not in 1\.\.600$/],
     [['--udp-timeout', '0'], /^vmnat: --udp-timeout: 0 is not in 1\.\.86400$/],
     [['--max-flows', '0'], /^vmnat: --max-flows: /],
     [['--dns-server', 'not-an-ip'], /^vmnat: --dns-server: /],
