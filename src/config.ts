@@ -39,7 +39,7 @@ export interface Config {
   domain?: string;
   pcapFile?: string;
   logLevel: LogLevel;
-  /** --no-tso: one MSS per TCP segment even where the link takes GSO frames (for comparison). */
+  /** --no-tso: one MSS per TCP segment, checksummed by vmnat, even where the link could offload (for comparison). */
   noTso: boolean;
   /** The gateway address reaches the host's 127.0.0.1 (default); --no-host-loopback refuses it. */
   hostLoopback: boolean;
@@ -124,7 +124,8 @@ NAT:
   --tcp-keepalive S     probe a guest connection after S idle seconds (0 = off)
   --tcp-buffer SIZE     per-flow TCP buffer each way, e.g. 256K or 4M
                         (default 1M, 4M above MTU 9000)
-  --no-tso              on --tap, send one MSS per frame instead of 64 KiB GSO frames
+  --no-tso              on --tap, send one MSS per frame with its checksum, instead
+                        of 64 KiB GSO frames that the kernel cuts and checksums
 
 ${FORWARD_USAGE}
 Diagnostics:

@@ -89,12 +89,15 @@ export class Engine implements ApiBackend {
   private currentLink: Link | undefined;
   private closed = false;
 
-  /** TCP may build 64 KiB segments: only the TAP transport can carry them (as GSO). */
-  private readonly tso: boolean;
+  /**
+   * The kernel may finish TCP frames for us: only the TAP transport (with its vnet header) takes
+   * partial checksums and, below MTU 65000, 64 KiB GSO segments. --no-tso turns both off.
+   */
+  private readonly offload: boolean;
 
   constructor(private readonly cfg: Config) {
     const config = cfg;
-    this.tso = config.link.kind === 'tap' && config.mtu < 65_000 && !config.noTso;
+    this.offload = config.link.kind === 'tap' && !config.noTso;
     this.stack = new Stack(
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, mtu: config.mtu },
       (frame, gsoSize) => this.toGuests(frame, gsoSize),
@@ -133,7 +136,7 @@ export class Engine implements ApiBackend {
       this.stack,
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
-      resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.tso ? 65_000 : 0 }),
+      resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
       { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
@@ -193,8 +196,9 @@ export class Engine implements ApiBackend {
   /** Adds a port and starts receiving from it. */
   attach(link: Link): void {
     this.links.push(link);
-    // Segmentation offload only while every port takes GSO frames (today: a TAP with a vnet header).
-    this.stack.gso = this.tso && this.links.every((l) => l.gso === true);
+    // Checksum and segmentation offload only while every port takes such frames (today: a TAP with
+    // a vnet header).
+    this.stack.gso = this.offload && this.links.every((l) => l.gso === true);
     link.start((frames) => this.onFrames(link, frames));
   }
 

@@ -549,21 +549,25 @@ Napi::Value FramePort::Send(const Napi::CallbackInfo& info) {
     ThrowType(env, "send(frame: Uint8Array)");
     return env.Undefined();
   }
-  uint32_t gsoSize = 0;
+  // No second argument: a complete frame. A number (vnet header links only): the TCP checksum
+  // is partial; above 0 the number is also the GSO segment size.
+  int32_t offload = kNoOffload;
   if (info.Length() > 1 && info[1].IsNumber()) {
     const int64_t g = info[1].As<Napi::Number>().Int64Value();
-    if (g > 0 && g < 65536) gsoSize = static_cast<uint32_t>(g);
+    if (g >= 0 && g < 65536) offload = static_cast<int32_t>(g);
   }
-  return Napi::Boolean::New(env, Enqueue(static_cast<const uint8_t*>(data), length, gsoSize));
+  return Napi::Boolean::New(env, Enqueue(static_cast<const uint8_t*>(data), length, offload));
 }
 
 // Writes the virtio_net_hdr for one outgoing frame (little-endian, as tun expects on x86/arm64).
-// gsoSize > 0: an IPv4 TCP frame larger than the MTU that the kernel treats as GSO (the guest's
-// stack receives it as one large segment, as after GRO); the TCP checksum field holds the
-// pseudo-header sum and the kernel completes it (NEEDS_CSUM).
-static bool WriteVnetHdr(uint8_t* h, const uint8_t* frame, size_t len, uint32_t gsoSize) {
+// offload >= 0: an IPv4 TCP frame whose checksum field holds only the pseudo-header sum; the
+// kernel completes it (NEEDS_CSUM) — or, on a netns guest's local receive path, trusts it as
+// CHECKSUM_PARTIAL without summing the payload at all. offload > 0: the frame is also larger
+// than the MTU and the kernel treats it as GSO with that segment size (the guest's stack receives
+// it as one large segment, as after GRO).
+static bool WriteVnetHdr(uint8_t* h, const uint8_t* frame, size_t len, int32_t offload) {
   memset(h, 0, 10);
-  if (gsoSize == 0) return true;
+  if (offload < 0) return true;
   if (len < 14 + 20 + 20 || frame[12] != 0x08 || frame[13] != 0x00) return false;
   const uint32_t ihl = (frame[14] & 0x0f) * 4u;
   if (ihl < 20 || len < 14 + ihl + 20 || frame[14 + 9] != 6) return false;
@@ -571,11 +575,14 @@ static bool WriteVnetHdr(uint8_t* h, const uint8_t* frame, size_t len, uint32_t 
   const uint32_t hdrLen = 14 + ihl + thl;
   const uint32_t csumStart = 14 + ihl;
   h[0] = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
-  h[1] = 1;  // VIRTIO_NET_HDR_GSO_TCPV4
-  h[2] = hdrLen & 0xff;
-  h[3] = hdrLen >> 8;
-  h[4] = gsoSize & 0xff;
-  h[5] = gsoSize >> 8;
+  if (offload > 0) {
+    const uint32_t gsoSize = static_cast<uint32_t>(offload);
+    h[1] = 1;  // VIRTIO_NET_HDR_GSO_TCPV4
+    h[2] = hdrLen & 0xff;
+    h[3] = hdrLen >> 8;
+    h[4] = gsoSize & 0xff;
+    h[5] = gsoSize >> 8;
+  }
   h[6] = csumStart & 0xff;
   h[7] = csumStart >> 8;
   h[8] = 16;  // offset of the TCP checksum
@@ -583,10 +590,10 @@ static bool WriteVnetHdr(uint8_t* h, const uint8_t* frame, size_t len, uint32_t 
   return true;
 }
 
-bool FramePort::Enqueue(const uint8_t* data, size_t frameLen, uint32_t gsoSize) {
+bool FramePort::Enqueue(const uint8_t* data, size_t frameLen, int32_t offload) {
   const size_t len = frameLen + (vnetHdr_ ? kVnetHdrLen : 0);
-  if (!vnetHdr_ && gsoSize > 0) {
-    ++txDropped_;  // a GSO frame cannot go on a link without the header
+  if (!vnetHdr_ && offload != kNoOffload) {
+    ++txDropped_;  // an offloaded frame cannot go on a link without the header
     return false;
   }
   if (len > kTxArenaBytes / 4) {
@@ -602,7 +609,7 @@ bool FramePort::Enqueue(const uint8_t* data, size_t frameLen, uint32_t gsoSize) 
   }
   uint8_t* dst = txArena_.data() + txUsed_;
   if (vnetHdr_) {
-    if (!WriteVnetHdr(dst, data, frameLen, gsoSize)) {
+    if (!WriteVnetHdr(dst, data, frameLen, offload)) {
       ++txDropped_;
       return false;
     }

@@ -45,7 +45,9 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   void Fail(const char* code);
   void UpdatePoll();
   void Teardown();
-  bool Enqueue(const uint8_t* data, size_t len, uint32_t gsoSize);
+  // offload: kNoOffload for a complete frame; >= 0: partial TCP checksum, and GSO size if > 0.
+  static constexpr int32_t kNoOffload = -1;
+  bool Enqueue(const uint8_t* data, size_t len, int32_t offload);
   bool HasRoom(size_t len);
   void DropQueued();
   void FlushQueue();

@@ -35,7 +35,7 @@ export interface NativeFramePortOptions {
   learnPeer?: boolean;
   /**
    * For 'tap' opened with vnetHdr: every frame carries a 10-byte virtio_net_hdr. Received frames
-   * are delivered without it; sent frames get one (all zero, or GSO fields with `send`'s gsoSize).
+   * are delivered without it; sent frames get one (all zero; NEEDS_CSUM when `send` has a gsoSize, plus GSO fields if it is above 0).
    */
   vnetHdr?: boolean;
   onFrames: NativeFramesCallback;

@@ -38,8 +38,10 @@ export interface Link {
   /**
    * Queues one frame to send. The bytes are copied (or written) before this returns, so the caller
    * may reuse its buffer at once. Returns false when the frame was dropped (counted in txDropped).
-   * `gsoSize` (only on links with `gso`): the frame is one IPv4 TCP segment larger than the MTU,
-   * with the pseudo-header sum in its checksum field; the kernel cuts it into `gsoSize` segments.
+   * `gsoSize` (only on links with `gso`; omitted for a complete frame): the frame is one IPv4 TCP
+   * segment with just the pseudo-header sum in its checksum field, which the kernel completes (or,
+   * delivering locally, trusts without summing the payload). Above 0 the frame is also larger than
+   * the MTU and the kernel cuts it into `gsoSize` segments.
    */
   send(frame: Uint8Array, gsoSize?: number): boolean;
   /** The link takes TCP frames larger than the MTU with GSO (a TAP with a vnet header). */

@@ -46,6 +46,8 @@ import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 const trace = debuglog('vmnat');
 /** How often idle flows are looked for: the timeout is coarse (hours by default), so is this. */
 const SWEEP_MS = 10_000;
+/** One read from a dialed host socket: Node's own default read size. */
+const HOST_READ_BYTES = 64 * 1024;
 
 export interface TcpNatOptions {
   maxFlows: number;
@@ -81,7 +83,8 @@ export interface HostEndpoint {
 
 /** What a host endpoint reports back to its flow. */
 export interface HostEvents {
-  data(chunk: Buffer): void;
+  /** Returns false when the sender should stop (the flow paused its source). */
+  data(chunk: Uint8Array): boolean;
   end(): void;
   error(code: string | undefined): void;
 }
@@ -204,23 +207,29 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
   }
 
   // ---- HostEvents: the host side talks to us ----
-  data(chunk: Buffer): void {
+  /**
+   * Bytes from the host. `chunk` may be a shared read buffer, valid only during this call: what
+   * the send buffer cannot take now is copied. Returns false when the socket should stop reading.
+   */
+  data(chunk: Uint8Array): boolean {
     const conn = this.conn;
-    if (conn === undefined || this.closed) return;
+    if (conn === undefined || this.closed) return false;
     this.lastActive = this.nat.now();
     if (this.pendingFromHost !== undefined) {
       // A chunk that was already on its way when we paused the socket.
       this.pendingFromHost = Buffer.concat([this.pendingFromHost, chunk]);
-      return;
+      return false;
     }
     const n = conn.write(chunk, 0, chunk.length, this.nat.now());
     this.bytesToGuest += n;
     this.nat.stats.bytesToGuest += n;
-    if (n < chunk.length) {
-      this.pendingFromHost = chunk.subarray(n);
-      this.host?.pause();
-    }
     this.nat.touched(this);
+    if (n < chunk.length) {
+      this.pendingFromHost = Buffer.from(chunk.subarray(n));
+      this.host?.pause();
+      return false;
+    }
+    return true;
   }
   end(): void {
     const conn = this.conn;
@@ -260,6 +269,13 @@ export class TcpNat {
   private readonly seg = new TcpSegment();
   private readonly opts = createTcpOptions();
   private readonly rst = new TcpOutSegment();
+  /**
+   * Where every dialed host socket reads into (net's `onread`): the bytes are copied into the
+   * flow's send buffer before the callback returns, so one buffer serves all flows, and a bulk
+   * download no longer allocates a fresh 64 KiB Buffer per read (that churn was ~20 % of vmnat's
+   * CPU in garbage collection host→guest). Accepted sockets (port forwards) cannot take `onread`.
+   */
+  private readonly hostReadBuffer = Buffer.allocUnsafe(HOST_READ_BYTES);
   private nextSweep: number | undefined;
   private nextEphemeral = 49152 + Math.floor(Math.random() * 16384);
 
@@ -372,12 +388,18 @@ export class TcpNat {
     f.syn = syn;
     const quoteLen = Math.min(ip.headerLen + 8, ip.totalLen);
     f.synQuote = ip.buf.slice(ip.off, ip.off + quoteLen);
-    const socket = net.connect({ host: f.hostAddress, port: f.dstPort, allowHalfOpen: true, noDelay: true });
+    const socket = net.connect({
+      host: f.hostAddress,
+      port: f.dstPort,
+      allowHalfOpen: true,
+      noDelay: true,
+      // Returning false stops reading, as pause() would; f.data has paused the socket already.
+      onread: { buffer: this.hostReadBuffer, callback: (n: number, buf: Uint8Array) => f.data(buf.subarray(0, n)) },
+    });
     const endpoint = new SocketEndpoint(socket);
     f.host = endpoint;
     f.dialTimer = setTimeout(() => this.dialFailed(f, 'ETIMEDOUT'), this.options.dialTimeoutMs);
     socket.once('connect', () => this.dialed(f));
-    socket.on('data', (chunk: Buffer) => f.data(chunk));
     socket.on('end', () => f.end());
     socket.on('error', (err: NodeJS.ErrnoException) => f.error(err.code));
   }

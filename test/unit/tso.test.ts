@@ -85,6 +85,32 @@ describe('Stack.sendTcp with GSO', () => {
     expect(TcpView.checked(frame, 34, frame.length - 34, GW, GUEST)).toBe('badChecksum');
   });
 
+  it('a segment within the MTU on a GSO link gets a partial checksum and offload 0 (checksum only, no segmentation)', () => {
+    const frames: { frame: Uint8Array; gso: number | undefined }[] = [];
+    const stack = new Stack({ network: 0x0a000200, netmask: 0xffffff00, gateway: GW, dns: 0x0a000203, mtu: 1500 }, (frame, gso) => frames.push({ frame: Uint8Array.from(frame), gso }));
+    stack.gso = true;
+    const seg = { flags: F.ACK, seq: 1, ack: 2, window: 100, options: new Uint8Array(40), optionsLen: 0, payload: new Uint8Array(1000).fill(9), payloadOff: 0, payloadLen: 1000, gsoSize: 0 } as unknown as TcpOutSegment;
+    stack.sendTcp(0x525400123456, GW, 80, GUEST, 40000, seg);
+    expect(frames).toHaveLength(1);
+    const { frame, gso } = frames[0]!;
+    expect(gso).toBe(0);
+    expect(frame.length).toBe(14 + 20 + 20 + 1000);
+    expect(Ipv4View.checked(frame, 14, frame.length - 14)).toBeInstanceOf(Ipv4View);
+    const tcpCk = (frame[14 + 20 + 16]! << 8) | frame[14 + 20 + 17]!;
+    expect(tcpCk).toBe(foldSum(pseudoHeaderSum(GW, GUEST, IpProto.TCP, 20 + 1000)));
+  });
+
+  it('without GSO on the link a segment has its full checksum and no offload argument', () => {
+    const frames: { frame: Uint8Array; gso: number | undefined }[] = [];
+    const stack = new Stack({ network: 0x0a000200, netmask: 0xffffff00, gateway: GW, dns: 0x0a000203, mtu: 1500 }, (frame, gso) => frames.push({ frame: Uint8Array.from(frame), gso }));
+    const seg = { flags: F.ACK, seq: 1, ack: 2, window: 100, options: new Uint8Array(40), optionsLen: 0, payload: new Uint8Array(1000).fill(9), payloadOff: 0, payloadLen: 1000, gsoSize: 0 } as unknown as TcpOutSegment;
+    stack.sendTcp(0x525400123456, GW, 80, GUEST, 40000, seg);
+    expect(frames).toHaveLength(1);
+    expect(frames[0]!.gso).toBeUndefined();
+    const frame = frames[0]!.frame;
+    expect(TcpView.checked(frame, 34, frame.length - 34, GW, GUEST)).toBeInstanceOf(TcpView);
+  });
+
   it('without GSO on the link the same segment is fragmented by IP, never sent oversized', () => {
     const frames: Uint8Array[] = [];
     const stack = new Stack({ network: 0x0a000200, netmask: 0xffffff00, gateway: GW, dns: 0x0a000203, mtu: 1500 }, (frame) => frames.push(Uint8Array.from(frame)));
