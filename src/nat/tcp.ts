@@ -42,6 +42,7 @@ import {
   type TcpStats,
 } from '../stack/tcp/index.ts';
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
+import { WriteSlabs } from './write-slabs.ts';
 
 const trace = debuglog('vmnat');
 /** How often idle flows are looked for: the timeout is coarse (hours by default), so is this. */
@@ -174,7 +175,11 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
       host.cork();
       this.nat.corked.push(this);
     }
-    host.write(Buffer.from(buf.subarray(off, off + len)), () => {
+    const slabs = this.nat.writeSlabs;
+    const copy = slabs.copy(buf.subarray(off, off + len));
+    const slab = slabs.lastSlab;
+    host.write(copy, () => {
+      slabs.release(slab);
       const conn = this.conn;
       if (conn === undefined || this.closed) return;
       conn.recvConsumed(len, this.nat.now());
@@ -260,6 +265,8 @@ export class TcpNat {
   readonly stats = createTcpNatStats();
   readonly tcpStats: TcpStats = createTcpStats();
   readonly corked: TcpFlow[] = [];
+  /** Guest payload copied for host socket writes (see write-slabs.ts). */
+  readonly writeSlabs = new WriteSlabs();
   /** Flow open/close, for the control API's event stream. */
   onFlowEvent: ((event: 'open' | 'close', flow: TcpFlow, reason?: string) => void) | undefined;
   private readonly byGuest = new Map<number, Map<number, TcpFlow>>();
