@@ -199,15 +199,17 @@ export class Engine implements ApiBackend {
     // Checksum and segmentation offload only while every port takes such frames (today: a TAP with
     // a vnet header).
     this.stack.gso = this.offload && this.links.every((l) => l.gso === true);
-    link.start((frames) => this.onFrames(link, frames));
+    link.start((frames, l4ChecksumOk) => this.onFrames(link, frames, l4ChecksumOk));
   }
 
-  private onFrames(link: Link, frames: readonly Uint8Array[]): void {
+  private onFrames(link: Link, frames: readonly Uint8Array[], l4ChecksumOk: Uint8Array | undefined): void {
     if (this.closed) return;
     const now = this.now();
     const stack = this.stack;
     this.currentLink = link;
-    for (const frame of frames) {
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i]!;
+      stack.rxL4ChecksumOk = l4ChecksumOk !== undefined && l4ChecksumOk[i] === 1;
       if (frame.length < 14) {
         this.switchStats.runts++;
         continue;
@@ -244,6 +246,7 @@ export class Engine implements ApiBackend {
       }
     }
     this.currentLink = undefined;
+    stack.rxL4ChecksumOk = false;
     this.nat.afterBatch();
     this.flushDirty();
     this.armTimer(now);

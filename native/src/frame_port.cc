@@ -521,8 +521,11 @@ void FramePort::ReadTap() {
         ++rxErrors_;
         continue;
       }
+      // NEEDS_CSUM (we just computed it) or DATA_VALID (the kernel checked it): the layer-4
+      // checksum is known good, and the stack need not sum the payload again.
+      const bool l4ChecksumOk = vnetHdr_ && (slot[0] & 3) != 0;
       offsets_[2 * count] = static_cast<int32_t>(static_cast<size_t>(count) * stride_ + skip);
-      offsets_[2 * count + 1] = static_cast<int32_t>(r);
+      offsets_[2 * count + 1] = static_cast<int32_t>(r) | (l4ChecksumOk ? kRxL4ChecksumOk : 0);
       ++count;
       bytes += static_cast<uint64_t>(r);
     }

@@ -47,6 +47,8 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   void Teardown();
   // offload: kNoOffload for a complete frame; >= 0: partial TCP checksum, and GSO size if > 0.
   static constexpr int32_t kNoOffload = -1;
+  // Or'ed into a received frame's length in the offsets array: the L4 checksum is known good.
+  static constexpr int32_t kRxL4ChecksumOk = 1 << 30;
   bool Enqueue(const uint8_t* data, size_t len, int32_t offload);
   bool HasRoom(size_t len);
   void DropQueued();

@@ -17,7 +17,7 @@
  * through `onError`; the link stays open until close().
  */
 import { debuglog } from 'node:util';
-import { loadNative, type NativeAddon, type NativeFramePort, type NativeFramePortOptions } from './native.ts';
+import { loadNative, RX_L4_CHECKSUM_OK, RX_LENGTH_MASK, type NativeAddon, type NativeFramePort, type NativeFramePortOptions } from './native.ts';
 import { createLinkStats, type FrameBatchHandler, type Link, type LinkKind, type LinkStats } from './types.ts';
 import { LinkError } from './errors.ts';
 
@@ -37,6 +37,8 @@ export abstract class NativePortLink implements Link {
   protected readonly port: NativeFramePort;
   private handler: FrameBatchHandler | undefined;
   private readonly frames: Uint8Array[] = [];
+  /** Per frame of the batch: 1 if the kernel vouched for its L4 checksum (grown as needed). */
+  private checksumOk = new Uint8Array(64);
   private readonly rx = createLinkStats();
   private closed = false;
   private readonly onError: ((err: LinkError) => void) | undefined;
@@ -116,9 +118,13 @@ export abstract class NativePortLink implements Link {
     const buffer = slab.buffer;
     const base = slab.byteOffset;
     let bytes = 0;
+    let anyChecksumOk = false;
+    if (this.checksumOk.length < count) this.checksumOk = new Uint8Array(count);
+    const checksumOk = this.checksumOk;
     for (let i = 0; i < count; i++) {
       const off = offsets[2 * i] ?? 0;
-      const len = offsets[2 * i + 1] ?? 0;
+      const word = offsets[2 * i + 1] ?? 0;
+      const len = word & RX_LENGTH_MASK;
       const view = new Uint8Array(buffer, base + off, len);
       if (len < MIN_FRAME) {
         if (!this.consumeShort(view)) {
@@ -127,13 +133,16 @@ export abstract class NativePortLink implements Link {
         }
         continue;
       }
+      const ok = (word & RX_L4_CHECKSUM_OK) !== 0;
+      checksumOk[frames.length] = ok ? 1 : 0;
+      anyChecksumOk ||= ok;
       frames.push(view);
       bytes += len;
     }
     if (frames.length === 0) return;
     this.rx.rxFrames += frames.length;
     this.rx.rxBytes += bytes;
-    handler(frames);
+    handler(frames, anyChecksumOk ? checksumOk : undefined);
   }
 
   private onPortError(code: string): void {

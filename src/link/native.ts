@@ -20,8 +20,12 @@ import path from 'node:path';
 
 /**
  * Receives one batch. `slab` is reused by the next batch: frames are valid only during the call.
- * Frame i occupies `slab[offsets[2*i] .. offsets[2*i] + offsets[2*i+1])`.
+ * Frame i occupies `slab[offsets[2*i] .. offsets[2*i] + (offsets[2*i+1] & RX_LENGTH_MASK))`; bit 30
+ * of its length word (RX_L4_CHECKSUM_OK, vnet-header TAPs only) says the kernel vouches for its
+ * TCP/UDP checksum (it was partial and the addon completed it, or the kernel checked it).
  */
+export const RX_L4_CHECKSUM_OK = 1 << 30;
+export const RX_LENGTH_MASK = RX_L4_CHECKSUM_OK - 1;
 export type NativeFramesCallback = (slab: Buffer, offsets: Int32Array, count: number) => void;
 
 export interface NativeFramePortOptions {

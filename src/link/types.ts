@@ -15,8 +15,12 @@
 
 export type LinkKind = 'socket' | 'fd' | 'stream' | 'tap';
 
-/** Frames in: called once per received batch; each frame is valid during the call only. */
-export type FrameBatchHandler = (frames: readonly Uint8Array[]) => void;
+/**
+ * Frames in: called once per received batch; each frame is valid during the call only.
+ * `l4ChecksumOk` (links whose kernel checks or computes checksums, i.e. a TAP with a vnet header):
+ * `l4ChecksumOk[i] === 1` when frame i's TCP/UDP checksum is known good and need not be summed.
+ */
+export type FrameBatchHandler = (frames: readonly Uint8Array[], l4ChecksumOk?: Uint8Array) => void;
 
 export interface LinkStats {
   rxFrames: number;

@@ -47,7 +47,7 @@ export class Nat {
     let dstPort = 0;
     let udp: UdpView | undefined;
     if (proto === IpProto.UDP) {
-      const v = UdpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, ip.src, ip.dst);
+      const v = UdpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, ip.src, ip.dst, this.stack.rxL4ChecksumOk);
       if (typeof v === 'string') {
         this.stats.udpMalformed++;
         return true;

@@ -304,7 +304,7 @@ export class TcpNat {
    * DNS service; undefined means refuse (RST).
    */
   input(ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string | 'dns' | undefined): void {
-    const view = TcpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, ip.src, ip.dst);
+    const view = TcpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, ip.src, ip.dst, this.stack.rxL4ChecksumOk);
     if (typeof view === 'string') {
       this.stats.malformed++;
       trace('tcp: drop %s', view);

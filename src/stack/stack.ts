@@ -85,6 +85,12 @@ export class Stack {
   forward: ForwardHook | undefined;
   /** Every link takes large TCP frames as GSO (set by the engine); TCP then sends up to 64 KiB at once. */
   gso = false;
+  /**
+   * Set by the caller for the frame it is about to `input` (like an skb's ip_summed): the link's
+   * kernel vouched for its TCP/UDP checksum, so the views need not sum the payload. Cleared for a
+   * packet reassembled from fragments.
+   */
+  rxL4ChecksumOk = false;
 
   private readonly udpHandlers = new Map<number, UdpHandler>();
   private readonly reassembler: Ipv4Reassembler;
@@ -212,6 +218,7 @@ export class Stack {
       const again = Ipv4View.checked(whole, 0, whole.length);
       if (typeof again === 'string') return this.drop(this.stats.ipv4, 'truncated', again);
       this.stats.ipv4.reassembled++;
+      this.rxL4ChecksumOk = false;
       ip = again;
     }
     const dst = ip.dst;
@@ -219,7 +226,7 @@ export class Stack {
     if (ip.protocol === IpProto.UDP) {
       const bcast = dst === IPV4_BROADCAST || dst === this.broadcast;
       if (local || bcast) {
-        const udp = UdpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, src, dst);
+        const udp = UdpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, src, dst, this.rxL4ChecksumOk);
         if (typeof udp === 'string') return this.drop(this.stats.udp, 'truncated', udp);
         const handler = this.udpHandlers.get((bcast ? IPV4_BROADCAST : dst) * 65536 + udp.dstPort);
         if (handler !== undefined) {

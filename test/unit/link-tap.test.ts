@@ -9,6 +9,10 @@ import { TapLink } from '../../src/link/tap.ts';
 import { openLink } from '../../src/link/index.ts';
 import type { LinkError } from '../../src/link/errors.ts';
 import { waitFor } from './link-helpers.ts';
+import { UdpView } from '../../src/stack/wire/udp.ts';
+import { TcpView } from '../../src/stack/wire/tcp.ts';
+
+const ipv4 = (b: number[]): number => ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
 
 const NS = `vmnat-lt${process.pid}`;
 const canRun = process.getuid?.() === 0 && fs.existsSync('/dev/net/tun');
@@ -113,6 +117,36 @@ describe.skipIf(!canRun)('tap link in a network namespace', () => {
       expect(link.describe()).toEqual({ tap: 'vmt1', netns: pid });
       expect(ip('-n', NS, 'link', 'show', 'dev', 'vmt1')).toMatch(/[<,]UP[,>]/);
       expect(ipOk('link', 'show', 'dev', 'vmt1')).toBe(false);
+    } finally {
+      await link.close();
+    }
+  });
+
+  it('marks the kernel\'s UDP and TCP frames as checksum-vouched, with their partial checksums completed', async () => {
+    const link = TapLink.open({ name: 'vmt4', netnsPath: `/run/netns/${NS}` });
+    try {
+      const got: { frame: Uint8Array; ok: boolean }[] = [];
+      link.start((frames, ok) => {
+        frames.forEach((f, i) => got.push({ frame: f.slice(), ok: ok?.[i] === 1 }));
+      });
+      ip('-n', NS, 'addr', 'add', '192.0.2.1/24', 'dev', 'vmt4');
+      ip('-n', NS, 'neigh', 'add', '192.0.2.2', 'lladdr', '02:00:00:00:00:02', 'dev', 'vmt4', 'nud', 'permanent');
+      udpFromNetns('192.0.2.2');
+      execFileSync('ip', ['netns', 'exec', NS, process.execPath, '-e',
+        `require('net').connect(9,'192.0.2.2').on('error',()=>{}); setTimeout(()=>process.exit(0),300)`]);
+      const isIpv4 = (f: Uint8Array, proto: number): boolean => f.length > 34 && f[12] === 0x08 && f[13] === 0 && f[23] === proto;
+      await waitFor(() => got.some((g) => isIpv4(g.frame, 17)) && got.some((g) => isIpv4(g.frame, 6)), 'a UDP datagram and a TCP SYN');
+      for (const proto of [17, 6]) {
+        const g = got.find((x) => isIpv4(x.frame, proto))!;
+        expect(g.ok, `proto ${proto} vouched`).toBe(true);
+        const src = [192, 0, 2, 1];
+        const dst = [192, 0, 2, 2];
+        const l4 = g.frame.subarray(34);
+        const view = proto === 17
+          ? UdpView.checked(l4, 0, l4.length, ipv4(src), ipv4(dst))
+          : TcpView.checked(l4, 0, l4.length, ipv4(src), ipv4(dst));
+        expect(typeof view, `proto ${proto} checksum complete`).not.toBe('string');
+      }
     } finally {
       await link.close();
     }
