@@ -14,6 +14,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Config } from './config.ts';
 import type { Link } from './link/types.ts';
+import { loadNative } from './link/native.ts';
 import { Stack, type UdpDatagram } from './stack/stack.ts';
 import { DhcpServer } from './dhcp/server.ts';
 import { PcapWriter } from './pcap.ts';
@@ -137,7 +138,7 @@ export class Engine implements ApiBackend {
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway },
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd) },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
       () => this.armTimer(this.now()),

@@ -190,7 +190,22 @@ static Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// A second descriptor for the same open socket, close-on-exec. Lets JS re-wrap a socket that
+// Node accepted (closing Node's descriptor then leaves the connection open on ours).
+static Napi::Value DupFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  const int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (copy < 0) {
+    ThrowErrno(env, errno, "dup");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, copy);
+}
+
 void InitSockets(Napi::Env env, Napi::Object exports) {
+  exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("unixDgramBind", Napi::Function::New(env, UnixDgramBind, "unixDgramBind"));
   exports.Set("unixDgramConnect", Napi::Function::New(env, UnixDgramConnect, "unixDgramConnect"));
   exports.Set("unixDgramProbe", Napi::Function::New(env, UnixDgramProbe, "unixDgramProbe"));

@@ -136,6 +136,8 @@ export interface NativeAddon {
    */
   tapOpen(name: string, netnsPath?: string, netnsPid?: number, vnetHdr?: boolean): { fd: number; name: string };
   closeFd(fd: number): void;
+  /** A new close-on-exec descriptor for the same open file (fcntl F_DUPFD_CLOEXEC). */
+  dupFd(fd: number): number;
   /** Takes ownership of `fd` (close() closes it) — unless the constructor throws: then the caller still owns it. */
   FramePort: new (fd: number, options: NativeFramePortOptions) => NativeFramePort;
   /**

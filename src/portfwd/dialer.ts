@@ -26,13 +26,13 @@ export class NatGuestDialer implements GuestDialer {
     private readonly currentLease: () => Ipv4Addr | undefined,
   ) {}
 
-  dialTcp(socket: net.Socket, target: ForwardTarget): void {
+  dialTcp(socket: net.Socket, target: ForwardTarget): net.Socket | undefined {
     const guestIp = target.guestIp ?? this.currentLease();
     if (guestIp === undefined) {
       socket.resetAndDestroy();
-      return;
+      return undefined;
     }
-    this.tcp.openToGuest(socket, this.gateway, guestIp, target.guestPort, target.rule);
+    return this.tcp.openToGuest(socket, this.gateway, guestIp, target.guestPort, target.rule);
   }
 
   openUdp(target: ForwardTarget, host: HostUdpPeer): GuestUdpFlow | undefined {

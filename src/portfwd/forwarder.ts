@@ -80,9 +80,10 @@ export interface GuestDialer {
    * at target.guestIp (or the current lease) : target.guestPort and splice: on the guest's
    * SYN-ACK `socket.resume()`; if the guest refuses (RST), there is no lease, or the handshake
    * times out, `socket.resetAndDestroy()` so the host client sees a reset. Half-close and
-   * backpressure both ways are the dialer's.
+   * backpressure both ways are the dialer's. Returns the socket that carries the connection from
+   * then on when the dialer replaced `socket` with its own (see TcpNat.openToGuest).
    */
-  dialTcp(socket: net.Socket, target: ForwardTarget): void;
+  dialTcp(socket: net.Socket, target: ForwardTarget): net.Socket | void;
   /**
    * A first datagram from a new host client. Return the guest side of the flow, or undefined to
    * refuse it (no lease yet, flow table full): the datagram is dropped and counted.
@@ -302,15 +303,17 @@ export class PortForwarder {
     entry.tcpActive++;
     // A client that resets before the dialer attaches its handlers must not crash the process.
     socket.on('error', () => this.stats.tcpSocketErrors++);
-    socket.once('close', () => entry.tcpActive--);
     const target = this.target(entry, port, socket.remoteAddress ?? '', socket.remotePort ?? 0);
+    let live = socket;
     try {
-      this.dialer.dialTcp(socket, target);
+      live = this.dialer.dialTcp(socket, target) ?? socket;
     } catch (err) {
       this.stats.dialerThrew++;
       trace('dialTcp threw: %o', err);
       socket.resetAndDestroy();
     }
+    if (live !== socket) live.on('error', () => this.stats.tcpSocketErrors++);
+    live.once('close', () => entry.tcpActive--);
   }
 
   // ── UDP ─────────────────────────────────────────────────────────────────────────────────────
