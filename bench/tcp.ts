@@ -108,7 +108,7 @@ const cfg = {
 
 // ---- results --------------------------------------------------------------------------------
 
-type Metric = 'gbps' | 'per_sec' | 'cpu_s_per_gb' | 'cpu_pct' | 'retransmits';
+type Metric = 'gbps' | 'per_sec' | 'cpu_s_per_gb' | 'cpu_us_per_op' | 'cpu_pct' | 'retransmits';
 
 interface RunRecord {
   ok: boolean;
@@ -281,29 +281,42 @@ async function rr(e: Engine, ns: string): Promise<RunRecord> {
   await setAffinity(e.pid, '0');
   try {
     const cmd = ['ip', 'netns', 'exec', ns, 'taskset', '-c', '0', python, PROBE, 'rr-client', GATEWAY, String(port), String(cfg.rrSecs)];
+    const cpu0 = cpuSeconds(e.pid);
     const r = await run(cmd, { timeoutMs: cfg.rrSecs * 1000 + 15_000 });
-    return probeResult(r, cmd, 'round trips');
+    return withCpuPerOp(probeResult(r, cmd, 'round trips'), cpuSeconds(e.pid) - cpu0, 'round_trips');
   } finally {
     await setAffinity(e.pid, before).catch(() => undefined);
     await bg.stop('SIGKILL');
   }
 }
 
-async function crr(ns: string): Promise<RunRecord> {
+async function crr(e: Engine, ns: string): Promise<RunRecord> {
   const { bg, port } = await startProbeServer('crr-server', false);
   let accepted: number | undefined;
   try {
     const cmd = ['ip', 'netns', 'exec', ns, python, PROBE, 'crr-client', GATEWAY, String(port), String(cfg.rrSecs)];
+    const cpu0 = cpuSeconds(e.pid);
     const r = await run(cmd, { timeoutMs: cfg.rrSecs * 1000 + 15_000 });
+    const cpu = cpuSeconds(e.pid) - cpu0;
     await bg.stop('SIGTERM', 3000);
     const m = /"accepted": (\d+)/.exec(bg.stdout());
     accepted = m ? Number(m[1]) : undefined;
-    const rec = probeResult(r, cmd, 'connections');
+    const rec = withCpuPerOp(probeResult(r, cmd, 'connections'), cpu, 'connections');
     rec.detail.accepted = accepted;
     return rec;
   } finally {
     await bg.stop('SIGKILL');
   }
+}
+
+/** The engine's CPU time per round trip or per connection (all its threads, over the client's run). */
+function withCpuPerOp(rec: RunRecord, cpuS: number, countKey: 'round_trips' | 'connections'): RunRecord {
+  const n = rec.detail[countKey];
+  if (rec.ok && typeof n === 'number' && n > 0) {
+    rec.values.cpu_us_per_op = (cpuS * 1e6) / n;
+    rec.detail.engine_cpu_s = cpuS;
+  }
+  return rec;
 }
 
 function probeResult(r: Awaited<ReturnType<typeof run>>, cmd: string[], what: string): RunRecord {
@@ -356,7 +369,7 @@ async function session(engine: EngineName, mtu: number, run1: number, dir: strin
       try {
         if (!isAlive(e.pid)) rec = fail(`engine is gone: ${e.log()}`);
         else if (t === 'rr') rec = await rr(e, ns);
-        else if (t === 'crr') rec = await crr(ns);
+        else if (t === 'crr') rec = await crr(e, ns);
         else rec = await iperf(e, ns, t, ctx.fwdClient, fwd?.hostPort ?? 0);
       } catch (err) {
         rec = fail((err as Error).message);
@@ -423,7 +436,7 @@ function fmt(s: Summary, metric: Metric): string {
   if (s.n === 0) return '—';
   if (s.skipped) return 'n/a';
   if (s.median === undefined) return 'fail';
-  const v = metric === 'per_sec' ? fmtRate(s.median) : metric === 'cpu_pct' || metric === 'retransmits' ? s.median.toFixed(0) : s.median.toFixed(2);
+  const v = metric === 'per_sec' ? fmtRate(s.median) : metric === 'cpu_pct' || metric === 'retransmits' || metric === 'cpu_us_per_op' ? s.median.toFixed(0) : s.median.toFixed(2);
   return s.ok < s.n ? `${v} (${s.ok}/${s.n} ok)` : v;
 }
 
@@ -443,6 +456,10 @@ const CPU_LABELS: Partial<Record<TestName, string>> = {
   up: 'engine CPU s per GB, guest→host',
   down: 'engine CPU s per GB, host→guest',
   fwd: 'engine CPU s per GB, port forward',
+};
+const CPU_OP_LABELS: Partial<Record<TestName, string>> = {
+  rr: 'engine CPU µs per round trip',
+  crr: 'engine CPU µs per connection',
 };
 const RETRANS_LABELS: Partial<Record<TestName, string>> = {
   up: 'sender retransmits per run, guest→host',
@@ -471,6 +488,10 @@ function rows(): Row[] {
   for (const t of cfg.tests) {
     const l = CPU_LABELS[t];
     if (l) add(t, 'cpu_s_per_gb', l);
+  }
+  for (const t of cfg.tests) {
+    const l = CPU_OP_LABELS[t];
+    if (l) add(t, 'cpu_us_per_op', l);
   }
   for (const t of cfg.tests) {
     const l = RETRANS_LABELS[t];
