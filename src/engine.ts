@@ -307,6 +307,7 @@ export class Engine implements ApiBackend {
     if (this.closed) return;
     const now = this.now();
     for (const m of this.machines) m.poll(now);
+    this.nat.afterBatch(); // payload a timer delivered (none today) must not wait for the next frame
     this.flushDirty();
     this.armTimer(now);
   }

@@ -10,8 +10,11 @@
  *    RST; unreachable or a connect timeout → ICMP destination unreachable quoting the SYN. Flows in
  *    this state are "half-open" and capped (`maxHalfOpen`), as is the whole table (`maxFlows`).
  *  - Guest → host: in-order bytes arrive in `onData` as views into the frame; they are copied into
- *    one Buffer per segment and written to the socket, which is corked for the length of a frame
- *    batch (one writev per batch). Each write's callback returns that many bytes of receive credit
+ *    a slab (write-slabs.ts), a flow's segments of one frame batch side by side, and written to the
+ *    socket once at the end of the batch (one write per flow and batch; cork/uncork put every
+ *    write through the stream's buffered path and an array of chunks). Should a flow's copies not be
+ *    contiguous (a slab filled up), the earlier one is written at once with the socket corked until
+ *    the batch ends, so it is still one writev. Each write's callback returns that many bytes of receive credit
  *    to the connection, so a host socket that stops draining shuts the guest's window:
  *    backpressure without an unbounded queue.
  *  - Host → guest: socket data goes into the connection's bounded send buffer; what does not fit
@@ -43,7 +46,7 @@ import {
   type TcpStats,
 } from '../stack/tcp/index.ts';
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
-import { WriteSlabs } from './write-slabs.ts';
+import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
 
 const trace = debuglog('vmnat');
 /** How often idle flows are looked for: the timeout is coarse (hours by default), so is this. */
@@ -135,6 +138,9 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
   pendingFromHost: Buffer | undefined;
   hostEnded = false;
   corked = false;
+  /** Guest payload of this batch not yet written to the host socket (one slab copy). */
+  private unwritten: Buffer | undefined;
+  private unwrittenSlab: WriteSlab | undefined;
   closed = false;
   bytesFromGuest = 0;
   bytesToGuest = 0;
@@ -173,15 +179,47 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
     if (host === undefined) return;
     this.bytesFromGuest += len;
     this.nat.stats.bytesFromGuest += len;
-    if (!this.corked) {
-      this.corked = true;
-      host.cork();
-      this.nat.corked.push(this);
-    }
     const slabs = this.nat.writeSlabs;
-    const copy = slabs.copy(buf.subarray(off, off + len));
-    const slab = slabs.lastSlab;
-    host.write(copy, () => {
+    const src = buf.subarray(off, off + len);
+    const prev = this.unwritten;
+    if (prev !== undefined) {
+      const grown = slabs.append(prev, src);
+      if (grown !== undefined) {
+        this.unwritten = grown;
+        return;
+      }
+      if (!this.corked) {
+        this.corked = true;
+        host.cork();
+      }
+      this.writeUnwritten();
+    } else {
+      this.nat.writers.push(this);
+    }
+    this.unwritten = slabs.copy(src);
+    this.unwrittenSlab = slabs.lastSlab;
+  }
+  private dropUnwritten(): void {
+    if (this.unwritten === undefined) return;
+    this.nat.writeSlabs.release(this.unwrittenSlab);
+    this.unwritten = undefined;
+    this.unwrittenSlab = undefined;
+  }
+  /** End of the batch (or an earlier copy that cannot grow): hand the bytes to the socket. */
+  writeUnwritten(): void {
+    const data = this.unwritten;
+    const host = this.host;
+    if (data === undefined) return;
+    const slab = this.unwrittenSlab;
+    this.unwritten = undefined;
+    this.unwrittenSlab = undefined;
+    const slabs = this.nat.writeSlabs;
+    if (host === undefined) {
+      slabs.release(slab);
+      return;
+    }
+    const len = data.length;
+    host.write(data, () => {
       slabs.release(slab);
       const conn = this.conn;
       if (conn === undefined || this.closed) return;
@@ -190,6 +228,7 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
     });
   }
   onPeerFin(): void {
+    this.writeUnwritten(); // the bytes before the FIN go first
     this.host?.end();
   }
   onWritable(): void {
@@ -208,6 +247,8 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
     else this.host?.resume();
   }
   onClose(reason: CloseReason): void {
+    if (reason === 'fin') this.writeUnwritten();
+    else this.dropUnwritten();
     this.nat.remove(this, reason);
     // A clean close already sent (or is sending) the host's FIN; anything else resets the peer.
     if (reason === 'fin') this.host?.end();
@@ -267,7 +308,8 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
 export class TcpNat {
   readonly stats = createTcpNatStats();
   readonly tcpStats: TcpStats = createTcpStats();
-  readonly corked: TcpFlow[] = [];
+  /** Flows with guest payload to write at the end of this frame batch. */
+  readonly writers: TcpFlow[] = [];
   /** Guest payload copied for host socket writes (see write-slabs.ts). */
   readonly writeSlabs = new WriteSlabs();
   /** Flow open/close, for the control API's event stream. */
@@ -569,15 +611,18 @@ export class TcpNat {
     this.heap.schedule(f, f.conn.nextDeadline());
   }
 
-  /** End of a frame batch: one writev per socket that got data in it. */
+  /** End of a frame batch: one write (or writev) per socket that got data in it. */
   afterBatch(): void {
-    const corked = this.corked;
-    for (let i = 0; i < corked.length; i++) {
-      const f = corked[i]!;
-      f.corked = false;
-      f.host?.uncork();
+    const writers = this.writers;
+    for (let i = 0; i < writers.length; i++) {
+      const f = writers[i]!;
+      f.writeUnwritten();
+      if (f.corked) {
+        f.corked = false;
+        f.host?.uncork();
+      }
     }
-    corked.length = 0;
+    writers.length = 0;
   }
 
   poll(now: number): void {

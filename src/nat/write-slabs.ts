@@ -12,6 +12,9 @@
  * (a callback Node never calls) is simply not reused: the garbage collector takes it, so a
  * missed release costs memory once, never correctness.
  *
+ * `append(prev, src)` grows the last copy in place when nothing was carved after it, so a flow's
+ * segments of one frame batch become one contiguous Buffer and one socket write.
+ *
  * Memory: bounded by the bytes in flight (each flow's receive window bounds its own), plus at most
  * one partly used slab and `keepFree` idle slabs.
  */
@@ -27,6 +30,8 @@ export class WriteSlabs {
   private readonly free: WriteSlab[] = [];
   /** The slab the last `copy` came from (undefined: it was allocated on its own). */
   lastSlab: WriteSlab | undefined;
+  /** Where the last copy ends in `current` (before alignment): where `append` may continue. */
+  private lastEnd = -1;
   readonly stats = { slabsAllocated: 0, slabsReused: 0, oversized: 0 };
 
   constructor(
@@ -47,13 +52,32 @@ export class WriteSlabs {
       if (slab !== undefined) this.retire(slab);
       slab = this.take();
       this.current = slab;
+      this.lastEnd = -1;
     }
     const off = slab.used;
     slab.buf.set(src, off);
+    this.lastEnd = off + len;
     slab.used = (off + len + 7) & ~7; // keep copies 8-byte aligned
     slab.inFlight++;
     this.lastSlab = slab;
     return slab.buf.subarray(off, off + len);
+  }
+
+  /**
+   * `prev` (the latest copy, not yet written) grown by `src`, in place: the same copy as far as
+   * `release` is concerned. Undefined if `prev` is not the latest copy or the slab has no room;
+   * then the caller copies `src` on its own.
+   */
+  append(prev: Buffer, src: Uint8Array): Buffer | undefined {
+    const slab = this.current;
+    if (slab === undefined || prev.buffer !== slab.buf.buffer) return undefined;
+    const start = prev.byteOffset - slab.buf.byteOffset;
+    const end = start + prev.length;
+    if (end !== this.lastEnd || end + src.length > this.slabBytes) return undefined;
+    slab.buf.set(src, end);
+    this.lastEnd = end + src.length;
+    slab.used = (this.lastEnd + 7) & ~7;
+    return slab.buf.subarray(start, this.lastEnd);
   }
 
   /** One copy from `slab` is no longer needed. */
@@ -61,7 +85,10 @@ export class WriteSlabs {
     if (slab === undefined) return;
     slab.inFlight--;
     if (slab.inFlight !== 0) return;
-    if (slab === this.current) slab.used = 0; // start over in memory that is still in cache
+    if (slab === this.current) {
+      slab.used = 0; // start over in memory that is still in cache
+      this.lastEnd = -1;
+    }
     else this.recycle(slab);
   }
 

@@ -57,4 +57,24 @@ describe('WriteSlabs', () => {
     expect(slabs.stats.oversized).toBe(1);
     slabs.release(slabs.lastSlab); // a no-op
   });
+  it('append grows the latest copy in place, and refuses when something was carved after it or the slab is full', () => {
+    const slabs = new WriteSlabs(1024, 2);
+    const a = slabs.copy(Uint8Array.of(1, 2, 3));
+    const slabA = slabs.lastSlab;
+    const ab = slabs.append(a, Uint8Array.of(4, 5));
+    expect(ab && [...ab]).toEqual([1, 2, 3, 4, 5]);
+    expect(ab!.byteOffset).toBe(a.byteOffset);
+    // Another flow's copy comes next: the first can no longer grow.
+    const other = slabs.copy(Uint8Array.of(9));
+    expect(slabs.append(ab!, Uint8Array.of(6))).toBeUndefined();
+    expect([...other]).toEqual([9]);
+    const more = slabs.append(other, new Uint8Array(2000));
+    expect(more).toBeUndefined(); // no room in a 1 KiB slab
+    // One release per copy, however often it grew: the slab starts over when both are back.
+    slabs.release(slabA);
+    slabs.release(slabs.lastSlab);
+    const c = slabs.copy(Uint8Array.of(7));
+    expect(c.byteOffset).toBe(a.byteOffset);
+    expect(slabs.stats.slabsAllocated).toBe(1);
+  });
 });
