@@ -122,7 +122,7 @@ print(len(got), hashlib.sha256(got).hexdigest() == hashlib.sha256(payload).hexdi
     expect(r.stdout.trim(), r.stderr).toBe(`${2 * MB} True`);
   });
 
-  test('1,000 concurrent connections to a host echo server all complete; the flow count returns to 0', async () => {
+  test('1,000 concurrent connections to a host echo server all complete; the flow count returns to 0; again on reused host sockets', async () => {
     const echo = await startEchoServer();
     const script = writeScript(ns.dir, 'many.py', `
 import selectors, socket, sys
@@ -155,13 +155,21 @@ print(ok)
     const r = await ns.exec(['python3', script], { timeoutMs: 60_000 });
     expect(r.stdout.trim(), r.stderr).toBe('1000');
     expect(echo.accepted()).toBe(1000);
-    await echo.close();
     let open = -1;
     for (let i = 0; i < 40 && open !== 0; i++) {
       await sleep(250);
       open = await openFlows();
     }
     expect(open).toBe(0);
+    // A second round runs on host sockets the first round closed (vmnat pools them): every
+    // connection must still get exactly its own line back.
+    const reusedBefore = ((await vmnat.stats()) as Stats).tcpNat!.dialSocketsReused!;
+    const again = await ns.exec(['python3', script], { timeoutMs: 60_000 });
+    expect(again.stdout.trim(), again.stderr).toBe('1000');
+    expect(echo.accepted()).toBe(2000);
+    const reused = ((await vmnat.stats()) as Stats).tcpNat!.dialSocketsReused! - reusedBefore;
+    expect(reused).toBeGreaterThanOrEqual(200);
+    await echo.close();
   });
 
   for (const reverse of [false, true]) {
