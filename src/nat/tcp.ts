@@ -141,11 +141,11 @@ class SocketEndpoint implements HostEndpoint {
 
 /**
  * A dialed host socket that outlives its flow. Constructing a net.Socket (stream states, emitter,
- * listeners) and collecting it afterwards was ~15 % of vmnat's CPU per connection in the
- * connect+close benchmark (pooling cut it 15–18 %); Node documents `connect()` again on a socket
- * whose 'close' has fired, so
- * closed sockets go back to a small pool and the next dial reuses one. The listeners are attached
- * once and dispatch to `flow`, the flow the socket serves now; 'close' detaches it.
+ * listeners) and collecting it afterwards was a large share of vmnat's CPU per connection in the
+ * connect+close benchmark; Node documents `connect()` again on a socket whose 'close' has fired,
+ * so closed sockets go back to a small pool and the next dial reuses one (15–18 % less CPU per
+ * connection). The listeners are attached once and dispatch to `flow`, the flow the socket serves
+ * now; 'close' detaches it.
  */
 class DialSocket {
   readonly socket: net.Socket;
