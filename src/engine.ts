@@ -270,15 +270,7 @@ export class Engine implements ApiBackend {
     const port = isGroupMac(dst) ? undefined : this.macToLink.get(dst);
     if (port !== undefined) this.sendOn(port, frame, gsoSize);
     else for (const l of this.links) this.sendOn(l, frame, gsoSize);
-    if (this.currentLink !== undefined) return; // the batch's end flushes
-    if (port?.writesEachFrame === true && this.dirty.size === 1 && this.pcap === undefined) {
-      // Host bytes for a TAP guest: one write per frame either way, so write it now rather than
-      // pay a setImmediate per host read (a 1-byte round trip crosses here once).
-      port.flush();
-      this.dirty.clear();
-    } else {
-      this.scheduleFlush();
-    }
+    if (this.currentLink === undefined) this.scheduleFlush();
   }
 
   private scheduleFlush(): void {

@@ -50,12 +50,6 @@ export interface Link {
   send(frame: Uint8Array, gsoSize?: number): boolean;
   /** The link takes TCP frames larger than the MTU with GSO (a TAP with a vnet header). */
   readonly gso?: boolean;
-  /**
-   * The transport takes one frame per syscall whatever we do (a TAP): batching its sends buys
-   * nothing, so frames sent outside a receive batch are flushed at once, not on the next turn of
-   * the event loop.
-   */
-  readonly writesEachFrame?: boolean;
   /** Pushes queued frames to the kernel now (one batched syscall where the transport allows). */
   flush(): void;
   readonly stats: LinkStats;
