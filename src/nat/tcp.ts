@@ -257,14 +257,14 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
     const data = this.unwritten;
     const host = this.host;
     if (data === undefined) return;
+    if (host === undefined) {
+      this.dropUnwritten();
+      return;
+    }
     const slab = this.unwrittenSlab;
     this.unwritten = undefined;
     this.unwrittenSlab = undefined;
     const slabs = this.nat.writeSlabs;
-    if (host === undefined) {
-      slabs.release(slab);
-      return;
-    }
     const len = data.length;
     host.write(data, () => {
       slabs.release(slab);
