@@ -139,6 +139,11 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGUSR1', () => {
     process.stderr.write(`vmnat: stats: ${JSON.stringify(engine.stats())}\n`);
   });
+  // The last barrier (fault.ts): a bug in a host event of any service (a UDP reply, a DNS
+  // answer, a forward) is counted and logged once, and costs that event, never every guest's
+  // network. Installed only now, so a failure to start still ends vmnat with its one line.
+  process.on('uncaughtException', (err) => engine.faults.caught('handling a host event', err));
+  process.on('unhandledRejection', (err) => engine.faults.caught('handling a host event', err));
   process.stdout.write(JSON.stringify(ready) + '\n');
   log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
 

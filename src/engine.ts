@@ -29,6 +29,7 @@ import { PortForwarder } from './portfwd/forwarder.ts';
 import { NatGuestDialer } from './portfwd/dialer.ts';
 import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type FlowEvent, type LeaseEvent } from './api/server.ts';
 import type { TcpFlow } from './nat/tcp.ts';
+import { FaultBarrier } from './fault.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
@@ -79,6 +80,8 @@ export class Engine implements ApiBackend {
   /** Everything with timers: polled at the earliest deadline any of them reports. */
   private readonly machines: { poll(now: number): void; nextDeadline(): number | undefined }[];
   readonly switchStats = createSwitchStats();
+  /** Bugs caught at an entry point and survived (fault.ts): `engine.internalErrors`. */
+  readonly faults = new FaultBarrier(log.error);
   private readonly links: Link[] = [];
   private readonly macToLink = new Map<MacAddr, Link>();
   private readonly dirty = new Set<Link>();
@@ -138,7 +141,7 @@ export class Engine implements ApiBackend {
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd) },
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -215,40 +218,60 @@ export class Engine implements ApiBackend {
         this.switchStats.runts++;
         continue;
       }
-      this.pcap?.write(frame);
-      const src = readMac(frame, 6);
-      if (!isGroupMac(src)) {
-        const known = this.macToLink.get(src);
-        if (known !== link) {
-          if (known !== undefined) this.switchStats.macMoves++;
-          else if (this.macToLink.size >= MAX_MACS) {
-            // Bounded: a guest spraying random source MACs must not grow memory. Forget the oldest.
-            const oldest = this.macToLink.keys().next();
-            if (!oldest.done) this.macToLink.delete(oldest.value);
-            this.switchStats.macEvicted++;
-          }
-          this.macToLink.set(src, link);
-        }
-      }
-      const dst = readMac(frame, 0);
-      if (dst === stack.gatewayMac || dst === stack.dnsMac) {
-        stack.input(frame, now);
-      } else if (isGroupMac(dst)) {
-        stack.input(frame, now);
-        if (this.links.length > 1) this.flood(frame, link);
-      } else {
-        const port = this.macToLink.get(dst);
-        if (port !== undefined && port !== link) {
-          this.switchStats.guestToGuest++;
-          this.sendOn(port, frame);
-        } else {
-          stack.input(frame, now); // counted there as eth.notForUs
-        }
+      try {
+        this.onFrame(link, frame, now);
+      } catch (err) {
+        // A bug this frame met (fault.ts): the frame is lost, the batch and the process go on.
+        this.faults.caught('handling a guest frame', err);
       }
     }
     this.currentLink = undefined;
     stack.rxL4ChecksumOk = false;
-    this.nat.afterBatch();
+    this.afterWork(now);
+  }
+
+  /** One frame from `link`: learn its source, then to the stack, another port, or both. */
+  private onFrame(link: Link, frame: Uint8Array, now: number): void {
+    const stack = this.stack;
+    this.pcap?.write(frame);
+    const src = readMac(frame, 6);
+    if (!isGroupMac(src)) {
+      const known = this.macToLink.get(src);
+      if (known !== link) {
+        if (known !== undefined) this.switchStats.macMoves++;
+        else if (this.macToLink.size >= MAX_MACS) {
+          // Bounded: a guest spraying random source MACs must not grow memory. Forget the oldest.
+          const oldest = this.macToLink.keys().next();
+          if (!oldest.done) this.macToLink.delete(oldest.value);
+          this.switchStats.macEvicted++;
+        }
+        this.macToLink.set(src, link);
+      }
+    }
+    const dst = readMac(frame, 0);
+    if (dst === stack.gatewayMac || dst === stack.dnsMac) {
+      stack.input(frame, now);
+    } else if (isGroupMac(dst)) {
+      stack.input(frame, now);
+      if (this.links.length > 1) this.flood(frame, link);
+    } else {
+      const port = this.macToLink.get(dst);
+      if (port !== undefined && port !== link) {
+        this.switchStats.guestToGuest++;
+        this.sendOn(port, frame);
+      } else {
+        stack.input(frame, now); // counted there as eth.notForUs
+      }
+    }
+  }
+
+  /** End of a batch or a timer tick: host writes, link flushes, the next deadline. */
+  private afterWork(now: number): void {
+    try {
+      this.nat.afterBatch();
+    } catch (err) {
+      this.faults.caught('writing guest payload to host sockets', err);
+    }
     this.flushDirty();
     this.armTimer(now);
   }
@@ -306,10 +329,14 @@ export class Engine implements ApiBackend {
     this.timerAt = Infinity;
     if (this.closed) return;
     const now = this.now();
-    for (const m of this.machines) m.poll(now);
-    this.nat.afterBatch(); // payload a timer delivered (none today) must not wait for the next frame
-    this.flushDirty();
-    this.armTimer(now);
+    for (const m of this.machines) {
+      try {
+        m.poll(now);
+      } catch (err) {
+        this.faults.caught('running timers', err);
+      }
+    }
+    this.afterWork(now); // payload a timer delivered (none today) must not wait for the next frame
   }
 
   private publish(e: LeaseEvent | FlowEvent): void {
@@ -344,6 +371,7 @@ export class Engine implements ApiBackend {
   /** All counters, by subsystem. */
   stats(): Record<string, unknown> {
     return {
+      engine: { internalErrors: this.faults.internalErrors },
       links: this.links.map((l) => ({ kind: l.kind, ...l.stats })),
       switch: this.switchStats,
       ...this.stack.stats,
