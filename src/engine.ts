@@ -263,7 +263,7 @@ export class Engine implements ApiBackend {
     }
     const port = this.switch.attach(link);
     this.updateOffload();
-    log.info(`switch: port ${port.id} up (${link.kind} ${JSON.stringify(link.describe())})`);
+    log.debug(`switch: port ${port.id} up (${link.kind} ${JSON.stringify(link.describe())})`);
     link.start((frames, l4ChecksumOk) => this.onFrames(port, frames, l4ChecksumOk));
   }
 
@@ -272,7 +272,7 @@ export class Engine implements ApiBackend {
     if (port === undefined) return;
     this.switch.detach(port);
     this.updateOffload();
-    log.info(`switch: port ${port.id} down (${link.kind} ${JSON.stringify(link.describe())})`);
+    log.debug(`switch: port ${port.id} down (${link.kind} ${JSON.stringify(link.describe())})`);
   }
 
   /** Checksum and segmentation offload only while every port takes such frames (a TAP with a vnet header). */
