@@ -147,8 +147,15 @@ export class Engine implements ApiBackend {
       this.publish(leaseEvent(event, lease));
       log.info(`dhcp: ${event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`);
     };
+    let exhaustedLogged = false;
     const onDhcp = (d: UdpDatagram, now: number) => {
+      const exhaustedBefore = this.dhcp.stats.poolExhausted;
       const reply = this.dhcp.handle(d.buf.subarray(d.off, d.off + d.len), d.srcIp, now);
+      if (this.dhcp.stats.poolExhausted > exhaustedBefore && !exhaustedLogged) {
+        // Once: a guest retrying DISCOVER every few seconds must not fill the log.
+        exhaustedLogged = true;
+        log.warn(`dhcp: the pool ${formatIpv4(config.firstLease)}-${formatIpv4(config.lastLease)} is exhausted: a guest got no offer (every further one counts in dhcp.poolExhausted; use a larger --net)`);
+      }
       if (reply !== undefined) this.stack.sendUdp(config.gateway, 67, reply.dstIp, 68, reply.payload, reply.dstMac);
     };
     this.stack.bindUdp(IPV4_BROADCAST, 67, onDhcp);
