@@ -30,6 +30,7 @@ import { NatGuestDialer } from './portfwd/dialer.ts';
 import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type ApiPort, type FlowEvent, type LeaseEvent } from './api/server.ts';
 import type { TcpFlow } from './nat/tcp.ts';
 import { FaultBarrier } from './fault.ts';
+import { FlowTable } from './nat/flows.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
@@ -75,6 +76,8 @@ export class Engine implements ApiBackend {
   /** Everything with timers: polled at the earliest deadline any of them reports. */
   private readonly machines: { poll(now: number): void; nextDeadline(): number | undefined }[];
   readonly switch: Switch;
+  /** Every NAT flow, TCP, UDP and ICMP (nat/flows.ts). */
+  readonly flowTable = new FlowTable();
   private runts = 0;
   /** Bugs caught at an entry point and survived (fault.ts): `engine.internalErrors`. */
   readonly faults = new FaultBarrier(log.error);
@@ -163,9 +166,9 @@ export class Engine implements ApiBackend {
     this.nat = new Nat(
       this.stack,
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
-      { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
+      { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults },
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -174,7 +177,7 @@ export class Engine implements ApiBackend {
     // One ping socket per flow (an fd each): a smaller cap than other flows.
     this.icmpNat = new IcmpNat(
       this.stack,
-      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: config.gateway },
+      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: config.gateway, table: this.flowTable },
       nativePingOpener(),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -387,14 +390,9 @@ export class Engine implements ApiBackend {
     return this.dhcp.leases(now).map((l) => leaseToApi(l, now));
   }
 
+  /** Every open flow of every protocol, from the one flow table. */
   flows(): ApiFlow[] {
-    const tcp = this.nat.tcp.list().map((f): ApiFlow => {
-      const out: ApiFlow = { proto: 'tcp', guest: f.guest, remote: f.destination, host: f.host, state: f.state, bytes_from_guest: f.bytesFromGuest, bytes_to_guest: f.bytesToGuest, age_s: Math.round(f.ageMs / 1000) };
-      if (f.forward !== undefined) out.forward = f.forward;
-      return out;
-    });
-    const udp = this.nat.udp.list().map((f): ApiFlow => ({ proto: 'udp', guest: f.guest, remote: f.destination, host: f.host, bytes_from_guest: f.bytesFromGuest, bytes_to_guest: f.bytesToGuest }));
-    return [...tcp, ...udp];
+    return this.flowTable.list(this.now());
   }
 
   /** The switch's ports, for `/ports` and `vmnat ctl ports`. */
@@ -437,6 +435,7 @@ export class Engine implements ApiBackend {
       ...this.stack.stats,
       dhcp: this.dhcp.stats,
       nat: this.nat.stats,
+      flows: this.flowTable.counts(),
       udpNat: this.nat.udp.stats,
       tcpNat: this.nat.tcp.stats,
       icmpNat: this.icmpNat.stats,

@@ -72,6 +72,8 @@ export interface ApiFlow {
   bytes_to_guest: number;
   /** Seconds since the flow opened. */
   age_s?: number;
+  /** Seconds since its last packet either way. */
+  idle_s?: number;
 }
 
 /** One switch port (a guest connection), as `/ports` shows it. */
