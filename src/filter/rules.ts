@@ -200,7 +200,8 @@ function parseRuleTokens(tokens: readonly string[], source: string, line: number
   if (i < tokens.length) {
     const extra = tokens[i]!;
     if (extra === 'port') {
-      fail(extra, `"port" must follow an address (from ADDR port N, to ADDR port N)`);
+      if (tokens[i - 2] === 'port') fail(extra, '"port" given twice (one port N or range N:M per address)');
+      fail(extra, '"port" must follow an address (from ADDR port N, to ADDR port N)');
     }
     const what = expected.length === 0 ? 'end of line' : `${expected.join(', ')} or end of line`;
     fail(extra, `unexpected ${q(extra)} (expected ${what})`);
