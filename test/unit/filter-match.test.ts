@@ -111,6 +111,20 @@ describe('the table', () => {
       [1, 2, 3, 3, 'pass'],
       [`out tcp ${GUEST}:1 > 1.1.1.1:443`, `out udp ${GUEST}:1 > 1.1.1.1:53`, `out tcp ${GUEST}:1 > 1.1.1.1:80`, `out icmp ${GUEST} > 1.1.1.1`, `in tcp 127.0.0.1:1 > ${GUEST}:22`],
     ],
+    [
+      "the README's example does what its comments say",
+      'pass out proto tcp to 10.0.2.2 port 3128\nblock local\nblock in proto tcp from 192.168.0.0/16 to any port 22',
+      [1, 2, 2, 2, 'pass', 3, 'pass'],
+      [
+        `out tcp ${GUEST}:1 > 10.0.2.2:3128`, // the host's proxy
+        `out tcp ${GUEST}:1 > 10.0.2.2:22`, // any other host service
+        `out udp ${GUEST}:1 > 10.0.2.16:5000`, // another guest
+        `in tcp 10.0.2.16:1 > ${GUEST}:80`, // from another guest
+        `out tcp ${GUEST}:1 > 93.184.216.34:443`, // the outside
+        `in tcp 192.168.1.5:50000 > ${GUEST}:22`, // the ssh forward from the LAN
+        `in tcp 127.0.0.1:50000 > ${GUEST}:22`, // ... and from this machine
+      ],
+    ],
   ];
   for (const [name, rules, want, flows] of cases) {
     test(name, () => {

@@ -3,6 +3,7 @@
  * canonical text reads back the same, and every mistake is one line naming file, line and token.
  */
 import { describe, expect, test } from 'vitest';
+import fs from 'node:fs';
 import { FilterParseError, formatRule, parseFilter, parseRule, ruleToJson, type FilterRule } from '../../src/filter/rules.ts';
 import { parseIpv4 } from '../../src/stack/wire/addr.ts';
 
@@ -68,6 +69,14 @@ describe('files', () => {
   test('an empty file, or one of comments only, has no rules', () => {
     expect(parseFilter('', 'a').rules).toEqual([]);
     expect(parseFilter('# nothing\n\n   # still nothing\n', 'a').rules).toEqual([]);
+  });
+
+  test("the README's example parses to the rules it describes", () => {
+    const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const m = /cat > ci\.conf <<'RULES'\n([\s\S]*?)\nRULES\n/.exec(readme);
+    expect(m).not.toBeNull();
+    const rules = parseFilter(m![1]!, 'ci.conf').rules.map(formatRule);
+    expect(rules).toEqual(['pass out proto tcp from any to 10.0.2.2 port 3128', 'block local', 'block in proto tcp from 192.168.0.0/16 to any port 22']);
   });
 
   test('the JSON form names every field', () => {
