@@ -23,9 +23,10 @@
  *                               token, and the old set stays. 501 if the backend has no filter.
  *   GET    /events              newline-delimited JSON, one event per line, each with `time`:
  *                               lease (bound/released/expired/declined), forward (added/removed),
- *                               flow (open/close), filter (block). On connect, each currently bound lease is
- *                               replayed as a `lease` `bound` event with `"replay": true`, so a
- *                               tool waiting for the VM's lease cannot miss one that came first.
+ *                               flow (open/close), filter (block). On connect, each currently
+ *                               bound lease is replayed as a `lease` `bound` event with
+ *                               `"replay": true`, so a tool waiting for the VM's lease cannot miss
+ *                               one that came first.
  *
  * Limits, so no client can disturb traffic: request bodies ≤ 64 KiB (413), 8 KiB of headers
  * (431, by Node), headers within 10 s and the whole request within 30 s (408, by Node, checked
@@ -442,8 +443,9 @@ export class ApiServer {
 
   /** PUT /filter: the whole body is the new rule set (text, or JSON {"rules", "source"?}). */
   private async putFilter(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const backend = this.filterBackend();
+    // The body first, so that even a 501 leaves the connection clean for the next request.
     const body = (await this.readBody(req)).toString('utf8');
+    const backend = this.filterBackend();
     let text = body;
     let source = 'filter';
     if (/^application\/json\b/i.test(req.headers['content-type'] ?? '')) {

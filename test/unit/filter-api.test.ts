@@ -314,6 +314,12 @@ describe('vmnat ctl filter', () => {
     expect(api.stats.requests).toBe(0);
   });
 
+  test('vmnat ctl --help lists both commands', async () => {
+    const r = await ctl(['--help']);
+    expect(r.out).toMatch(/^  filter +filter rules with their hit counts$/m);
+    expect(r.out).toMatch(/^  filter set FILE\|- +replace the filter rules/m);
+  });
+
   test('a vmnat without filter support: exit 1 with the reason', async () => {
     await api.close();
     api = await ApiServer.listen({ path: sock, backend: new FakeBackend(fwd) });
