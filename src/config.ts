@@ -15,6 +15,7 @@ import { LogLevels, type LogLevel } from './log.ts';
 import { readFileSync } from 'node:fs';
 import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
+import { FilterParseError, STDIN_SOURCE, parseFilter, type FilterRules } from './filter/rules.ts';
 
 export type LinkConfig =
   | { kind: 'socket'; path: string }
@@ -63,6 +64,8 @@ export interface Config {
   dnsHosts: DnsHostsTable;
   /** Port forwards from --hostfwd and --natpf. */
   forwards: ForwardRule[];
+  /** Filter rules from --filter FILE (parsed; `new FilterSet(config.filter)` checks flows). */
+  filter?: FilterRules;
   apiSocket?: string;
   /** Things worth a log line at start that are not errors. */
   warnings: string[];
@@ -146,6 +149,15 @@ NAT:
                         of 64 KiB GSO frames that the kernel cuts and checksums
 
 ${FORWARD_USAGE}
+Policy:
+  --filter FILE         filter rules, one per line, first match wins, no match
+                        passes ("-" reads stdin); e.g.
+                          block out proto tcp to 10.0.2.2 port 22
+                          block local       # guest-to-guest and guest-to-host
+                        grammar: pass|block [in|out] [proto tcp|udp|icmp]
+                          [from ADDR[/N]|any|local [port N[:M]]]
+                          [to ADDR[/N]|any|local [port N[:M]]]  (or all, local)
+
 Diagnostics:
   --pcap FILE           write guest-side frames to FILE (pcap, tcpdump -r FILE)
   --log-level LEVEL     error|warn|info|debug (default info)
@@ -156,7 +168,7 @@ const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate']);
 const takesValue = new Set([
   '--hostfwd', '--natpf', '--api-socket', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
-  '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level',
+  '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter',
 ]);
 
 function parseIntStrict(flag: string, text: string, min: number, max: number): number {
@@ -351,6 +363,8 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     if (err instanceof ForwardRuleError) throw new ConfigError(err.flag ?? '--hostfwd', err.message);
     throw err;
   }
+  const filterFile = single('--filter');
+  const filter = filterFile === undefined ? undefined : readFilterFlag(filterFile);
   const apiSocket = single('--api-socket');
   if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > 107)) throw new ConfigError('--api-socket', 'path must be 1..107 bytes (unix socket limit)');
 
@@ -393,5 +407,28 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   if (apiSocket !== undefined) config.apiSocket = path.resolve(apiSocket);
   if (domain !== undefined) config.domain = domain;
   if (pcapFile !== undefined) config.pcapFile = path.resolve(pcapFile);
+  if (filter !== undefined) config.filter = filter;
   return { action: 'run', config };
+}
+
+/**
+ * --filter FILE|-: read and parse the whole rule file now, so a typo stops vmnat before it opens
+ * anything (`vmnat: --filter: filter.conf:3: unknown protocol "tcpp" (tcp, udp or icmp)`). The
+ * file keeps the name the user gave, so the message points where they look.
+ */
+function readFilterFlag(file: string): FilterRules {
+  if (file.length === 0) throw new ConfigError('--filter', 'needs a file name (or - for stdin)');
+  const source = file === '-' ? STDIN_SOURCE : file;
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('--filter', `cannot read ${source}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  try {
+    return parseFilter(text, source);
+  } catch (err) {
+    if (err instanceof FilterParseError) throw new ConfigError('--filter', err.message);
+    throw err;
+  }
 }

@@ -22,7 +22,7 @@ import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
 import { DnsTcpEndpoint } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
-import { IPV4_BROADCAST, formatIpv4, formatMac } from './stack/wire/addr.ts';
+import { IPV4_BROADCAST, formatIpv4, formatMac, readMac as readMacAt } from './stack/wire/addr.ts';
 import { DEFAULT_SWITCH, Switch, type SwitchPort } from './switch/switch.ts';
 import { log } from './log.ts';
 import { PortForwarder } from './portfwd/forwarder.ts';
@@ -30,7 +30,9 @@ import { NatGuestDialer } from './portfwd/dialer.ts';
 import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type ApiPort, type FlowEvent, type LeaseEvent } from './api/server.ts';
 import type { TcpFlow } from './nat/tcp.ts';
 import { FaultBarrier } from './fault.ts';
-import { FlowTable } from './nat/flows.ts';
+import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
+import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJson } from './filter/filter.ts';
+import { IPV4_ANY, parseIpv4 as parseIpv4Text } from './stack/wire/addr.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
@@ -68,7 +70,11 @@ export class Engine implements ApiBackend {
   readonly icmpNat: IcmpNat;
   readonly dns: DnsForwarder;
   readonly forwards: PortForwarder;
-  private readonly listeners = new Set<(e: LeaseEvent | FlowEvent) => void>();
+  private readonly listeners = new Set<(e: LeaseEvent | FlowEvent | FilterEvent) => void>();
+  /** --filter and PUT /filter: checked once per new flow (and per guest-to-guest flow start). */
+  readonly filterSet: FilterSet;
+  /** One reused record for filter checks (the set keeps nothing of it). */
+  private readonly filterScratch: FilterFlow = { direction: 'out', proto: 'tcp', src: 0, srcPort: 0, dst: 0, dstPort: 0 };
   /** Names in the DNS table that belong to a guest's lease, by its address. */
   private readonly namesOfGuest = new Map<number, string[]>();
   /** Bound leases, newest last: an empty guest address in a forward means the newest. */
@@ -163,12 +169,16 @@ export class Engine implements ApiBackend {
     };
     this.stack.bindUdp(IPV4_BROADCAST, 67, onDhcp);
     this.stack.bindUdp(config.gateway, 67, onDhcp);
+    this.filterSet = new FilterSet(config.filter);
+    const admitOut: FlowAdmission = (proto, guestIp, guestPort, dstIp, dstPort) =>
+      this.filterCheck('out', proto, guestIp, proto === 'icmp' ? 0 : guestPort, dstIp, dstPort, true);
+    this.switch.guestToGuest = (frame, from, to) => this.filterGuestToGuest(frame, from, to);
     this.nat = new Nat(
       this.stack,
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
-      { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable },
+      { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable },
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -177,7 +187,7 @@ export class Engine implements ApiBackend {
     // One ping socket per flow (an fd each): a smaller cap than other flows.
     this.icmpNat = new IcmpNat(
       this.stack,
-      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: config.gateway, table: this.flowTable },
+      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: config.gateway, table: this.flowTable, admit: admitOut },
       nativePingOpener(),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -208,11 +218,17 @@ export class Engine implements ApiBackend {
       this.publish(e);
     };
     this.forwards = new PortForwarder({
-      dialer: new NatGuestDialer(this.stack, this.nat.tcp, config.gateway, () => {
-        let last: number | undefined;
-        for (const ip of this.boundLeases.keys()) last = ip;
-        return last;
-      }),
+      dialer: new NatGuestDialer(
+        this.stack,
+        this.nat.tcp,
+        config.gateway,
+        () => {
+          let last: number | undefined;
+          for (const ip of this.boundLeases.keys()) last = ip;
+          return last;
+        },
+        (proto, clientIp, clientPort, guestIp, guestPort) => this.filterCheck('in', proto, clientIp ?? IPV4_ANY, clientPort, guestIp, guestPort, true),
+      ),
       udpIdleTimeoutMs: config.udpTimeoutSec * 1000,
       maxUdpFlows: config.maxFlows,
       guestNetwork: { network: config.network, netmask: config.netmask, reserved: [config.gateway, config.dns] },
@@ -380,7 +396,7 @@ export class Engine implements ApiBackend {
     this.afterWork(now); // payload a timer delivered (none today) must not wait for the next frame
   }
 
-  private publish(e: LeaseEvent | FlowEvent): void {
+  private publish(e: LeaseEvent | FlowEvent | FilterEvent): void {
     for (const l of this.listeners) l(e);
   }
 
@@ -388,6 +404,92 @@ export class Engine implements ApiBackend {
   leases() {
     const now = this.now();
     return this.dhcp.leases(now).map((l) => leaseToApi(l, now));
+  }
+
+  // ---- the filter ----
+
+  /**
+   * One check of the filter rules (no rules: pass, at the cost of one comparison). `count`: a
+   * new flow (hits are counted and a block is an event); false only re-decides a packet.
+   */
+  private filterCheck(direction: 'in' | 'out', proto: FilterFlow['proto'], src: number, srcPort: number, dst: number, dstPort: number, count: boolean): boolean {
+    if (this.filterSet.size === 0) return true;
+    const f = this.filterScratch;
+    f.direction = direction;
+    f.proto = proto;
+    f.src = src;
+    f.srcPort = srcPort;
+    f.dst = dst;
+    f.dstPort = dstPort;
+    const v = count ? this.filterSet.check(f, this.cfg) : this.filterSet.match(f, this.cfg);
+    if (v.action === 'pass') return true;
+    if (count && this.listeners.size > 0) this.publish(blockEvent(f, v));
+    return false;
+  }
+
+  /**
+   * A unicast frame between two guests: `out` for the sender, `in` for the receiver. A packet
+   * that starts a flow (TCP SYN, ICMP echo request, any UDP datagram) counts hits and raises the
+   * block event; the rest of the flow is re-decided without counting. A blocked flow start gets
+   * ICMP "administratively prohibited" from the gateway, so the sender fails at once.
+   */
+  private filterGuestToGuest(frame: Uint8Array, _from: SwitchPort, _to: SwitchPort): boolean {
+    if (this.filterSet.size === 0) return true;
+    if (frame.length < 34 || frame[12] !== 0x08 || frame[13] !== 0x00) return true; // ARP and the rest
+    const ihl = (frame[14]! & 15) * 4;
+    const l4 = 14 + ihl;
+    const protoNum = frame[23]!;
+    const src = ((frame[26]! << 24) | (frame[27]! << 16) | (frame[28]! << 8) | frame[29]!) >>> 0;
+    const dst = ((frame[30]! << 24) | (frame[31]! << 16) | (frame[32]! << 8) | frame[33]!) >>> 0;
+    const fragment = ((frame[20]! & 0x1f) << 8 | frame[21]!) !== 0;
+    const proto = protoNum === 6 ? 'tcp' : protoNum === 17 ? 'udp' : protoNum === 1 ? 'icmp' : 'other';
+    let srcPort = 0;
+    let dstPort = 0;
+    let starts = proto === 'other' || proto === 'udp';
+    if ((proto === 'tcp' || proto === 'udp') && !fragment && frame.length >= l4 + 4) {
+      srcPort = (frame[l4]! << 8) | frame[l4 + 1]!;
+      dstPort = (frame[l4 + 2]! << 8) | frame[l4 + 3]!;
+      if (proto === 'tcp' && frame.length >= l4 + 14) starts = (frame[l4 + 13]! & 0x12) === 0x02; // SYN, not SYN-ACK
+    } else if (proto === 'icmp' && frame.length > l4) {
+      starts = frame[l4] === 8; // echo request
+    }
+    const ok = this.filterCheck('out', proto, src, srcPort, dst, dstPort, starts) && this.filterCheck('in', proto, src, srcPort, dst, dstPort, starts);
+    if (!ok && starts) {
+      const ip = frame.subarray(14);
+      this.stack.sendIcmpErrorQuoting(ip.subarray(0, Math.min(ip.length, ihl + 8)), readMacAt(frame, 6), this.cfg.gateway, src, 3, 13);
+    }
+    return ok;
+  }
+
+  /** GET /filter. */
+  filter(): FilterJson {
+    return this.filterSet.toJSON();
+  }
+
+  /**
+   * PUT /filter: the new rules take effect at once, atomically (a bad set throws and the old one
+   * stays); open flows the new set blocks are ended, the rest carry on.
+   */
+  replaceFilter(text: string, source: string): FilterJson {
+    this.filterSet.replace(text, source);
+    if (this.filterSet.size > 0) {
+      const closed = this.flowTable.closeWhere((f) => this.blockedNow(f));
+      if (closed > 0) log.info(`filter: ${closed} open flow(s) the new rules block were closed`);
+    }
+    this.armTimer(this.now());
+    this.scheduleFlush();
+    return this.filterSet.toJSON();
+  }
+
+  /** Would the rules in force refuse this open flow? (Forwards are `in` from their host client.) */
+  private blockedNow(f: FlowEntry): boolean {
+    if (f.hostAddress === 'dns') return false;
+    const proto = f.proto;
+    if (f.forward !== undefined) {
+      const client = parseIpv4Text(f.hostAddress) ?? IPV4_ANY;
+      return !this.filterCheck('in', proto, client, 0, f.guestIp, f.guestPort, false);
+    }
+    return !this.filterCheck('out', proto, f.guestIp, proto === 'icmp' ? 0 : f.guestPort, f.dstIp, f.dstPort, false);
   }
 
   /** Every open flow of every protocol, from the one flow table. */
@@ -420,7 +522,7 @@ export class Engine implements ApiBackend {
     return configToApi(this.cfg);
   }
 
-  subscribe(listener: (e: LeaseEvent | FlowEvent) => void): () => void {
+  subscribe(listener: (e: LeaseEvent | FlowEvent | FilterEvent) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
@@ -431,6 +533,7 @@ export class Engine implements ApiBackend {
       engine: { internalErrors: this.faults.internalErrors },
       links: this.links.map((l) => ({ kind: l.kind, ...l.stats })),
       switch: { ...this.switch.stats, runts: this.runts },
+      filter: (({ checks, blocked, unmatched, version }) => ({ rules: this.filterSet.size, checks, blocked, unmatched, version }))(this.filterSet.toJSON()),
       ports: this.ports(),
       ...this.stack.stats,
       dhcp: this.dhcp.stats,

@@ -6,8 +6,8 @@
  * (address, port; 0 for ICMP), plus where the host side goes (`hostAddress`), its byte counts
  * and its lifecycle (`state`, opened, last active). Each protocol's NAT machine keeps its own
  * flow objects and lifecycle (TCP's connection states, UDP's and ICMP's idle LRU) and files them
- * here through a typed `FlowIndex` of its type; the table answers for all of them: one count
- * under one `--max-flows`, one listing for the API's `/flows`.
+ * here through a typed `FlowIndex` of its type; the table answers for all of them: one count,
+ * one listing for the API's `/flows`, and one way to end flows a new filter rule set blocks.
  *
  * Keys: per index, network → guest side → remote side, each a `Map`, so a lookup is three map
  * reads and never a scan. A side's key is `address * 65536 + port` for IPv4 (exact in a double);
@@ -18,6 +18,13 @@
 import { formatIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
 
 export type FlowProto = 'tcp' | 'udp' | 'icmp';
+
+/**
+ * May a guest open this flow (out of its network)? The engine answers from the filter rules
+ * (`--filter`); on no, the NAT refuses as the guest's stack expects (RST, or ICMP
+ * "administratively prohibited") and counts it.
+ */
+export type FlowAdmission = (proto: FlowProto, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number) => boolean;
 export type SideKey = number | string;
 
 /** What every flow shows, whatever its protocol. */
@@ -65,6 +72,8 @@ export function sideKey(ip: Ipv4Addr, port: number): number {
 export class FlowIndex<F extends FlowEntry> {
   private readonly byNet = new Map<number, Map<SideKey, Map<SideKey, F>>>();
   private n = 0;
+  /** How the owning NAT ends one of its flows (both sides), for `FlowTable.closeWhere`. */
+  closer: ((f: F) => void) | undefined;
 
   constructor(
     readonly proto: FlowProto,
@@ -151,6 +160,24 @@ export class FlowTable {
       }
     }
     return out;
+  }
+
+  /**
+   * Ends every flow `doomed` picks (a filter rule set that now blocks it), each the way its own
+   * NAT ends flows; returns how many.
+   */
+  closeWhere(doomed: (f: FlowEntry) => boolean): number {
+    let n = 0;
+    for (const idx of this.indexes) {
+      const close = idx.closer;
+      if (close === undefined) continue;
+      for (const f of [...idx.values()]) {
+        if (!doomed(f)) continue;
+        close(f);
+        n++;
+      }
+    }
+    return n;
   }
 
   /** Flows per protocol and in all, for the stats. */

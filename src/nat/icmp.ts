@@ -37,13 +37,15 @@ import { IcmpTimeExceededCode, IcmpType, IcmpUnreachCode, Icmpv4View } from '../
 import { adjustChecksum16 } from '../stack/wire/checksum.ts';
 import { formatIpv4, parseIpv4, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
 import { loadNative, type NativePingSocket, type NativePingSocketOptions } from '../link/native.ts';
-import { FlowTable, sideKey, type FlowEntry, type FlowIndex } from './flows.ts';
+import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
 
 export interface IcmpNatOptions {
   idleTimeoutMs: number;
   maxFlows: number;
   /** The engine's flow table (flows.ts); a NAT made alone keeps a table of its own. */
   table?: FlowTable;
+  /** The filter's say on each new flow (flows.ts); absent = every flow may open. */
+  admit?: FlowAdmission;
   /** vmnat's gateway address: the source of errors the host itself raises. */
   gateway: Ipv4Addr;
 }
@@ -67,7 +69,7 @@ export function createIcmpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, flowsExpired: 0, flowsEvicted: 0,
     requestsFromGuest: 0, repliesToGuest: 0, errorsToGuest: 0, unreachableToGuest: 0,
-    bytesFromGuest: 0, bytesToGuest: 0, sendErrors: 0, openErrors: 0,
+    bytesFromGuest: 0, bytesToGuest: 0, sendErrors: 0, openErrors: 0, refusedByFilter: 0, closedByFilter: 0,
     dropped: {
       notPermitted: 0, truncated: 0, badChecksum: 0, notEchoRequest: 0, badCode: 0,
       foreignSource: 0, badReply: 0, errorType: 0, errorNoOffender: 0, errorTruncated: 0,
@@ -125,6 +127,10 @@ export class IcmpNat {
   ) {
     this.idle = new IdleSweep(options.idleTimeoutMs);
     this.index = (options.table ?? new FlowTable()).index<IcmpFlow>('icmp');
+    this.index.closer = (f) => {
+      this.stats.closedByFilter++;
+      this.close(f);
+    };
     this.probe();
   }
 
@@ -181,6 +187,11 @@ export class IcmpNat {
     const guestIdent = icmp.ident;
     let flow = this.index.get(0, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
     if (flow === undefined) {
+      if (this.options.admit !== undefined && !this.options.admit('icmp', guestIp, guestIdent, dstIp, 0)) {
+        this.stats.refusedByFilter++;
+        this.stack.sendIcmpError(ip, guestMac, this.options.gateway, IcmpType.DestUnreachable, IcmpUnreachCode.AdminProhibited);
+        return;
+      }
       flow = this.open(guestMac, guestIp, guestIdent, dstIp, hostAddress, now);
       if (flow === undefined) return;
       this.index.add(flow, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));

@@ -48,7 +48,7 @@ import {
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
 import type { FaultBarrier } from '../fault.ts';
-import { FlowTable, sideKey, type FlowEntry, type FlowIndex } from './flows.ts';
+import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
 
 const trace = debuglog('vmnat');
 /** How often idle flows are looked for: the timeout is coarse (hours by default), so is this. */
@@ -71,6 +71,8 @@ export interface TcpNatOptions {
   faults?: FaultBarrier;
   /** The engine's flow table (flows.ts); a NAT made alone keeps a table of its own. */
   table?: FlowTable;
+  /** The filter's say on each new outbound flow (flows.ts); absent = every flow may open. */
+  admit?: FlowAdmission;
 }
 
 export function createTcpNatStats() {
@@ -78,6 +80,7 @@ export function createTcpNatStats() {
     flowsOpened: 0, flowsClosed: 0, dialsRefused: 0, dialsUnreachable: 0, dialTimeouts: 0,
     synWhileDialing: 0, halfOpenLimit: 0, idleTimeouts: 0, forwardsOpened: 0, forwardsRewrapped: 0, dialSocketsReused: 0, forwardFailed: 0, flowLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
     malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0, internalErrors: 0,
+    refusedByFilter: 0, closedByFilter: 0,
   };
 }
 export type TcpNatStats = ReturnType<typeof createTcpNatStats>;
@@ -418,6 +421,13 @@ export class TcpNat {
     private readonly localService: LocalServiceFactory | undefined,
   ) {
     this.flows = (options.table ?? new FlowTable()).index<TcpFlow>('tcp');
+    this.flows.closer = (f) => {
+      this.stats.closedByFilter++;
+      if (f.conn !== undefined) f.conn.abort(this.now());
+      else this.remove(f, 'filter');
+      f.host?.destroy(true);
+      this.wake();
+    };
   }
 
   get size(): number {
@@ -471,6 +481,12 @@ export class TcpNat {
     }
     if (hostAddress === undefined) {
       this.stats.refusedByPolicy++;
+      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      return;
+    }
+    // vmnat's own DNS service is not a way out, and is never filtered (as DHCP).
+    if (hostAddress !== 'dns' && this.options.admit !== undefined && !this.options.admit('tcp', ip.src, view.srcPort, ip.dst, view.dstPort)) {
+      this.stats.refusedByFilter++;
       this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
       return;
     }

@@ -24,20 +24,22 @@ import type { Stack } from '../stack/stack.ts';
 import { IdleSweep } from './idle.ts';
 import { IcmpType, IcmpUnreachCode } from '../stack/wire/icmpv4.ts';
 import { IpProto, writeIpv4 } from '../stack/wire/ipv4.ts';
-import { FlowTable, sideKey, type FlowEntry, type FlowIndex } from './flows.ts';
+import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
 
 export interface UdpNatOptions {
   idleTimeoutMs: number;
   maxFlows: number;
   /** The engine's flow table (flows.ts); a NAT made alone keeps a table of its own. */
   table?: FlowTable;
+  /** The filter's say on each new flow (flows.ts); absent = every flow may open. */
+  admit?: FlowAdmission;
 }
 
 export function createUdpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, flowsExpired: 0, flowsEvicted: 0,
     datagramsFromGuest: 0, datagramsToGuest: 0, bytesFromGuest: 0, bytesToGuest: 0,
-    refused: 0, sendErrors: 0, pendingDropped: 0, badPort: 0, connectFailed: 0,
+    refused: 0, sendErrors: 0, pendingDropped: 0, badPort: 0, connectFailed: 0, refusedByFilter: 0, closedByFilter: 0,
   };
 }
 
@@ -79,6 +81,10 @@ export class UdpNat {
   ) {
     this.idle = new IdleSweep(options.idleTimeoutMs);
     this.index = (options.table ?? new FlowTable()).index<UdpFlow>('udp');
+    this.index.closer = (f) => {
+      this.stats.closedByFilter++;
+      this.close(f);
+    };
   }
 
   get size(): number {
@@ -96,6 +102,11 @@ export class UdpNat {
     }
     let flow = this.index.get(0, sideKey(guestIp, guestPort), sideKey(dstIp, dstPort));
     if (flow === undefined) {
+      if (this.options.admit !== undefined && !this.options.admit('udp', guestIp, guestPort, dstIp, dstPort)) {
+        this.stats.refusedByFilter++;
+        this.unreachable(guestMac, guestIp, guestPort, dstIp, dstPort, IcmpUnreachCode.AdminProhibited);
+        return;
+      }
       flow = this.open(guestMac, guestIp, guestPort, dstIp, dstPort, hostAddress, now);
       this.index.add(flow, sideKey(guestIp, guestPort), sideKey(dstIp, dstPort));
     } else {
