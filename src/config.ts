@@ -24,13 +24,12 @@ export type LinkConfig =
   | { kind: 'tap'; name: string; netnsPath?: string; netnsPid?: number }
   | { kind: 'spawn'; command: string[] };
 
-export interface Config {
-  /** The guests' connections, in the order given: each is a port (or a source of ports) of the switch. */
-  links: LinkConfig[];
-  /** --isolate: no guest-to-guest traffic at all (ARP included). */
-  isolate: boolean;
-  /** --anti-spoof (default on): a port sends only from its MAC and its leased (or one claimed) address. */
-  antiSpoof: boolean;
+/**
+ * One network of guests, described once: its addresses and leases, MTU, DNS, and the policy
+ * between its guests. Everything the switch, the stack, DHCP, DNS and the NAT policy are built
+ * from. (Today vmnat runs one; the split is what lets several exist later.)
+ */
+export interface NetworkConfig {
   network: Ipv4Addr;
   prefixLen: number;
   netmask: Ipv4Addr;
@@ -42,13 +41,30 @@ export interface Config {
   dhcpLeaseTimeSec: number;
   dhcpStatic: Map<MacAddr, Ipv4Addr>;
   dnsSearch: string[];
+  /** The DHCP domain, and where guests' names resolve (NAME.DOMAIN). */
   domain?: string;
+  dnsMode: 'forward' | 'host';
+  /** Explicit upstreams (--dns-server); empty means the host's resolvers from resolv.conf. */
+  dnsServers: DnsUpstream[];
+  dnsHosts: DnsHostsTable;
+  /** The gateway address reaches the host's 127.0.0.1 (default); --no-host-loopback refuses it. */
+  hostLoopback: boolean;
+  /** --isolate: no guest-to-guest traffic at all (ARP included). */
+  isolate: boolean;
+  /** --anti-spoof (default on): a port sends only from its MAC and its leased (or one claimed) address. */
+  antiSpoof: boolean;
+  /** Filter rules from --filter FILE (parsed; `new FilterSet(config.filter)` checks flows). */
+  filter?: FilterRules;
+}
+
+/** The whole configuration: the network, and how vmnat runs (links, NAT limits, forwards, API, logs). */
+export interface Config extends NetworkConfig {
+  /** The guests' connections, in the order given: each is a port (or a source of ports) of the switch. */
+  links: LinkConfig[];
   pcapFile?: string;
   logLevel: LogLevel;
   /** --no-tso: one MSS per TCP segment, checksummed by vmnat, even where the link could offload (for comparison). */
   noTso: boolean;
-  /** The gateway address reaches the host's 127.0.0.1 (default); --no-host-loopback refuses it. */
-  hostLoopback: boolean;
   udpTimeoutSec: number;
   maxFlows: number;
   tcpIdleTimeoutSec: number;
@@ -58,17 +74,24 @@ export interface Config {
   tcpKeepaliveSec: number;
   /** Per-flow TCP buffer (send buffer and receive window), bytes; 0 = by MTU. */
   tcpBufferBytes: number;
-  dnsMode: 'forward' | 'host';
-  /** Explicit upstreams (--dns-server); empty means the host's resolvers from resolv.conf. */
-  dnsServers: DnsUpstream[];
-  dnsHosts: DnsHostsTable;
   /** Port forwards from --hostfwd and --natpf. */
   forwards: ForwardRule[];
-  /** Filter rules from --filter FILE (parsed; `new FilterSet(config.filter)` checks flows). */
-  filter?: FilterRules;
   apiSocket?: string;
   /** Things worth a log line at start that are not errors. */
   warnings: string[];
+}
+
+/** The network part of a configuration (a copy of the fields, sharing the tables). */
+export function networkOf(c: Config): NetworkConfig {
+  const n: NetworkConfig = {
+    network: c.network, prefixLen: c.prefixLen, netmask: c.netmask, gateway: c.gateway, dns: c.dns,
+    firstLease: c.firstLease, lastLease: c.lastLease, mtu: c.mtu, dhcpLeaseTimeSec: c.dhcpLeaseTimeSec,
+    dhcpStatic: c.dhcpStatic, dnsSearch: c.dnsSearch, dnsMode: c.dnsMode, dnsServers: c.dnsServers,
+    dnsHosts: c.dnsHosts, hostLoopback: c.hostLoopback, isolate: c.isolate, antiSpoof: c.antiSpoof,
+  };
+  if (c.domain !== undefined) n.domain = c.domain;
+  if (c.filter !== undefined) n.filter = c.filter;
+  return n;
 }
 
 /** A user error in the command line: `flag` names the culprit; the CLI prints one line, exits 2. */
