@@ -13,6 +13,7 @@ import { Address4 } from 'ip-address';
 import { formatIpv4, parseIpv4, parseMac, prefixMask, type Ipv4Addr, type MacAddr } from './stack/wire/addr.ts';
 import { LogLevels, type LogLevel } from './log.ts';
 import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
 import { FilterParseError, STDIN_SOURCE, parseFilter, type FilterRules } from './filter/rules.ts';
@@ -66,7 +67,10 @@ export interface Config extends NetworkConfig {
   /** --no-tso: one MSS per TCP segment, checksummed by vmnat, even where the link could offload (for comparison). */
   noTso: boolean;
   udpTimeoutSec: number;
+  /** Most flows the guests may open, all protocols together (default: from the descriptor limit). */
   maxFlows: number;
+  /** Most connections port forwards may carry into the guests at once (a budget of their own). */
+  maxForwardFlows: number;
   tcpIdleTimeoutSec: number;
   /** Seconds a guest's SYN waits for the host's connect before the guest gets host unreachable. */
   tcpConnectTimeoutSec: number;
@@ -160,7 +164,12 @@ NAT:
   --no-host-loopback    the gateway address does not reach the host's 127.0.0.1
                         (connections to it are refused)
   --udp-timeout S       idle timeout of a UDP flow in seconds (default 60)
-  --max-flows N         most flows at once per protocol (default 16384)
+  --max-flows N         most flows the guests may have open, TCP, UDP and ICMP
+                        together (default: 3/4 of the descriptors left after a
+                        reserve of 256, at most 16384)
+  --max-forward-flows N most connections port forwards carry at once, apart from
+                        the guests' own (default: the rest of the descriptors, at
+                        most 4096; also 128 half-open and 256 per client address)
   --tcp-idle-timeout S  reset a TCP flow silent for S seconds both ways
                         (default 7440, RFC 5382; 0 = never)
   --tcp-connect-timeout S  give up a host connect after S seconds and send the
@@ -189,7 +198,7 @@ Diagnostics:
 
 const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate']);
 const takesValue = new Set([
-  '--hostfwd', '--natpf', '--api-socket', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
+  '--hostfwd', '--natpf', '--api-socket', '--udp-timeout', '--max-flows', '--max-forward-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter',
 ]);
@@ -242,6 +251,45 @@ function parseTransport(t: { flag: string; value: string; netns?: string; netnsP
       return link;
     }
   }
+}
+
+/** Descriptors kept for vmnat itself: DNS sockets, the API, listeners, links, the pcap file. */
+const FD_RESERVE = 256;
+
+/**
+ * The process's open-file limit (soft; Node raises it to the hard limit at start): /proc on Linux,
+ * the shell's `ulimit -n` elsewhere; undefined if neither answers.
+ */
+export function descriptorLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (m) return Number(m[1]);
+  } catch {
+    // not Linux
+  }
+  try {
+    const out = execFileSync('/bin/sh', ['-c', 'ulimit -n'], { encoding: 'utf8', timeout: 2000 }).trim();
+    return /^\d+$/.test(out) ? Number(out) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * --max-flows and --max-forward-flows, or their defaults from the descriptor limit: every flow
+ * holds a host descriptor, and running out of them (EMFILE) would fail flows at random, so the
+ * two budgets together stay below the limit minus FD_RESERVE. A larger value given by hand is
+ * taken, with a warning.
+ */
+function flowBudgets(maxFlowsText: string | undefined, maxForwardText: string | undefined, warnings: string[]): { maxFlows: number; maxForwardFlows: number } {
+  const limit = descriptorLimit();
+  const available = limit === undefined ? 20_480 : Math.max(128, limit - FD_RESERVE);
+  const maxFlows = maxFlowsText !== undefined ? parseIntStrict('--max-flows', maxFlowsText, 1, 1_000_000) : Math.min(16_384, Math.max(64, Math.floor(available * 0.75)));
+  const maxForwardFlows = maxForwardText !== undefined ? parseIntStrict('--max-forward-flows', maxForwardText, 1, 1_000_000) : Math.min(4096, Math.max(16, available - maxFlows));
+  if (limit !== undefined && maxFlows + maxForwardFlows > limit - FD_RESERVE) {
+    warnings.push(`--max-flows ${maxFlows} + --max-forward-flows ${maxForwardFlows} exceed the ${limit} open files this process may have (less ${FD_RESERVE} for vmnat itself): flows beyond that are refused when descriptors run out (raise it with ulimit -n)`);
+  }
+  return { maxFlows, maxForwardFlows };
 }
 
 export function defaultSocketPath(): string {
@@ -394,6 +442,7 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   const level = single('--log-level') ?? 'info';
   if (!(LogLevels as readonly string[]).includes(level)) throw new ConfigError('--log-level', `${JSON.stringify(level)} is not one of ${LogLevels.join('|')}`);
 
+  const flowBudget = flowBudgets(single('--max-flows'), single('--max-forward-flows'), warnings);
   const antiSpoofText = single('--anti-spoof') ?? 'on';
   if (antiSpoofText !== 'on' && antiSpoofText !== 'off') throw new ConfigError('--anti-spoof', `${JSON.stringify(antiSpoofText)} is not one of on|off`);
 
@@ -416,7 +465,8 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     hostLoopback: !values.has('--no-host-loopback'),
     noTso: values.has('--no-tso'),
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
-    maxFlows: parseIntStrict('--max-flows', single('--max-flows') ?? '16384', 1, 1_000_000),
+    maxFlows: flowBudget.maxFlows,
+    maxForwardFlows: flowBudget.maxForwardFlows,
     tcpIdleTimeoutSec: parseIntStrict('--tcp-idle-timeout', single('--tcp-idle-timeout') ?? '7440', 0, 30 * 86400),
     tcpConnectTimeoutSec: parseIntStrict('--tcp-connect-timeout', single('--tcp-connect-timeout') ?? '10', 1, 600),
     tcpKeepaliveSec: parseIntStrict('--tcp-keepalive', single('--tcp-keepalive') ?? '0', 0, 86400),

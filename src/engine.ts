@@ -174,6 +174,7 @@ export class Engine implements ApiBackend {
     };
     this.stack.bindUdp(IPV4_BROADCAST, 67, onDhcp);
     this.stack.bindUdp(net.gateway, 67, onDhcp);
+    this.flowTable.guestLimit = config.maxFlows;
     this.filterSet = new FilterSet(net.filter);
     const admitOut: FlowAdmission = (proto, guestIp, guestPort, dstIp, dstPort) =>
       this.filterCheck('out', proto, guestIp, proto === 'icmp' ? 0 : guestPort, dstIp, dstPort, true);
@@ -183,7 +184,7 @@ export class Engine implements ApiBackend {
       { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, hostLoopback: net.hostLoopback },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && net.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut },
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
       () => this.armTimer(this.now()),

@@ -207,6 +207,7 @@ export function configToApi(config: Config): Record<string, unknown> {
     filter: config.filter?.source ?? null,
     udp_timeout_s: config.udpTimeoutSec,
     max_flows: config.maxFlows,
+    max_forward_flows: config.maxForwardFlows,
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
   };
