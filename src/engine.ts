@@ -21,7 +21,7 @@ import { PcapWriter } from './pcap.ts';
 import { Nat } from './nat/nat.ts';
 import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
-import { DnsTcpEndpoint } from './dns/tcp-endpoint.ts';
+import { DnsTcpService } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
 import { IPV4_BROADCAST, formatIpv4, formatMac, isGroupMac, readMac, type MacAddr } from './stack/wire/addr.ts';
 import { log } from './log.ts';
@@ -72,6 +72,8 @@ export class Engine implements ApiBackend {
   readonly nat: Nat;
   readonly icmpNat: IcmpNat;
   readonly dns: DnsForwarder;
+  /** DNS over TCP at the DNS address: bounded connections, each with bounded answers. */
+  readonly dnsTcp: DnsTcpService;
   readonly forwards: PortForwarder;
   private readonly listeners = new Set<(e: LeaseEvent | FlowEvent) => void>();
   /** Bound leases, newest last: an empty guest address in a forward means the newest. */
@@ -139,7 +141,7 @@ export class Engine implements ApiBackend {
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
       { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd) },
-      (events) => new DnsTcpEndpoint(this.dns, events),
+      (events) => this.dnsTcp.open(events),
       () => this.now(),
       () => this.armTimer(this.now()),
     );
@@ -170,6 +172,7 @@ export class Engine implements ApiBackend {
         this.stack.sendUdp(config.dns, 53, srcIp, srcPort, answer, srcMac);
       });
     });
+    this.dnsTcp = new DnsTcpService(this.dns);
     this.machines = [this.stack, this.dhcp, this.nat, this.icmpNat];
     this.nat.tcp.onFlowEvent = (event, f, reason) => {
       if (this.listeners.size === 0) return;
@@ -354,6 +357,7 @@ export class Engine implements ApiBackend {
       icmpNat: this.icmpNat.stats,
       tcp: this.nat.tcp.tcpStats,
       dns: this.dns.stats,
+      dnsTcp: this.dnsTcp.stats,
       portfwd: this.forwards.stats,
       pcap: this.pcap ? { frames: this.pcap.framesWritten } : undefined,
     };
