@@ -362,7 +362,10 @@ export class PortForwarder {
           state.lastActive = Date.now();
           this.stats.datagramsToHost++;
           this.stats.bytesToHost += payload.length;
-          socket.send(payload, rinfo.port, rinfo.address, (err) => {
+          // A copy: `payload` is a view into the link's receive buffer, which the next batch of
+          // frames overwrites, and dgram reads it later (after its address lookup, or from
+          // libuv's queue when the socket buffer is full).
+          socket.send(Buffer.from(payload), rinfo.port, rinfo.address, (err) => {
             if (err) this.stats.udpSendErrors++;
           });
         },

@@ -3,7 +3,7 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import os from 'node:os';
 import { once } from 'node:events';
-import { ForwardError, PortForwarder, type ForwardEvent } from '../../src/portfwd/forwarder.ts';
+import { ForwardError, PortForwarder, type ForwardEvent, type GuestDialer, type HostUdpPeer } from '../../src/portfwd/forwarder.ts';
 import { ForwardRuleError, parseHostfwd, parseNatpf } from '../../src/portfwd/rules.ts';
 import { parseIpv4 } from '../../src/stack/wire/addr.ts';
 import { LoopbackDialer, connect, freePort, freePortRange, roundTrip, sleep, tcpEcho, udpEcho, udpRoundTrip, waitFor } from './portfwd-fakes.ts';
@@ -332,6 +332,32 @@ describe('UDP forwards', () => {
       again.bind(port, '127.0.0.1', () => resolve());
     });
     again.close();
+  });
+
+  test('a reply from the guest is copied before the send: the link reusing its buffer does not change it', async () => {
+    // The dialer hands over a view into the link's receive buffer, which the next batch overwrites;
+    // dgram.send reads it later (after the address lookup, or from libuv's queue).
+    let peer: HostUdpPeer | undefined;
+    const capturing: GuestDialer = {
+      dialTcp: () => undefined,
+      openUdp: (_t, host) => {
+        peer = host;
+        return { send: () => undefined, close: () => undefined };
+      },
+    };
+    const f = new PortForwarder({ dialer: capturing });
+    cleanups.push(() => f.close());
+    const port = await freePort();
+    await f.add(parseHostfwd(`udp::${port}-:53`));
+    const a = await client();
+    a.send(Buffer.from('open'), port, '127.0.0.1');
+    await waitFor(() => peer !== undefined);
+    const got = once(a, 'message');
+    const linkBuffer = Buffer.from('the guest answer');
+    peer!.send(linkBuffer.subarray(4));
+    linkBuffer.fill(0x78); // the next batch of frames lands here
+    const [msg] = (await got) as [Buffer];
+    expect(msg.toString()).toBe('guest answer');
   });
 
   test('a taken UDP port rejects with EADDRINUSE', async () => {
