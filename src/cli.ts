@@ -7,7 +7,7 @@
  * stderr. SIGINT/SIGTERM close the engine (socket files removed) and exit 0. In spawn mode
  * (`vmnat … -- COMMAND`) vmnat exits with the child's status when the child exits.
  */
-import { accessSync, constants as fsConstants, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { USAGE, ConfigError, parseArgs, type Config } from './config.ts';
 import { Engine } from './engine.ts';
@@ -16,6 +16,8 @@ import { openLink, prepareSpawnWithSocketpair } from './link/index.ts';
 import type { Link } from './link/types.ts';
 import { formatIpv4, formatMac } from './stack/wire/addr.ts';
 import { log, setLogLevel } from './log.ts';
+import { PcapOpenError } from './pcap.ts';
+import { RuntimeDirError, checkSocketParent, ensurePrivateDir } from './runtime-dir.ts';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -60,6 +62,9 @@ async function main(argv: string[]): Promise<void> {
   }
   const config = outcome.config;
   setLogLevel(config.logLevel);
+  // Socket files (link, API) are born 0600 whatever the caller's umask; a spawned child gets the
+  // caller's umask back.
+  const callerUmask = process.umask(0o077);
   for (const w of config.warnings) log.warn(w);
 
   let link: Link;
@@ -74,16 +79,37 @@ async function main(argv: string[]): Promise<void> {
       startChild = prepared.start;
     } else {
       if (config.link.kind === 'socket' || config.link.kind === 'stream') {
-        // Like qemu's and vfkit's examples (/tmp/vm1/net.sock): create the directory if missing.
-        mkdirSync(path.dirname(config.link.path), { recursive: true, mode: 0o700 });
+        // Only a directory nobody else can change keeps the socket ours (runtime-dir.ts).
+        try {
+          if (config.runtimeDir !== undefined) ensurePrivateDir(config.runtimeDir);
+          else checkSocketParent(config.link.path);
+        } catch (err) {
+          if (!(err instanceof RuntimeDirError)) throw err;
+          fail(config.runtimeDir !== undefined ? err.message : `--${config.link.kind}: ${err.message}`, 2);
+        }
       }
-      link = await openLink(config.link);
+      link = await openLink(config.link, { onRefused: (m) => log.warn(m) });
     }
   } catch (err) {
     linkError(config, err);
   }
+  if (config.apiSocket !== undefined) {
+    // Checked again when the API binds; here so that a refusal is the only line printed.
+    try {
+      checkSocketParent(config.apiSocket);
+    } catch (err) {
+      if (err instanceof RuntimeDirError) fail(`--api-socket: ${err.message}`, 2);
+      throw err;
+    }
+  }
   // The engine comes after the link, so a bad transport flag costs exactly one line.
-  const engine = new Engine(config);
+  let engine: Engine;
+  try {
+    engine = new Engine(config);
+  } catch (err) {
+    if (err instanceof PcapOpenError) fail(`--pcap: ${err.message}`, 2);
+    throw err;
+  }
   engine.attach(link);
   for (const rule of config.forwards) {
     try {
@@ -101,7 +127,7 @@ async function main(argv: string[]): Promise<void> {
     } catch (err) {
       await engine.close();
       const e = err as Error & { code?: string };
-      fail(`--api-socket: ${e.message}`, e.code === 'EADDRINUSE_LIVE' || e.code === 'EPATH_NOT_SOCKET' ? 2 : 1);
+      fail(`--api-socket: ${e.message}`, e.code === 'EADDRINUSE_LIVE' || e.code === 'EPATH_NOT_SOCKET' || e.code === 'EUNSAFE_DIR' ? 2 : 1);
     }
   }
 
@@ -143,6 +169,7 @@ async function main(argv: string[]): Promise<void> {
   log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
 
   if (startChild !== undefined) {
+    process.umask(callerUmask);
     try {
       child = await startChild();
     } catch (err) {

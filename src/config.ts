@@ -7,11 +7,11 @@
  * the engine builds itself from. Defaults follow VirtualBox's NAT layout: network 10.0.2.0/24,
  * gateway .2 (which reaches the host's loopback), DNS .3, first lease .15.
  */
-import os from 'node:os';
 import path from 'node:path';
 import { Address4 } from 'ip-address';
 import { formatIpv4, parseIpv4, parseMac, prefixMask, type Ipv4Addr, type MacAddr } from './stack/wire/addr.ts';
 import { LogLevels, type LogLevel } from './log.ts';
+import { defaultRuntimeDir } from './runtime-dir.ts';
 import { readFileSync } from 'node:fs';
 import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
@@ -59,6 +59,8 @@ export interface Config {
   /** Port forwards from --hostfwd and --natpf. */
   forwards: ForwardRule[];
   apiSocket?: string;
+  /** The default runtime directory holding the default socket (checked private before use). */
+  runtimeDir?: string;
   /** Things worth a log line at start that are not errors. */
   warnings: string[];
 }
@@ -82,7 +84,9 @@ export const USAGE = `Usage: vmnat [TRANSPORT] [OPTIONS] [-- COMMAND [ARGS...]]
 Userspace NAT networking for virtual machines (VirtualBox layout by default).
 When ready, prints one JSON line on stdout; logs go to stderr.
 
-Transport (one of; default: --socket $TMPDIR/vmnat-$UID/net.sock):
+Transport (one of; default: --socket $XDG_RUNTIME_DIR/vmnat/net.sock, or
+$TMPDIR/vmnat-$UID/net.sock without XDG_RUNTIME_DIR; that directory must be
+ours, mode 0700, not a symlink):
   --socket PATH         unix datagram socket, one frame per datagram
                         (qemu -netdev dgram, vfkit, krunkit); the guest is learned
                         from its first datagram
@@ -168,9 +172,9 @@ function checkDomain(flag: string, text: string): string {
   return name;
 }
 
-export function defaultSocketPath(): string {
-  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
-  return path.join(os.tmpdir(), `vmnat-${uid}`, 'net.sock');
+/** The default --socket: net.sock in the runtime directory (runtime-dir.ts). */
+export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(defaultRuntimeDir(env), 'net.sock');
 }
 
 export function parseArgs(argv: readonly string[]): ParseOutcome {
@@ -217,6 +221,8 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   if (command) transports.push('--');
   if (transports.length > 1) throw new ConfigError(transports[1]!, `cannot be combined with ${transports[0]}`);
   let link: LinkConfig;
+  /** Set when the socket goes in the default runtime directory, which must then be private. */
+  let runtimeDir: string | undefined;
   const netns = single('--netns');
   const netnsPid = single('--netns-pid');
   if ((netns !== undefined || netnsPid !== undefined) && !values.has('--tap')) {
@@ -245,7 +251,8 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     }
     if (netnsPid !== undefined) link.netnsPid = parseIntStrict('--netns-pid', netnsPid, 1, 4194304);
   } else {
-    link = { kind: 'socket', path: defaultSocketPath() };
+    runtimeDir = defaultRuntimeDir();
+    link = { kind: 'socket', path: path.join(runtimeDir, 'net.sock') };
   }
 
   // Network layout.
@@ -357,6 +364,7 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     warnings,
   };
   if (apiSocket !== undefined) config.apiSocket = path.resolve(apiSocket);
+  if (runtimeDir !== undefined) config.runtimeDir = runtimeDir;
   if (domain !== undefined) config.domain = domain;
   if (pcapFile !== undefined) config.pcapFile = path.resolve(pcapFile);
   return { action: 'run', config };

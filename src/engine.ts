@@ -100,6 +100,8 @@ export class Engine implements ApiBackend {
 
   constructor(private readonly cfg: Config) {
     const config = cfg;
+    // First: a refused --pcap (PcapOpenError) must cost one line, before anything else logs.
+    if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
     this.offload = config.link.kind === 'tap' && !config.noTso;
     this.stack = new Stack(
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, mtu: config.mtu },
@@ -190,7 +192,6 @@ export class Engine implements ApiBackend {
       maxUdpFlows: config.maxFlows,
       guestNetwork: { network: config.network, netmask: config.netmask, reserved: [config.gateway, config.dns] },
     });
-    if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
   }
 
   now(): number {

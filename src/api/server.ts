@@ -2,8 +2,9 @@
  * The control API: HTTP/1.1 + JSON on a unix socket (`--api-socket PATH`), for tools and people
  * (`curl --unix-socket PATH http://vmnat/forwards`, `vmnat ctl …`).
  *
- * Theory of operation: a plain `node:http` server bound to PATH with mode 0600 (created under a
- * umask, then chmod()ed, so there is no window where others can connect). A stale socket file
+ * Theory of operation: a plain `node:http` server bound to PATH with mode 0600 (created under umask
+ * 177, so there is no window where others can connect), in a directory only we or root can change
+ * (runtime-dir.ts; `EUNSAFE_DIR` otherwise). A stale socket file
  * (nobody accepts on it) is replaced; a live one is refused (`EADDRINUSE_LIVE`), a non-socket
  * path is never deleted (`EPATH_NOT_SOCKET`). close() removes the file if it is still ours.
  *
@@ -40,6 +41,7 @@ import type { DhcpLease, DhcpLeaseEvent } from '../dhcp/server.ts';
 import { formatIpv4, formatMac } from '../stack/wire/addr.ts';
 import { ForwardRuleError, ruleFromJson, ruleToJson, type ForwardRule, type ForwardRuleJson } from '../portfwd/rules.ts';
 import { ForwardError, type ForwardEntry, type ForwardEvent } from '../portfwd/forwarder.ts';
+import { checkSocketParent, RuntimeDirError } from '../runtime-dir.ts';
 
 const trace = debuglog('vmnat-api');
 
@@ -180,7 +182,7 @@ export interface ApiServerOptions {
   maxEventBacklogBytes?: number;
 }
 
-export type ApiServerErrorCode = 'EADDRINUSE_LIVE' | 'EPATH_NOT_SOCKET' | 'ESYSTEM';
+export type ApiServerErrorCode = 'EADDRINUSE_LIVE' | 'EPATH_NOT_SOCKET' | 'EUNSAFE_DIR' | 'ESYSTEM';
 
 /** Opening the API socket failed. `EADDRINUSE_LIVE`/`EPATH_NOT_SOCKET`: the user's path (exit 2). */
 export class ApiServerError extends Error {
@@ -283,7 +285,12 @@ export class ApiServer {
   private async start(): Promise<void> {
     const p = this.path;
     if (Buffer.byteLength(p) > 107) throw new ApiServerError('ESYSTEM', `${p}: path longer than 107 bytes (unix socket limit)`);
-    fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
+    try {
+      checkSocketParent(p);
+    } catch (err) {
+      if (err instanceof RuntimeDirError) throw new ApiServerError('EUNSAFE_DIR', err.message, { cause: err });
+      throw err;
+    }
     await replaceStaleSocket(p);
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
@@ -294,12 +301,15 @@ export class ApiServer {
         );
       };
       this.server.once('error', onError);
-      // The bind happens synchronously inside listen(): under umask 177 the file is born 0600.
-      let oldMask: number | undefined;
+      // The bind happens synchronously inside listen(): under umask 177 the file is born 0600,
+      // so there is no moment when others may connect, and no chmod by path afterwards (which a
+      // file swapped in meanwhile would redirect).
+      let oldMask: number;
       try {
         oldMask = process.umask(0o177);
-      } catch {
-        // umask is not available in worker threads; the chmod below still applies.
+      } catch (err) {
+        reject(new ApiServerError('ESYSTEM', `${p}: cannot set the umask here (a worker thread?): ${(err as Error).message}`, { cause: err }));
+        return;
       }
       try {
         this.server.listen(p, () => {
@@ -307,15 +317,9 @@ export class ApiServer {
           resolve();
         });
       } finally {
-        if (oldMask !== undefined) process.umask(oldMask);
+        process.umask(oldMask);
       }
     });
-    try {
-      fs.chmodSync(p, 0o600);
-    } catch (err) {
-      await this.close();
-      throw new ApiServerError('ESYSTEM', `${p}: chmod: ${(err as Error).message}`, { cause: err });
-    }
     this.identity = fileIdentity(p);
   }
 

@@ -7,9 +7,10 @@
  *   - Listening and stale files as for the `socket` link: a socket file nobody serves is replaced,
  *     a live one is refused with EADDRINUSE_LIVE, a non-socket is never deleted.
  *   - Each accepted connection is a `StreamConn` with its own decoder, so several could become
- *     separate switch ports later. Today the newest connection wins: a guest that reconnects
- *     (qemu restarted, `reconnect=` option) replaces the old connection, which is closed. All
- *     received frames go to the one handler.
+ *     separate switch ports later. Today one guest at a time: while a connection is open, another
+ *     is refused (closed at once, counted in `connectionsRefused`, logged), so nobody can take the
+ *     network away from a running guest. A guest that reconnects (qemu restarted) is accepted once
+ *     its old connection has closed.
  *   - Frames are delivered one batch per received chunk; the frames are views into the chunk (or
  *     the decoder's assembly buffer), valid during the call. Shorter than 14 bytes: rxErrors.
  *     A length prefix of 0 or above qemu's limit means the peer does not speak this framing:
@@ -42,6 +43,8 @@ const PROBE_TIMEOUT_MS = 1000;
 export interface StreamLinkOptions {
   /** Called once if the listening socket fails for good. */
   onError?: (err: LinkError) => void;
+  /** A connection was refused (a guest is connected already): one line for the log. */
+  onRefused?: (message: string) => void;
 }
 
 /** One accepted guest connection. */
@@ -104,9 +107,11 @@ class StreamConn {
 export class StreamLink implements Link {
   readonly kind = 'stream' as const;
   readonly path: string;
-  readonly stats: LinkStats = createLinkStats();
-  /** Guest connections accepted so far (including replaced ones). */
+  /** `connectionsRefused`: connections closed at once because a guest was connected already. */
+  readonly stats: LinkStats & { connectionsRefused: number } = { ...createLinkStats(), connectionsRefused: 0 };
+  /** Guest connections accepted so far. */
   connectionsAccepted = 0;
+  private readonly onRefused: ((message: string) => void) | undefined;
   private readonly server: net.Server;
   private readonly identity: string | undefined;
   private readonly conns = new Set<StreamConn>();
@@ -121,6 +126,7 @@ export class StreamLink implements Link {
     this.server = server;
     this.path = path;
     this.onError = options.onError;
+    this.onRefused = options.onRefused;
     this.identity = fileIdentity(path);
     server.on('connection', (socket) => this.accept(socket));
     server.on('error', (err) => {
@@ -198,12 +204,16 @@ export class StreamLink implements Link {
       socket.destroy();
       return;
     }
-    const conn = new StreamConn(socket, ++this.connectionsAccepted);
-    // Newest wins (a reconnecting guest). Keeping the set lets several coexist as ports later.
-    for (const old of this.conns) {
-      trace('stream %s: connection %d replaced by %d', this.path, old.id, conn.id);
-      this.drop(old);
+    if (this.conns.size > 0) {
+      // One guest per stream link: a second connection (another local user, a second VM) must
+      // not silently take the network away from the first. A reconnecting guest is not refused:
+      // its old connection closed first. Several guests become several ports in a later issue.
+      this.stats.connectionsRefused++;
+      this.onRefused?.(`stream ${this.path}: refused a second connection while a guest is connected (${this.stats.connectionsRefused} so far)`);
+      socket.destroy();
+      return;
     }
+    const conn = new StreamConn(socket, ++this.connectionsAccepted);
     this.conns.add(conn);
     this.active = conn;
     trace('stream %s: guest connected (%d)', this.path, conn.id);
