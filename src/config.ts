@@ -12,6 +12,7 @@ import { Address4 } from 'ip-address';
 import { formatIpv4, parseIpv4, parseMac, prefixMask, type Ipv4Addr, type MacAddr } from './stack/wire/addr.ts';
 import { LogLevels, type LogLevel } from './log.ts';
 import { defaultRuntimeDir } from './runtime-dir.ts';
+import type { Ipv4Range } from './nat/policy.ts';
 import { readFileSync } from 'node:fs';
 import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
@@ -43,6 +44,8 @@ export interface Config {
   noTso: boolean;
   /** The gateway address reaches the host's 127.0.0.1 (default); --no-host-loopback refuses it. */
   hostLoopback: boolean;
+  /** --deny ranges, plus link-local unless --allow-link-local: never reached through the NAT. */
+  deny: Ipv4Range[];
   udpTimeoutSec: number;
   maxFlows: number;
   tcpIdleTimeoutSec: number;
@@ -119,6 +122,11 @@ DNS (the guest's resolver at .3):
 NAT:
   --no-host-loopback    the gateway address does not reach the host's 127.0.0.1
                         (connections to it are refused)
+  --deny CIDR           the guest may never reach CIDR through the NAT (ICMP
+                        admin-prohibited; repeatable), e.g. the host's own LAN
+                        addresses: --deny 192.168.1.0/24
+  --allow-link-local    let the guest reach 169.254.0.0/16 (denied by default:
+                        cloud instance metadata and credentials live there)
   --udp-timeout S       idle timeout of a UDP flow in seconds (default 60)
   --max-flows N         most flows at once per protocol (default 16384)
   --tcp-idle-timeout S  reset a TCP flow silent for S seconds both ways
@@ -138,9 +146,9 @@ Diagnostics:
   --help, --version
 `;
 
-const booleanFlags = new Set(['--no-host-loopback', '--no-tso']);
+const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--allow-link-local']);
 const takesValue = new Set([
-  '--hostfwd', '--natpf', '--api-socket', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
+  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level',
 ]);
@@ -175,6 +183,20 @@ function checkDomain(flag: string, text: string): string {
 /** The default --socket: net.sock in the runtime directory (runtime-dir.ts). */
 export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(defaultRuntimeDir(env), 'net.sock');
+}
+
+/** 169.254.0.0/16: denied unless --allow-link-local (cloud metadata at 169.254.169.254). */
+export const LINK_LOCAL: Ipv4Range = { network: 0xa9fe_0000, mask: 0xffff_0000 };
+
+/** `A.B.C.D/N` (N in 0..32, no host bits) → a range; a bare address means /32. */
+function parseCidr(flag: string, text: string): Ipv4Range {
+  const m = /^(\d+\.\d+\.\d+\.\d+)(?:\/(\d{1,2}))?$/.exec(text);
+  const base = m ? parseIpv4(m[1]!) : undefined;
+  const len = m?.[2] === undefined ? 32 : Number(m[2]);
+  if (!m || base === undefined || len > 32) throw new ConfigError(flag, `${JSON.stringify(text)} is not an IPv4 CIDR such as 192.168.1.0/24`);
+  const mask = prefixMask(len);
+  if ((base & ~mask) >>> 0 !== 0) throw new ConfigError(flag, `${text} has host bits set (did you mean ${formatIpv4((base & mask) >>> 0)}/${len}?)`);
+  return { network: base, mask };
 }
 
 export function parseArgs(argv: readonly string[]): ParseOutcome {
@@ -329,6 +351,9 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     if (err instanceof ForwardRuleError) throw new ConfigError(err.flag ?? '--hostfwd', err.message);
     throw err;
   }
+  const deny: Ipv4Range[] = [];
+  if (!values.has('--allow-link-local')) deny.push({ network: LINK_LOCAL.network, mask: LINK_LOCAL.mask });
+  for (const text of values.get('--deny') ?? []) deny.push(parseCidr('--deny', text));
   const apiSocket = single('--api-socket');
   if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > 107)) throw new ConfigError('--api-socket', 'path must be 1..107 bytes (unix socket limit)');
 
@@ -350,6 +375,7 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     dnsSearch,
     logLevel: level as LogLevel,
     hostLoopback: !values.has('--no-host-loopback'),
+    deny,
     noTso: values.has('--no-tso'),
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
     maxFlows: parseIntStrict('--max-flows', single('--max-flows') ?? '16384', 1, 1_000_000),

@@ -139,7 +139,7 @@ export class Engine implements ApiBackend {
     this.stack.bindUdp(config.gateway, 67, onDhcp);
     this.nat = new Nat(
       this.stack,
-      { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
+      { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback, deny: config.deny },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
       { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd) },

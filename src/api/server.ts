@@ -162,6 +162,7 @@ export function configToApi(config: Config): Record<string, unknown> {
     dns_servers: config.dnsServers.map((s) => (s.ip.includes(':') ? `[${s.ip}]:${s.port}` : `${s.ip}:${s.port}`)),
     dns_hosts: config.dnsHosts.size,
     host_loopback: config.hostLoopback,
+    deny: config.deny.map((r) => `${formatIpv4(r.network)}/${r.mask === 0 ? 0 : Math.clz32(~r.mask >>> 0)}`),
     udp_timeout_s: config.udpTimeoutSec,
     max_flows: config.maxFlows,
     pcap_file: config.pcapFile ?? null,
