@@ -9,7 +9,7 @@
  */
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { USAGE, ConfigError, parseArgs, type Config } from './config.ts';
+import { USAGE, ConfigError, parseArgs, type LinkConfig } from './config.ts';
 import { Engine } from './engine.ts';
 import { ApiServer } from './api/server.ts';
 import { openLink, prepareSpawnWithSocketpair } from './link/index.ts';
@@ -30,9 +30,9 @@ function fail(message: string, status: number): never {
 }
 
 /** Maps errors from opening a link to one line and an exit status (2 = the user's flags). */
-function linkError(config: Config, err: unknown): never {
+function linkError(spec: LinkConfig, err: unknown): never {
   const e = err as NodeJS.ErrnoException & { errno?: unknown };
-  const flag = config.link.kind === 'spawn' ? '--' : `--${config.link.kind}`;
+  const flag = spec.kind === 'spawn' ? '--' : `--${spec.kind}`;
   // Failures the user fixes by changing the flag's value exit 2; anything else is 1.
   const userCodes = new Set(['EADDRINUSE_LIVE', 'EPATH_NOT_SOCKET', 'EFD_TYPE', 'EADDRINUSE', 'ENOENT', 'EACCES', 'EBADF', 'ENOTSOCK', 'ENOTDIR', 'EPERM', 'ENAMETOOLONG']);
   const errno = typeof e.errno === 'string' ? e.errno : undefined;
@@ -67,31 +67,35 @@ async function main(argv: string[]): Promise<void> {
   const callerUmask = process.umask(0o077);
   for (const w of config.warnings) log.warn(w);
 
-  let link: Link;
+  const links: Link[] = [];
   let child: import('node:child_process').ChildProcess | undefined;
   let startChild: (() => Promise<import('node:child_process').ChildProcess>) | undefined;
-  try {
-    if (config.link.kind === 'spawn') {
-      const file = config.link.command[0]!;
-      if (!commandExists(file)) fail(`--: ${file}: command not found`, 2);
-      const prepared = prepareSpawnWithSocketpair(config.link.command);
-      link = prepared.link;
-      startChild = prepared.start;
-    } else {
-      if (config.link.kind === 'socket' || config.link.kind === 'stream') {
-        // Only a directory nobody else can change keeps the socket ours (runtime-dir.ts).
-        try {
-          if (config.runtimeDir !== undefined) ensurePrivateDir(config.runtimeDir);
-          else checkSocketParent(config.link.path);
-        } catch (err) {
-          if (!(err instanceof RuntimeDirError)) throw err;
-          fail(config.runtimeDir !== undefined ? err.message : `--${config.link.kind}: ${err.message}`, 2);
+  for (const spec of config.links) {
+    try {
+      if (spec.kind === 'spawn') {
+        const file = spec.command[0]!;
+        if (!commandExists(file)) fail(`--: ${file}: command not found`, 2);
+        const prepared = prepareSpawnWithSocketpair(spec.command);
+        links.push(prepared.link);
+        startChild = prepared.start;
+      } else {
+        if (spec.kind === 'socket' || spec.kind === 'stream') {
+          // Only a directory nobody else can change keeps the socket ours (runtime-dir.ts).
+          try {
+            if (config.runtimeDir !== undefined) ensurePrivateDir(config.runtimeDir);
+            else checkSocketParent(spec.path);
+          } catch (err) {
+            if (!(err instanceof RuntimeDirError)) throw err;
+            await Promise.all(links.map((l) => l.close()));
+            fail(config.runtimeDir !== undefined ? err.message : `--${spec.kind}: ${err.message}`, 2);
+          }
         }
+        links.push(await openLink(spec));
       }
-      link = await openLink(config.link, { onRefused: (m) => log.warn(m) });
+    } catch (err) {
+      await Promise.all(links.map((l) => l.close()));
+      linkError(spec, err);
     }
-  } catch (err) {
-    linkError(config, err);
   }
   if (config.apiSocket !== undefined) {
     // Checked again when the API binds; here so that a refusal is the only line printed.
@@ -102,15 +106,17 @@ async function main(argv: string[]): Promise<void> {
       throw err;
     }
   }
-  // The engine comes after the link, so a bad transport flag costs exactly one line.
+  // The engine comes after the links, so a bad transport flag costs exactly one line.
   let engine: Engine;
   try {
     engine = new Engine(config);
   } catch (err) {
+    await Promise.all(links.map((l) => l.close()));
     if (err instanceof PcapOpenError) fail(`--pcap: ${err.message}`, 2);
     throw err;
   }
-  engine.attach(link);
+  for (const link of links) engine.attach(link);
+  const link = links[0]!;
   for (const rule of config.forwards) {
     try {
       await engine.forwards.add(rule);
@@ -132,8 +138,9 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const ready = {
-    link: config.link.kind === 'spawn' ? 'spawn' : link.kind,
+    link: config.links[0]!.kind === 'spawn' ? 'spawn' : link.kind,
     ...link.describe(),
+    ...(links.length > 1 ? { links: links.map((l, i) => ({ link: config.links[i]!.kind === 'spawn' ? 'spawn' : l.kind, ...l.describe() })) } : {}),
     network: `${formatIpv4(config.network)}/${config.prefixLen}`,
     gateway: formatIpv4(config.gateway),
     dns: formatIpv4(config.dns),
@@ -165,6 +172,11 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGUSR1', () => {
     process.stderr.write(`vmnat: stats: ${JSON.stringify(engine.stats())}\n`);
   });
+  // The last barrier (fault.ts): a bug in a host event of any service (a UDP reply, a DNS
+  // answer, a forward) is counted and logged once, and costs that event, never every guest's
+  // network. Installed only now, so a failure to start still ends vmnat with its one line.
+  process.on('uncaughtException', (err) => engine.faults.caught('handling a host event', err));
+  process.on('unhandledRejection', (err) => engine.faults.caught('handling a host event', err));
   process.stdout.write(JSON.stringify(ready) + '\n');
   log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
 

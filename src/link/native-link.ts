@@ -29,8 +29,6 @@ export const MIN_FRAME = 14;
 export interface LinkOptions {
   /** Called once when a running link fails for good (e.g. its TAP was deleted). */
   onError?: (err: LinkError) => void;
-  /** A guest connection was refused (stream: one is connected already): one line for the log. */
-  onRefused?: (message: string) => void;
 }
 
 export abstract class NativePortLink implements Link {

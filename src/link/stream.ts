@@ -6,11 +6,11 @@
  * Theory of operation
  *   - Listening and stale files as for the `socket` link: a socket file nobody serves is replaced,
  *     a live one is refused with EADDRINUSE_LIVE, a non-socket is never deleted.
- *   - Each accepted connection is a `StreamConn` with its own decoder, so several could become
- *     separate switch ports later. Today one guest at a time: while a connection is open, another
- *     is refused (closed at once, counted in `connectionsRefused`, logged), so nobody can take the
- *     network away from a running guest. A guest that reconnects (qemu restarted) is accepted once
- *     its old connection has closed.
+ *   - Each accepted connection is a `StreamConn` with its own decoder. Driven by the engine
+ *     (`acceptPorts`), every connection is a guest of its own: a `StreamPort` link, one port of
+ *     the switch, gone when its connection closes (a guest that reconnects is a new port).
+ *     Driven alone (`start`), the newest connection wins: it replaces the old one, which is
+ *     closed, and all received frames go to the one handler.
  *   - Frames are delivered one batch per received chunk; the frames are views into the chunk (or
  *     the decoder's assembly buffer), valid during the call. Shorter than 14 bytes: rxErrors.
  *     A length prefix of 0 or above qemu's limit means the peer does not speak this framing:
@@ -43,8 +43,6 @@ const PROBE_TIMEOUT_MS = 1000;
 export interface StreamLinkOptions {
   /** Called once if the listening socket fails for good. */
   onError?: (err: LinkError) => void;
-  /** A connection was refused (a guest is connected already): one line for the log. */
-  onRefused?: (message: string) => void;
 }
 
 /** One accepted guest connection. */
@@ -107,17 +105,18 @@ class StreamConn {
 export class StreamLink implements Link {
   readonly kind = 'stream' as const;
   readonly path: string;
-  /** `connectionsRefused`: connections closed at once because a guest was connected already. */
-  readonly stats: LinkStats & { connectionsRefused: number } = { ...createLinkStats(), connectionsRefused: 0 };
-  /** Guest connections accepted so far. */
+  readonly stats: LinkStats = createLinkStats();
+  /** Guest connections accepted so far (including replaced ones). */
   connectionsAccepted = 0;
-  private readonly onRefused: ((message: string) => void) | undefined;
   private readonly server: net.Server;
   private readonly identity: string | undefined;
   private readonly conns = new Set<StreamConn>();
   /** Where send() goes: the newest connection. */
   private active: StreamConn | undefined;
   private handler: FrameBatchHandler | undefined;
+  /** Set by acceptPorts: every connection becomes a port of its own. */
+  private portHooks: { onPort: (port: Link) => void; onGone: (port: Link) => void } | undefined;
+  private readonly ports = new Map<StreamConn, StreamPort>();
   private readonly frames: Uint8Array[] = [];
   private closed = false;
   private readonly onError: ((err: LinkError) => void) | undefined;
@@ -126,7 +125,6 @@ export class StreamLink implements Link {
     this.server = server;
     this.path = path;
     this.onError = options.onError;
-    this.onRefused = options.onRefused;
     this.identity = fileIdentity(path);
     server.on('connection', (socket) => this.accept(socket));
     server.on('error', (err) => {
@@ -164,6 +162,19 @@ export class StreamLink implements Link {
     for (const c of this.conns) c.socket.resume();
   }
 
+  acceptPorts(onPort: (port: Link) => void, onGone: (port: Link) => void): void {
+    if (this.closed) return;
+    this.portHooks = { onPort, onGone };
+    for (const c of this.conns) this.openPort(c);
+  }
+
+  private openPort(conn: StreamConn): void {
+    const hooks = this.portHooks!;
+    const port = new StreamPort(this, conn);
+    this.ports.set(conn, port);
+    hooks.onPort(port);
+  }
+
   send(frame: Uint8Array): boolean {
     const conn = this.active;
     if (this.closed || conn === undefined || !conn.enqueue(frame, this.stats)) {
@@ -187,6 +198,8 @@ export class StreamLink implements Link {
       c.socket.destroy();
     }
     this.conns.clear();
+    for (const p of this.ports.values()) this.portHooks?.onGone(p);
+    this.ports.clear();
     this.active = undefined;
     await closing;
     // libuv unlinks the path when the listening pipe closes; make sure, but only if still ours.
@@ -204,37 +217,44 @@ export class StreamLink implements Link {
       socket.destroy();
       return;
     }
-    if (this.conns.size > 0) {
-      // One guest per stream link: a second connection (another local user, a second VM) must
-      // not silently take the network away from the first. A reconnecting guest is not refused:
-      // its old connection closed first. Several guests become several ports in a later issue.
-      this.stats.connectionsRefused++;
-      this.onRefused?.(`stream ${this.path}: refused a second connection while a guest is connected (${this.stats.connectionsRefused} so far)`);
-      socket.destroy();
-      return;
-    }
     const conn = new StreamConn(socket, ++this.connectionsAccepted);
+    if (this.portHooks === undefined) {
+      // Alone, newest wins (a reconnecting guest).
+      for (const old of this.conns) {
+        trace('stream %s: connection %d replaced by %d', this.path, old.id, conn.id);
+        this.drop(old);
+      }
+      this.active = conn;
+    }
     this.conns.add(conn);
-    this.active = conn;
     trace('stream %s: guest connected (%d)', this.path, conn.id);
-    if (this.handler === undefined) socket.pause();
+    socket.pause();
     socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
     socket.on('error', (err) => trace('stream %s: connection %d: %s', this.path, conn.id, err.message));
     socket.on('close', () => {
       if (this.conns.delete(conn)) conn.dropPending(this.stats);
       if (this.active === conn) this.active = undefined;
+      const port = this.ports.get(conn);
+      if (port !== undefined) {
+        this.ports.delete(conn);
+        this.portHooks?.onGone(port);
+      }
       trace('stream %s: connection %d closed', this.path, conn.id);
     });
+    if (this.portHooks !== undefined) this.openPort(conn);
+    else if (this.handler !== undefined) socket.resume();
   }
 
-  private drop(conn: StreamConn): void {
+  /** @internal */
+  drop(conn: StreamConn): void {
     conn.dropPending(this.stats);
     this.conns.delete(conn);
     if (this.active === conn) this.active = undefined;
     conn.socket.destroy();
   }
 
-  private onData(conn: StreamConn, chunk: Buffer): void {
+  /** @internal Frames of `conn` (a port's, when ports are on), counted on `stats`. */
+  onData(conn: StreamConn, chunk: Buffer): void {
     const frames = this.frames;
     frames.length = 0;
     const result = conn.decoder.decode(chunk, frames);
@@ -254,11 +274,53 @@ export class StreamLink implements Link {
       trace('stream %s: connection %d sent length %d (limit %d): closing it', this.path, conn.id, result.badLength, QEMU_MAX_FRAME);
       this.drop(conn);
     }
-    const handler = this.handler;
+    const port = this.ports.get(conn);
+    const handler = port !== undefined ? port.handler : this.handler;
     if (n === 0 || handler === undefined) return;
     this.stats.rxFrames += n;
     this.stats.rxBytes += bytes;
+    if (port !== undefined) {
+      port.stats.rxFrames += n;
+      port.stats.rxBytes += bytes;
+    }
     handler(frames);
+  }
+}
+
+/** One guest's connection on a stream socket, as a switch port (see `StreamLink.acceptPorts`). */
+class StreamPort implements Link {
+  readonly kind = 'stream' as const;
+  readonly stats: LinkStats = createLinkStats();
+  handler: FrameBatchHandler | undefined;
+
+  constructor(
+    private readonly listener: StreamLink,
+    private readonly conn: StreamConn,
+  ) {}
+
+  describe(): Record<string, string | number> {
+    return { path: this.listener.path, connection: this.conn.id };
+  }
+
+  start(handler: FrameBatchHandler): void {
+    this.handler = handler;
+    this.conn.socket.resume();
+  }
+
+  send(frame: Uint8Array): boolean {
+    if (!this.conn.enqueue(frame, this.stats)) {
+      this.stats.txDropped++;
+      return false;
+    }
+    return true;
+  }
+
+  flush(): void {
+    this.conn.flush(this.stats);
+  }
+
+  async close(): Promise<void> {
+    this.listener.drop(this.conn);
   }
 }
 
