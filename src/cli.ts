@@ -5,14 +5,16 @@
  * one line naming the flag and exits 2. Once the link is open and the engine attached, exactly one
  * JSON line goes to stdout (tools wait for it, as with vmnet-helper); everything else is logged on
  * stderr. SIGINT/SIGTERM close the engine (socket files removed) and exit 0. In spawn mode
- * (`vmnat … -- COMMAND`) vmnat exits with the child's status when the child exits.
+ * (`vmnat … -- COMMAND`) vmnat exits with the child's status when the child exits. A link that
+ * fails while running (its TAP deleted, the peer of --fd gone) is logged as an error; when no
+ * working link is left vmnat exits 3.
  */
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { USAGE, ConfigError, parseArgs, type LinkConfig } from './config.ts';
 import { Engine } from './engine.ts';
 import { ApiServer } from './api/server.ts';
-import { openLink, prepareSpawnWithSocketpair } from './link/index.ts';
+import { openLink, prepareSpawnWithSocketpair, type LinkError } from './link/index.ts';
 import type { Link } from './link/types.ts';
 import { formatIpv4, formatMac } from './stack/wire/addr.ts';
 import { log, setLogLevel } from './log.ts';
@@ -23,6 +25,9 @@ function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
+
+/** Exit status when every link has failed while running (1: internal error; 2: bad flags). */
+const EXIT_LINK_FAILED = 3;
 
 function fail(message: string, status: number): never {
   process.stderr.write(`vmnat: ${message}\n`);
@@ -68,6 +73,11 @@ async function main(argv: string[]): Promise<void> {
   for (const w of config.warnings) log.warn(w);
 
   const links: Link[] = [];
+  // A link that fails for good (its TAP deleted, the peer of --fd gone) stops passing frames. Until
+  // the ready line, failures wait here; then each is logged, and once no link works vmnat exits
+  // with EXIT_LINK_FAILED rather than sit there silently.
+  const earlyFailures: LinkError[] = [];
+  let linkFailed = (err: LinkError): void => void earlyFailures.push(err);
   let child: import('node:child_process').ChildProcess | undefined;
   let startChild: (() => Promise<import('node:child_process').ChildProcess>) | undefined;
   for (const spec of config.links) {
@@ -90,7 +100,7 @@ async function main(argv: string[]): Promise<void> {
             fail(config.runtimeDir !== undefined ? err.message : `--${spec.kind}: ${err.message}`, 2);
           }
         }
-        links.push(await openLink(spec));
+        links.push(await openLink(spec, { onError: (err) => linkFailed(err) }));
       }
     } catch (err) {
       await Promise.all(links.map((l) => l.close()));
@@ -177,6 +187,18 @@ async function main(argv: string[]): Promise<void> {
   // network. Installed only now, so a failure to start still ends vmnat with its one line.
   process.on('uncaughtException', (err) => engine.faults.caught('handling a host event', err));
   process.on('unhandledRejection', (err) => engine.faults.caught('handling a host event', err));
+  // Spawn mode: the child's exit decides the status (its socketpair end dies with it).
+  const watched = links.filter((_, i) => config.links[i]!.kind !== 'spawn').length;
+  let failed = 0;
+  linkFailed = (err) => {
+    failed++;
+    log.error(`${err.message}${failed < watched ? ` (${watched - failed} link${watched - failed === 1 ? '' : 's'} still working)` : ''}`);
+    if (failed >= watched && startChild === undefined) {
+      log.error(`no working link left: exiting with status ${EXIT_LINK_FAILED}`);
+      void stop(EXIT_LINK_FAILED);
+    }
+  };
+  for (const err of earlyFailures.splice(0)) linkFailed(err);
   process.stdout.write(JSON.stringify(ready) + '\n');
   log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
 

@@ -161,6 +161,10 @@ Diagnostics:
   --pcap FILE           write guest-side frames to FILE (pcap, tcpdump -r FILE)
   --log-level LEVEL     error|warn|info|debug (default info)
   --help, --version
+
+Exit status: 0 after SIGINT/SIGTERM, 2 for a bad flag or a path vmnat refuses,
+3 when its link fails while running (e.g. the TAP was deleted), 1 otherwise;
+with -- COMMAND, the command's status.
 `;
 
 const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local']);

@@ -60,6 +60,9 @@ function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
   return out;
 }
 
+/** Lease changes logged at info level per minute (renewals are always debug). */
+const LEASE_LOG_BURST = 20;
+
 export class Engine implements ApiBackend {
   readonly stack: Stack;
   readonly dhcp: DhcpServer;
@@ -90,6 +93,9 @@ export class Engine implements ApiBackend {
   private inBatch = false;
   private batchNow = 0;
   private closed = false;
+  private leaseLogWindow = -Infinity;
+  private leaseLogCount = 0;
+  private leaseLogSuppressed = 0;
 
   /**
    * The kernel may finish TCP frames for us: only the TAP transport (with its vnet header) takes
@@ -139,6 +145,9 @@ export class Engine implements ApiBackend {
     };
     this.dhcp = new DhcpServer(dhcpConfig);
     this.dhcp.onLeaseChange = (event, lease) => {
+      // A renewal (the same address to the same MAC) is every T1 of every guest: debug only, so a
+      // guest renewing in a loop cannot fill the log. New leases and changes stay at info.
+      const renewal = event === 'bound' && this.boundLeases.get(lease.ip) === lease.mac;
       this.boundLeases.delete(lease.ip);
       if (event === 'bound') {
         this.stack.neighbours.learn(lease.ip, lease.mac, this.now());
@@ -149,7 +158,9 @@ export class Engine implements ApiBackend {
       }
       this.guestNames(lease.ip, event === 'bound' ? lease.hostname : undefined);
       this.publish(leaseEvent(event, lease));
-      log.info(`dhcp: ${event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`);
+      const line = `dhcp: ${renewal ? 'renewed' : event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`;
+      if (renewal || !this.leaseLogAllowed(this.now())) log.debug(line);
+      else log.info(line);
     };
     const onDhcp = (d: UdpDatagram, now: number) => {
       const reply = this.dhcp.handle(d.buf.subarray(d.off, d.off + d.len), d.srcIp, now);
@@ -216,6 +227,25 @@ export class Engine implements ApiBackend {
 
   now(): number {
     return performance.now();
+  }
+
+  /**
+   * Lease lines at info level: LEASE_LOG_BURST per minute, the rest at debug with one line saying
+   * how many were held back (a guest binding random MACs must not turn the log into a flood).
+   */
+  private leaseLogAllowed(now: number): boolean {
+    if (now - this.leaseLogWindow >= 60_000) {
+      if (this.leaseLogSuppressed > 0) log.info(`dhcp: ${this.leaseLogSuppressed} more lease changes in the last minute (--log-level debug shows each)`);
+      this.leaseLogWindow = now;
+      this.leaseLogCount = 0;
+      this.leaseLogSuppressed = 0;
+    }
+    if (this.leaseLogCount < LEASE_LOG_BURST) {
+      this.leaseLogCount++;
+      return true;
+    }
+    this.leaseLogSuppressed++;
+    return false;
   }
 
   /**
