@@ -19,6 +19,7 @@ import type { Link } from './link/types.ts';
 import { formatIpv4, formatMac } from './stack/wire/addr.ts';
 import { log, setLogLevel } from './log.ts';
 import { PcapOpenError } from './pcap.ts';
+import { dropPrivileges } from './privileges.ts';
 import { RuntimeDirError, checkSocketParent, ensurePrivateDir } from './runtime-dir.ts';
 
 function version(): string {
@@ -93,7 +94,7 @@ async function main(argv: string[]): Promise<void> {
           // Only a directory nobody else can change keeps the socket ours (runtime-dir.ts).
           try {
             if (config.runtimeDir !== undefined) ensurePrivateDir(config.runtimeDir);
-            else checkSocketParent(spec.path);
+            else checkSocketParent(spec.path, config.dropTo?.uid);
           } catch (err) {
             if (!(err instanceof RuntimeDirError)) throw err;
             await Promise.all(links.map((l) => l.close()));
@@ -110,7 +111,7 @@ async function main(argv: string[]): Promise<void> {
   if (config.apiSocket !== undefined) {
     // Checked again when the API binds; here so that a refusal is the only line printed.
     try {
-      checkSocketParent(config.apiSocket);
+      checkSocketParent(config.apiSocket, config.dropTo?.uid);
     } catch (err) {
       if (err instanceof RuntimeDirError) fail(`--api-socket: ${err.message}`, 2);
       throw err;
@@ -135,6 +136,19 @@ async function main(argv: string[]): Promise<void> {
       const e = err as Error & { code?: string };
       fail(`forward: ${e.message}`, e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? 2 : 1);
     }
+  }
+  // Root is needed no more: the links are open, forwards bound. The API socket comes after, so
+  // the user owns it and can connect to it.
+  if (config.dropTo !== undefined) {
+    const t = config.dropTo;
+    try {
+      engine.pcap?.chown(t.uid, t.gid);
+      dropPrivileges(t);
+    } catch (err) {
+      await engine.close();
+      fail(`--user: cannot become uid ${t.uid} gid ${t.gid}: ${(err as Error).message}`, 1);
+    }
+    log.info(`running as uid ${t.uid} gid ${t.gid}${t.name !== undefined ? ` (${t.name})` : ''}, from ${t.source}`);
   }
   let api: ApiServer | undefined;
   if (config.apiSocket !== undefined) {

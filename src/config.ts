@@ -13,6 +13,7 @@ import { formatIpv4, parseIpv4, parseMac, prefixMask, type Ipv4Addr, type MacAdd
 import { LogLevels, type LogLevel } from './log.ts';
 import { defaultRuntimeDir } from './runtime-dir.ts';
 import type { Ipv4Range } from './nat/policy.ts';
+import { resolveDropTarget, type DropTarget } from './privileges.ts';
 import { readFileSync } from 'node:fs';
 import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
@@ -69,6 +70,8 @@ export interface Config {
   apiSocket?: string;
   /** The default runtime directory holding the default socket (checked private before use). */
   runtimeDir?: string;
+  /** Whom to become once links, engine and forwards are set up (root only; privileges.ts). */
+  dropTo?: DropTarget;
   /** Things worth a log line at start that are not errors. */
   warnings: string[];
 }
@@ -157,6 +160,11 @@ NAT:
                         of 64 KiB GSO frames that the kernel cuts and checksums
 
 ${FORWARD_USAGE}
+Privileges (vmnat as root, e.g. sudo vmnat --tap ...):
+  --user NAME|UID       once the links are open (and forwards bound), become this
+                        user for good (default: the user sudo names in SUDO_UID;
+                        as root without either, vmnat stays root)
+
 Diagnostics:
   --pcap FILE           write guest-side frames to FILE (pcap, tcpdump -r FILE)
   --log-level LEVEL     error|warn|info|debug (default info)
@@ -171,7 +179,7 @@ const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--
 const takesValue = new Set([
   '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
-  '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level',
+  '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--user',
 ]);
 
 function parseIntStrict(flag: string, text: string, min: number, max: number): number {
@@ -391,6 +399,19 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   const apiSocket = single('--api-socket');
   if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > 107)) throw new ConfigError('--api-socket', 'path must be 1..107 bytes (unix socket limit)');
 
+  // Root (sudo vmnat --tap …) becomes --user, or the user sudo names, once set up.
+  const userFlag = single('--user');
+  const euid = typeof process.geteuid === 'function' ? process.geteuid() : 0;
+  let dropTo: DropTarget | undefined;
+  if (euid === 0) {
+    const t = resolveDropTarget(userFlag, process.env);
+    if (typeof t === 'string') throw new ConfigError('--user', t);
+    if (t !== undefined && t.uid !== 0) dropTo = t;
+  } else if (userFlag !== undefined) {
+    const t = resolveDropTarget(userFlag, {});
+    if (typeof t === 'string') throw new ConfigError('--user', t);
+    if (t !== undefined && t.uid !== euid) throw new ConfigError('--user', `only root can become another user (vmnat runs as uid ${euid})`);
+  }
   const level = single('--log-level') ?? 'info';
   if (!(LogLevels as readonly string[]).includes(level)) throw new ConfigError('--log-level', `${JSON.stringify(level)} is not one of ${LogLevels.join('|')}`);
 
@@ -430,6 +451,7 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   };
   if (apiSocket !== undefined) config.apiSocket = path.resolve(apiSocket);
   if (runtimeDir !== undefined) config.runtimeDir = runtimeDir;
+  if (dropTo !== undefined) config.dropTo = dropTo;
   if (domain !== undefined) config.domain = domain;
   if (pcapFile !== undefined) config.pcapFile = path.resolve(pcapFile);
   return { action: 'run', config };

@@ -85,7 +85,8 @@ export class Engine implements ApiBackend {
   readonly faults = new FaultBarrier(log.error);
   /** The links given (a multi-guest link's ports are in the switch, not here). */
   private readonly links: Link[] = [];
-  private pcap: PcapWriter | undefined;
+  /** Guest-side capture (--pcap), if any. */
+  readonly pcap: PcapWriter | undefined;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private flushScheduled = false;

@@ -62,6 +62,11 @@ export class PcapWriter {
     fs.writeSync(this.fd, header);
   }
 
+  /** Hands the capture to the user vmnat is about to become (fchown: the open file, not a path). */
+  chown(uid: number, gid: number): void {
+    if (this.fd >= 0) fs.fchownSync(this.fd, uid, gid);
+  }
+
   write(frame: Uint8Array): void {
     if (this.fd < 0) return;
     const len = Math.min(frame.length, SNAPLEN);

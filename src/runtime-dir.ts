@@ -63,9 +63,10 @@ export function ensurePrivateDir(dir: string): void {
  * and every directory above it must be changeable only by us or root — owned by us or root, and
  * not writable by group or others unless sticky (as /tmp is) — since whoever can write a directory
  * on the way can swap what lies below it. Symlinks on the way are followed (the user named the
- * path) and their targets checked. The caller prefixes the message with its flag.
+ * path) and their targets checked. `alsoTrusted`: the user vmnat will become (privileges.ts), who
+ * may own them too. The caller prefixes the message with its flag.
  */
-export function checkSocketParent(socketPath: string): void {
+export function checkSocketParent(socketPath: string, alsoTrusted?: number): void {
   const dir = path.dirname(socketPath);
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -84,7 +85,7 @@ export function checkSocketParent(socketPath: string): void {
     const st = fs.statSync(d);
     const shown = d === real ? dir : d;
     if (!st.isDirectory()) throw new RuntimeDirError(`${shown} is not a directory`);
-    if (st.uid !== uid && st.uid !== 0) throw new RuntimeDirError(`directory ${shown} belongs to uid ${st.uid}, who could replace the socket; refusing to use it`);
+    if (st.uid !== uid && st.uid !== 0 && st.uid !== alsoTrusted) throw new RuntimeDirError(`directory ${shown} belongs to uid ${st.uid}, who could replace the socket; refusing to use it`);
     const sticky = (st.mode & 0o1000) !== 0;
     if ((st.mode & 0o022) !== 0 && !sticky) throw new RuntimeDirError(`directory ${shown} has mode ${modeText(st.mode)}: others could replace the socket; refusing to use it`);
     if (d === path.dirname(d)) break;

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, test } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { killAll, run, startVmnat, VMNAT_BIN } from '../helpers/proc.ts';
+import { killAll, run, startVmnat, testEnv, VMNAT_BIN } from '../helpers/proc.ts';
 
 const NOBODY = 65534;
 afterAll(() => killAll());
@@ -24,13 +24,13 @@ const fresh = (): string => {
 
 /** An environment where the default runtime directory is decided by TMPDIR (no XDG_RUNTIME_DIR). */
 function envWithTmp(dir: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, TMPDIR: dir };
+  const env: NodeJS.ProcessEnv = { ...testEnv(), TMPDIR: dir };
   delete env['XDG_RUNTIME_DIR'];
   return env;
 }
 
 const uid = process.getuid!();
-const vmnat = (args: string[], env: NodeJS.ProcessEnv = process.env) => run([process.execPath, VMNAT_BIN, ...args], { timeoutMs: 20_000, env });
+const vmnat = (args: string[], env: NodeJS.ProcessEnv = testEnv()) => run([process.execPath, VMNAT_BIN, ...args], { timeoutMs: 20_000, env });
 
 function expectOneLine(r: { code: number | null; stdout: string; stderr: string }, want: RegExp): void {
   expect(r.code, r.stderr).toBe(2);
@@ -43,7 +43,7 @@ function expectOneLine(r: { code: number | null; stdout: string; stderr: string 
 describe('the default runtime directory', () => {
   test('is $XDG_RUNTIME_DIR/vmnat when set, created 0700', async () => {
     const xdg = fresh();
-    const v = await startVmnat([], { spawn: { env: { ...process.env, XDG_RUNTIME_DIR: xdg } } });
+    const v = await startVmnat([], { spawn: { env: { ...testEnv(), XDG_RUNTIME_DIR: xdg } } });
     try {
       expect(v.ready['path']).toBe(path.join(xdg, 'vmnat', 'net.sock'));
       expect(fs.lstatSync(path.join(xdg, 'vmnat')).mode & 0o7777).toBe(0o700);
