@@ -19,6 +19,7 @@ import type { Link } from './link/types.ts';
 import { formatIpv4, formatMac } from './stack/wire/addr.ts';
 import { log, setLogLevel } from './log.ts';
 import { PcapOpenError } from './pcap.ts';
+import { ruleToJson, type ForwardRuleJson } from './portfwd/rules.ts';
 import { dropPrivileges } from './privileges.ts';
 import { RuntimeDirError, checkSocketParent, ensurePrivateDir } from './runtime-dir.ts';
 
@@ -128,9 +129,11 @@ async function main(argv: string[]): Promise<void> {
   }
   for (const link of links) engine.attach(link);
   const link = links[0]!;
+  const forwards: ForwardRuleJson[] = [];
   for (const rule of config.forwards) {
     try {
-      await engine.forwards.add(rule);
+      // Host port 0 binds a free port: the ready line says which.
+      forwards.push(ruleToJson(await engine.forwards.add(rule)));
     } catch (err) {
       await engine.close();
       const e = err as Error & { code?: string };
@@ -173,6 +176,7 @@ async function main(argv: string[]): Promise<void> {
     mtu: config.mtu,
     gateway_mac: formatMac(engine.stack.gatewayMac),
     ...(config.apiSocket !== undefined ? { api_socket: config.apiSocket } : {}),
+    ...(forwards.length > 0 ? { forwards } : {}),
   };
   // Handlers first: a tool may send SIGTERM the moment it reads the ready line, and a signal with
   // no handler kills the process at once.

@@ -116,7 +116,8 @@ export type ApiEvent = LeaseEvent | FlowEvent | ForwardEvent;
 
 /** The rule table the API edits; `PortForwarder` implements it. */
 export interface ForwardTable {
-  add(rule: ForwardRule): Promise<void>;
+  /** Resolves to the rule as added: host port 0 replaced by the port bound. */
+  add(rule: ForwardRule): Promise<ForwardRule>;
   remove(name: string): Promise<boolean>;
   get(name: string): ForwardRule | undefined;
   list(): ForwardEntry[];
@@ -439,8 +440,8 @@ export class ApiServer {
     } catch (err) {
       throw new HttpError(400, 'bad_json', `malformed JSON: ${(err as Error).message}`);
     }
-    const rule = ruleFromJson(body); // ForwardRuleError → 400
-    await this.backend.forwards.add(rule); // ForwardError → 409/400/403
+    const asked = ruleFromJson(body); // ForwardRuleError → 400
+    const rule = await this.backend.forwards.add(asked); // ForwardError → 409/400/403; port 0 bound
     const entry = this.backend.forwards.list().find((e) => e.rule.name === rule.name);
     res.setHeader('Location', `/forwards/${encodeURIComponent(rule.name)}`);
     this.json(res, 201, entry === undefined ? ruleToJson(rule) : entryToJson(entry));

@@ -39,13 +39,6 @@ export async function startTestDns(zone: Zone, host = '127.0.0.1'): Promise<Test
     }
     return full;
   };
-  const udp = dgram.createSocket('udp4');
-  udp.on('message', (msg, rinfo) => {
-    const out = answer(msg, 'udp');
-    if (out) udp.send(out, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((r) => udp.bind(0, host, r));
-  const port = udp.address().port;
   const tcp = net.createServer((sock) => {
     let buf = Buffer.alloc(0);
     sock.on('error', () => {});
@@ -63,7 +56,30 @@ export async function startTestDns(zone: Zone, host = '127.0.0.1'): Promise<Test
       }
     });
   });
-  await new Promise<void>((r) => tcp.listen(port, host, r));
+  // TCP first on port 0, then UDP on the same number; should the UDP port be taken (by a test
+  // running meanwhile), start over on another. Never a port found free and bound later.
+  let udp: dgram.Socket;
+  let port: number;
+  for (let attempt = 0; ; attempt++) {
+    await new Promise<void>((r) => tcp.listen(0, host, r));
+    port = (tcp.address() as net.AddressInfo).port;
+    const u = dgram.createSocket('udp4');
+    const bound = await new Promise<boolean>((resolve) => {
+      u.once('error', () => resolve(false));
+      u.bind(port, host, () => resolve(true));
+    });
+    if (bound) {
+      udp = u;
+      break;
+    }
+    u.close();
+    await new Promise<void>((r) => tcp.close(() => r()));
+    if (attempt >= 20) throw new Error('no port free for both UDP and TCP');
+  }
+  udp.on('message', (msg, rinfo) => {
+    const out = answer(msg, 'udp');
+    if (out) udp.send(out, rinfo.port, rinfo.address);
+  });
   return {
     port,
     host,

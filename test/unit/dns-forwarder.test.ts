@@ -56,20 +56,32 @@ class TestDnsServer {
   ) {}
 
   static async start(opts: ServerOpts): Promise<TestDnsServer> {
-    // A large receive buffer: the load test sends hundreds of datagrams at once.
-    const udp = dgram.createSocket({ type: opts.host.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 4 << 20 });
-    await new Promise<void>((res, rej) => {
-      udp.once('error', rej);
-      udp.bind(opts.port ?? 0, opts.host, () => res());
-    });
-    const port = udp.address().port;
+    // A large receive buffer: the load test sends hundreds of datagrams at once. UDP on port 0,
+    // then TCP on the same number: should that be taken meanwhile (another test file), start over.
+    let udp: dgram.Socket;
+    let port: number;
     let tcp: net.Server | undefined;
-    if (opts.tcp !== false) {
-      tcp = net.createServer();
+    for (let attempt = 0; ; attempt++) {
+      const u = dgram.createSocket({ type: opts.host.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 4 << 20 });
       await new Promise<void>((res, rej) => {
-        tcp!.once('error', rej);
-        tcp!.listen(port, opts.host, () => res());
+        u.once('error', rej);
+        u.bind(opts.port ?? 0, opts.host, () => res());
       });
+      const p = u.address().port;
+      const t = opts.tcp !== false ? net.createServer() : undefined;
+      const ok =
+        t === undefined ||
+        (await new Promise<boolean>((res, rej) => {
+          t.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' && opts.port === undefined && attempt < 20 ? res(false) : rej(err)));
+          t.listen(p, opts.host, () => res(true));
+        }));
+      if (ok) {
+        udp = u;
+        port = p;
+        tcp = t;
+        break;
+      }
+      u.close();
     }
     const server = new TestDnsServer(opts, udp, tcp, port);
     udp.on('message', (msg, rinfo) => {
