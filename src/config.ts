@@ -17,6 +17,7 @@ import { resolveDropTarget, type DropTarget } from './privileges.ts';
 import { readFileSync } from 'node:fs';
 import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
+import { FilterParseError, STDIN_SOURCE, parseFilter, type FilterRules } from './filter/rules.ts';
 
 export type LinkConfig =
   | { kind: 'socket'; path: string }
@@ -25,13 +26,12 @@ export type LinkConfig =
   | { kind: 'tap'; name: string; netnsPath?: string; netnsPid?: number }
   | { kind: 'spawn'; command: string[] };
 
-export interface Config {
-  /** The guests' connections, in the order given: each is a port (or a source of ports) of the switch. */
-  links: LinkConfig[];
-  /** --isolate: no guest-to-guest traffic at all (ARP included). */
-  isolate: boolean;
-  /** --anti-spoof (default on): a port sends only from its MAC and its leased (or one claimed) address. */
-  antiSpoof: boolean;
+/**
+ * One network of guests, described once: its addresses and leases, MTU, DNS, and the policy
+ * between its guests. Everything the switch, the stack, DHCP, DNS and the NAT policy are built
+ * from. (Today vmnat runs one; the split is what lets several exist later.)
+ */
+export interface NetworkConfig {
   network: Ipv4Addr;
   prefixLen: number;
   netmask: Ipv4Addr;
@@ -43,15 +43,32 @@ export interface Config {
   dhcpLeaseTimeSec: number;
   dhcpStatic: Map<MacAddr, Ipv4Addr>;
   dnsSearch: string[];
+  /** The DHCP domain, and where guests' names resolve (NAME.DOMAIN). */
   domain?: string;
+  dnsMode: 'forward' | 'host';
+  /** Explicit upstreams (--dns-server); empty means the host's resolvers from resolv.conf. */
+  dnsServers: DnsUpstream[];
+  dnsHosts: DnsHostsTable;
+  /** The gateway address reaches the host's 127.0.0.1 (default); --no-host-loopback refuses it. */
+  hostLoopback: boolean;
+  /** --isolate: no guest-to-guest traffic at all (ARP included). */
+  isolate: boolean;
+  /** --anti-spoof (default on): a port sends only from its MAC and its leased (or one claimed) address. */
+  antiSpoof: boolean;
+  /** Filter rules from --filter FILE (parsed; `new FilterSet(config.filter)` checks flows). */
+  filter?: FilterRules;
+  /** --deny ranges, plus link-local unless --allow-link-local: never reached through the NAT. */
+  deny: Ipv4Range[];
+}
+
+/** The whole configuration: the network, and how vmnat runs (links, NAT limits, forwards, API, logs). */
+export interface Config extends NetworkConfig {
+  /** The guests' connections, in the order given: each is a port (or a source of ports) of the switch. */
+  links: LinkConfig[];
   pcapFile?: string;
   logLevel: LogLevel;
   /** --no-tso: one MSS per TCP segment, checksummed by vmnat, even where the link could offload (for comparison). */
   noTso: boolean;
-  /** The gateway address reaches the host's 127.0.0.1 (default); --no-host-loopback refuses it. */
-  hostLoopback: boolean;
-  /** --deny ranges, plus link-local unless --allow-link-local: never reached through the NAT. */
-  deny: Ipv4Range[];
   udpTimeoutSec: number;
   maxFlows: number;
   tcpIdleTimeoutSec: number;
@@ -61,10 +78,6 @@ export interface Config {
   tcpKeepaliveSec: number;
   /** Per-flow TCP buffer (send buffer and receive window), bytes; 0 = by MTU. */
   tcpBufferBytes: number;
-  dnsMode: 'forward' | 'host';
-  /** Explicit upstreams (--dns-server); empty means the host's resolvers from resolv.conf. */
-  dnsServers: DnsUpstream[];
-  dnsHosts: DnsHostsTable;
   /** Port forwards from --hostfwd and --natpf. */
   forwards: ForwardRule[];
   apiSocket?: string;
@@ -74,6 +87,20 @@ export interface Config {
   dropTo?: DropTarget;
   /** Things worth a log line at start that are not errors. */
   warnings: string[];
+}
+
+/** The network part of a configuration (a copy of the fields, sharing the tables). */
+export function networkOf(c: Config): NetworkConfig {
+  const n: NetworkConfig = {
+    network: c.network, prefixLen: c.prefixLen, netmask: c.netmask, gateway: c.gateway, dns: c.dns,
+    firstLease: c.firstLease, lastLease: c.lastLease, mtu: c.mtu, dhcpLeaseTimeSec: c.dhcpLeaseTimeSec,
+    dhcpStatic: c.dhcpStatic, dnsSearch: c.dnsSearch, dnsMode: c.dnsMode, dnsServers: c.dnsServers,
+    dnsHosts: c.dnsHosts, hostLoopback: c.hostLoopback, isolate: c.isolate, antiSpoof: c.antiSpoof,
+    deny: c.deny,
+  };
+  if (c.domain !== undefined) n.domain = c.domain;
+  if (c.filter !== undefined) n.filter = c.filter;
+  return n;
 }
 
 /** A user error in the command line: `flag` names the culprit; the CLI prints one line, exits 2. */
@@ -165,6 +192,15 @@ Privileges (vmnat as root, e.g. sudo vmnat --tap ...):
                         user for good (default: the user sudo names in SUDO_UID;
                         as root without either, vmnat stays root)
 
+Policy:
+  --filter FILE         filter rules, one per line, first match wins, no match
+                        passes ("-" reads stdin); e.g.
+                          block out proto tcp to 10.0.2.2 port 22
+                          block local       # guest-to-guest and guest-to-host
+                        grammar: pass|block [in|out] [proto tcp|udp|icmp]
+                          [from ADDR[/N]|any|local [port N[:M]]]
+                          [to ADDR[/N]|any|local [port N[:M]]]  (or all, local)
+
 Diagnostics:
   --pcap FILE           write guest-side frames to FILE (pcap, tcpdump -r FILE)
   --log-level LEVEL     error|warn|info|debug (default info)
@@ -179,7 +215,7 @@ const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--
 const takesValue = new Set([
   '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
-  '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--user',
+  '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
 ]);
 
 function parseIntStrict(flag: string, text: string, min: number, max: number): number {
@@ -396,6 +432,8 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   const deny: Ipv4Range[] = [];
   if (!values.has('--allow-link-local')) deny.push({ network: LINK_LOCAL.network, mask: LINK_LOCAL.mask });
   for (const text of values.get('--deny') ?? []) deny.push(parseCidr('--deny', text));
+  const filterFile = single('--filter');
+  const filter = filterFile === undefined ? undefined : readFilterFlag(filterFile);
   const apiSocket = single('--api-socket');
   if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > 107)) throw new ConfigError('--api-socket', 'path must be 1..107 bytes (unix socket limit)');
 
@@ -454,5 +492,28 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   if (dropTo !== undefined) config.dropTo = dropTo;
   if (domain !== undefined) config.domain = domain;
   if (pcapFile !== undefined) config.pcapFile = path.resolve(pcapFile);
+  if (filter !== undefined) config.filter = filter;
   return { action: 'run', config };
+}
+
+/**
+ * --filter FILE|-: read and parse the whole rule file now, so a typo stops vmnat before it opens
+ * anything (`vmnat: --filter: filter.conf:3: unknown protocol "tcpp" (tcp, udp or icmp)`). The
+ * file keeps the name the user gave, so the message points where they look.
+ */
+function readFilterFlag(file: string): FilterRules {
+  if (file.length === 0) throw new ConfigError('--filter', 'needs a file name (or - for stdin)');
+  const source = file === '-' ? STDIN_SOURCE : file;
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('--filter', `cannot read ${source}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  try {
+    return parseFilter(text, source);
+  } catch (err) {
+    if (err instanceof FilterParseError) throw new ConfigError('--filter', err.message);
+    throw err;
+  }
 }

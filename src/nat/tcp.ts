@@ -48,6 +48,7 @@ import {
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
 import type { FaultBarrier } from '../fault.ts';
+import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
 
 const trace = debuglog('vmnat');
 /** How often idle flows are looked for: the timeout is coarse (hours by default), so is this. */
@@ -68,6 +69,10 @@ export interface TcpNatOptions {
   dupFd?: (fd: number) => number;
   /** Where a bug met in one flow is counted and logged (the flow is then reset); see fault.ts. */
   faults?: FaultBarrier;
+  /** The engine's flow table (flows.ts); a NAT made alone keeps a table of its own. */
+  table?: FlowTable;
+  /** The filter's say on each new outbound flow (flows.ts); absent = every flow may open. */
+  admit?: FlowAdmission;
 }
 
 export function createTcpNatStats() {
@@ -75,6 +80,7 @@ export function createTcpNatStats() {
     flowsOpened: 0, flowsClosed: 0, dialsRefused: 0, dialsUnreachable: 0, dialTimeouts: 0,
     synWhileDialing: 0, halfOpenLimit: 0, idleTimeouts: 0, forwardsOpened: 0, forwardsRewrapped: 0, dialSocketsReused: 0, forwardFailed: 0, flowLimit: 0, localServiceLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
     malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0, internalErrors: 0,
+    refusedByFilter: 0, closedByFilter: 0,
   };
 }
 export type TcpNatStats = ReturnType<typeof createTcpNatStats>;
@@ -195,7 +201,10 @@ class DialSocket {
     });
   }
 }
-export class TcpFlow implements TcpHost, HostEvents, Scheduled {
+export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
+  readonly proto = 'tcp' as const;
+  /** The guests' network (one today; see flows.ts). */
+  readonly net = 0;
   scheduledAt: number | undefined = undefined;
   conn: TcpConnection | undefined;
   host: HostEndpoint | undefined;
@@ -372,6 +381,10 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
   describe(): string {
     return `${formatIpv4(this.guestIp)}:${this.guestPort} -> ${formatIpv4(this.dstIp)}:${this.dstPort}`;
   }
+
+  get stateName(): string {
+    return this.conn?.state ?? 'dialing';
+  }
 }
 
 export class TcpNat {
@@ -383,8 +396,8 @@ export class TcpNat {
   readonly writeSlabs = new WriteSlabs();
   /** Flow open/close, for the control API's event stream. */
   onFlowEvent: ((event: 'open' | 'close', flow: TcpFlow, reason?: string) => void) | undefined;
-  private readonly byGuest = new Map<number, Map<number, TcpFlow>>();
-  private count = 0;
+  /** This NAT's flows, filed in the engine's one flow table. */
+  private readonly flows: FlowIndex<TcpFlow>;
   private halfOpen = 0;
   private readonly heap = new DeadlineHeap<TcpFlow>();
   private readonly seg = new TcpSegment();
@@ -409,10 +422,19 @@ export class TcpNat {
     readonly now: () => number,
     private readonly wake: () => void,
     private readonly localService: LocalServiceFactory | undefined,
-  ) {}
+  ) {
+    this.flows = (options.table ?? new FlowTable()).index<TcpFlow>('tcp');
+    this.flows.closer = (f) => {
+      this.stats.closedByFilter++;
+      if (f.conn !== undefined) f.conn.abort(this.now());
+      else this.remove(f, 'filter');
+      f.host?.destroy(true);
+      this.wake();
+    };
+  }
 
   get size(): number {
-    return this.count;
+    return this.flows.size;
   }
 
   /**
@@ -433,7 +455,7 @@ export class TcpNat {
     }
     const guestKey = ip.src * 65536 + view.srcPort;
     const dstKey = ip.dst * 65536 + view.dstPort;
-    const flow = this.byGuest.get(guestKey)?.get(dstKey);
+    const flow = this.flows.get(0, guestKey, dstKey);
     if (flow !== undefined) {
       flow.lastActive = now;
       const conn = flow.conn;
@@ -465,7 +487,13 @@ export class TcpNat {
       this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
       return;
     }
-    if (this.count >= this.options.maxFlows) {
+    // vmnat's own DNS service is not a way out, and is never filtered (as DHCP).
+    if (hostAddress !== 'dns' && this.options.admit !== undefined && !this.options.admit('tcp', ip.src, view.srcPort, ip.dst, view.dstPort)) {
+      this.stats.refusedByFilter++;
+      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      return;
+    }
+    if (this.flows.size >= this.options.maxFlows) {
       this.stats.flowLimit++;
       this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
       return;
@@ -499,13 +527,7 @@ export class TcpNat {
 
   private add(f: TcpFlow, guestKey: number, dstKey: number): void {
     if (this.nextSweep === undefined && this.options.idleTimeoutMs > 0) this.nextSweep = f.openedAt + this.sweepMs();
-    let perGuest = this.byGuest.get(guestKey);
-    if (perGuest === undefined) {
-      perGuest = new Map();
-      this.byGuest.set(guestKey, perGuest);
-    }
-    perGuest.set(dstKey, f);
-    this.count++;
+    this.flows.add(f, guestKey, dstKey);
     this.stats.flowsOpened++;
     this.onFlowEvent?.('open', f);
   }
@@ -580,7 +602,7 @@ export class TcpNat {
   openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string): net.Socket | undefined {
     const guestMac = this.stack.neighbours.lookup(guestIp);
     const srcPort = guestMac === undefined ? undefined : this.ephemeralPort(guestIp, guestPort, srcIp);
-    if (guestMac === undefined || srcPort === undefined || this.count >= this.options.maxFlows) {
+    if (guestMac === undefined || srcPort === undefined || this.flows.size >= this.options.maxFlows) {
       this.stats.forwardFailed++;
       accepted.resetAndDestroy();
       return undefined;
@@ -658,7 +680,7 @@ export class TcpNat {
 
   /** A free source port on `srcIp` for a new flow to guestIp:guestPort (49152..65535, rotating). */
   private ephemeralPort(guestIp: Ipv4Addr, guestPort: number, srcIp: Ipv4Addr): number | undefined {
-    const perGuest = this.byGuest.get(guestIp * 65536 + guestPort);
+    const perGuest = this.flows.ofGuest(0, sideKey(guestIp, guestPort));
     for (let i = 0; i < 16384; i++) {
       this.nextEphemeral = this.nextEphemeral >= 65535 ? 49152 : this.nextEphemeral + 1;
       if (perGuest?.get(srcIp * 65536 + this.nextEphemeral) === undefined) return this.nextEphemeral;
@@ -676,13 +698,7 @@ export class TcpNat {
       f.syn = undefined;
     }
     f.scheduledAt = undefined;
-    const guestKey = f.guestIp * 65536 + f.guestPort;
-    const perGuest = this.byGuest.get(guestKey);
-    if (perGuest !== undefined) {
-      perGuest.delete(f.dstIp * 65536 + f.dstPort);
-      if (perGuest.size === 0) this.byGuest.delete(guestKey);
-    }
-    this.count--;
+    this.flows.delete(f, sideKey(f.guestIp, f.guestPort), sideKey(f.dstIp, f.dstPort));
     this.stats.flowsClosed++;
     this.onFlowEvent?.('close', f, reason);
   }
@@ -771,46 +787,26 @@ export class TcpNat {
   /** Resets flows idle for longer than the idle timeout (both ways: RST to the guest and the host). */
   private sweepIdle(now: number): void {
     const limit = now - this.options.idleTimeoutMs;
-    for (const perGuest of [...this.byGuest.values()]) {
-      for (const f of [...perGuest.values()]) {
-        if (f.lastActive > limit || f.conn === undefined) continue;
-        this.stats.idleTimeouts++;
-        f.conn.abort(now);
-      }
+    for (const f of [...this.flows.values()]) {
+      if (f.lastActive > limit || f.conn === undefined) continue;
+      this.stats.idleTimeouts++;
+      f.conn.abort(now);
     }
-    this.nextSweep = this.count > 0 ? now + this.sweepMs() : undefined;
+    this.nextSweep = this.flows.size > 0 ? now + this.sweepMs() : undefined;
   }
 
-  list(): { proto: 'tcp'; guest: string; destination: string; host: string; state: string; forward: string | undefined; bytesFromGuest: number; bytesToGuest: number; ageMs: number }[] {
-    const out = [];
-    const now = this.now();
-    for (const perGuest of this.byGuest.values()) {
-      for (const f of perGuest.values()) {
-        out.push({
-          proto: 'tcp' as const,
-          guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
-          destination: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
-          host: `${f.hostAddress}:${f.dstPort}`,
-          state: f.conn?.state ?? 'dialing',
-          forward: f.forward,
-          bytesFromGuest: f.bytesFromGuest,
-          bytesToGuest: f.bytesToGuest,
-          ageMs: now - f.openedAt,
-        });
-      }
-    }
-    return out;
+  /** This NAT's flows (the engine lists every protocol's through the flow table). */
+  values(): IterableIterator<TcpFlow> {
+    return this.flows.values();
   }
 
   /** Exit: reset every guest connection and close every host socket. */
   closeAll(): void {
     const now = this.now();
-    for (const perGuest of [...this.byGuest.values()]) {
-      for (const f of [...perGuest.values()]) {
-        if (f.conn !== undefined) f.conn.abort(now);
-        else this.remove(f);
-        f.host?.destroy(true);
-      }
+    for (const f of [...this.flows.values()]) {
+      if (f.conn !== undefined) f.conn.abort(now);
+      else this.remove(f);
+      f.host?.destroy(true);
     }
   }
 }
