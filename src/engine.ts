@@ -20,7 +20,7 @@ import { PcapWriter } from './pcap.ts';
 import { Nat } from './nat/nat.ts';
 import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
-import { DnsTcpEndpoint } from './dns/tcp-endpoint.ts';
+import { DnsTcpService } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
 import { IPV4_BROADCAST, formatIpv4, formatMac, readMac as readMacAt } from './stack/wire/addr.ts';
 import { DEFAULT_SWITCH, Switch, type SwitchPort } from './switch/switch.ts';
@@ -64,12 +64,17 @@ function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
   return out;
 }
 
+/** Lease changes logged at info level per minute (renewals are always debug). */
+const LEASE_LOG_BURST = 20;
+
 export class Engine implements ApiBackend {
   readonly stack: Stack;
   readonly dhcp: DhcpServer;
   readonly nat: Nat;
   readonly icmpNat: IcmpNat;
   readonly dns: DnsForwarder;
+  /** DNS over TCP at the DNS address: bounded connections, each with bounded answers. */
+  readonly dnsTcp: DnsTcpService;
   readonly forwards: PortForwarder;
   private readonly listeners = new Set<(e: LeaseEvent | FlowEvent | FilterEvent) => void>();
   /** --filter and PUT /filter: checked once per new flow (and per guest-to-guest flow start). */
@@ -91,7 +96,8 @@ export class Engine implements ApiBackend {
   readonly faults = new FaultBarrier(log.error);
   /** The links given (a multi-guest link's ports are in the switch, not here). */
   private readonly links: Link[] = [];
-  private pcap: PcapWriter | undefined;
+  /** Guest-side capture (--pcap), if any. */
+  readonly pcap: PcapWriter | undefined;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private flushScheduled = false;
@@ -99,6 +105,9 @@ export class Engine implements ApiBackend {
   private inBatch = false;
   private batchNow = 0;
   private closed = false;
+  private leaseLogWindow = -Infinity;
+  private leaseLogCount = 0;
+  private leaseLogSuppressed = 0;
 
   /**
    * The kernel may finish TCP frames for us: only the TAP transport (with its vnet header) takes
@@ -108,6 +117,8 @@ export class Engine implements ApiBackend {
 
   constructor(private readonly cfg: Config) {
     const config = cfg;
+    // First: a refused --pcap (PcapOpenError) must cost one line, before anything else logs.
+    if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
     // The network part (addresses, leases, MTU, DNS, policy) builds the switch, stack, DHCP and
     // DNS; the rest of `config` says how vmnat runs (NAT limits, forwards, links).
     const net = networkOf(cfg);
@@ -149,6 +160,9 @@ export class Engine implements ApiBackend {
     };
     this.dhcp = new DhcpServer(dhcpConfig);
     this.dhcp.onLeaseChange = (event, lease) => {
+      // A renewal (the same address to the same MAC) is every T1 of every guest: debug only, so a
+      // guest renewing in a loop cannot fill the log. New leases and changes stay at info.
+      const renewal = event === 'bound' && this.boundLeases.get(lease.ip) === lease.mac;
       this.boundLeases.delete(lease.ip);
       if (event === 'bound') {
         this.stack.neighbours.learn(lease.ip, lease.mac, this.now());
@@ -159,7 +173,9 @@ export class Engine implements ApiBackend {
       }
       this.guestNames(lease.ip, event === 'bound' ? lease.hostname : undefined);
       this.publish(leaseEvent(event, lease));
-      log.info(`dhcp: ${event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`);
+      const line = `dhcp: ${renewal ? 'renewed' : event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`;
+      if (renewal || !this.leaseLogAllowed(this.now())) log.debug(line);
+      else log.info(line);
     };
     let exhaustedLogged = false;
     const onDhcp = (d: UdpDatagram, now: number) => {
@@ -181,11 +197,11 @@ export class Engine implements ApiBackend {
     this.switch.guestToGuest = (frame, from, to) => this.filterGuestToGuest(frame, from, to);
     this.nat = new Nat(
       this.stack,
-      { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, hostLoopback: net.hostLoopback },
+      { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, hostLoopback: net.hostLoopback, deny: net.deny },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && net.mtu < 65_000 ? 65_000 : 0 }),
       { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows },
-      (events) => new DnsTcpEndpoint(this.dns, events),
+      (events) => this.dnsTcp.open(events),
       () => this.now(),
       () => this.armTimer(this.now()),
     );
@@ -216,6 +232,7 @@ export class Engine implements ApiBackend {
         this.stack.sendUdp(net.dns, 53, srcIp, srcPort, answer, srcMac);
       });
     });
+    this.dnsTcp = new DnsTcpService(this.dns);
     // Registration order is poll order (and reverse close order); names are the stats' keys.
     const sv = this.services;
     sv.register(service('stack', this.stack, () => this.stack.stats));
@@ -227,6 +244,7 @@ export class Engine implements ApiBackend {
     sv.register(service('icmpNat', this.icmpNat, () => this.icmpNat.stats, () => this.icmpNat.closeAll()));
     sv.register(service('flows', {}, () => this.flowTable.counts()));
     sv.register(service('dns', {}, () => this.dns.stats, () => this.dns.close()));
+    sv.register(service('dnsTcp', {}, () => this.dnsTcp.stats));
     sv.register(service('switch', this.switch, () => ({ ...this.switch.stats, runts: this.runts })));
     sv.register(
       service('filter', {}, () => {
@@ -256,11 +274,29 @@ export class Engine implements ApiBackend {
       maxUdpFlows: config.maxFlows,
       guestNetwork: { network: net.network, netmask: net.netmask, reserved: [net.gateway, net.dns] },
     });
-    if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
   }
 
   now(): number {
     return performance.now();
+  }
+
+  /**
+   * Lease lines at info level: LEASE_LOG_BURST per minute, the rest at debug with one line saying
+   * how many were held back (a guest binding random MACs must not turn the log into a flood).
+   */
+  private leaseLogAllowed(now: number): boolean {
+    if (now - this.leaseLogWindow >= 60_000) {
+      if (this.leaseLogSuppressed > 0) log.info(`dhcp: ${this.leaseLogSuppressed} more lease changes in the last minute (--log-level debug shows each)`);
+      this.leaseLogWindow = now;
+      this.leaseLogCount = 0;
+      this.leaseLogSuppressed = 0;
+    }
+    if (this.leaseLogCount < LEASE_LOG_BURST) {
+      this.leaseLogCount++;
+      return true;
+    }
+    this.leaseLogSuppressed++;
+    return false;
   }
 
   /**

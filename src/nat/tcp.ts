@@ -87,7 +87,7 @@ export interface TcpNatOptions {
 export function createTcpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, dialsRefused: 0, dialsUnreachable: 0, dialTimeouts: 0,
-    synWhileDialing: 0, halfOpenLimit: 0, idleTimeouts: 0, forwardsOpened: 0, forwardsRewrapped: 0, dialSocketsReused: 0, forwardFailed: 0, flowLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
+    synWhileDialing: 0, halfOpenLimit: 0, idleTimeouts: 0, forwardsOpened: 0, forwardsRewrapped: 0, dialSocketsReused: 0, forwardFailed: 0, flowLimit: 0, localServiceLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
     malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0, internalErrors: 0,
     refusedByFilter: 0, closedByFilter: 0,
     forwardLimit: 0, forwardHalfOpenLimit: 0, forwardPerSourceLimit: 0, fdExhausted: 0,
@@ -117,8 +117,11 @@ export interface HostEvents {
   error(code: string | undefined): void;
 }
 
-/** A factory for local services reached over TCP (10.0.2.3:53 → the DNS forwarder). */
-export type LocalServiceFactory = (events: HostEvents) => HostEndpoint;
+/**
+ * A factory for local services reached over TCP (10.0.2.3:53 → the DNS forwarder); undefined
+ * refuses the connection (the service is at its connection cap): the guest gets a RST.
+ */
+export type LocalServiceFactory = (events: HostEvents) => HostEndpoint | undefined;
 
 class SocketEndpoint implements HostEndpoint {
   /**
@@ -520,8 +523,14 @@ export class TcpNat {
         this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
         return;
       }
+      const endpoint = this.localService(f);
+      if (endpoint === undefined) {
+        this.stats.localServiceLimit++;
+        this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+        return;
+      }
       this.add(f, guestKey, dstKey);
-      f.host = this.localService(f);
+      f.host = endpoint;
       f.conn = TcpConnection.acceptSyn(seg, f, now, { config: this.config, stats: this.tcpStats });
       this.touchedNoWake(f);
       return;
