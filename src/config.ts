@@ -73,6 +73,8 @@ export interface Config extends NetworkConfig {
   udpTimeoutSec: number;
   /** Most flows the guests may open, all protocols together (default: from the descriptor limit). */
   maxFlows: number;
+  /** --max-buffer-memory: bytes all TCP connections may buffer together (stack/tcp/budget.ts). */
+  maxBufferBytes: number;
   /** Most connections port forwards may carry into the guests at once (a budget of their own). */
   maxForwardFlows: number;
   tcpIdleTimeoutSec: number;
@@ -192,6 +194,10 @@ NAT:
   --tcp-keepalive S     probe a guest connection after S idle seconds (0 = off)
   --tcp-buffer SIZE     per-flow TCP buffer each way, e.g. 256K or 4M
                         (default 1M, 4M above MTU 9000)
+  --max-buffer-memory SIZE  what all TCP connections may buffer together
+                        (default 256M): past it, out-of-order data is refused
+                        first (the guest resends it), send buffers stop growing
+                        and windows stop opening; --max-flows follows it too
   --no-tso              on --tap, send one MSS per frame with its checksum, instead
                         of 64 KiB GSO frames that the kernel cuts and checksums
 
@@ -222,7 +228,7 @@ with -- COMMAND, the command's status.
 
 const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local']);
 const takesValue = new Set([
-  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
+  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
 ]);
@@ -277,6 +283,16 @@ function parseTransport(t: { flag: string; value: string; netns?: string; netnsP
   }
 }
 
+/** A memory size such as 268435456, 256M or 1G, within 1M..64G. */
+function parseMemory(flag: string, text: string): number {
+  const m = /^(\d+)([KkMmGg]?)$/.exec(text);
+  if (!m) throw new ConfigError(flag, `${JSON.stringify(text)} is not a size such as 256M or 1G`);
+  const unit = m[2]!.toLowerCase();
+  const n = Number(m[1]) * (unit === '' ? 1 : unit === 'k' ? 1024 : unit === 'm' ? 1 << 20 : 1 << 30);
+  if (n < 1 << 20 || n > 64 * 2 ** 30) throw new ConfigError(flag, `${text} is not in 1M..64G`);
+  return n;
+}
+
 /** Descriptors kept for vmnat itself: DNS sockets, the API, listeners, links, the pcap file. */
 const FD_RESERVE = 256;
 
@@ -305,10 +321,12 @@ export function descriptorLimit(): number | undefined {
  * two budgets together stay below the limit minus FD_RESERVE. A larger value given by hand is
  * taken, with a warning.
  */
-function flowBudgets(maxFlowsText: string | undefined, maxForwardText: string | undefined, warnings: string[]): { maxFlows: number; maxForwardFlows: number } {
+function flowBudgets(maxFlowsText: string | undefined, maxForwardText: string | undefined, bufferBytes: number, warnings: string[]): { maxFlows: number; maxForwardFlows: number } {
   const limit = descriptorLimit();
   const available = limit === undefined ? 20_480 : Math.max(128, limit - FD_RESERVE);
-  const maxFlows = maxFlowsText !== undefined ? parseIntStrict('--max-flows', maxFlowsText, 1, 1_000_000) : Math.min(16_384, Math.max(64, Math.floor(available * 0.75)));
+  // Each connection may always buffer 16 KiB (budget.ts): no more flows than the budget holds so.
+  const byMemory = Math.floor(bufferBytes / (16 * 1024));
+  const maxFlows = maxFlowsText !== undefined ? parseIntStrict('--max-flows', maxFlowsText, 1, 1_000_000) : Math.min(16_384, byMemory, Math.max(64, Math.floor(available * 0.75)));
   const maxForwardFlows = maxForwardText !== undefined ? parseIntStrict('--max-forward-flows', maxForwardText, 1, 1_000_000) : Math.min(4096, Math.max(16, available - maxFlows));
   if (limit !== undefined && maxFlows + maxForwardFlows > limit - FD_RESERVE) {
     warnings.push(`--max-flows ${maxFlows} + --max-forward-flows ${maxForwardFlows} exceed the ${limit} open files this process may have (less ${FD_RESERVE} for vmnat itself): flows beyond that are refused when descriptors run out (raise it with ulimit -n)`);
@@ -501,7 +519,8 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   const level = single('--log-level') ?? 'info';
   if (!(LogLevels as readonly string[]).includes(level)) throw new ConfigError('--log-level', `${JSON.stringify(level)} is not one of ${LogLevels.join('|')}`);
 
-  const flowBudget = flowBudgets(single('--max-flows'), single('--max-forward-flows'), warnings);
+  const maxBufferBytes = parseMemory('--max-buffer-memory', single('--max-buffer-memory') ?? '256M');
+  const flowBudget = flowBudgets(single('--max-flows'), single('--max-forward-flows'), maxBufferBytes, warnings);
   const antiSpoofText = single('--anti-spoof') ?? 'on';
   if (antiSpoofText !== 'on' && antiSpoofText !== 'off') throw new ConfigError('--anti-spoof', `${JSON.stringify(antiSpoofText)} is not one of on|off`);
 
@@ -526,6 +545,7 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     noTso: values.has('--no-tso'),
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
     maxFlows: flowBudget.maxFlows,
+    maxBufferBytes,
     maxForwardFlows: flowBudget.maxForwardFlows,
     tcpIdleTimeoutSec: parseIntStrict('--tcp-idle-timeout', single('--tcp-idle-timeout') ?? '7440', 0, 30 * 86400),
     tcpConnectTimeoutSec: parseIntStrict('--tcp-connect-timeout', single('--tcp-connect-timeout') ?? '10', 1, 600),

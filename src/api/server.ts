@@ -212,6 +212,7 @@ export function configToApi(config: Config): Record<string, unknown> {
     udp_timeout_s: config.udpTimeoutSec,
     max_flows: config.maxFlows,
     max_forward_flows: config.maxForwardFlows,
+    max_buffer_memory: config.maxBufferBytes,
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
   };
