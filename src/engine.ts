@@ -326,6 +326,7 @@ export class Engine implements ApiBackend {
     const tcp = this.nat.tcp.list().map((f): ApiFlow => {
       const out: ApiFlow = { proto: 'tcp', guest: f.guest, remote: f.destination, host: f.host, state: f.state, bytes_from_guest: f.bytesFromGuest, bytes_to_guest: f.bytesToGuest, age_s: Math.round(f.ageMs / 1000) };
       if (f.forward !== undefined) out.forward = f.forward;
+      if (f.hostLocal !== undefined) out.host_local = f.hostLocal;
       return out;
     });
     const udp = this.nat.udp.list().map((f): ApiFlow => ({ proto: 'udp', guest: f.guest, remote: f.destination, host: f.host, bytes_from_guest: f.bytesFromGuest, bytes_to_guest: f.bytesToGuest }));

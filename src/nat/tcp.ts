@@ -137,6 +137,17 @@ class SocketEndpoint implements HostEndpoint {
   uncork(): void {
     if (!this.stale()) this.socket.uncork();
   }
+  /**
+   * The host socket's two ends as `ip:port` (what `ss`/netstat show for vmnat's process), so a
+   * user can match a guest flow to a host connection; undefined once the socket is gone or serves
+   * another flow.
+   */
+  ends(): { local: string; peer: string } | undefined {
+    if (this.stale() || this.socket.destroyed) return undefined;
+    const s = this.socket;
+    if (s.localAddress === undefined || s.localPort === undefined || s.remoteAddress === undefined || s.remotePort === undefined) return undefined;
+    return { local: `${s.localAddress}:${s.localPort}`, peer: `${s.remoteAddress}:${s.remotePort}` };
+  }
 }
 
 /**
@@ -701,16 +712,18 @@ export class TcpNat {
     this.nextSweep = this.count > 0 ? now + this.sweepMs() : undefined;
   }
 
-  list(): { proto: 'tcp'; guest: string; destination: string; host: string; state: string; forward: string | undefined; bytesFromGuest: number; bytesToGuest: number; ageMs: number }[] {
+  list(): { proto: 'tcp'; guest: string; destination: string; host: string; hostLocal: string | undefined; state: string; forward: string | undefined; bytesFromGuest: number; bytesToGuest: number; ageMs: number }[] {
     const out = [];
     const now = this.now();
     for (const perGuest of this.byGuest.values()) {
       for (const f of perGuest.values()) {
+        const ends = f.host instanceof SocketEndpoint ? f.host.ends() : undefined;
         out.push({
           proto: 'tcp' as const,
           guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
           destination: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
-          host: `${f.hostAddress}:${f.dstPort}`,
+          host: ends?.peer ?? `${f.hostAddress}:${f.dstPort}`,
+          hostLocal: ends?.local,
           state: f.conn?.state ?? 'dialing',
           forward: f.forward,
           bytesFromGuest: f.bytesFromGuest,
