@@ -1,0 +1,254 @@
+/**
+ * Lab "nat": a VM behind NAT, the way VirtualBox's default network works, step by step.
+ *
+ * Theory of operation: the lab starts its own DNS and web servers on the host's loopback, vmnat
+ * pointed at that DNS server, and the test guest in qemu; then it walks the reader through what
+ * the guest got (interface, routes, lease, resolv.conf), name resolution through 10.0.2.3, a
+ * download from the host through the gateway 10.0.2.2 — held open by the web server while the lab
+ * shows vmnat's flow table and the host socket behind the guest's connection (`ss`, the
+ * classic tutorial's `netstat` of VBoxHeadless) — and finally a port forward added at run time,
+ * host 127.0.0.1:2222 → guest port 22, to a small service the guest runs there with busybox nc
+ * (a stand-in for sshd: the image has no SSH server). Every claim is checked; the lab ends with
+ * the topology drawn from vmnat's API.
+ */
+import net from 'node:net';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { bootLabGuest, ctl, drawTopology, guestSh, sha256, startLabVmnat, type LabContext } from './lib/lab.ts';
+import { runHost, startDnsServer, startWebServer } from './lib/host.ts';
+
+/** The guest's DHCP event script: unlike the tests' one, it writes resolv.conf and a lease file, as a distribution's would. */
+const UDHCPC_SCRIPT = `#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/\${mask:-24}" \${broadcast:+broadcast "$broadcast"} dev "$interface"
+    for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
+    : > /etc/resolv.conf
+    [ -n "$domain" ] && echo "search $domain" >> /etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
+    mkdir -p /var/lib/udhcpc
+    printf 'ip=%s\\nsubnet=%s\\nrouter=%s\\ndns=%s\\nlease=%s\\nserverid=%s\\n' "$ip" "$subnet" "$router" "$dns" "$lease" "$serverid" > "/var/lib/udhcpc/$interface.lease"
+    ;;
+esac
+exit 0
+`;
+
+/** The service on the guest's port 22, run by busybox nc per connection: a greeting, then an echo of each line. */
+const PORT22_SERVICE = `#!/bin/sh
+echo "hello from $(hostname), $(ip -4 -o addr show eth0 | awk '{print $4}'), port 22"
+while IFS= read -r line; do echo "guest got: $line"; done
+`;
+
+export const NAT_GUEST_FILES: Readonly<Record<string, string>> = {
+  'etc/lab-udhcpc.sh': UDHCPC_SCRIPT,
+  'etc/lab-port22.sh': PORT22_SERVICE,
+};
+
+/** The page the host serves: the guest's copy must hash the same. */
+export function natPage(): Buffer {
+  return Buffer.from(
+    [
+      '<!doctype html>',
+      '<title>vmnat lab: hello from the host</title>',
+      '<p>This page was served by a web server on the host\'s 127.0.0.1.',
+      '<p>The guest asked 10.0.2.2, vmnat\'s gateway address; vmnat opened a host socket to 127.0.0.1.',
+      '',
+    ].join('\n'),
+  );
+}
+
+/** A line-oriented TCP client for the forward step. */
+class LineClient {
+  private buffer = '';
+  private waiter: (() => void) | undefined;
+  private closed = false;
+  private constructor(readonly socket: net.Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => {
+      this.buffer += d;
+      this.waiter?.();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.waiter?.();
+    });
+    socket.on('error', () => undefined);
+  }
+  static connect(port: number): Promise<LineClient> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => {
+        s.off('error', reject);
+        resolve(new LineClient(s));
+      });
+      s.once('error', reject);
+    });
+  }
+  line(timeoutMs: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        reject(new Error(`no line within ${timeoutMs} ms (got ${JSON.stringify(this.buffer)})`));
+      }, timeoutMs);
+      const check = (): void => {
+        const nl = this.buffer.indexOf('\n');
+        if (nl >= 0 || this.closed) {
+          clearTimeout(timer);
+          this.waiter = undefined;
+          if (nl < 0) {
+            reject(new Error(`connection closed (got ${JSON.stringify(this.buffer)})`));
+            return;
+          }
+          const l = this.buffer.slice(0, nl);
+          this.buffer = this.buffer.slice(nl + 1);
+          resolve(l);
+        }
+      };
+      this.waiter = check;
+      check();
+    });
+  }
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+export async function natLab(ctx: LabContext): Promise<void> {
+  const { t } = ctx;
+  t.title('nat', `
+    A VM behind NAT, as VirtualBox and qemu's user networking give it: the guest leases 10.0.2.15 from
+    vmnat's DHCP server, reaches the host through the gateway 10.0.2.2, resolves names through 10.0.2.3,
+    and is reached from the host only through a port forward.`);
+
+  // ── 1. the host's servers ──
+  t.step('servers on the host\'s loopback', `
+    The lab runs a web server and a DNS server on 127.0.0.1, on ports the kernel picks. Nothing in the
+    lab talks to any other machine: the guest's DNS goes to this server, not to the host's resolv.conf.`);
+  const page = natPage();
+  const pageFile = path.join(ctx.outDir, 'nat-page.html');
+  writeFileSync(pageFile, page);
+  const web = await startWebServer(page, true);
+  ctx.cleanup.add('web server', () => web.close());
+  const dns = await startDnsServer({ 'host.lab.test': '10.0.2.2' });
+  ctx.cleanup.add('dns server', () => dns.close());
+  t.note(`web server: http://127.0.0.1:${web.port}/ serves ${pageFile} (${page.length} bytes, sha256 ${sha256(page)})`);
+  t.note(`dns server: 127.0.0.1:${dns.port} (udp), zone: host.lab.test A 10.0.2.2`);
+
+  // ── 2. vmnat ──
+  t.step('start vmnat', `
+    vmnat listens on a unix datagram socket for the VM's Ethernet frames, and on an API socket for
+    vmnat ctl. --dns-server sends the guest's DNS queries to the lab's server. Its first line says it is
+    ready, with the network it will hand out.`);
+  const v = await startLabVmnat(ctx, dns.port);
+  t.check(v.proc.ready['guest_ip'] === '10.0.2.15' && v.proc.ready['gateway'] === '10.0.2.2' && v.proc.ready['dns'] === '10.0.2.3', 'vmnat is ready: guest 10.0.2.15, gateway 10.0.2.2, dns 10.0.2.3');
+
+  // ── 3. the guest ──
+  t.step('boot the guest', `
+    qemu runs a Debian kernel with a busybox initramfs under TCG (no KVM needed). Its virtio NIC is
+    qemu's "dgram" network backend: each Ethernet frame is one datagram to vmnat's socket.`);
+  const guest = await bootLabGuest(ctx, v, NAT_GUEST_FILES);
+  t.check(guest.bootMs > 0, `the guest booted to a shell in ${(guest.bootMs / 1000).toFixed(1)} s`);
+
+  // ── 4. DHCP ──
+  t.step('the guest asks for an address (DHCP)', `
+    busybox udhcpc broadcasts DISCOVER; vmnat's DHCP server offers 10.0.2.15, the guest REQUESTs it and
+    vmnat ACKs. The event script then configures eth0, the default route and /etc/resolv.conf.`);
+  const leased = performance.now();
+  const lease = await guestSh(ctx, guest, 'udhcpc -i eth0 -s /etc/lab-udhcpc.sh -q -n -t 5 -T 2', 60_000);
+  ctx.timings['dhcp_ms'] = Math.round(performance.now() - leased);
+  t.check(lease.status === 0 && /lease of 10\.0\.2\.15 obtained from 10\.0\.2\.2/.test(lease.output), 'the guest leased 10.0.2.15 from 10.0.2.2', lease.output);
+
+  t.step('what the guest got', `
+    The interface, the routes, the lease and the resolver: everything a guest on VirtualBox's NAT sees.`);
+  const addr = await guestSh(ctx, guest, 'ip -4 addr show dev eth0');
+  t.check(/inet 10\.0\.2\.15\/24 /.test(addr.output), 'eth0 has 10.0.2.15/24');
+  const route = await guestSh(ctx, guest, 'ip route');
+  t.check(/^default via 10\.0\.2\.2 dev eth0/m.test(route.output), 'the default route goes via 10.0.2.2');
+  t.check(/^10\.0\.2\.0\/24 dev eth0/m.test(route.output), '10.0.2.0/24 is on-link (the gateway and DNS are "neighbours")');
+  const leaseFile = await guestSh(ctx, guest, 'cat /var/lib/udhcpc/eth0.lease');
+  t.check(/^lease=86400$/m.test(leaseFile.output) && /^serverid=10\.0\.2\.2$/m.test(leaseFile.output), 'a lease of 86400 s from the DHCP server 10.0.2.2');
+  const resolv = await guestSh(ctx, guest, 'cat /etc/resolv.conf');
+  t.check(/^nameserver 10\.0\.2\.3$/m.test(resolv.output), 'resolv.conf names 10.0.2.3');
+  const leases = await ctl(ctx, v, ['leases']);
+  t.check(new RegExp(`^10\\.0\\.2\\.15\\s+${'52:54:00:12:34:56'}\\s+\\S+\\s+bound`, 'm').test(leases.stdout), 'vmnat lists the lease: 10.0.2.15 bound to the guest\'s MAC');
+
+  // ── 5. DNS ──
+  t.step('a name lookup through 10.0.2.3', `
+    10.0.2.3 is not a real server: vmnat answers there and forwards each query to the host's resolver,
+    here the lab's DNS server on 127.0.0.1:${dns.port}.`);
+  const before = dns.queries.length;
+  const look = await guestSh(ctx, guest, 'nslookup host.lab.test');
+  t.check(/Server:\s+10\.0\.2\.3/.test(look.output) && /Address:\s+10\.0\.2\.2\b/.test(look.output.slice(look.output.indexOf('host.lab.test'))), 'the guest asked 10.0.2.3 and got host.lab.test = 10.0.2.2');
+  t.check(dns.queries.slice(before).some((q) => q === 'host.lab.test A'), `the lab's DNS server on 127.0.0.1:${dns.port} received the query (from vmnat)`);
+
+  // ── 6. a download through the gateway ──
+  t.step('fetch a page from the host through 10.0.2.2', `
+    The guest connects to 10.0.2.2:${web.port}. vmnat terminates that TCP connection itself and opens an
+    ordinary socket on the host to 127.0.0.1:${web.port}: the host sees a local client, vmnat's process.
+    The lab's web server holds its answer back until we have looked at both ends.`);
+  const fetched = performance.now();
+  const bg = await guestSh(ctx, guest, `timeout 60 wget -O /tmp/index.html http://10.0.2.2:${web.port}/ >/tmp/wget.log 2>&1 & echo $! >/tmp/wget.pid`);
+  t.check(bg.status === 0, 'wget runs in the guest (in the background)');
+  let timer: NodeJS.Timeout | undefined;
+  const held = await Promise.race([
+    web.nextHeld(),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('the guest\'s request did not reach the web server within 30 s')), 30_000);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  t.note(`The web server got GET ${held.url} from ${held.remoteAddress}:${held.remotePort}: a host socket.`);
+  const flows = await ctl(ctx, v, ['flows']);
+  const flowRe = new RegExp(`^tcp\\s+10\\.0\\.2\\.15:(\\d+)\\s+10\\.0\\.2\\.2:${web.port}\\s+-\\s+established\\b.*\\s127\\.0\\.0\\.1:${held.remotePort} -> 127\\.0\\.0\\.1:${web.port}$`, 'm');
+  const flowMatch = flowRe.exec(flows.stdout);
+  t.check(flowMatch !== null, `vmnat's flow table maps the guest's connection 10.0.2.15:* -> 10.0.2.2:${web.port} to the host socket 127.0.0.1:${held.remotePort} -> 127.0.0.1:${web.port}`, flows.stdout);
+  const ss = await runHost(['ss', '-tnp', 'dst', `127.0.0.1:${web.port}`]);
+  t.command('host$', `ss -tnp dst 127.0.0.1:${web.port}`, ss.stdout + ss.stderr);
+  const ssLine = ss.stdout.split('\n').find((l) => l.includes(`127.0.0.1:${held.remotePort} `));
+  t.check(ssLine !== undefined && ssLine.includes(`pid=${v.proc.child.pid},`), `the kernel shows that socket (port ${held.remotePort}) owned by vmnat's process (pid ${v.proc.child.pid}) — the netstat line of VBoxHeadless in the classic tutorial`, ss.stdout);
+  held.release();
+  const got = await guestSh(ctx, guest, 'wait $(cat /tmp/wget.pid); echo "wget exit $?"; sha256sum /tmp/index.html', 60_000);
+  ctx.timings['fetch_ms'] = Math.round(performance.now() - fetched);
+  t.check(/^wget exit 0$/m.test(got.output), 'wget finished without error');
+  t.check(got.output.includes(`${sha256(page)}  /tmp/index.html`), `the guest's copy has the page's sha256 (${sha256(page).slice(0, 16)}…)`, got.output);
+  await guestSh(ctx, guest, 'cat /tmp/index.html');
+
+  // ── 7. a port forward into the guest ──
+  t.step(`a port forward: host 127.0.0.1:${ctx.forwardPort} -> guest port 22`, `
+    From the host, the guest's 10.0.2.15 is not reachable: it lives inside vmnat. A forward makes vmnat
+    listen on a host port and carry each connection into the guest. First a service on port 22 in the
+    guest: busybox nc runs a small script per connection (a stand-in for sshd).`);
+  await guestSh(ctx, guest, 'nc -ll -p 22 -e /etc/lab-port22.sh >/dev/null 2>&1 & sleep 0.3; netstat -tln');
+  const add = await ctl(ctx, v, ['forward', 'add', '--name', 'ssh', `tcp::${ctx.forwardPort}-:22`]);
+  t.check(add.code === 0 && add.stdout.includes(`added ssh: tcp 127.0.0.1:${ctx.forwardPort} -> guest (lease):22`), `vmnat added the forward at run time (no restart)`, add.stdout);
+  const ls = await ctl(ctx, v, ['forward', 'ls']);
+  t.check(new RegExp(`^ssh\\s+tcp\\s+127\\.0\\.0\\.1:${ctx.forwardPort}\\s+\\(lease\\):22`, 'm').test(ls.stdout), 'forward ls lists it');
+  const connected = performance.now();
+  const client = await LineClient.connect(ctx.forwardPort);
+  ctx.cleanup.add('forward client', () => client.close());
+  const greeting = await client.line(30_000);
+  ctx.timings['forward_connect_ms'] = Math.round(performance.now() - connected);
+  t.command('host$', `nc 127.0.0.1 ${ctx.forwardPort}      (the lab's own TCP client)`, `< ${greeting}`);
+  t.check(/^hello from vmnat-lab, 10\.0\.2\.15\/24, port 22$/.test(greeting), 'the guest\'s service on port 22 answered through the forward');
+  client.socket.write('hello from the host\n');
+  const echo = await client.line(30_000);
+  t.raw(`    > hello from the host\n    < ${echo}`);
+  t.check(echo === 'guest got: hello from the host', 'and the guest received what the host sent');
+  const fflows = await ctl(ctx, v, ['flows']);
+  t.check(
+    new RegExp(`^tcp\\s+10\\.0\\.2\\.15:22\\s+10\\.0\\.2\\.2:\\d+\\s+ssh\\s+established\\b.*\\s127\\.0\\.0\\.1:${ctx.forwardPort} <- 127\\.0\\.0\\.1:${client.socket.localPort}$`, 'm').test(fflows.stdout),
+    `the flow table shows the forwarded connection: 10.0.2.2:* -> guest :22 inside, 127.0.0.1:${client.socket.localPort} -> 127.0.0.1:${ctx.forwardPort} on the host`,
+    fflows.stdout,
+  );
+  t.note('Inside the guest the connection comes from the gateway 10.0.2.2, as with VirtualBox (busybox nc\nlistens on an IPv6 socket, hence the ::ffff: form of the IPv4 addresses):');
+  const gss = await guestSh(ctx, guest, 'netstat -tn | grep ":22 "');
+  t.check(/(::ffff:)?10\.0\.2\.15:22\s+(::ffff:)?10\.0\.2\.2:\d+\s+ESTABLISHED/.test(gss.output), 'the guest sees 10.0.2.2 as its peer');
+
+  // ── 8. the picture ──
+  t.step('what this lab built', `
+    Drawn from vmnat's API (GET /config, /leases, /forwards, /flows) while the forwarded connection is open.`);
+  const svg = await drawTopology(ctx, v, 'nat');
+  t.check(svg.endsWith('.svg'), `topology written to ${svg}`);
+  client.close();
+  t.note(`($LAB is ${ctx.workDir}: sockets and the initrd, removed when the lab ends.)`);
+}
