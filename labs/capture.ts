@@ -71,7 +71,8 @@ export async function captureLab(ctx: LabContext): Promise<void> {
   t.step('read the capture with tcpdump', `
     -nn: numbers, not names (and no DNS lookups); -e: the Ethernet header (MAC addresses) too;
     -v: decode DHCP options. Below, each frame with what it means.`);
-  const read = await runHost(['tcpdump', '-nn', '-e', '-v', '-r', pcap]);
+  // -tt (seconds since the epoch) for the frame-by-frame reading: its times still compare across midnight.
+  const read = await runHost(['tcpdump', '-nn', '-tt', '-e', '-v', '-r', pcap]);
   t.check(read.code === 0, 'tcpdump read the file', read.stderr);
   const frames = splitTcpdump(read.stdout);
   const brief = await runHost(['tcpdump', '-nn', '-r', pcap]);

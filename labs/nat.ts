@@ -218,7 +218,10 @@ export async function natLab(ctx: LabContext): Promise<void> {
     From the host, the guest's 10.0.2.15 is not reachable: it lives inside vmnat. A forward makes vmnat
     listen on a host port and carry each connection into the guest. First a service on port 22 in the
     guest: busybox nc runs a small script per connection (a stand-in for sshd).`);
-  await guestSh(ctx, guest, 'nc -ll -p 22 -e /etc/lab-port22.sh >/dev/null 2>&1 & sleep 0.3; netstat -tln');
+  await guestSh(ctx, guest, 'nc -ll -p 22 -e /etc/lab-port22.sh >/dev/null 2>&1 &');
+  // nc needs a moment to listen, longer on a loaded host under TCG: wait for it, up to 10 s.
+  const listening = await guestSh(ctx, guest, 'n=0; until netstat -tln | grep -q ":22 "; do [ $n -ge 100 ] && break; n=$((n+1)); sleep 0.1; done; netstat -tln');
+  t.check(/:22\s.*LISTEN/.test(listening.output), 'the guest listens on port 22');
   const add = await ctl(ctx, v, ['forward', 'add', '--name', 'ssh', `tcp::${ctx.forwardPort}-:22`]);
   t.check(add.code === 0 && add.stdout.includes(`added ssh: tcp 127.0.0.1:${ctx.forwardPort} -> guest (lease):22`), `vmnat added the forward at run time (no restart)`, add.stdout);
   const ls = await ctl(ctx, v, ['forward', 'ls']);

@@ -17,7 +17,7 @@ export interface TcpdumpFrame {
   index: number;
   /** tcpdump's lines for this frame (first line: timestamp, MACs, ethertype). */
   text: string;
-  /** Seconds since midnight from the timestamp (tcpdump's default HH:MM:SS.uuuuuu). */
+  /** The timestamp in seconds: since the epoch with `tcpdump -tt`, else since midnight. */
   time: number;
 }
 
@@ -36,14 +36,18 @@ export interface ExplainedFrame {
   meaning: string;
 }
 
-const TIME_RE = /^(\d{2}):(\d{2}):(\d{2}\.\d+) /;
+/** tcpdump's default `HH:MM:SS.uuuuuu`, or `-tt`'s seconds since the epoch (which survives midnight). */
+const TIME_RE = /^(?:(\d{2}):(\d{2}):(\d{2}\.\d+)|(\d{9,}\.\d+)) /;
 
 /** Splits `tcpdump -v` output into frames (skipping the "reading from file" line on stderr, if merged). */
 export function splitTcpdump(out: string): TcpdumpFrame[] {
   const frames: TcpdumpFrame[] = [];
   for (const line of out.split('\n')) {
     const m = TIME_RE.exec(line);
-    if (m) frames.push({ index: frames.length + 1, text: line, time: Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]) });
+    if (m) {
+      const time = m[4] !== undefined ? Number(m[4]) : Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]);
+      frames.push({ index: frames.length + 1, text: line, time });
+    }
     else if (frames.length > 0 && /^\s/.test(line)) frames[frames.length - 1]!.text += `\n${line}`;
   }
   return frames;

@@ -98,6 +98,14 @@ describe('splitTcpdump', () => {
     expect(frames.map((f) => f.index)).toEqual([...Array(16).keys()].map((i) => i + 1));
     expect(frames[0]!.time).toBeCloseTo(2 * 3600 + 13 * 60 + 24.096858, 6);
   });
+
+  test('reads -tt timestamps (seconds since the epoch) too', () => {
+    const text = CAPTURE.split('\n').slice(0, 30).map((l) => l.replace(/^02:13:(\d{2}\.\d+) /, (_, s: string) => `${(1796523180 + Number(s)).toFixed(6)} `)).join('\n');
+    const frames = splitTcpdump(text);
+    expect(frames.length).toBeGreaterThanOrEqual(2);
+    expect(frames[0]!.time).toBeCloseTo(1796523180 + 24.096858, 6);
+    expect(frames[1]!.time).toBeGreaterThan(frames[0]!.time);
+  });
 });
 
 describe('explainCapture', () => {
