@@ -7,14 +7,15 @@
  * download from the host through the gateway 10.0.2.2 — held open by the web server while the lab
  * shows vmnat's flow table and the host socket behind the guest's connection (`ss`, the
  * classic tutorial's `netstat` of VBoxHeadless) — and finally a port forward added at run time,
- * host 127.0.0.1:2222 → guest port 22, to a small service the guest runs there with busybox nc
- * (a stand-in for sshd: the image has no SSH server). Every claim is checked; the lab ends with
- * the topology drawn from vmnat's API.
+ * host 127.0.0.1:2222 → guest port 22, where the guest runs Debian's dropbear (an extra initramfs
+ * archive, scripts/build-guest-ssh.sh); the host logs in with ssh and a key made for the run, and
+ * looks at one open session from the host (ss), from vmnat (ctl flows) and from the guest
+ * (netstat). Every claim is checked; the lab ends with the topology drawn from vmnat's API.
  */
-import net from 'node:net';
-import { writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { bootLabGuest, ctl, drawTopology, guestSh, sha256, startLabVmnat, type LabContext } from './lib/lab.ts';
+import { bootLabGuest, ctl, drawTopology, ensureSshArchive, guestSh, sha256, shown, startLabVmnat, type LabContext } from './lib/lab.ts';
 import { runHost, startDnsServer, startWebServer } from './lib/host.ts';
 
 /** The guest's DHCP event script: unlike the tests' one, it writes resolv.conf and a lease file, as a distribution's would. */
@@ -35,15 +36,8 @@ esac
 exit 0
 `;
 
-/** The service on the guest's port 22, run by busybox nc per connection: a greeting, then an echo of each line. */
-const PORT22_SERVICE = `#!/bin/sh
-echo "hello from $(hostname), $(ip -4 -o addr show eth0 | awk '{print $4}'), port 22"
-while IFS= read -r line; do echo "guest got: $line"; done
-`;
-
 export const NAT_GUEST_FILES: Readonly<Record<string, string>> = {
   'etc/lab-udhcpc.sh': UDHCPC_SCRIPT,
-  'etc/lab-port22.sh': PORT22_SERVICE,
 };
 
 /** The page the host serves: the guest's copy must hash the same. */
@@ -59,59 +53,23 @@ export function natPage(): Buffer {
   );
 }
 
-/** A line-oriented TCP client for the forward step. */
-class LineClient {
-  private buffer = '';
-  private waiter: (() => void) | undefined;
-  private closed = false;
-  private constructor(readonly socket: net.Socket) {
-    socket.setEncoding('utf8');
-    socket.on('data', (d: string) => {
-      this.buffer += d;
-      this.waiter?.();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.waiter?.();
-    });
-    socket.on('error', () => undefined);
-  }
-  static connect(port: number): Promise<LineClient> {
-    return new Promise((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => {
-        s.off('error', reject);
-        resolve(new LineClient(s));
-      });
-      s.once('error', reject);
-    });
-  }
-  line(timeoutMs: number): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        reject(new Error(`no line within ${timeoutMs} ms (got ${JSON.stringify(this.buffer)})`));
-      }, timeoutMs);
-      const check = (): void => {
-        const nl = this.buffer.indexOf('\n');
-        if (nl >= 0 || this.closed) {
-          clearTimeout(timer);
-          this.waiter = undefined;
-          if (nl < 0) {
-            reject(new Error(`connection closed (got ${JSON.stringify(this.buffer)})`));
-            return;
-          }
-          const l = this.buffer.slice(0, nl);
-          this.buffer = this.buffer.slice(nl + 1);
-          resolve(l);
-        }
-      };
-      this.waiter = check;
-      check();
-    });
-  }
-  close(): void {
-    this.socket.destroy();
-  }
+/** A key pair for this run, made with the host's ssh-keygen in $LAB (removed with it). */
+async function makeSshKey(ctx: LabContext): Promise<{ privateKey: string; publicKey: string }> {
+  const privateKey = path.join(ctx.workDir, 'id_ed25519');
+  const r = await runHost(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'vmnat-lab', '-f', privateKey]);
+  if (r.code !== 0) throw new Error(`ssh-keygen failed: ${r.stderr}`);
+  return { privateKey, publicKey: readFileSync(`${privateKey}.pub`, 'utf8') };
+}
+
+/** Options that make ssh ignore the user's config and known hosts: the guest's host key is new at every boot. */
+const SSH_OPTIONS = ['-F', '/dev/null', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'ConnectTimeout=60'];
+
+function sshArgv(ctx: LabContext, privateKey: string): string[] {
+  return ['ssh', ...SSH_OPTIONS, '-i', privateKey, '-p', String(ctx.forwardPort), 'root@127.0.0.1'];
+}
+
+function sshShown(ctx: LabContext): string {
+  return `ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i ${shown(ctx, path.join(ctx.workDir, 'id_ed25519'))} -p ${ctx.forwardPort} root@127.0.0.1`;
 }
 
 export async function natLab(ctx: LabContext): Promise<void> {
@@ -147,7 +105,8 @@ export async function natLab(ctx: LabContext): Promise<void> {
   t.step('boot the guest', `
     qemu runs a Debian kernel with a busybox initramfs under TCG (no KVM needed). Its virtio NIC is
     qemu's "dgram" network backend: each Ethernet frame is one datagram to vmnat's socket.`);
-  const guest = await bootLabGuest(ctx, v, NAT_GUEST_FILES);
+  const key = await makeSshKey(ctx);
+  const guest = await bootLabGuest(ctx, v, { ...NAT_GUEST_FILES, 'root/.ssh/authorized_keys': key.publicKey }, [ensureSshArchive()]);
   t.check(guest.bootMs > 0, `the guest booted to a shell in ${(guest.bootMs / 1000).toFixed(1)} s`);
 
   // ── 4. DHCP ──
@@ -216,42 +175,66 @@ export async function natLab(ctx: LabContext): Promise<void> {
   // ── 7. a port forward into the guest ──
   t.step(`a port forward: host 127.0.0.1:${ctx.forwardPort} -> guest port 22`, `
     From the host, the guest's 10.0.2.15 is not reachable: it lives inside vmnat. A forward makes vmnat
-    listen on a host port and carry each connection into the guest. First a service on port 22 in the
-    guest: busybox nc runs a small script per connection (a stand-in for sshd).`);
-  await guestSh(ctx, guest, 'nc -ll -p 22 -e /etc/lab-port22.sh >/dev/null 2>&1 &');
-  // nc needs a moment to listen, longer on a loaded host under TCG: wait for it, up to 10 s.
+    listen on a host port and carry each connection into the guest. First an SSH server in the guest:
+    Debian's dropbear (-R: make host keys on first use; -s: keys only, no passwords).`);
+  await guestSh(ctx, guest, 'dropbear -R -s -p 22');
+  // dropbear forks into the background; it needs a moment to listen, longer under TCG: wait for it.
   const listening = await guestSh(ctx, guest, 'n=0; until netstat -tln | grep -q ":22 "; do [ $n -ge 100 ] && break; n=$((n+1)); sleep 0.1; done; netstat -tln');
   t.check(/:22\s.*LISTEN/.test(listening.output), 'the guest listens on port 22');
   const add = await ctl(ctx, v, ['forward', 'add', '--name', 'ssh', `tcp::${ctx.forwardPort}-:22`]);
   t.check(add.code === 0 && add.stdout.includes(`added ssh: tcp 127.0.0.1:${ctx.forwardPort} -> guest (lease):22`), `vmnat added the forward at run time (no restart)`, add.stdout);
   const ls = await ctl(ctx, v, ['forward', 'ls']);
   t.check(new RegExp(`^ssh\\s+tcp\\s+127\\.0\\.0\\.1:${ctx.forwardPort}\\s+\\(lease\\):22`, 'm').test(ls.stdout), 'forward ls lists it');
+
+  t.note(`Now log in from the host. The lab made a key pair for this run ($LAB/id_ed25519) and put the public
+    key in the guest's /root/.ssh/authorized_keys; the host key is new at every boot, so it is not recorded.`);
+  const sshArgs = sshArgv(ctx, key.privateKey);
   const connected = performance.now();
-  const client = await LineClient.connect(ctx.forwardPort);
-  ctx.cleanup.add('forward client', () => client.close());
-  const greeting = await client.line(30_000);
-  ctx.timings['forward_connect_ms'] = Math.round(performance.now() - connected);
-  t.command('host$', `nc 127.0.0.1 ${ctx.forwardPort}      (the lab's own TCP client)`, `< ${greeting}`);
-  t.check(/^hello from vmnat-lab, 10\.0\.2\.15\/24, port 22$/.test(greeting), 'the guest\'s service on port 22 answered through the forward');
-  client.socket.write('hello from the host\n');
-  const echo = await client.line(30_000);
-  t.raw(`    > hello from the host\n    < ${echo}`);
-  t.check(echo === 'guest got: hello from the host', 'and the guest received what the host sent');
+  const login = await runHost([...sshArgs, 'hostname; ip -4 -o addr show dev eth0; echo "SSH_CONNECTION=$SSH_CONNECTION"'], 90_000);
+  ctx.timings['ssh_login_ms'] = Math.round(performance.now() - connected);
+  t.command('host$', `${sshShown(ctx)} 'hostname; ip -4 -o addr show dev eth0; echo "SSH_CONNECTION=$SSH_CONNECTION"'`, login.stdout + login.stderr);
+  t.check(login.code === 0 && /^vmnat-lab$/m.test(login.stdout) && /inet 10\.0\.2\.15\/24 /.test(login.stdout), 'ssh through the forward logged in to the guest (10.0.2.15)', login.stdout + login.stderr);
+  t.check(/^SSH_CONNECTION=10\.0\.2\.2 \d+ 10\.0\.2\.15 22$/m.test(login.stdout), 'and the guest\'s sshd saw the connection come from the gateway 10.0.2.2, as with VirtualBox');
+
+  t.note('One more session, left open, to look at it from both sides:');
+  const session = spawn(sshArgs[0]!, [...sshArgs.slice(1), 'echo session open; exec sleep 120'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  ctx.cleanup.add('ssh session', () => {
+    session.kill('SIGKILL');
+  });
+  await new Promise<void>((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error(`the ssh session did not open within 60 s: ${text}`)), 60_000);
+    session.stdout.setEncoding('utf8').on('data', (d: string) => {
+      text += d;
+      if (text.includes('session open')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    session.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`ssh exited (${code}) before the session opened: ${text}`));
+    });
+  });
+  t.command('host$', `${sshShown(ctx)} 'echo session open; exec sleep 120' &`, 'session open');
+  const hss = await runHost(['ss', '-tnp', 'dst', `127.0.0.1:${ctx.forwardPort}`]);
+  t.command('host$', `ss -tnp dst 127.0.0.1:${ctx.forwardPort}`, hss.stdout + hss.stderr);
+  const clientPort = new RegExp(`127\\.0\\.0\\.1:(\\d+)\\s+127\\.0\\.0\\.1:${ctx.forwardPort}\\s+users:\\(\\("ssh",pid=${session.pid},`).exec(hss.stdout)?.[1];
+  t.check(clientPort !== undefined, `the host's ssh (pid ${session.pid}) is connected to 127.0.0.1:${ctx.forwardPort}`, hss.stdout);
   const fflows = await ctl(ctx, v, ['flows']);
   t.check(
-    new RegExp(`^tcp\\s+10\\.0\\.2\\.15:22\\s+10\\.0\\.2\\.2:\\d+\\s+ssh\\s+established\\b.*\\s127\\.0\\.0\\.1:${ctx.forwardPort} <- 127\\.0\\.0\\.1:${client.socket.localPort}$`, 'm').test(fflows.stdout),
-    `the flow table shows the forwarded connection: 10.0.2.2:* -> guest :22 inside, 127.0.0.1:${client.socket.localPort} -> 127.0.0.1:${ctx.forwardPort} on the host`,
+    new RegExp(`^tcp\\s+10\\.0\\.2\\.15:22\\s+10\\.0\\.2\\.2:\\d+\\s+ssh\\s+established\\b.*\\s127\\.0\\.0\\.1:${ctx.forwardPort} <- 127\\.0\\.0\\.1:${clientPort}$`, 'm').test(fflows.stdout),
+    `vmnat's flow table: that host connection (from port ${clientPort}) is the guest's 10.0.2.2:* -> 10.0.2.15:22`,
     fflows.stdout,
   );
-  t.note('Inside the guest the connection comes from the gateway 10.0.2.2, as with VirtualBox (busybox nc\nlistens on an IPv6 socket, hence the ::ffff: form of the IPv4 addresses):');
   const gss = await guestSh(ctx, guest, 'netstat -tn | grep ":22 "');
-  t.check(/(::ffff:)?10\.0\.2\.15:22\s+(::ffff:)?10\.0\.2\.2:\d+\s+ESTABLISHED/.test(gss.output), 'the guest sees 10.0.2.2 as its peer');
+  t.check(/10\.0\.2\.15:22\s+10\.0\.2\.2:\d+\s+ESTABLISHED/.test(gss.output), 'inside the guest: an established connection from 10.0.2.2 to port 22');
 
   // ── 8. the picture ──
   t.step('what this lab built', `
-    Drawn from vmnat's API (GET /config, /leases, /forwards, /flows) while the forwarded connection is open.`);
+    Drawn from vmnat's API (GET /config, /leases, /forwards, /flows) while the ssh session is open.`);
   const svg = await drawTopology(ctx, v, 'nat');
   t.check(svg.endsWith('.svg'), `topology written to ${svg}`);
-  client.close();
+  session.kill('SIGTERM');
   t.note(`($LAB is ${ctx.workDir}: sockets and the initrd, removed when the lab ends.)`);
 }

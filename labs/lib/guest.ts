@@ -43,6 +43,8 @@ export interface GuestOptions {
   dir: string;
   /** More files for the guest, by path relative to / (mode 0755 for names ending .sh). */
   files?: Readonly<Record<string, string>>;
+  /** More newc cpio archives (paths) unpacked after the base image and before `files`. */
+  archives?: readonly string[];
   bootTimeoutMs?: number;
 }
 
@@ -96,7 +98,10 @@ export class Guest {
     const initrd = path.join(o.dir, 'initrd.cpio');
     const base = readFileSync(initramfs);
     const extra = cpioArchive({ ...o.files, 'test.sh': CONSOLE_LOOP });
-    writeFileSync(initrd, Buffer.concat([base, Buffer.alloc((4 - (base.length % 4)) % 4), extra]));
+    // The kernel unpacks concatenated archives in order (later files win); each starts 4-aligned.
+    const parts: Buffer[] = [];
+    for (const a of [base, ...(o.archives ?? []).map((p) => readFileSync(p)), extra]) parts.push(a, Buffer.alloc((4 - (a.length % 4)) % 4));
+    writeFileSync(initrd, Buffer.concat(parts));
     const argv = [
       '-accel', 'tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
       '-m', '256', '-smp', '1',

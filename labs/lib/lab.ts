@@ -10,11 +10,12 @@
  * socket beside it; the guest is qemu's `-netdev dgram` on that socket — the first row of the
  * README's "Attaching a VM" table.
  */
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ApiClient } from '../../src/api/client.ts';
-import { VMNAT_BIN, startVmnat, type VmnatProcess } from '../../test/helpers/vm.ts';
+import { GUEST_DIR, REPO_ROOT, VMNAT_BIN, startVmnat, type VmnatProcess } from '../../test/helpers/vm.ts';
 import { Guest } from './guest.ts';
 import { runHost, type Cleanup } from './host.ts';
 import { renderSvg, renderText, snapshotFromApi, topologyModel } from './topology.ts';
@@ -64,10 +65,10 @@ export async function startLabVmnat(ctx: LabContext, dnsPort: number, extra: rea
 }
 
 /** Boots the guest on vmnat's datagram socket, with `files` added to its initramfs. */
-export async function bootLabGuest(ctx: LabContext, v: LabVmnat, files: Readonly<Record<string, string>>): Promise<Guest> {
+export async function bootLabGuest(ctx: LabContext, v: LabVmnat, files: Readonly<Record<string, string>>, archives: readonly string[] = []): Promise<Guest> {
   const qemuSocket = path.join(ctx.workDir, 'qemu.sock');
   const netdev = `dgram,id=n0,local.type=unix,local.path=${qemuSocket},remote.type=unix,remote.path=${v.netSocket}`;
-  const guest = await Guest.boot({ netdev, mac: GUEST_MAC, dir: ctx.workDir, files });
+  const guest = await Guest.boot({ netdev, mac: GUEST_MAC, dir: ctx.workDir, files, archives });
   ctx.cleanup.add('qemu', () => guest.stop());
   ctx.timings['guest_boot_ms'] = guest.bootMs;
   const showArgs = guest.argv.map((a) => shown(ctx, a)).map((a) => (a.includes(',') || a.includes(' ') ? `'${a}'` : a));
@@ -87,6 +88,17 @@ export async function ctl(ctx: LabContext, v: LabVmnat, args: readonly string[])
   const r = await runHost([process.execPath, VMNAT_BIN, 'ctl', '--api-socket', v.apiSocket, ...args]);
   ctx.t.command('host$', `vmnat ctl --api-socket ${shown(ctx, v.apiSocket)} ${args.join(' ')}`, r.stdout + r.stderr);
   return { code: r.code, stdout: r.stdout };
+}
+
+/**
+ * The guest's SSH server archive (dropbear from Debian's packages, scripts/build-guest-ssh.sh):
+ * built on first use (a no-op once built). Returns its path.
+ */
+export function ensureSshArchive(): string {
+  const archive = path.join(GUEST_DIR, 'ssh.cpio');
+  const r = spawnSync('bash', [path.join(REPO_ROOT, 'scripts/build-guest-ssh.sh')], { encoding: 'utf8', env: { ...process.env, VMNAT_GUEST_DIR: GUEST_DIR }, timeout: 300_000 });
+  if (r.status !== 0 || !existsSync(archive)) throw new Error(`scripts/build-guest-ssh.sh failed (status ${r.status}):\n${r.stdout}${r.stderr}`);
+  return archive;
 }
 
 export function sha256(data: Uint8Array): string {

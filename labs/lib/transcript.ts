@@ -53,7 +53,7 @@ export class Transcript {
 
   /** Free text: an explanation of what was just shown. */
   note(text: string): void {
-    for (const l of text.trim().split('\n')) this.line(`   ${l.trim() === '' ? '' : l.trimEnd()}`);
+    for (const l of text.trim().split('\n')) this.line(`   ${l.trim()}`);
   }
 
   /** Raw lines (a diagram), as they are. */

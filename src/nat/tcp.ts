@@ -722,7 +722,9 @@ export class TcpNat {
           proto: 'tcp' as const,
           guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
           destination: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
-          host: ends?.peer ?? `${f.hostAddress}:${f.dstPort}`,
+          // Once the socket is gone only its peer's address is known; for a forward, dstPort is
+          // vmnat's own port toward the guest, not the host client's.
+          host: ends?.peer ?? (f.forward !== undefined ? f.hostAddress : `${f.hostAddress}:${f.dstPort}`),
           hostLocal: ends?.local,
           state: f.conn?.state ?? 'dialing',
           forward: f.forward,

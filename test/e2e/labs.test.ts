@@ -103,7 +103,7 @@ describe.sequential('labs', () => {
     ensureGuest();
   }, 600_000);
 
-  it('nat: lease, routes, resolv.conf, a download through 10.0.2.2 seen in the flow table, a forward into the guest', async () => {
+  it('nat: lease, routes, resolv.conf, a download through 10.0.2.2 seen in the flow table, ssh into the guest through a forward', async () => {
     const r = await runLab('nat');
     const w = why(r);
     expect(r.code, w).toBe(0);
@@ -128,11 +128,15 @@ describe.sequential('labs', () => {
     expect(flow![3]).toBe(flow![1]);
     expect(r.stdout).toMatch(new RegExp(`^ {4}ESTAB\\s.*127\\.0\\.0\\.1:${flow![2]}\\s+127\\.0\\.0\\.1:${flow![1]}\\s+users:\\(\\("node",pid=\\d+`, 'm'));
 
-    // The forward added at run time reaches the guest's service on port 22, both ways.
+    // The forward added at run time reaches the guest's SSH server: a real login, seen from the guest as coming from 10.0.2.2.
     expect(r.stdout).toContain('    added ssh: tcp 127.0.0.1:2222 -> guest (lease):22\n');
-    expect(r.stdout).toContain('    < hello from vmnat-lab, 10.0.2.15/24, port 22\n');
-    expect(r.stdout).toContain('    < guest got: hello from the host\n');
-    expect(r.stdout).toMatch(/^ {4}tcp\s+10\.0\.2\.15:22\s+10\.0\.2\.2:\d+\s+ssh\s+established\s.*127\.0\.0\.1:2222 <- 127\.0\.0\.1:\d+$/m);
+    expect(r.stdout).toMatch(/^host\$ ssh .* -p 2222 root@127\.0\.0\.1 'hostname; .*\n {4}vmnat-lab\n {4}2: eth0\s+inet 10\.0\.2\.15\/24 /m);
+    expect(r.stdout).toMatch(/^ {4}SSH_CONNECTION=10\.0\.2\.2 \d+ 10\.0\.2\.15 22$/m);
+    // The open session: ss shows the host's ssh client port, and vmnat's flow table maps that very port to the guest's :22.
+    const client = /^ {4}ESTAB\s.*127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:2222\s+users:\(\("ssh",pid=\d+/m.exec(r.stdout);
+    expect(client, w).not.toBeNull();
+    expect(r.stdout).toMatch(new RegExp(`^ {4}tcp\\s+10\\.0\\.2\\.15:22\\s+10\\.0\\.2\\.2:\\d+\\s+ssh\\s+established\\s.*127\\.0\\.0\\.1:2222 <- 127\\.0\\.0\\.1:${client![1]}$`, 'm'));
+    expect(r.stdout).toMatch(/^ {4}tcp\s+0\s+0\s+10\.0\.2\.15:22\s+10\.0\.2\.2:\d+\s+ESTABLISHED/m);
 
     // The picture, in the terminal and as SVG, from the API.
     expect(r.stdout).toMatch(/│ eth0 10\.0\.2\.15\/24\s+│────│/);
