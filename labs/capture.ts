@@ -51,8 +51,8 @@ export async function captureLab(ctx: LabContext): Promise<void> {
   t.check(existsSync(pcap), `vmnat opened ${pcap}`);
 
   t.step('boot the guest, lease, and fetch one page through 10.0.2.2', `
-    Everything the guest's kernel and busybox send from power-on is captured: the link comes up,
-    udhcpc leases, wget opens one TCP connection to 10.0.2.2:${web.port}.`);
+    Every frame from power-on on is captured: udhcpc leases, then wget opens one TCP connection to
+    10.0.2.2:${web.port}.`);
   const guest = await bootLabGuest(ctx, v, { 'etc/lab-udhcpc.sh': UDHCPC_SCRIPT });
   const lease = await guestSh(ctx, guest, 'udhcpc -i eth0 -s /etc/lab-udhcpc.sh -q -n -t 5 -T 2', 60_000);
   t.check(lease.status === 0 && /lease of 10\.0\.2\.15 obtained from 10\.0\.2\.2/.test(lease.output), 'the guest leased 10.0.2.15', lease.output);

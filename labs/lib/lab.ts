@@ -37,9 +37,9 @@ export interface LabContext {
 /** The guest's MAC: fixed, so the transcript is the same on every run. */
 export const GUEST_MAC = '52:54:00:12:34:56';
 
-/** Short display of a path under the lab's temp dir (`$LAB/api.sock`). */
+/** Short display of paths under the lab's temp dir (`$LAB/api.sock`), also inside a longer argument. */
 export function shown(ctx: LabContext, p: string): string {
-  return p.startsWith(ctx.workDir) ? `$LAB${p.slice(ctx.workDir.length)}` : p;
+  return p.split(ctx.workDir).join('$LAB');
 }
 
 export interface LabVmnat {
