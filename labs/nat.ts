@@ -236,5 +236,4 @@ export async function natLab(ctx: LabContext): Promise<void> {
   const svg = await drawTopology(ctx, v, 'nat');
   t.check(svg.endsWith('.svg'), `topology written to ${svg}`);
   session.kill('SIGTERM');
-  t.note(`($LAB is ${ctx.workDir}: sockets and the initrd, removed when the lab ends.)`);
 }

@@ -77,6 +77,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const workDir = mkdtempSync(path.join(os.tmpdir(), `vmnat-lab-${name}-`));
   cleanup.add('temp dir', () => rmSync(workDir, { recursive: true, force: true }));
   const ctx: LabContext = { t, cleanup, outDir: out, workDir, forwardPort, timings: {} };
+  process.stdout.write(`($LAB below is ${workDir}: sockets and the guest's initrd, removed when the lab ends)\n`);
 
   let interrupted = false;
   const onSignal = (sig: NodeJS.Signals): void => {

@@ -67,9 +67,9 @@ function runLab(name: string, ns = makeNetns()): Promise<LabRun> {
   });
 }
 
-/** The lab's private temp dir, from the transcript's last note. */
+/** The lab's private temp dir, from the transcript's first line. */
 function labTempDir(r: LabRun): string {
-  const m = /\(\$LAB is (\S+): sockets/.exec(r.stdout) ?? /(\/\S*vmnat-lab-[a-z]+-[A-Za-z0-9]+)\//.exec(r.stdout);
+  const m = /^\(\$LAB below is (\S+): sockets/m.exec(r.stdout);
   if (!m) throw new Error(`no $LAB path in the transcript:\n${r.stdout}`);
   return m[1]!;
 }
