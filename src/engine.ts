@@ -1,11 +1,10 @@
 /**
  * The engine: links (switch ports) + the stack + services, driven by one clock and one timer.
  *
- * Theory of operation: each `Link` is a port of a small learning switch. A batch of frames from a
- * port is handled synchronously: every frame's source MAC is learned for that port; frames for
- * vmnat's own MACs go to the stack; broadcast and multicast go to the stack and are flooded to the
- * other ports; unicast between guests is switched port to port without touching the stack (the
- * isolation and filter rules of a later issue hook in here). After the batch, every port with
+ * Theory of operation: each guest connection is a port of the switch (src/switch/switch.ts: MAC
+ * learning, anti-spoofing, isolation; a transport that serves several guests offers each as a port
+ * of its own). A batch of frames from a port is handled synchronously: the switch sends each frame
+ * to the stack, to one other port, or (broadcast) to both. After the batch, every port with
  * queued output is flushed once, so a batch costs one send syscall per port, and the single timer
  * is re-armed at the earliest deadline any machine reported.
  *
@@ -23,12 +22,17 @@ import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
 import { DnsTcpEndpoint } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
-import { IPV4_BROADCAST, formatIpv4, formatMac, isGroupMac, readMac, type MacAddr } from './stack/wire/addr.ts';
+import { IPV4_BROADCAST, formatIpv4, formatMac, readMac as readMacAt } from './stack/wire/addr.ts';
+import { DEFAULT_SWITCH, Switch, type SwitchPort } from './switch/switch.ts';
 import { log } from './log.ts';
 import { PortForwarder } from './portfwd/forwarder.ts';
 import { NatGuestDialer } from './portfwd/dialer.ts';
-import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type FlowEvent, type LeaseEvent } from './api/server.ts';
+import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type ApiPort, type FlowEvent, type LeaseEvent } from './api/server.ts';
 import type { TcpFlow } from './nat/tcp.ts';
+import { FaultBarrier } from './fault.ts';
+import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
+import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJson } from './filter/filter.ts';
+import { IPV4_ANY, parseIpv4 as parseIpv4Text } from './stack/wire/addr.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
@@ -59,13 +63,6 @@ function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
   return out;
 }
 
-/** Switch table capacity (MACs learned across all ports). */
-const MAX_MACS = 4096;
-
-export function createSwitchStats() {
-  return { guestToGuest: 0, flooded: 0, runts: 0, macMoves: 0, macEvicted: 0 };
-}
-
 export class Engine implements ApiBackend {
   readonly stack: Stack;
   readonly dhcp: DhcpServer;
@@ -73,21 +70,32 @@ export class Engine implements ApiBackend {
   readonly icmpNat: IcmpNat;
   readonly dns: DnsForwarder;
   readonly forwards: PortForwarder;
-  private readonly listeners = new Set<(e: LeaseEvent | FlowEvent) => void>();
+  private readonly listeners = new Set<(e: LeaseEvent | FlowEvent | FilterEvent) => void>();
+  /** --filter and PUT /filter: checked once per new flow (and per guest-to-guest flow start). */
+  readonly filterSet: FilterSet;
+  /** One reused record for filter checks (the set keeps nothing of it). */
+  private readonly filterScratch: FilterFlow = { direction: 'out', proto: 'tcp', src: 0, srcPort: 0, dst: 0, dstPort: 0 };
+  /** Names in the DNS table that belong to a guest's lease, by its address. */
+  private readonly namesOfGuest = new Map<number, string[]>();
   /** Bound leases, newest last: an empty guest address in a forward means the newest. */
   private readonly boundLeases = new Map<number, number>();
   /** Everything with timers: polled at the earliest deadline any of them reports. */
   private readonly machines: { poll(now: number): void; nextDeadline(): number | undefined }[];
-  readonly switchStats = createSwitchStats();
+  readonly switch: Switch;
+  /** Every NAT flow, TCP, UDP and ICMP (nat/flows.ts). */
+  readonly flowTable = new FlowTable();
+  private runts = 0;
+  /** Bugs caught at an entry point and survived (fault.ts): `engine.internalErrors`. */
+  readonly faults = new FaultBarrier(log.error);
+  /** The links given (a multi-guest link's ports are in the switch, not here). */
   private readonly links: Link[] = [];
-  private readonly macToLink = new Map<MacAddr, Link>();
-  private readonly dirty = new Set<Link>();
   private pcap: PcapWriter | undefined;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private flushScheduled = false;
-  /** The link whose frames are being handled now (so the stack's replies can skip flooding). */
-  private currentLink: Link | undefined;
+  /** Frames are being handled (a batch): the stack's output is flushed after it, not scheduled. */
+  private inBatch = false;
+  private batchNow = 0;
   private closed = false;
 
   /**
@@ -98,10 +106,27 @@ export class Engine implements ApiBackend {
 
   constructor(private readonly cfg: Config) {
     const config = cfg;
-    this.offload = config.link.kind === 'tap' && !config.noTso;
+    this.offload = config.links.every((l) => l.kind === 'tap') && !config.noTso;
     this.stack = new Stack(
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, mtu: config.mtu },
       (frame, gsoSize) => this.toGuests(frame, gsoSize),
+    );
+    this.switch = new Switch(
+      {
+        network: config.network,
+        netmask: config.netmask,
+        reserved: [config.gateway, config.dns],
+        ownMacs: [this.stack.gatewayMac, this.stack.dnsMac],
+        isolate: config.isolate,
+        antiSpoof: config.antiSpoof,
+        maxMacs: DEFAULT_SWITCH.maxMacs,
+        macAgeMs: DEFAULT_SWITCH.macAgeMs,
+      },
+      (frame, now) => this.stack.input(frame, now),
+      (port, ip) => {
+        this.dhcp.claim(ip);
+        log.info(`switch: port ${port.id} uses ${formatIpv4(ip)} without DHCP (bound to it as a static address)`);
+      },
     );
     const dhcpConfig = {
       serverIp: config.gateway,
@@ -123,22 +148,37 @@ export class Engine implements ApiBackend {
       if (event === 'bound') {
         this.stack.neighbours.learn(lease.ip, lease.mac, this.now());
         this.boundLeases.set(lease.ip, lease.mac);
+        this.switch.bindLease(lease.mac, lease.ip, lease.hostname, this.now());
+      } else {
+        this.switch.unbindLease(lease.mac, lease.ip);
       }
+      this.guestNames(lease.ip, event === 'bound' ? lease.hostname : undefined);
       this.publish(leaseEvent(event, lease));
       log.info(`dhcp: ${event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`);
     };
+    let exhaustedLogged = false;
     const onDhcp = (d: UdpDatagram, now: number) => {
+      const exhaustedBefore = this.dhcp.stats.poolExhausted;
       const reply = this.dhcp.handle(d.buf.subarray(d.off, d.off + d.len), d.srcIp, now);
+      if (this.dhcp.stats.poolExhausted > exhaustedBefore && !exhaustedLogged) {
+        // Once: a guest retrying DISCOVER every few seconds must not fill the log.
+        exhaustedLogged = true;
+        log.warn(`dhcp: the pool ${formatIpv4(config.firstLease)}-${formatIpv4(config.lastLease)} is exhausted: a guest got no offer (every further one counts in dhcp.poolExhausted; use a larger --net)`);
+      }
       if (reply !== undefined) this.stack.sendUdp(config.gateway, 67, reply.dstIp, 68, reply.payload, reply.dstMac);
     };
     this.stack.bindUdp(IPV4_BROADCAST, 67, onDhcp);
     this.stack.bindUdp(config.gateway, 67, onDhcp);
+    this.filterSet = new FilterSet(config.filter);
+    const admitOut: FlowAdmission = (proto, guestIp, guestPort, dstIp, dstPort) =>
+      this.filterCheck('out', proto, guestIp, proto === 'icmp' ? 0 : guestPort, dstIp, dstPort, true);
+    this.switch.guestToGuest = (frame, from, to) => this.filterGuestToGuest(frame, from, to);
     this.nat = new Nat(
       this.stack,
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
-      { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
+      { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd) },
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -147,7 +187,7 @@ export class Engine implements ApiBackend {
     // One ping socket per flow (an fd each): a smaller cap than other flows.
     this.icmpNat = new IcmpNat(
       this.stack,
-      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: config.gateway },
+      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: config.gateway, table: this.flowTable, admit: admitOut },
       nativePingOpener(),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -170,7 +210,7 @@ export class Engine implements ApiBackend {
         this.stack.sendUdp(config.dns, 53, srcIp, srcPort, answer, srcMac);
       });
     });
-    this.machines = [this.stack, this.dhcp, this.nat, this.icmpNat];
+    this.machines = [this.stack, this.dhcp, this.nat, this.icmpNat, this.switch];
     this.nat.tcp.onFlowEvent = (event, f, reason) => {
       if (this.listeners.size === 0) return;
       const e: FlowEvent = { type: 'flow', event, flow: tcpFlowToApi(f, this.now()) };
@@ -178,11 +218,17 @@ export class Engine implements ApiBackend {
       this.publish(e);
     };
     this.forwards = new PortForwarder({
-      dialer: new NatGuestDialer(this.stack, this.nat.tcp, config.gateway, () => {
-        let last: number | undefined;
-        for (const ip of this.boundLeases.keys()) last = ip;
-        return last;
-      }),
+      dialer: new NatGuestDialer(
+        this.stack,
+        this.nat.tcp,
+        config.gateway,
+        () => {
+          let last: number | undefined;
+          for (const ip of this.boundLeases.keys()) last = ip;
+          return last;
+        },
+        (proto, clientIp, clientPort, guestIp, guestPort) => this.filterCheck('in', proto, clientIp ?? IPV4_ANY, clientPort, guestIp, guestPort, true),
+      ),
       udpIdleTimeoutMs: config.udpTimeoutSec * 1000,
       maxUdpFlows: config.maxFlows,
       guestNetwork: { network: config.network, netmask: config.netmask, reserved: [config.gateway, config.dns] },
@@ -194,83 +240,118 @@ export class Engine implements ApiBackend {
     return performance.now();
   }
 
-  /** Adds a port and starts receiving from it. */
-  attach(link: Link): void {
-    this.links.push(link);
-    // Checksum and segmentation offload only while every port takes such frames (today: a TAP with
-    // a vnet header).
-    this.stack.gso = this.offload && this.links.every((l) => l.gso === true);
-    link.start((frames, l4ChecksumOk) => this.onFrames(link, frames, l4ChecksumOk));
+  /**
+   * Guests by name: a guest whose lease carries a hostname (DHCP option 12) resolves at the DNS
+   * address as NAME and NAME.DOMAIN; the names go when the lease does (or change with it). A name
+   * the user configured (--dns-host) is never taken over or removed.
+   */
+  private guestNames(ip: number, hostname: string | undefined): void {
+    const ipText = formatIpv4(ip);
+    const hosts = this.cfg.dnsHosts;
+    for (const name of this.namesOfGuest.get(ip) ?? []) hosts.remove(name, ipText);
+    this.namesOfGuest.delete(ip);
+    if (hostname === undefined) return;
+    const label = hostname.split('.')[0]!.toLowerCase();
+    const names = this.cfg.domain !== undefined ? [label, `${label}.${this.cfg.domain}`] : [label];
+    const added: string[] = [];
+    for (const name of names) {
+      if (hosts.lookup(name, 'A') !== undefined) continue; // configured, or another guest's
+      try {
+        hosts.add(name, ipText);
+        added.push(name);
+      } catch {
+        // not a valid DNS name: the guest just is not found by it
+      }
+    }
+    if (added.length > 0) this.namesOfGuest.set(ip, added);
   }
 
-  private onFrames(link: Link, frames: readonly Uint8Array[], l4ChecksumOk: Uint8Array | undefined): void {
-    if (this.closed) return;
+  /**
+   * Adds a link: a port of the switch, or — for a transport that serves several guests — the
+   * source of one port per guest. Starts receiving.
+   */
+  attach(link: Link): void {
+    this.links.push(link);
+    if (link.acceptPorts !== undefined) {
+      link.acceptPorts(
+        (port) => this.attachPort(port),
+        (port) => this.detachPort(port),
+      );
+    } else {
+      this.attachPort(link);
+    }
+  }
+
+  private attachPort(link: Link): void {
+    if (this.closed) {
+      void link.close();
+      return;
+    }
+    const port = this.switch.attach(link);
+    this.updateOffload();
+    log.debug(`switch: port ${port.id} up (${link.kind} ${JSON.stringify(link.describe())})`);
+    link.start((frames, l4ChecksumOk) => this.onFrames(port, frames, l4ChecksumOk));
+  }
+
+  private detachPort(link: Link): void {
+    const port = this.switch.ports.find((p) => p.link === link);
+    if (port === undefined) return;
+    this.switch.detach(port);
+    this.updateOffload();
+    log.debug(`switch: port ${port.id} down (${link.kind} ${JSON.stringify(link.describe())})`);
+  }
+
+  /** Checksum and segmentation offload only while every port takes such frames (a TAP with a vnet header). */
+  private updateOffload(): void {
+    this.stack.gso = this.offload && this.switch.ports.every((p) => p.link.gso === true);
+  }
+
+  private onFrames(port: SwitchPort, frames: readonly Uint8Array[], l4ChecksumOk: Uint8Array | undefined): void {
+    if (this.closed || port.closed) return;
     const now = this.now();
     const stack = this.stack;
-    this.currentLink = link;
+    const sw = this.switch;
+    const pcap = this.pcap;
+    this.inBatch = true;
+    this.batchNow = now;
+    sw.current = port;
     for (let i = 0; i < frames.length; i++) {
       const frame = frames[i]!;
       stack.rxL4ChecksumOk = l4ChecksumOk !== undefined && l4ChecksumOk[i] === 1;
       if (frame.length < 14) {
-        this.switchStats.runts++;
+        this.runts++;
         continue;
       }
-      this.pcap?.write(frame);
-      const src = readMac(frame, 6);
-      if (!isGroupMac(src)) {
-        const known = this.macToLink.get(src);
-        if (known !== link) {
-          if (known !== undefined) this.switchStats.macMoves++;
-          else if (this.macToLink.size >= MAX_MACS) {
-            // Bounded: a guest spraying random source MACs must not grow memory. Forget the oldest.
-            const oldest = this.macToLink.keys().next();
-            if (!oldest.done) this.macToLink.delete(oldest.value);
-            this.switchStats.macEvicted++;
-          }
-          this.macToLink.set(src, link);
-        }
-      }
-      const dst = readMac(frame, 0);
-      if (dst === stack.gatewayMac || dst === stack.dnsMac) {
-        stack.input(frame, now);
-      } else if (isGroupMac(dst)) {
-        stack.input(frame, now);
-        if (this.links.length > 1) this.flood(frame, link);
-      } else {
-        const port = this.macToLink.get(dst);
-        if (port !== undefined && port !== link) {
-          this.switchStats.guestToGuest++;
-          this.sendOn(port, frame);
-        } else {
-          stack.input(frame, now); // counted there as eth.notForUs
-        }
+      try {
+        pcap?.write(frame);
+        sw.input(port, frame, now);
+      } catch (err) {
+        // A bug this frame met (fault.ts): the frame is lost, the batch and the process go on.
+        this.faults.caught('handling a guest frame', err);
       }
     }
-    this.currentLink = undefined;
+    sw.current = undefined;
+    this.inBatch = false;
     stack.rxL4ChecksumOk = false;
-    this.nat.afterBatch();
+    this.afterWork(now);
+  }
+
+  /** End of a batch or a timer tick: host writes, link flushes, the next deadline. */
+  private afterWork(now: number): void {
+    try {
+      this.nat.afterBatch();
+    } catch (err) {
+      this.faults.caught('writing guest payload to host sockets', err);
+    }
     this.flushDirty();
     this.armTimer(now);
   }
 
-  private flood(frame: Uint8Array, except: Link | undefined): void {
-    this.switchStats.flooded++;
-    for (const port of this.links) if (port !== except) this.sendOn(port, frame);
-  }
-
-  private sendOn(link: Link, frame: Uint8Array, gsoSize?: number): void {
-    link.send(frame, gsoSize);
-    this.dirty.add(link);
-  }
-
-  /** Frames from the stack to the guests: unicast to the port that holds the MAC, else flood. */
+  /** Frames from the stack to the guests, through the switch. */
   private toGuests(frame: Uint8Array, gsoSize?: number): void {
     this.pcap?.write(frame);
-    const dst = readMac(frame, 0);
-    const port = isGroupMac(dst) ? undefined : this.macToLink.get(dst);
-    if (port !== undefined) this.sendOn(port, frame, gsoSize);
-    else for (const l of this.links) this.sendOn(l, frame, gsoSize);
-    if (this.currentLink === undefined) this.scheduleFlush();
+    this.switch.output(frame, this.inBatch ? this.batchNow : this.now(), gsoSize);
+    if (!this.inBatch) this.scheduleFlush();
   }
 
   private scheduleFlush(): void {
@@ -283,8 +364,7 @@ export class Engine implements ApiBackend {
   }
 
   private flushDirty(): void {
-    for (const link of this.dirty) link.flush();
-    this.dirty.clear();
+    this.switch.flush();
     this.pcap?.flush();
   }
 
@@ -306,13 +386,17 @@ export class Engine implements ApiBackend {
     this.timerAt = Infinity;
     if (this.closed) return;
     const now = this.now();
-    for (const m of this.machines) m.poll(now);
-    this.nat.afterBatch(); // payload a timer delivered (none today) must not wait for the next frame
-    this.flushDirty();
-    this.armTimer(now);
+    for (const m of this.machines) {
+      try {
+        m.poll(now);
+      } catch (err) {
+        this.faults.caught('running timers', err);
+      }
+    }
+    this.afterWork(now); // payload a timer delivered (none today) must not wait for the next frame
   }
 
-  private publish(e: LeaseEvent | FlowEvent): void {
+  private publish(e: LeaseEvent | FlowEvent | FilterEvent): void {
     for (const l of this.listeners) l(e);
   }
 
@@ -322,22 +406,123 @@ export class Engine implements ApiBackend {
     return this.dhcp.leases(now).map((l) => leaseToApi(l, now));
   }
 
+  // ---- the filter ----
+
+  /**
+   * One check of the filter rules (no rules: pass, at the cost of one comparison). `count`: a
+   * new flow (hits are counted and a block is an event); false only re-decides a packet.
+   */
+  private filterCheck(direction: 'in' | 'out', proto: FilterFlow['proto'], src: number, srcPort: number, dst: number, dstPort: number, count: boolean): boolean {
+    if (this.filterSet.size === 0) return true;
+    const f = this.filterScratch;
+    f.direction = direction;
+    f.proto = proto;
+    f.src = src;
+    f.srcPort = srcPort;
+    f.dst = dst;
+    f.dstPort = dstPort;
+    const v = count ? this.filterSet.check(f, this.cfg) : this.filterSet.match(f, this.cfg);
+    if (v.action === 'pass') return true;
+    if (count && this.listeners.size > 0) this.publish(blockEvent(f, v));
+    return false;
+  }
+
+  /**
+   * A unicast frame between two guests: `out` for the sender, `in` for the receiver. A packet
+   * that starts a flow (TCP SYN, ICMP echo request, any UDP datagram) counts hits and raises the
+   * block event; the rest of the flow is re-decided without counting. A blocked flow start gets
+   * ICMP "administratively prohibited" from the gateway, so the sender fails at once.
+   */
+  private filterGuestToGuest(frame: Uint8Array, _from: SwitchPort, _to: SwitchPort): boolean {
+    if (this.filterSet.size === 0) return true;
+    if (frame.length < 34 || frame[12] !== 0x08 || frame[13] !== 0x00) return true; // ARP and the rest
+    const ihl = (frame[14]! & 15) * 4;
+    const l4 = 14 + ihl;
+    const protoNum = frame[23]!;
+    const src = ((frame[26]! << 24) | (frame[27]! << 16) | (frame[28]! << 8) | frame[29]!) >>> 0;
+    const dst = ((frame[30]! << 24) | (frame[31]! << 16) | (frame[32]! << 8) | frame[33]!) >>> 0;
+    const fragment = ((frame[20]! & 0x1f) << 8 | frame[21]!) !== 0;
+    const proto = protoNum === 6 ? 'tcp' : protoNum === 17 ? 'udp' : protoNum === 1 ? 'icmp' : 'other';
+    let srcPort = 0;
+    let dstPort = 0;
+    let starts = proto === 'other' || proto === 'udp';
+    if ((proto === 'tcp' || proto === 'udp') && !fragment && frame.length >= l4 + 4) {
+      srcPort = (frame[l4]! << 8) | frame[l4 + 1]!;
+      dstPort = (frame[l4 + 2]! << 8) | frame[l4 + 3]!;
+      if (proto === 'tcp' && frame.length >= l4 + 14) starts = (frame[l4 + 13]! & 0x12) === 0x02; // SYN, not SYN-ACK
+    } else if (proto === 'icmp' && frame.length > l4) {
+      starts = frame[l4] === 8; // echo request
+    }
+    const ok = this.filterCheck('out', proto, src, srcPort, dst, dstPort, starts) && this.filterCheck('in', proto, src, srcPort, dst, dstPort, starts);
+    if (!ok && starts) {
+      const ip = frame.subarray(14);
+      this.stack.sendIcmpErrorQuoting(ip.subarray(0, Math.min(ip.length, ihl + 8)), readMacAt(frame, 6), this.cfg.gateway, src, 3, 13);
+    }
+    return ok;
+  }
+
+  /** GET /filter. */
+  filter(): FilterJson {
+    return this.filterSet.toJSON();
+  }
+
+  /**
+   * PUT /filter: the new rules take effect at once, atomically (a bad set throws and the old one
+   * stays); open flows the new set blocks are ended, the rest carry on.
+   */
+  replaceFilter(text: string, source: string): FilterJson {
+    this.filterSet.replace(text, source);
+    if (this.filterSet.size > 0) {
+      const closed = this.flowTable.closeWhere((f) => this.blockedNow(f));
+      if (closed > 0) log.info(`filter: ${closed} open flow(s) the new rules block were closed`);
+    }
+    this.armTimer(this.now());
+    this.scheduleFlush();
+    return this.filterSet.toJSON();
+  }
+
+  /** Would the rules in force refuse this open flow? (Forwards are `in` from their host client.) */
+  private blockedNow(f: FlowEntry): boolean {
+    if (f.hostAddress === 'dns') return false;
+    const proto = f.proto;
+    if (f.forward !== undefined) {
+      const client = parseIpv4Text(f.hostAddress) ?? IPV4_ANY;
+      return !this.filterCheck('in', proto, client, 0, f.guestIp, f.guestPort, false);
+    }
+    return !this.filterCheck('out', proto, f.guestIp, proto === 'icmp' ? 0 : f.guestPort, f.dstIp, f.dstPort, false);
+  }
+
+  /** Every open flow of every protocol, from the one flow table. */
   flows(): ApiFlow[] {
-    const tcp = this.nat.tcp.list().map((f): ApiFlow => {
-      const out: ApiFlow = { proto: 'tcp', guest: f.guest, remote: f.destination, host: f.host, state: f.state, bytes_from_guest: f.bytesFromGuest, bytes_to_guest: f.bytesToGuest, age_s: Math.round(f.ageMs / 1000) };
-      if (f.forward !== undefined) out.forward = f.forward;
-      if (f.hostLocal !== undefined) out.host_local = f.hostLocal;
+    return this.flowTable.list(this.now());
+  }
+
+  /** The switch's ports, for `/ports` and `vmnat ctl ports`. */
+  ports(): ApiPort[] {
+    return this.switch.ports.map((p) => {
+      const out: ApiPort = {
+        id: p.id,
+        transport: p.link.kind,
+        ...p.link.describe(),
+        mac: p.mac === undefined ? null : formatMac(p.mac),
+        ip: p.ip === undefined ? null : formatIpv4(p.ip),
+        address_source: p.ipSource ?? null,
+        hostname: p.hostname ?? null,
+        rx_frames: p.stats.rxFrames,
+        rx_bytes: p.stats.rxBytes,
+        tx_frames: p.stats.txFrames,
+        tx_bytes: p.stats.txBytes,
+        drops: { ...p.stats.drops },
+      };
       return out;
     });
-    const udp = this.nat.udp.list().map((f): ApiFlow => ({ proto: 'udp', guest: f.guest, remote: f.destination, host: f.host, bytes_from_guest: f.bytesFromGuest, bytes_to_guest: f.bytesToGuest }));
-    return [...tcp, ...udp];
   }
 
   config(): Record<string, unknown> {
     return configToApi(this.cfg);
   }
 
-  subscribe(listener: (e: LeaseEvent | FlowEvent) => void): () => void {
+  subscribe(listener: (e: LeaseEvent | FlowEvent | FilterEvent) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
@@ -345,11 +530,15 @@ export class Engine implements ApiBackend {
   /** All counters, by subsystem. */
   stats(): Record<string, unknown> {
     return {
+      engine: { internalErrors: this.faults.internalErrors },
       links: this.links.map((l) => ({ kind: l.kind, ...l.stats })),
-      switch: this.switchStats,
+      switch: { ...this.switch.stats, runts: this.runts },
+      filter: (({ checks, blocked, unmatched, version }) => ({ rules: this.filterSet.size, checks, blocked, unmatched, version }))(this.filterSet.toJSON()),
+      ports: this.ports(),
       ...this.stack.stats,
       dhcp: this.dhcp.stats,
       nat: this.nat.stats,
+      flows: this.flowTable.counts(),
       udpNat: this.nat.udp.stats,
       tcpNat: this.nat.tcp.stats,
       icmpNat: this.icmpNat.stats,

@@ -9,8 +9,9 @@
  * `events()` has no timeout and ends when the server ends the stream or the signal aborts.
  */
 import http from 'node:http';
-import type { ApiFlow, ApiLease } from './server.ts';
+import type { ApiFlow, ApiLease, ApiPort } from './server.ts';
 import type { ForwardRuleJson } from '../portfwd/rules.ts';
+import type { FilterJson } from '../filter/filter.ts';
 
 /** A rule as `GET /forwards` lists it. */
 export interface ForwardListItem extends ForwardRuleJson {
@@ -115,11 +116,21 @@ export class ApiClient {
   flows(): Promise<ApiFlow[]> {
     return this.call('GET', '/flows') as Promise<ApiFlow[]>;
   }
+  ports(): Promise<ApiPort[]> {
+    return this.call('GET', '/ports') as Promise<ApiPort[]>;
+  }
   stats(): Promise<Record<string, unknown>> {
     return this.call('GET', '/stats') as Promise<Record<string, unknown>>;
   }
   config(): Promise<Record<string, unknown>> {
     return this.call('GET', '/config') as Promise<Record<string, unknown>>;
+  }
+  filter(): Promise<FilterJson> {
+    return this.call('GET', '/filter') as Promise<FilterJson>;
+  }
+  /** Replaces the filter rules; `source` names them in error messages (a file name). */
+  setFilter(rules: string, source?: string): Promise<FilterJson> {
+    return this.call('PUT', '/filter', source === undefined ? { rules } : { rules, source }) as Promise<FilterJson>;
   }
 
   /**

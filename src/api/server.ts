@@ -15,12 +15,19 @@
  *   GET    /forwards/NAME       rule, or 404
  *   DELETE /forwards/NAME       204, or 404
  *   GET    /leases  /flows      arrays from the backend
+ *   GET    /ports               the switch's ports: transport, MAC, address, hostname, counters
  *   GET    /stats   /config     objects from the backend (stats gains `api`)
+ *   GET    /filter              the filter rules in force with their hit counts (FilterJson)
+ *   PUT    /filter              replace them: the body is the rule text (any content type but
+ *                               JSON), or JSON {"rules": "<text>", "source"?: "<name>"}; parsed
+ *                               whole first, so a bad set → 400 `bad_filter` naming line and
+ *                               token, and the old set stays. 501 if the backend has no filter.
  *   GET    /events              newline-delimited JSON, one event per line, each with `time`:
  *                               lease (bound/released/expired/declined), forward (added/removed),
- *                               flow (open/close). On connect, each currently bound lease is
- *                               replayed as a `lease` `bound` event with `"replay": true`, so a
- *                               tool waiting for the VM's lease cannot miss one that came first.
+ *                               flow (open/close), filter (block). On connect, each currently
+ *                               bound lease is replayed as a `lease` `bound` event with
+ *                               `"replay": true`, so a tool waiting for the VM's lease cannot miss
+ *                               one that came first.
  *
  * Limits, so no client can disturb traffic: request bodies ≤ 64 KiB (413), 8 KiB of headers
  * (431, by Node), headers within 10 s and the whole request within 30 s (408, by Node, checked
@@ -40,6 +47,8 @@ import type { DhcpLease, DhcpLeaseEvent } from '../dhcp/server.ts';
 import { formatIpv4, formatMac } from '../stack/wire/addr.ts';
 import { ForwardRuleError, ruleFromJson, ruleToJson, type ForwardRule, type ForwardRuleJson } from '../portfwd/rules.ts';
 import { ForwardError, type ForwardEntry, type ForwardEvent } from '../portfwd/forwarder.ts';
+import { FilterParseError } from '../filter/rules.ts';
+import type { FilterEvent, FilterJson } from '../filter/filter.ts';
 
 const trace = debuglog('vmnat-api');
 
@@ -76,6 +85,27 @@ export interface ApiFlow {
   bytes_to_guest: number;
   /** Seconds since the flow opened. */
   age_s?: number;
+  /** Seconds since its last packet either way. */
+  idle_s?: number;
+}
+
+/** One switch port (a guest connection), as `/ports` shows it. */
+export interface ApiPort {
+  id: number;
+  /** socket | fd | stream | tap, then the transport's own fields (path, tap, netns, connection). */
+  transport: string;
+  [field: string]: unknown;
+  mac: string | null;
+  ip: string | null;
+  /** dhcp (leased) or static (claimed by use, anti-spoofing binds it); null: none yet. */
+  address_source: 'dhcp' | 'static' | null;
+  hostname: string | null;
+  rx_frames: number;
+  rx_bytes: number;
+  tx_frames: number;
+  tx_bytes: number;
+  /** Frames the switch dropped from this port, by reason. */
+  drops: Record<string, number>;
 }
 
 export interface LeaseEvent {
@@ -95,7 +125,9 @@ export interface FlowEvent {
   reason?: string;
 }
 
-export type ApiEvent = LeaseEvent | FlowEvent | ForwardEvent;
+export type { FilterEvent } from '../filter/filter.ts';
+
+export type ApiEvent = LeaseEvent | FlowEvent | ForwardEvent | FilterEvent;
 
 /** The rule table the API edits; `PortForwarder` implements it. */
 export interface ForwardTable {
@@ -119,10 +151,19 @@ export interface ApiBackend {
   config(): Record<string, unknown>;
   readonly forwards: ForwardTable;
   /**
-   * Lease and flow events. Forward events are not expected here: the server takes them from
-   * `forwards.subscribe`. Returns the unsubscribe function.
+   * Lease, flow and filter events. Forward events are not expected here: the server takes them
+   * from `forwards.subscribe`. Returns the unsubscribe function.
    */
-  subscribe(listener: (e: LeaseEvent | FlowEvent) => void): () => void;
+  subscribe(listener: (e: LeaseEvent | FlowEvent | FilterEvent) => void): () => void;
+  /** The switch's ports (an engine has them; a backend without a switch may not). */
+  ports?(): ApiPort[];
+  /** The filter rules in force and their hits (`FilterSet.toJSON()`); absent → 501. */
+  filter?(): FilterJson;
+  /**
+   * Replaces the filter rules with `text` atomically (`FilterSet.replace(text, source)`) and
+   * answers the new set. Throws `FilterParseError` for a bad set (→ 400), leaving the old one.
+   */
+  replaceFilter?(text: string, source: string): FilterJson;
 }
 
 // ── helpers for the engine ──────────────────────────────────────────────────────────────────
@@ -147,9 +188,12 @@ export function leaseEvent(event: DhcpLeaseEvent, lease: DhcpLease): LeaseEvent 
 
 /** The JSON view of a Config (addresses as text, maps as objects). */
 export function configToApi(config: Config): Record<string, unknown> {
-  const link: Record<string, unknown> = { ...config.link };
+  const links = config.links.map((l): Record<string, unknown> => ({ ...l }));
   return {
-    link,
+    link: links[0],
+    links,
+    isolate: config.isolate,
+    anti_spoof: config.antiSpoof,
     network: `${formatIpv4(config.network)}/${config.prefixLen}`,
     netmask: formatIpv4(config.netmask),
     gateway: formatIpv4(config.gateway),
@@ -165,6 +209,7 @@ export function configToApi(config: Config): Record<string, unknown> {
     dns_servers: config.dnsServers.map((s) => (s.ip.includes(':') ? `[${s.ip}]:${s.port}` : `${s.ip}:${s.port}`)),
     dns_hosts: config.dnsHosts.size,
     host_loopback: config.hostLoopback,
+    filter: config.filter?.source ?? null,
     udp_timeout_s: config.udpTimeoutSec,
     max_flows: config.maxFlows,
     pcap_file: config.pcapFile ?? null,
@@ -210,6 +255,7 @@ export function createApiStats() {
 interface Route {
   GET?: Handler;
   POST?: Handler;
+  PUT?: Handler;
   DELETE?: Handler;
 }
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, param: string | undefined) => void | Promise<void>;
@@ -349,9 +395,11 @@ export class ApiServer {
     ['/forwards', { GET: (_q, res) => this.json(res, 200, this.backend.forwards.list().map(entryToJson)), POST: (req, res) => this.addForward(req, res) }],
     ['/leases', { GET: (_q, res) => this.json(res, 200, this.backend.leases()) }],
     ['/flows', { GET: (_q, res) => this.json(res, 200, this.backend.flows()) }],
+    ['/ports', { GET: (_q, res) => this.json(res, 200, this.backend.ports?.() ?? []) }],
     ['/stats', { GET: (_q, res) => this.json(res, 200, { ...this.backend.stats(), api: this.stats }) }],
     ['/config', { GET: (_q, res) => this.json(res, 200, this.backend.config()) }],
     ['/events', { GET: (req, res) => this.events(req, res) }],
+    ['/filter', { GET: (_q, res) => this.json(res, 200, this.filterBackend().filter()), PUT: (req, res) => this.putFilter(req, res) }],
   ]);
 
   /** `/forwards/NAME`. */
@@ -391,16 +439,16 @@ export class ApiServer {
       }
     }
     if (route === undefined) {
-      throw new HttpError(404, 'not_found', `no such endpoint: ${pathname} (try GET /health, /forwards, /leases, /flows, /stats, /config, /events)`);
+      throw new HttpError(404, 'not_found', `no such endpoint: ${pathname} (try GET /health, /forwards, /leases, /flows, /stats, /config, /filter, /events)`);
     }
     const method = req.method ?? 'GET';
-    const handler = method === 'GET' || method === 'POST' || method === 'DELETE' ? route[method] : undefined;
+    const handler = method === 'GET' || method === 'POST' || method === 'PUT' || method === 'DELETE' ? route[method] : undefined;
     if (handler === undefined) {
       res.setHeader('Allow', Object.keys(route).join(', '));
       throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${pathname} (allowed: ${Object.keys(route).join(', ')})`);
     }
     // Bodies of methods that take none are read and thrown away (bounded by the same limit).
-    if (method !== 'POST') await this.readBody(req);
+    if (method !== 'POST' && method !== 'PUT') await this.readBody(req);
     await handler(req, res, param);
   }
 
@@ -418,6 +466,37 @@ export class ApiServer {
     const entry = this.backend.forwards.list().find((e) => e.rule.name === rule.name);
     res.setHeader('Location', `/forwards/${encodeURIComponent(rule.name)}`);
     this.json(res, 201, entry === undefined ? ruleToJson(rule) : entryToJson(entry));
+  }
+
+  private filterBackend(): Required<Pick<ApiBackend, 'filter' | 'replaceFilter'>> {
+    const b = this.backend;
+    if (b.filter === undefined || b.replaceFilter === undefined) throw new HttpError(501, 'not_implemented', 'this vmnat has no filter rules to show or replace');
+    return { filter: () => b.filter!(), replaceFilter: (text, source) => b.replaceFilter!(text, source) };
+  }
+
+  /** PUT /filter: the whole body is the new rule set (text, or JSON {"rules", "source"?}). */
+  private async putFilter(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    // The body first, so that even a 501 leaves the connection clean for the next request.
+    const body = (await this.readBody(req)).toString('utf8');
+    const backend = this.filterBackend();
+    let text = body;
+    let source = 'filter';
+    if (/^application\/json\b/i.test(req.headers['content-type'] ?? '')) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body);
+      } catch (err) {
+        throw new HttpError(400, 'bad_json', `malformed JSON: ${(err as Error).message}`);
+      }
+      const o = (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? parsed : {}) as { rules?: unknown; source?: unknown };
+      if (typeof o.rules !== 'string') throw new HttpError(400, 'bad_request', 'expected a JSON object {"rules": "<rule text>"} (or send the rules as text/plain)');
+      if (o.source !== undefined && (typeof o.source !== 'string' || o.source === '' || o.source.length > 256 || /[\r\n]/.test(o.source))) {
+        throw new HttpError(400, 'bad_request', '"source" must be a one-line name of 1..256 characters');
+      }
+      text = o.rules;
+      source = typeof o.source === 'string' ? o.source : source;
+    }
+    this.json(res, 200, backend.replaceFilter(text, source)); // FilterParseError → 400
   }
 
   private readBody(req: http.IncomingMessage): Promise<Buffer> {
@@ -498,6 +577,8 @@ export class ApiServer {
       ({ status, code, message } = err);
     } else if (err instanceof ForwardRuleError) {
       [status, code, message] = [400, 'bad_rule', err.reason];
+    } else if (err instanceof FilterParseError) {
+      [status, code, message] = [400, 'bad_filter', err.message];
     } else if (err instanceof ForwardError) {
       code = err.code;
       message = err.message;
@@ -511,7 +592,7 @@ export class ApiServer {
     else if (status === 405) this.stats.methodNotAllowed++;
     else if (status === 409) this.stats.conflict++;
     else if (status === 413) this.stats.tooLarge++;
-    else if (status >= 500) this.stats.internalError++;
+    else if (status >= 500 && status !== 501) this.stats.internalError++;
     if (res.headersSent || res.destroyed) {
       res.destroy();
       return;

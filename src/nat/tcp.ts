@@ -47,6 +47,8 @@ import {
 } from '../stack/tcp/index.ts';
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
+import type { FaultBarrier } from '../fault.ts';
+import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
 
 const trace = debuglog('vmnat');
 /** How often idle flows are looked for: the timeout is coarse (hours by default), so is this. */
@@ -65,13 +67,20 @@ export interface TcpNatOptions {
   gateway: Ipv4Addr;
   /** The addon's dup(): lets port forwards re-wrap accepted sockets to read with `onread`. */
   dupFd?: (fd: number) => number;
+  /** Where a bug met in one flow is counted and logged (the flow is then reset); see fault.ts. */
+  faults?: FaultBarrier;
+  /** The engine's flow table (flows.ts); a NAT made alone keeps a table of its own. */
+  table?: FlowTable;
+  /** The filter's say on each new outbound flow (flows.ts); absent = every flow may open. */
+  admit?: FlowAdmission;
 }
 
 export function createTcpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, dialsRefused: 0, dialsUnreachable: 0, dialTimeouts: 0,
     synWhileDialing: 0, halfOpenLimit: 0, idleTimeouts: 0, forwardsOpened: 0, forwardsRewrapped: 0, dialSocketsReused: 0, forwardFailed: 0, flowLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
-    malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0,
+    malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0, internalErrors: 0,
+    refusedByFilter: 0, closedByFilter: 0,
   };
 }
 export type TcpNatStats = ReturnType<typeof createTcpNatStats>;
@@ -168,15 +177,31 @@ class DialSocket {
       allowHalfOpen: true,
       noDelay: true,
       // Returning false stops reading, as pause() would; f.data has paused the socket already.
-      onread: { buffer: readBuffer, callback: (n: number, buf: Uint8Array) => this.flow?.data(buf.subarray(0, n)) ?? false },
+      onread: {
+        buffer: readBuffer,
+        callback: (n: number, buf: Uint8Array) => {
+          const f = this.flow;
+          if (f === undefined) return false;
+          try {
+            return f.data(buf.subarray(0, n));
+          } catch (err) {
+            nat.fault(f, 'reading a host socket', err);
+            return false;
+          }
+        },
+      },
     };
     const socket = new net.Socket(options);
     this.socket = socket;
     socket.on('connect', () => {
-      if (this.flow !== undefined) nat.dialed(this.flow);
+      if (this.flow !== undefined) nat.guard(this.flow, 'completing a dial', (f) => nat.dialed(f));
     });
-    socket.on('end', () => this.flow?.end());
-    socket.on('error', (err: NodeJS.ErrnoException) => this.flow?.error(err.code));
+    socket.on('end', () => {
+      if (this.flow !== undefined) nat.guard(this.flow, 'ending a host socket', (f) => f.end());
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (this.flow !== undefined) nat.guard(this.flow, 'handling a host socket error', (f) => f.error(err.code));
+    });
     socket.on('close', () => {
       this.flow = undefined;
       // A paused or corked stream would carry that state into its next connection: not reused.
@@ -184,7 +209,10 @@ class DialSocket {
     });
   }
 }
-export class TcpFlow implements TcpHost, HostEvents, Scheduled {
+export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
+  readonly proto = 'tcp' as const;
+  /** The guests' network (one today; see flows.ts). */
+  readonly net = 0;
   scheduledAt: number | undefined = undefined;
   conn: TcpConnection | undefined;
   host: HostEndpoint | undefined;
@@ -361,6 +389,14 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
   describe(): string {
     return `${formatIpv4(this.guestIp)}:${this.guestPort} -> ${formatIpv4(this.dstIp)}:${this.dstPort}`;
   }
+
+  get stateName(): string {
+    return this.conn?.state ?? 'dialing';
+  }
+
+  hostSocketEnds(): { local: string; peer: string } | undefined {
+    return this.host instanceof SocketEndpoint ? this.host.ends() : undefined;
+  }
 }
 
 export class TcpNat {
@@ -372,8 +408,8 @@ export class TcpNat {
   readonly writeSlabs = new WriteSlabs();
   /** Flow open/close, for the control API's event stream. */
   onFlowEvent: ((event: 'open' | 'close', flow: TcpFlow, reason?: string) => void) | undefined;
-  private readonly byGuest = new Map<number, Map<number, TcpFlow>>();
-  private count = 0;
+  /** This NAT's flows, filed in the engine's one flow table. */
+  private readonly flows: FlowIndex<TcpFlow>;
   private halfOpen = 0;
   private readonly heap = new DeadlineHeap<TcpFlow>();
   private readonly seg = new TcpSegment();
@@ -398,10 +434,19 @@ export class TcpNat {
     readonly now: () => number,
     private readonly wake: () => void,
     private readonly localService: LocalServiceFactory | undefined,
-  ) {}
+  ) {
+    this.flows = (options.table ?? new FlowTable()).index<TcpFlow>('tcp');
+    this.flows.closer = (f) => {
+      this.stats.closedByFilter++;
+      if (f.conn !== undefined) f.conn.abort(this.now());
+      else this.remove(f, 'filter');
+      f.host?.destroy(true);
+      this.wake();
+    };
+  }
 
   get size(): number {
-    return this.count;
+    return this.flows.size;
   }
 
   /**
@@ -422,12 +467,18 @@ export class TcpNat {
     }
     const guestKey = ip.src * 65536 + view.srcPort;
     const dstKey = ip.dst * 65536 + view.dstPort;
-    const flow = this.byGuest.get(guestKey)?.get(dstKey);
+    const flow = this.flows.get(0, guestKey, dstKey);
     if (flow !== undefined) {
       flow.lastActive = now;
       const conn = flow.conn;
       if (conn !== undefined) {
-        const r = conn.input(seg, now);
+        let r;
+        try {
+          r = conn.input(seg, now);
+        } catch (err) {
+          this.fault(flow, 'handling a guest segment', err);
+          return;
+        }
         this.touchedNoWake(flow);
         if (r === 'ok') return;
         // 'reuse': the old connection closed in TIME-WAIT; this SYN starts a new flow below.
@@ -448,7 +499,13 @@ export class TcpNat {
       this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
       return;
     }
-    if (this.count >= this.options.maxFlows) {
+    // vmnat's own DNS service is not a way out, and is never filtered (as DHCP).
+    if (hostAddress !== 'dns' && this.options.admit !== undefined && !this.options.admit('tcp', ip.src, view.srcPort, ip.dst, view.dstPort)) {
+      this.stats.refusedByFilter++;
+      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      return;
+    }
+    if (this.flows.size >= this.options.maxFlows) {
       this.stats.flowLimit++;
       this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
       return;
@@ -476,13 +533,7 @@ export class TcpNat {
 
   private add(f: TcpFlow, guestKey: number, dstKey: number): void {
     if (this.nextSweep === undefined && this.options.idleTimeoutMs > 0) this.nextSweep = f.openedAt + this.sweepMs();
-    let perGuest = this.byGuest.get(guestKey);
-    if (perGuest === undefined) {
-      perGuest = new Map();
-      this.byGuest.set(guestKey, perGuest);
-    }
-    perGuest.set(dstKey, f);
-    this.count++;
+    this.flows.add(f, guestKey, dstKey);
     this.stats.flowsOpened++;
     this.onFlowEvent?.('open', f);
   }
@@ -557,7 +608,7 @@ export class TcpNat {
   openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string): net.Socket | undefined {
     const guestMac = this.stack.neighbours.lookup(guestIp);
     const srcPort = guestMac === undefined ? undefined : this.ephemeralPort(guestIp, guestPort, srcIp);
-    if (guestMac === undefined || srcPort === undefined || this.count >= this.options.maxFlows) {
+    if (guestMac === undefined || srcPort === undefined || this.flows.size >= this.options.maxFlows) {
       this.stats.forwardFailed++;
       accepted.resetAndDestroy();
       return undefined;
@@ -573,9 +624,9 @@ export class TcpNat {
     // (and 'end') before the guest has even answered our SYN.
     socket.pause();
     socket.setNoDelay(true);
-    if (rewrapped === undefined) socket.on('data', (chunk: Buffer) => f.data(chunk));
-    socket.on('end', () => f.end());
-    socket.on('error', (err: NodeJS.ErrnoException) => f.error(err.code));
+    if (rewrapped === undefined) socket.on('data', (chunk: Buffer) => this.guard(f, 'reading a forwarded socket', (g) => g.data(chunk)));
+    socket.on('end', () => this.guard(f, 'ending a forwarded socket', (g) => g.end()));
+    socket.on('error', (err: NodeJS.ErrnoException) => this.guard(f, 'handling a forwarded socket error', (g) => g.error(err.code)));
     this.add(f, guestIp * 65536 + guestPort, srcIp * 65536 + srcPort);
     this.stats.forwardsOpened++;
     f.conn = TcpConnection.connect(f, now, { config: this.config, stats: this.tcpStats });
@@ -610,7 +661,17 @@ export class TcpNat {
         readable: true,
         writable: true,
         allowHalfOpen: true,
-        onread: { buffer: this.hostReadBuffer, callback: (n: number, buf: Uint8Array) => f.data(buf.subarray(0, n)) },
+        onread: {
+          buffer: this.hostReadBuffer,
+          callback: (n: number, buf: Uint8Array) => {
+            try {
+              return f.data(buf.subarray(0, n));
+            } catch (err) {
+              this.fault(f, 'reading a forwarded socket', err);
+              return false;
+            }
+          },
+        },
       };
       socket = new net.Socket(options);
     } catch {
@@ -625,7 +686,7 @@ export class TcpNat {
 
   /** A free source port on `srcIp` for a new flow to guestIp:guestPort (49152..65535, rotating). */
   private ephemeralPort(guestIp: Ipv4Addr, guestPort: number, srcIp: Ipv4Addr): number | undefined {
-    const perGuest = this.byGuest.get(guestIp * 65536 + guestPort);
+    const perGuest = this.flows.ofGuest(0, sideKey(guestIp, guestPort));
     for (let i = 0; i < 16384; i++) {
       this.nextEphemeral = this.nextEphemeral >= 65535 ? 49152 : this.nextEphemeral + 1;
       if (perGuest?.get(srcIp * 65536 + this.nextEphemeral) === undefined) return this.nextEphemeral;
@@ -643,13 +704,7 @@ export class TcpNat {
       f.syn = undefined;
     }
     f.scheduledAt = undefined;
-    const guestKey = f.guestIp * 65536 + f.guestPort;
-    const perGuest = this.byGuest.get(guestKey);
-    if (perGuest !== undefined) {
-      perGuest.delete(f.dstIp * 65536 + f.dstPort);
-      if (perGuest.size === 0) this.byGuest.delete(guestKey);
-    }
-    this.count--;
+    this.flows.delete(f, sideKey(f.guestIp, f.guestPort), sideKey(f.dstIp, f.dstPort));
     this.stats.flowsClosed++;
     this.onFlowEvent?.('close', f, reason);
   }
@@ -684,9 +739,45 @@ export class TcpNat {
     this.heap.popDue(now, (f) => {
       if (f.closed || f.conn === undefined) return;
       const d = f.conn.nextDeadline();
-      if (d !== undefined && d <= now) f.conn.poll(now);
+      try {
+        if (d !== undefined && d <= now) f.conn.poll(now);
+      } catch (err) {
+        this.fault(f, 'running a TCP timer', err);
+        return;
+      }
       this.touchedNoWake(f);
     });
+  }
+
+  /** Runs a host event of `f` behind the fault barrier. */
+  guard(f: TcpFlow, where: string, fn: (f: TcpFlow) => void): void {
+    try {
+      fn(f);
+    } catch (err) {
+      this.fault(f, where, err);
+    }
+  }
+
+  /**
+   * A bug met while handling `f`: counted and logged (fault.ts), and `f` alone pays: its state can
+   * no longer be trusted, so it is reset both ways and forgotten. Every other flow goes on.
+   */
+  fault(f: TcpFlow, where: string, err: unknown): void {
+    this.stats.internalErrors++;
+    if (this.options.faults !== undefined) this.options.faults.caught(where, err);
+    else throw err; // no barrier (unit tests): let the bug show
+    try {
+      f.conn?.abort(this.now());
+    } catch {
+      // the connection is what is broken: forget it below without its RST
+    }
+    try {
+      f.host?.destroy(true);
+    } catch {
+      // already gone
+    }
+    this.remove(f, 'internal error');
+    this.wake();
   }
 
   nextDeadline(): number | undefined {
@@ -702,50 +793,26 @@ export class TcpNat {
   /** Resets flows idle for longer than the idle timeout (both ways: RST to the guest and the host). */
   private sweepIdle(now: number): void {
     const limit = now - this.options.idleTimeoutMs;
-    for (const perGuest of [...this.byGuest.values()]) {
-      for (const f of [...perGuest.values()]) {
-        if (f.lastActive > limit || f.conn === undefined) continue;
-        this.stats.idleTimeouts++;
-        f.conn.abort(now);
-      }
+    for (const f of [...this.flows.values()]) {
+      if (f.lastActive > limit || f.conn === undefined) continue;
+      this.stats.idleTimeouts++;
+      f.conn.abort(now);
     }
-    this.nextSweep = this.count > 0 ? now + this.sweepMs() : undefined;
+    this.nextSweep = this.flows.size > 0 ? now + this.sweepMs() : undefined;
   }
 
-  list(): { proto: 'tcp'; guest: string; destination: string; host: string; hostLocal: string | undefined; state: string; forward: string | undefined; bytesFromGuest: number; bytesToGuest: number; ageMs: number }[] {
-    const out = [];
-    const now = this.now();
-    for (const perGuest of this.byGuest.values()) {
-      for (const f of perGuest.values()) {
-        const ends = f.host instanceof SocketEndpoint ? f.host.ends() : undefined;
-        out.push({
-          proto: 'tcp' as const,
-          guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
-          destination: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
-          // Once the socket is gone only its peer's address is known; for a forward, dstPort is
-          // vmnat's own port toward the guest, not the host client's.
-          host: ends?.peer ?? (f.forward !== undefined ? f.hostAddress : `${f.hostAddress}:${f.dstPort}`),
-          hostLocal: ends?.local,
-          state: f.conn?.state ?? 'dialing',
-          forward: f.forward,
-          bytesFromGuest: f.bytesFromGuest,
-          bytesToGuest: f.bytesToGuest,
-          ageMs: now - f.openedAt,
-        });
-      }
-    }
-    return out;
+  /** This NAT's flows (the engine lists every protocol's through the flow table). */
+  values(): IterableIterator<TcpFlow> {
+    return this.flows.values();
   }
 
   /** Exit: reset every guest connection and close every host socket. */
   closeAll(): void {
     const now = this.now();
-    for (const perGuest of [...this.byGuest.values()]) {
-      for (const f of [...perGuest.values()]) {
-        if (f.conn !== undefined) f.conn.abort(now);
-        else this.remove(f);
-        f.host?.destroy(true);
-      }
+    for (const f of [...this.flows.values()]) {
+      if (f.conn !== undefined) f.conn.abort(now);
+      else this.remove(f);
+      f.host?.destroy(true);
     }
   }
 }

@@ -12,6 +12,11 @@
  * Limits: `maxFlows` (the least recently active flow is closed to admit a new one), an idle
  * timeout (default 60 s) swept once a second, and a bounded queue of datagrams waiting for the
  * socket's connect. Broadcast and multicast are not forwarded (counted by the caller).
+ *
+ * Failures are the guest's answer, never an exception: port 0 is refused before any socket exists
+ * (Node's connect() throws on it); a connect() the host refuses (no route, a directed broadcast, a
+ * cgroup/BPF deny) answers the guest with the matching ICMP unreachable and closes the flow, so
+ * nothing is ever sent on a socket Node left unconnected (that send() would throw).
  */
 import dgram from 'node:dgram';
 import { formatIpv4, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
@@ -19,21 +24,27 @@ import type { Stack } from '../stack/stack.ts';
 import { IdleSweep } from './idle.ts';
 import { IcmpType, IcmpUnreachCode } from '../stack/wire/icmpv4.ts';
 import { IpProto, writeIpv4 } from '../stack/wire/ipv4.ts';
+import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
 
 export interface UdpNatOptions {
   idleTimeoutMs: number;
   maxFlows: number;
+  /** The engine's flow table (flows.ts); a NAT made alone keeps a table of its own. */
+  table?: FlowTable;
+  /** The filter's say on each new flow (flows.ts); absent = every flow may open. */
+  admit?: FlowAdmission;
 }
 
 export function createUdpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, flowsExpired: 0, flowsEvicted: 0,
     datagramsFromGuest: 0, datagramsToGuest: 0, bytesFromGuest: 0, bytesToGuest: 0,
-    refused: 0, sendErrors: 0, pendingDropped: 0,
+    refused: 0, sendErrors: 0, pendingDropped: 0, badPort: 0, connectFailed: 0, refusedByFilter: 0, closedByFilter: 0,
   };
 }
 
-interface UdpFlow {
+interface UdpFlow extends FlowEntry {
+  readonly proto: 'udp';
   /** Position in the LRU map. */
   key: number;
   guestIp: Ipv4Addr;
@@ -55,9 +66,10 @@ const MAX_PENDING = 64;
 
 export class UdpNat {
   readonly stats = createUdpNatStats();
-  /** Keyed by guestIp*65536+guestPort, then dstIp*65536+dstPort. Map order = recency (LRU). */
+  /** By creation number; Map order = recency (LRU), for eviction. */
   private readonly flows = new Map<number, UdpFlow>();
-  private readonly byGuest = new Map<number, Map<number, UdpFlow>>();
+  /** The same flows by their two sides, in the engine's flow table. */
+  private readonly index: FlowIndex<UdpFlow>;
   private readonly idle: IdleSweep;
   private flowSeq = 0;
 
@@ -68,6 +80,11 @@ export class UdpNat {
     private readonly wake: () => void,
   ) {
     this.idle = new IdleSweep(options.idleTimeoutMs);
+    this.index = (options.table ?? new FlowTable()).index<UdpFlow>('udp');
+    this.index.closer = (f) => {
+      this.stats.closedByFilter++;
+      this.close(f);
+    };
   }
 
   get size(): number {
@@ -76,15 +93,22 @@ export class UdpNat {
 
   /** A datagram from the guest for `hostAddress` (already decided by the policy). */
   output(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, payload: Uint8Array, now: number): void {
-    let perGuest = this.byGuest.get(guestIp * 65536 + guestPort);
-    let flow = perGuest?.get(dstIp * 65536 + dstPort);
+    if (dstPort === 0) {
+      // Reserved (RFC 768 has no port 0 service) and Node's connect() throws on it: as a host
+      // would, say "port unreachable".
+      this.stats.badPort++;
+      this.portUnreachable(guestMac, guestIp, guestPort, dstIp, dstPort);
+      return;
+    }
+    let flow = this.index.get(0, sideKey(guestIp, guestPort), sideKey(dstIp, dstPort));
     if (flow === undefined) {
-      flow = this.open(guestMac, guestIp, guestPort, dstIp, dstPort, hostAddress, now);
-      if (perGuest === undefined) {
-        perGuest = new Map();
-        this.byGuest.set(guestIp * 65536 + guestPort, perGuest);
+      if (this.options.admit !== undefined && !this.options.admit('udp', guestIp, guestPort, dstIp, dstPort)) {
+        this.stats.refusedByFilter++;
+        this.unreachable(guestMac, guestIp, guestPort, dstIp, dstPort, IcmpUnreachCode.AdminProhibited);
+        return;
       }
-      perGuest.set(dstIp * 65536 + dstPort, flow);
+      flow = this.open(guestMac, guestIp, guestPort, dstIp, dstPort, hostAddress, now);
+      this.index.add(flow, sideKey(guestIp, guestPort), sideKey(dstIp, dstPort));
     } else {
       // Refresh recency: the Map's insertion order is the LRU order.
       this.flows.delete(flow.key);
@@ -101,9 +125,18 @@ export class UdpNat {
       else flow.pending.push(data);
       return;
     }
-    flow.socket.send(data, (err) => {
-      if (err) this.onSocketError(flow, err as NodeJS.ErrnoException);
-    });
+    this.send(flow, data);
+  }
+
+  private send(flow: UdpFlow, data: Buffer): void {
+    try {
+      flow.socket.send(data, (err) => {
+        if (err) this.onSocketError(flow, err as NodeJS.ErrnoException);
+      });
+    } catch (err) {
+      // Only a closed socket or bad arguments throw here: count it, keep the flow's state.
+      this.onSocketError(flow, err as NodeJS.ErrnoException);
+    }
   }
 
   private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, now: number): UdpFlow {
@@ -117,6 +150,7 @@ export class UdpNat {
     const socket = dgram.createSocket({ type: 'udp4' });
     const key = ++this.flowSeq;
     const flow: UdpFlow = {
+      proto: 'udp', net: 0, openedAt: now, stateName: 'active',
       key,
       guestIp, guestPort, guestMac, dstIp, dstPort, hostAddress, socket,
       connected: false, pending: [], lastActive: now, bytesFromGuest: 0, bytesToGuest: 0, closed: false,
@@ -125,16 +159,21 @@ export class UdpNat {
     this.stats.flowsOpened++;
     socket.on('message', (msg) => this.onMessage(flow, msg));
     socket.on('error', (err) => this.onSocketError(flow, err as NodeJS.ErrnoException));
-    socket.connect(dstPort, hostAddress, () => {
+    const onConnect = (err?: Error) => {
       if (flow.closed) return;
-      flow.connected = true;
-      for (const data of flow.pending) {
-        socket.send(data, (err) => {
-          if (err) this.onSocketError(flow, err as NodeJS.ErrnoException);
-        });
+      if (err) {
+        this.connectFailed(flow, err as NodeJS.ErrnoException);
+        return;
       }
+      flow.connected = true;
+      for (const data of flow.pending) this.send(flow, data);
       flow.pending = [];
-    });
+    };
+    try {
+      socket.connect(dstPort, hostAddress, onConnect);
+    } catch (err) {
+      queueMicrotask(() => onConnect(err as Error));
+    }
     if (this.idle.arm(now)) this.wake();
     return flow;
   }
@@ -152,31 +191,48 @@ export class UdpNat {
     if (flow.closed) return;
     if (err.code === 'ECONNREFUSED') {
       this.stats.refused++;
-      this.portUnreachable(flow);
+      this.portUnreachable(flow.guestMac, flow.guestIp, flow.guestPort, flow.dstIp, flow.dstPort);
       return;
     }
     this.stats.sendErrors++;
   }
 
+  /**
+   * The host refused connect(): the guest hears it as a router would say it (no route → net or
+   * host unreachable; a policy deny or a broadcast → administratively prohibited), and the flow
+   * ends, so its next datagram tries afresh.
+   */
+  private connectFailed(flow: UdpFlow, err: NodeJS.ErrnoException): void {
+    this.stats.connectFailed++;
+    const code =
+      err.code === 'ENETUNREACH' ? IcmpUnreachCode.Net
+      : err.code === 'EACCES' || err.code === 'EPERM' ? IcmpUnreachCode.AdminProhibited
+      : IcmpUnreachCode.Host;
+    this.unreachable(flow.guestMac, flow.guestIp, flow.guestPort, flow.dstIp, flow.dstPort, code);
+    this.close(flow);
+  }
+
   /** ICMP port unreachable to the guest, quoting the header of a datagram it sent on this flow. */
-  private portUnreachable(flow: UdpFlow): void {
+  private portUnreachable(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number): void {
+    this.unreachable(guestMac, guestIp, guestPort, dstIp, dstPort, IcmpUnreachCode.Port);
+  }
+
+  private unreachable(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, code: number): void {
     const quote = new Uint8Array(28);
-    writeIpv4(quote, 0, 28, 0, 0, 64, IpProto.UDP, flow.guestIp, flow.dstIp);
-    quote[20] = flow.guestPort >>> 8;
-    quote[21] = flow.guestPort & 0xff;
-    quote[22] = flow.dstPort >>> 8;
-    quote[23] = flow.dstPort & 0xff;
+    writeIpv4(quote, 0, 28, 0, 0, 64, IpProto.UDP, guestIp, dstIp);
+    quote[20] = guestPort >>> 8;
+    quote[21] = guestPort & 0xff;
+    quote[22] = dstPort >>> 8;
+    quote[23] = dstPort & 0xff;
     quote[25] = 8;
-    this.stack.sendIcmpErrorQuoting(quote, flow.guestMac, flow.dstIp, flow.guestIp, IcmpType.DestUnreachable, IcmpUnreachCode.Port);
+    this.stack.sendIcmpErrorQuoting(quote, guestMac, dstIp, guestIp, IcmpType.DestUnreachable, code);
   }
 
   private close(flow: UdpFlow): void {
     if (flow.closed) return;
     flow.closed = true;
     this.flows.delete(flow.key);
-    const perGuest = this.byGuest.get(flow.guestIp * 65536 + flow.guestPort);
-    perGuest?.delete(flow.dstIp * 65536 + flow.dstPort);
-    if (perGuest?.size === 0) this.byGuest.delete(flow.guestIp * 65536 + flow.guestPort);
+    this.index.delete(flow, sideKey(flow.guestIp, flow.guestPort), sideKey(flow.dstIp, flow.dstPort));
     flow.socket.close();
     this.stats.flowsClosed++;
   }
@@ -195,20 +251,6 @@ export class UdpNat {
 
   nextDeadline(): number | undefined {
     return this.idle.deadline;
-  }
-
-  /** Open flows for the API and the logs. */
-  list(): { proto: 'udp'; guest: string; destination: string; host: string; bytesFromGuest: number; bytesToGuest: number; idleMs: number }[] {
-    const now = this.now();
-    return [...this.flows.values()].map((f) => ({
-      proto: 'udp' as const,
-      guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
-      destination: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
-      host: `${f.hostAddress}:${f.dstPort}`,
-      bytesFromGuest: f.bytesFromGuest,
-      bytesToGuest: f.bytesToGuest,
-      idleMs: Math.round(now - f.lastActive),
-    }));
   }
 
   closeAll(): void {

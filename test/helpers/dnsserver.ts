@@ -39,40 +39,52 @@ export async function startTestDns(zone: Zone, host = '127.0.0.1'): Promise<Test
     }
     return full;
   };
-  const udp = dgram.createSocket('udp4');
-  udp.on('message', (msg, rinfo) => {
-    const out = answer(msg, 'udp');
-    if (out) udp.send(out, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((r) => udp.bind(0, host, r));
-  const port = udp.address().port;
-  const tcp = net.createServer((sock) => {
-    let buf = Buffer.alloc(0);
-    sock.on('error', () => {});
-    sock.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-        const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
-        buf = buf.subarray(2 + msg.length);
-        const out = answer(msg, 'tcp');
-        if (out) {
-          const len = Buffer.alloc(2);
-          len.writeUInt16BE(out.length);
-          sock.write(Buffer.concat([len, out]));
-        }
-      }
+  // UDP and TCP on one port: bind UDP to port 0, then TCP to the same number; if something else
+  // holds that TCP port, start again with a new UDP port (never a port chosen and bound later).
+  for (let attempt = 0; ; attempt++) {
+    const udp = dgram.createSocket('udp4');
+    udp.on('message', (msg, rinfo) => {
+      const out = answer(msg, 'udp');
+      if (out) udp.send(out, rinfo.port, rinfo.address);
     });
-  });
-  await new Promise<void>((r) => tcp.listen(port, host, r));
-  return {
-    port,
-    host,
-    queries,
-    close: async () => {
+    await new Promise<void>((r) => udp.bind(0, host, r));
+    const port = udp.address().port;
+    const tcp = net.createServer((sock) => {
+      let buf = Buffer.alloc(0);
+      sock.on('error', () => {});
+      sock.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+          const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
+          buf = buf.subarray(2 + msg.length);
+          const out = answer(msg, 'tcp');
+          if (out) {
+            const len = Buffer.alloc(2);
+            len.writeUInt16BE(out.length);
+            sock.write(Buffer.concat([len, out]));
+          }
+        }
+      });
+    });
+    const listened = await new Promise<Error | undefined>((r) => {
+      tcp.once('error', r);
+      tcp.listen(port, host, () => r(undefined));
+    });
+    if (listened !== undefined) {
       udp.close();
-      await new Promise<void>((r) => tcp.close(() => r()));
-    },
-  };
+      if ((listened as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 50) continue;
+      throw listened;
+    }
+    return {
+      port,
+      host,
+      queries,
+      close: async () => {
+        udp.close();
+        await new Promise<void>((r) => tcp.close(() => r()));
+      },
+    };
+  }
 }
 
 /** A loopback UDP port with nobody behind it (bound then closed): queries to it are refused. */

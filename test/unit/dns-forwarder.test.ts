@@ -593,7 +593,9 @@ describe('bad guest input', () => {
 describe('load', () => {
   it('answers 800 concurrent queries that all use the same guest id, each with its own answer (TCP capped)', async () => {
     const srv = await TestDnsServer.start({ host: ip(50), zone });
-    const { fwd } = forwarder({ servers: [{ ip: ip(50), port: srv.port }] });
+    // A generous timeout: on a loaded 2-core machine an answer can take seconds, and a retry would
+    // make the first answer a stray (upstreamMismatch) — this test is about ids, not timeouts.
+    const { fwd } = forwarder({ servers: [{ ip: ip(50), port: srv.port }], timeoutMs: 15_000 });
     const N = 800;
     const answers = await Promise.all(
       Array.from({ length: N }, (_, i) => ask(fwd, q(`n${i}.bulk.test`, 'A', { id: 7 }), i % 10 === 0 ? 'tcp' : 'udp')),
