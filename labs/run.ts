@@ -16,15 +16,15 @@ import { captureLab } from './capture.ts';
 import { Cleanup } from './lib/host.ts';
 import type { LabContext } from './lib/lab.ts';
 import { LabCheckFailed, Transcript } from './lib/transcript.ts';
+import { isolationLab } from './isolation.ts';
 import { natLab } from './nat.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The labs that exist, and those waiting for the features they teach. */
-const LABS: Record<string, (ctx: LabContext) => Promise<void>> = { nat: natLab, capture: captureLab };
+const LABS: Record<string, (ctx: LabContext) => Promise<void>> = { nat: natLab, capture: captureLab, isolation: isolationLab };
 const PLANNED: Record<string, string> = {
   hostonly: 'issue 11 (host-only mode) and issue 9 (several guests on one vmnat)',
-  isolation: 'issue 9 (several guests, --isolate, filter rules)',
   ipv6: 'issue 10 (IPv6: router advertisements, RDNSS, NAT66)',
 };
 

@@ -25,20 +25,24 @@ const STATUS_MARK = 'VMNAT-LAB status=';
 const READY_MARK = 'VMNAT-LAB ready';
 
 /** The command loop run as /test.sh by the guest's /init (busybox ash). */
-const CONSOLE_LOOP = `
+function consoleLoop(hostname: string): string {
+  return `
 stty -echo 2>/dev/null
-hostname vmnat-lab
+hostname ${hostname}
 echo "${READY_MARK}"
 while IFS= read -r line; do
   eval "$line" </dev/null 2>&1
   echo "${STATUS_MARK}$?"
 done
 `;
+}
 
 export interface GuestOptions {
   /** qemu's -netdev value (must define id=n0). */
   netdev: string;
   mac: string;
+  /** The guest's host name (default vmnat-lab); also names its initrd file in `dir`. */
+  hostname?: string;
   /** A private directory for the initrd (removed by the lab's cleanup, not here). */
   dir: string;
   /** More files for the guest, by path relative to / (mode 0755 for names ending .sh). */
@@ -65,7 +69,7 @@ export class Guest {
   private exited = false;
   private readonly exit: Promise<void>;
 
-  private constructor(argv: readonly string[], child: ChildProcess) {
+  private constructor(argv: readonly string[], child: ChildProcess, readonly hostname: string) {
     this.argv = argv;
     this.child = child;
     child.stdout?.setEncoding('utf8');
@@ -95,9 +99,10 @@ export class Guest {
   /** Boots the guest and resolves once its console loop is ready for commands. */
   static async boot(o: GuestOptions): Promise<Guest> {
     const { vmlinux, initramfs } = ensureGuest();
-    const initrd = path.join(o.dir, 'initrd.cpio');
+    const hostname = o.hostname ?? 'vmnat-lab';
+    const initrd = path.join(o.dir, `initrd-${hostname}.cpio`);
     const base = readFileSync(initramfs);
-    const extra = cpioArchive({ ...o.files, 'test.sh': CONSOLE_LOOP });
+    const extra = cpioArchive({ ...o.files, 'test.sh': consoleLoop(hostname) });
     // The kernel unpacks concatenated archives in order (later files win); each starts 4-aligned.
     const parts: Buffer[] = [];
     for (const a of [base, ...(o.archives ?? []).map((p) => readFileSync(p)), extra]) parts.push(a, Buffer.alloc((4 - (a.length % 4)) % 4));
@@ -113,7 +118,7 @@ export class Guest {
     ];
     const started = performance.now();
     const child = spawn(QEMU, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const guest = new Guest(argv, child);
+    const guest = new Guest(argv, child, hostname);
     try {
       await guest.until((text) => text.includes(READY_MARK), o.bootTimeoutMs ?? 90_000, 'the guest console to be ready');
     } catch (e) {

@@ -49,11 +49,14 @@ export interface LabVmnat {
   netSocket: string;
 }
 
-/** Starts vmnat on `$LAB/net.sock` with its API on `$LAB/api.sock` and DNS to `127.0.0.1:dnsPort`. */
-export async function startLabVmnat(ctx: LabContext, dnsPort: number, extra: readonly string[] = []): Promise<LabVmnat> {
-  const netSocket = path.join(ctx.workDir, 'net.sock');
+/**
+ * Starts vmnat on `$LAB/net.sock` (or one `--socket` per name in `sockets`: `$LAB/NAME.sock`) with
+ * its API on `$LAB/api.sock` and DNS to `127.0.0.1:dnsPort`.
+ */
+export async function startLabVmnat(ctx: LabContext, dnsPort: number, extra: readonly string[] = [], sockets: readonly string[] = ['net']): Promise<LabVmnat> {
+  const netSocket = path.join(ctx.workDir, `${sockets[0] ?? 'net'}.sock`);
   const apiSocket = path.join(ctx.workDir, 'api.sock');
-  const args = ['--socket', netSocket, '--api-socket', apiSocket, '--dns-server', `127.0.0.1:${dnsPort}`, ...extra];
+  const args = [...sockets.flatMap((n) => ['--socket', path.join(ctx.workDir, `${n}.sock`)]), '--api-socket', apiSocket, '--dns-server', `127.0.0.1:${dnsPort}`, ...extra];
   const started = performance.now();
   const proc = await startVmnat(args);
   ctx.cleanup.add('vmnat', async () => {
@@ -64,13 +67,22 @@ export async function startLabVmnat(ctx: LabContext, dnsPort: number, extra: rea
   return { proc, api: new ApiClient(apiSocket), apiSocket, netSocket };
 }
 
-/** Boots the guest on vmnat's datagram socket, with `files` added to its initramfs. */
-export async function bootLabGuest(ctx: LabContext, v: LabVmnat, files: Readonly<Record<string, string>>, archives: readonly string[] = []): Promise<Guest> {
-  const qemuSocket = path.join(ctx.workDir, 'qemu.sock');
-  const netdev = `dgram,id=n0,local.type=unix,local.path=${qemuSocket},remote.type=unix,remote.path=${v.netSocket}`;
-  const guest = await Guest.boot({ netdev, mac: GUEST_MAC, dir: ctx.workDir, files, archives });
-  ctx.cleanup.add('qemu', () => guest.stop());
-  ctx.timings['guest_boot_ms'] = guest.bootMs;
+/**
+ * Boots a guest on vmnat's datagram socket (`o.socket`, default the first), with `files` added to
+ * its initramfs. Several guests need each its own `o.name` (host name, qemu socket, initrd).
+ */
+export async function bootLabGuest(
+  ctx: LabContext,
+  v: LabVmnat,
+  files: Readonly<Record<string, string>>,
+  archives: readonly string[] = [],
+  o: { name?: string; mac?: string; socket?: string } = {},
+): Promise<Guest> {
+  const qemuSocket = path.join(ctx.workDir, o.name === undefined ? 'qemu.sock' : `qemu-${o.name}.sock`);
+  const netdev = `dgram,id=n0,local.type=unix,local.path=${qemuSocket},remote.type=unix,remote.path=${o.socket ?? v.netSocket}`;
+  const guest = await Guest.boot({ netdev, mac: o.mac ?? GUEST_MAC, dir: ctx.workDir, files, archives, ...(o.name !== undefined ? { hostname: o.name } : {}) });
+  ctx.cleanup.add(`qemu ${o.name ?? ''}`, () => guest.stop());
+  ctx.timings[o.name === undefined ? 'guest_boot_ms' : `guest_boot_ms_${o.name}`] = guest.bootMs;
   const showArgs = guest.argv.map((a) => shown(ctx, a)).map((a) => (a.includes(',') || a.includes(' ') ? `'${a}'` : a));
   ctx.t.command('host$', `qemu-system-x86_64 ${showArgs.join(' ')} &`, `(the guest's console is ready after ${(guest.bootMs / 1000).toFixed(1)} s under TCG)`);
   return guest;
@@ -79,7 +91,8 @@ export async function bootLabGuest(ctx: LabContext, v: LabVmnat, files: Readonly
 /** Runs a guest command, shows it and its output, returns them. */
 export async function guestSh(ctx: LabContext, guest: Guest, line: string, timeoutMs?: number): Promise<{ output: string; status: number }> {
   const r = await guest.sh(line, timeoutMs);
-  ctx.t.command('guest#', line, r.status === 0 ? r.output : `${r.output}\n(exit status ${r.status})`);
+  const prompt = guest.hostname === 'vmnat-lab' ? 'guest#' : `${guest.hostname}#`;
+  ctx.t.command(prompt as `${string}#`, line, r.status === 0 ? r.output : `${r.output}\n(exit status ${r.status})`);
   return r;
 }
 

@@ -50,7 +50,10 @@ export interface TopologyFlow {
 
 export interface TopologyModel {
   network: string;
+  /** The guests' transports: one line for one link, a count for several. */
   link: string;
+  /** The switch between guests, when the API says (`isolate`): shared segment or isolated ports. */
+  switchMode: 'shared' | 'isolated' | undefined;
   gateway: string;
   dns: string;
   /** Where the guest's DNS queries go on the host (`127.0.0.1:5353`, or the host's resolvers). */
@@ -81,6 +84,16 @@ function linkText(link: unknown): string {
   return where === undefined ? kind : `${kind} ${str(where)}`;
 }
 
+/** `socket /path` for one link; `3 × socket` for several (each is a switch port). */
+function linksText(config: Record<string, unknown>): string {
+  const links = config['links'];
+  if (Array.isArray(links) && links.length > 1) {
+    const kinds = [...new Set(links.map((l) => (typeof l === 'object' && l !== null ? str((l as Record<string, unknown>)['kind']) : '?')))];
+    return `${links.length} × ${kinds.join('/')} (one switch port each)`;
+  }
+  return linkText(config['link']);
+}
+
 function ports(first: number, count: number): string {
   return count > 1 ? `${first}..${first + count - 1}` : String(first);
 }
@@ -97,7 +110,8 @@ export function topologyModel(s: TopologySnapshot): TopologyModel {
   const dnsMode = str(s.config['dns_mode'], 'forward');
   return {
     network,
-    link: linkText(s.config['link']),
+    link: linksText(s.config),
+    switchMode: typeof s.config['isolate'] === 'boolean' ? (s.config['isolate'] ? 'isolated' : 'shared') : undefined,
     gateway: str(s.config['gateway']),
     dns: str(s.config['dns']),
     dnsUpstream: dnsMode === 'host' ? 'host resolver (getaddrinfo)' : dnsServers.length > 0 ? dnsServers.join(', ') : 'host resolv.conf',
@@ -156,6 +170,7 @@ function columns(m: TopologyModel): Column[] {
         title: `NAT ${m.network}`,
         lines: [
           `link    ${m.link}`,
+          ...(m.switchMode === undefined ? [] : [`switch  ${m.switchMode === 'isolated' ? 'isolated: no guest-to-guest' : 'shared: guests reach each other'}`]),
           `gateway ${m.gateway}${m.gatewayLeadsTo !== undefined ? ` = host ${m.gatewayLeadsTo}` : ''}`,
           `dns     ${m.dns} -> ${m.dnsUpstream}`,
           `dhcp    ${m.leaseRange}`,

@@ -44,8 +44,8 @@ export class Transcript {
     for (const l of why.trim().split('\n')) this.line(`   ${l.trim()}`);
   }
 
-  /** A command and what it printed. `who` is `host$` or `guest#`. */
-  command(who: 'host$' | 'guest#', cmd: string, output: string): void {
+  /** A command and what it printed. `who` is the prompt: `host$`, or `guest#` (`vm1#` with several guests). */
+  command(who: 'host$' | `${string}#`, cmd: string, output: string): void {
     this.line(`${who} ${cmd}`);
     const text = output.replace(/^\n+/, '').replace(/\s+$/, '');
     if (text !== '') for (const l of text.split('\n')) this.line(`    ${l}`);

@@ -184,6 +184,29 @@ describe.sequential('labs', () => {
     expectCleanedUp(r);
   }, LAB_MS);
 
+  it('isolation: three guests reach each other, then --isolate cuts them apart (counted), then a filter rule refuses one guest (counted)', async () => {
+    const r = await runLab('isolation');
+    const w = why(r);
+    expect(r.code, w).toBe(0);
+    console.log(`[labs] isolation: ${r.ms} ms, ${JSON.stringify(JSON.parse(readFileSync(path.join(r.out, 'isolation-summary.json'), 'utf8')).timings)}`);
+    for (const [name, ip] of [['vm1', '10.0.2.15'], ['vm2', '10.0.2.16'], ['vm3', '10.0.2.17']] as const) {
+      // Each leased its static address twice: before and after vmnat's restart with --isolate.
+      expect((r.stdout.match(new RegExp(`^${name}# udhcpc .*\\n(?: {4}.*\\n)*? {4}udhcpc: lease of ${ip.replace(/\./g, '\\.')} obtained`, 'gm')) ?? []).length, name).toBe(2);
+    }
+    // Shared: vm1's pings to vm2 and vm3 answered. Isolated: none answered, the gateway still did.
+    const pings = [...r.stdout.matchAll(/^vm1# (?:arp -s \S+ \S+ && )?ping -c \d -W \d (\S+)\n(?: {4}.*\n)*? {4}(\d) packets transmitted, (\d) packets received/gm)].map((m) => `${m[1]} ${m[3]}/${m[2]}`);
+    expect(pings).toEqual(['10.0.2.16 2/2', '10.0.2.17 2/2', '10.0.2.16 0/2', '10.0.2.2 2/2', '10.0.2.16 0/3']);
+    const drops = /^ {4}1\s+socket \S+vm1\.sock\s+52:54:00:00:00:01\s+10\.0\.2\.15\s.*\bisolated=(\d+)/m.exec(r.stdout);
+    expect(drops, w).not.toBeNull();
+    expect(Number(drops![1])).toBeGreaterThanOrEqual(3);
+    // The filter: vm1 fetches, vm3 is refused, and the rule counted it.
+    expect(r.stdout).toMatch(/^vm3# timeout 20 wget .*\n {4}wget: can't connect to remote host \(10\.0\.2\.2\): Connection refused$/m);
+    expect(r.stdout).toMatch(/^ {7}2\s+1\s+block out proto tcp from 10\.0\.2\.17 to 10\.0\.2\.2 port \d+$/m);
+    const svg = readFileSync(path.join(r.out, 'isolation-topology.svg'), 'utf8');
+    for (const ip of ['10.0.2.15', '10.0.2.16', '10.0.2.17', 'isolated']) expect(svg).toContain(ip);
+    expectCleanedUp(r);
+  }, LAB_MS);
+
   it('a claim that fails (the forward\'s port is taken) exits 1, names the claim, and still cleans up', async () => {
     // Someone already listens on 127.0.0.1:2222 in the lab's namespace (our child, killed by PID).
     const ns = makeNetns();

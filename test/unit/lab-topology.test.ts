@@ -24,6 +24,18 @@ const SNAPSHOT: TopologySnapshot = {
   ],
 };
 
+/** Three guests on isolated ports (the isolation lab's snapshot, trimmed). */
+const ISOLATED: TopologySnapshot = {
+  config: {
+    ...SNAPSHOT.config,
+    links: [1, 2, 3].map((n) => ({ kind: 'socket', path: `/tmp/lab/vm${n}.sock` })),
+    isolate: true,
+  },
+  leases: [3, 1, 2].map((n) => ({ ip: `10.0.2.${14 + n}`, mac: `52:54:00:00:00:0${n}`, hostname: `vm${n}`, state: 'bound' as const, static: true, expires_in_s: 86389 })),
+  forwards: [],
+  flows: [],
+};
+
 const EMPTY: TopologySnapshot = {
   config: { ...SNAPSHOT.config, host_loopback: false, dns_servers: [], link: { kind: 'tap', name: 'tap0' } },
   leases: [],
@@ -41,6 +53,22 @@ describe('topologyModel', () => {
     expect(m.guests).toEqual([{ ip: '10.0.2.15', prefix: '24', mac: '52:54:00:12:34:56', hostname: undefined, lease: 'bound, 86396 s left' }]);
     expect(m.forwards).toEqual([{ name: 'ssh', proto: 'tcp', host: '127.0.0.1:2222', guest: '(lease):22', active: 1 }]);
     expect(m.flows.map((f) => f.hostSocket)).toEqual(['127.0.0.1:2222 <- 127.0.0.1:52946', '127.0.0.1:50848 -> 127.0.0.1:46765']);
+  });
+
+  test('several links and the switch mode, when the API reports them; guests in address order', () => {
+    const m = topologyModel(ISOLATED);
+    expect(m.link).toBe('3 × socket (one switch port each)');
+    expect(m.switchMode).toBe('isolated');
+    expect(m.guests.map((g) => `${g.hostname} ${g.ip} ${g.lease}`)).toEqual([
+      'vm1 10.0.2.15 bound (static), 86389 s left',
+      'vm2 10.0.2.16 bound (static), 86389 s left',
+      'vm3 10.0.2.17 bound (static), 86389 s left',
+    ]);
+    expect(topologyModel({ ...ISOLATED, config: { ...ISOLATED.config, isolate: false } }).switchMode).toBe('shared');
+    expect(topologyModel(SNAPSHOT).switchMode).toBeUndefined();
+    const text = renderText(m);
+    expect(text).toContain('│ switch  isolated: no guest-to-guest');
+    expect((text.match(/^┌─ vm\d /gm) ?? []).length).toBe(3);
   });
 
   test('an empty network says so instead of inventing boxes', () => {
