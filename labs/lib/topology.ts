@@ -241,6 +241,8 @@ export function renderSvg(m: TopologyModel): string {
   let bottom = 0;
   const wireY: number[] = [];
   const colX: { left: number; right: number }[] = [];
+  /** The wire height of every guest box after the first: each gets its own wire to vmnat. */
+  const moreGuests: number[] = [];
   for (const c of cols) {
     const width = Math.ceil(Math.max(c.heading.length, ...c.boxes.flatMap((b) => [b.title.length, ...b.lines.map((l) => l.length)])) * CHAR_W) + 2 * pad;
     let y = pad + LINE_H;
@@ -252,6 +254,7 @@ export function renderSvg(m: TopologyModel): string {
       parts.push(`<text x="${x + pad / 2}" y="${y + LINE_H}" class="t">${esc(b.title)}</text>`);
       b.lines.forEach((l, i) => parts.push(`<text x="${x + pad / 2}" y="${y + LINE_H * (i + 2)}">${esc(l)}</text>`));
       if (wireY.length < colX.length + 1) wireY.push(y + LINE_H * 2 - 4);
+      else if (colX.length === 0) moreGuests.push(y + LINE_H * 2 - 4);
       y += h + 12;
     }
     colX.push({ left: x, right: x + width });
@@ -261,6 +264,13 @@ export function renderSvg(m: TopologyModel): string {
   for (let i = 0; i + 1 < colX.length; i++) {
     const yw = wireY[i + 1] ?? wireY[i] ?? pad;
     parts.push(`<line x1="${colX[i]!.right}" y1="${yw}" x2="${colX[i + 1]!.left}" y2="${yw}" class="wire"/>`);
+  }
+  // Further guests: a wire from each box's first line into vmnat's box, which they all share.
+  const g = colX[0];
+  const v = colX[1];
+  const vy = wireY[1] ?? wireY[0];
+  if (g !== undefined && v !== undefined && vy !== undefined) {
+    for (const gy of moreGuests) parts.push(`<polyline points="${g.right},${gy} ${g.right + gapX / 2},${gy} ${g.right + gapX / 2},${vy}" class="wire" fill="none"/>`);
   }
   let y = bottom + LINE_H;
   let widest = x - gapX + pad;

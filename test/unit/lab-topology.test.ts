@@ -69,6 +69,11 @@ describe('topologyModel', () => {
     const text = renderText(m);
     expect(text).toContain('│ switch  isolated: no guest-to-guest');
     expect((text.match(/^┌─ vm\d /gm) ?? []).length).toBe(3);
+    // In the SVG every guest box is wired to vmnat: one line guest→vmnat→host, one bend per further guest.
+    const svg = renderSvg(m);
+    expect((svg.match(/<line [^>]*class="wire"/g) ?? []).length).toBe(2);
+    expect((svg.match(/<polyline [^>]*class="wire"/g) ?? []).length).toBe(2);
+    expect(svg).toContain('isolated: no guest-to-guest');
   });
 
   test('an empty network says so instead of inventing boxes', () => {
@@ -122,7 +127,7 @@ describe('renderSvg', () => {
     expect(svg).toContain('>dns     10.0.2.3 -&gt; 127.0.0.1:40039<');
     expect(svg).toContain('127.0.0.1:2222 &lt;- 127.0.0.1:52946');
     // No raw markup characters inside text nodes: every < starts a tag.
-    for (const m of svg.matchAll(/<(?!\/?(svg|style|rect|text|line)\b)/g)) throw new Error(`stray < at ${m.index}`);
+    for (const m of svg.matchAll(/<(?!\/?(svg|style|rect|text|line|polyline)\b)/g)) throw new Error(`stray < at ${m.index}`);
     expect((svg.match(/<text\b/g) ?? []).length).toBe((svg.match(/<\/text>/g) ?? []).length);
   });
 
