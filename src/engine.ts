@@ -11,7 +11,7 @@
  * Time is `performance.now()` (ms, monotonic), read once per batch or timer tick.
  */
 import { performance } from 'node:perf_hooks';
-import type { Config } from './config.ts';
+import { networkOf, type Config } from './config.ts';
 import type { Link } from './link/types.ts';
 import { loadNative } from './link/native.ts';
 import { Stack, type UdpDatagram } from './stack/stack.ts';
@@ -20,7 +20,7 @@ import { PcapWriter } from './pcap.ts';
 import { Nat } from './nat/nat.ts';
 import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
-import { DnsTcpEndpoint } from './dns/tcp-endpoint.ts';
+import { DnsTcpService } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
 import { IPV4_BROADCAST, formatIpv4, formatMac, readMac as readMacAt } from './stack/wire/addr.ts';
 import { DEFAULT_SWITCH, Switch, type SwitchPort } from './switch/switch.ts';
@@ -30,6 +30,7 @@ import { NatGuestDialer } from './portfwd/dialer.ts';
 import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type ApiPort, type FlowEvent, type LeaseEvent } from './api/server.ts';
 import type { TcpFlow } from './nat/tcp.ts';
 import { FaultBarrier } from './fault.ts';
+import { Services, service } from './service.ts';
 import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
 import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJson } from './filter/filter.ts';
 import { IPV4_ANY, parseIpv4 as parseIpv4Text } from './stack/wire/addr.ts';
@@ -63,12 +64,17 @@ function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
   return out;
 }
 
+/** Lease changes logged at info level per minute (renewals are always debug). */
+const LEASE_LOG_BURST = 20;
+
 export class Engine implements ApiBackend {
   readonly stack: Stack;
   readonly dhcp: DhcpServer;
   readonly nat: Nat;
   readonly icmpNat: IcmpNat;
   readonly dns: DnsForwarder;
+  /** DNS over TCP at the DNS address: bounded connections, each with bounded answers. */
+  readonly dnsTcp: DnsTcpService;
   readonly forwards: PortForwarder;
   private readonly listeners = new Set<(e: LeaseEvent | FlowEvent | FilterEvent) => void>();
   /** --filter and PUT /filter: checked once per new flow (and per guest-to-guest flow start). */
@@ -80,7 +86,8 @@ export class Engine implements ApiBackend {
   /** Bound leases, newest last: an empty guest address in a forward means the newest. */
   private readonly boundLeases = new Map<number, number>();
   /** Everything with timers: polled at the earliest deadline any of them reports. */
-  private readonly machines: { poll(now: number): void; nextDeadline(): number | undefined }[];
+  /** Everything with timers and counters (service.ts), polled on the one timer. */
+  readonly services = new Services();
   readonly switch: Switch;
   /** Every NAT flow, TCP, UDP and ICMP (nat/flows.ts). */
   readonly flowTable = new FlowTable();
@@ -89,7 +96,8 @@ export class Engine implements ApiBackend {
   readonly faults = new FaultBarrier(log.error);
   /** The links given (a multi-guest link's ports are in the switch, not here). */
   private readonly links: Link[] = [];
-  private pcap: PcapWriter | undefined;
+  /** Guest-side capture (--pcap), if any. */
+  readonly pcap: PcapWriter | undefined;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private flushScheduled = false;
@@ -97,6 +105,9 @@ export class Engine implements ApiBackend {
   private inBatch = false;
   private batchNow = 0;
   private closed = false;
+  private leaseLogWindow = -Infinity;
+  private leaseLogCount = 0;
+  private leaseLogSuppressed = 0;
 
   /**
    * The kernel may finish TCP frames for us: only the TAP transport (with its vnet header) takes
@@ -106,19 +117,24 @@ export class Engine implements ApiBackend {
 
   constructor(private readonly cfg: Config) {
     const config = cfg;
+    // First: a refused --pcap (PcapOpenError) must cost one line, before anything else logs.
+    if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
+    // The network part (addresses, leases, MTU, DNS, policy) builds the switch, stack, DHCP and
+    // DNS; the rest of `config` says how vmnat runs (NAT limits, forwards, links).
+    const net = networkOf(cfg);
     this.offload = config.links.every((l) => l.kind === 'tap') && !config.noTso;
     this.stack = new Stack(
-      { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, mtu: config.mtu },
+      { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu },
       (frame, gsoSize) => this.toGuests(frame, gsoSize),
     );
     this.switch = new Switch(
       {
-        network: config.network,
-        netmask: config.netmask,
-        reserved: [config.gateway, config.dns],
+        network: net.network,
+        netmask: net.netmask,
+        reserved: [net.gateway, net.dns],
         ownMacs: [this.stack.gatewayMac, this.stack.dnsMac],
-        isolate: config.isolate,
-        antiSpoof: config.antiSpoof,
+        isolate: net.isolate,
+        antiSpoof: net.antiSpoof,
         maxMacs: DEFAULT_SWITCH.maxMacs,
         macAgeMs: DEFAULT_SWITCH.macAgeMs,
       },
@@ -129,21 +145,24 @@ export class Engine implements ApiBackend {
       },
     );
     const dhcpConfig = {
-      serverIp: config.gateway,
-      netmask: config.netmask,
-      router: config.gateway,
-      dnsServers: [config.dns],
-      poolStart: config.firstLease,
-      poolEnd: config.lastLease,
-      reserved: [config.gateway, config.dns],
-      leaseTimeSec: config.dhcpLeaseTimeSec,
-      mtu: config.mtu,
-      searchDomains: config.dnsSearch,
-      staticLeases: config.dhcpStatic,
-      ...(config.domain !== undefined ? { domainName: config.domain } : {}),
+      serverIp: net.gateway,
+      netmask: net.netmask,
+      router: net.gateway,
+      dnsServers: [net.dns],
+      poolStart: net.firstLease,
+      poolEnd: net.lastLease,
+      reserved: [net.gateway, net.dns],
+      leaseTimeSec: net.dhcpLeaseTimeSec,
+      mtu: net.mtu,
+      searchDomains: net.dnsSearch,
+      staticLeases: net.dhcpStatic,
+      ...(net.domain !== undefined ? { domainName: net.domain } : {}),
     };
     this.dhcp = new DhcpServer(dhcpConfig);
     this.dhcp.onLeaseChange = (event, lease) => {
+      // A renewal (the same address to the same MAC) is every T1 of every guest: debug only, so a
+      // guest renewing in a loop cannot fill the log. New leases and changes stay at info.
+      const renewal = event === 'bound' && this.boundLeases.get(lease.ip) === lease.mac;
       this.boundLeases.delete(lease.ip);
       if (event === 'bound') {
         this.stack.neighbours.learn(lease.ip, lease.mac, this.now());
@@ -154,7 +173,9 @@ export class Engine implements ApiBackend {
       }
       this.guestNames(lease.ip, event === 'bound' ? lease.hostname : undefined);
       this.publish(leaseEvent(event, lease));
-      log.info(`dhcp: ${event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`);
+      const line = `dhcp: ${renewal ? 'renewed' : event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`;
+      if (renewal || !this.leaseLogAllowed(this.now())) log.debug(line);
+      else log.info(line);
     };
     let exhaustedLogged = false;
     const onDhcp = (d: UdpDatagram, now: number) => {
@@ -163,23 +184,24 @@ export class Engine implements ApiBackend {
       if (this.dhcp.stats.poolExhausted > exhaustedBefore && !exhaustedLogged) {
         // Once: a guest retrying DISCOVER every few seconds must not fill the log.
         exhaustedLogged = true;
-        log.warn(`dhcp: the pool ${formatIpv4(config.firstLease)}-${formatIpv4(config.lastLease)} is exhausted: a guest got no offer (every further one counts in dhcp.poolExhausted; use a larger --net)`);
+        log.warn(`dhcp: the pool ${formatIpv4(net.firstLease)}-${formatIpv4(net.lastLease)} is exhausted: a guest got no offer (every further one counts in dhcp.poolExhausted; use a larger --net)`);
       }
-      if (reply !== undefined) this.stack.sendUdp(config.gateway, 67, reply.dstIp, 68, reply.payload, reply.dstMac);
+      if (reply !== undefined) this.stack.sendUdp(net.gateway, 67, reply.dstIp, 68, reply.payload, reply.dstMac);
     };
     this.stack.bindUdp(IPV4_BROADCAST, 67, onDhcp);
-    this.stack.bindUdp(config.gateway, 67, onDhcp);
-    this.filterSet = new FilterSet(config.filter);
+    this.stack.bindUdp(net.gateway, 67, onDhcp);
+    this.flowTable.guestLimit = config.maxFlows;
+    this.filterSet = new FilterSet(net.filter);
     const admitOut: FlowAdmission = (proto, guestIp, guestPort, dstIp, dstPort) =>
       this.filterCheck('out', proto, guestIp, proto === 'icmp' ? 0 : guestPort, dstIp, dstPort, true);
     this.switch.guestToGuest = (frame, from, to) => this.filterGuestToGuest(frame, from, to);
     this.nat = new Nat(
       this.stack,
-      { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
+      { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, hostLoopback: net.hostLoopback, deny: net.deny },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
-      resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut },
-      (events) => new DnsTcpEndpoint(this.dns, events),
+      resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && net.mtu < 65_000 ? 65_000 : 0 }),
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows },
+      (events) => this.dnsTcp.open(events),
       () => this.now(),
       () => this.armTimer(this.now()),
     );
@@ -187,7 +209,7 @@ export class Engine implements ApiBackend {
     // One ping socket per flow (an fd each): a smaller cap than other flows.
     this.icmpNat = new IcmpNat(
       this.stack,
-      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: config.gateway, table: this.flowTable, admit: admitOut },
+      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: net.gateway, table: this.flowTable, admit: admitOut },
       nativePingOpener(),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -195,22 +217,41 @@ export class Engine implements ApiBackend {
     );
     this.nat.icmp = (ip, srcMac, now, hostAddress) => this.icmpNat.input(ip, srcMac, now, hostAddress);
     this.dns = new DnsForwarder({
-      mode: config.dnsMode,
-      servers: config.dnsServers,
+      mode: net.dnsMode,
+      servers: net.dnsServers,
       resolvConfPath: '/etc/resolv.conf',
-      hosts: config.dnsHosts,
+      hosts: net.dnsHosts,
       timeoutMs: 2000,
       log,
       // vmnat fragments what it sends to the guest, so an answer may use the guest's whole EDNS size.
       maxUdpSize: 4096,
     });
-    this.stack.bindUdp(config.dns, 53, (d) => {
+    this.stack.bindUdp(net.dns, 53, (d) => {
       const { srcIp, srcPort, srcMac } = d;
       this.dns.query(d.buf.subarray(d.off, d.off + d.len), 'udp', (answer) => {
-        this.stack.sendUdp(config.dns, 53, srcIp, srcPort, answer, srcMac);
+        this.stack.sendUdp(net.dns, 53, srcIp, srcPort, answer, srcMac);
       });
     });
-    this.machines = [this.stack, this.dhcp, this.nat, this.icmpNat, this.switch];
+    this.dnsTcp = new DnsTcpService(this.dns);
+    // Registration order is poll order (and reverse close order); names are the stats' keys.
+    const sv = this.services;
+    sv.register(service('stack', this.stack, () => this.stack.stats));
+    sv.register(service('dhcp', this.dhcp, () => this.dhcp.stats));
+    sv.register(service('nat', this.nat, () => this.nat.stats, () => this.nat.close()));
+    sv.register(service('udpNat', {}, () => this.nat.udp.stats));
+    sv.register(service('tcpNat', {}, () => this.nat.tcp.stats));
+    sv.register(service('tcp', {}, () => this.nat.tcp.tcpStats));
+    sv.register(service('icmpNat', this.icmpNat, () => this.icmpNat.stats, () => this.icmpNat.closeAll()));
+    sv.register(service('flows', {}, () => this.flowTable.counts()));
+    sv.register(service('dns', {}, () => this.dns.stats, () => this.dns.close()));
+    sv.register(service('dnsTcp', {}, () => this.dnsTcp.stats));
+    sv.register(service('switch', this.switch, () => ({ ...this.switch.stats, runts: this.runts })));
+    sv.register(
+      service('filter', {}, () => {
+        const { checks, blocked, unmatched, version } = this.filterSet.toJSON();
+        return { rules: this.filterSet.size, checks, blocked, unmatched, version };
+      }),
+    );
     this.nat.tcp.onFlowEvent = (event, f, reason) => {
       if (this.listeners.size === 0) return;
       const e: FlowEvent = { type: 'flow', event, flow: tcpFlowToApi(f, this.now()) };
@@ -221,7 +262,7 @@ export class Engine implements ApiBackend {
       dialer: new NatGuestDialer(
         this.stack,
         this.nat.tcp,
-        config.gateway,
+        net.gateway,
         () => {
           let last: number | undefined;
           for (const ip of this.boundLeases.keys()) last = ip;
@@ -231,13 +272,31 @@ export class Engine implements ApiBackend {
       ),
       udpIdleTimeoutMs: config.udpTimeoutSec * 1000,
       maxUdpFlows: config.maxFlows,
-      guestNetwork: { network: config.network, netmask: config.netmask, reserved: [config.gateway, config.dns] },
+      guestNetwork: { network: net.network, netmask: net.netmask, reserved: [net.gateway, net.dns] },
     });
-    if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
   }
 
   now(): number {
     return performance.now();
+  }
+
+  /**
+   * Lease lines at info level: LEASE_LOG_BURST per minute, the rest at debug with one line saying
+   * how many were held back (a guest binding random MACs must not turn the log into a flood).
+   */
+  private leaseLogAllowed(now: number): boolean {
+    if (now - this.leaseLogWindow >= 60_000) {
+      if (this.leaseLogSuppressed > 0) log.info(`dhcp: ${this.leaseLogSuppressed} more lease changes in the last minute (--log-level debug shows each)`);
+      this.leaseLogWindow = now;
+      this.leaseLogCount = 0;
+      this.leaseLogSuppressed = 0;
+    }
+    if (this.leaseLogCount < LEASE_LOG_BURST) {
+      this.leaseLogCount++;
+      return true;
+    }
+    this.leaseLogSuppressed++;
+    return false;
   }
 
   /**
@@ -369,11 +428,7 @@ export class Engine implements ApiBackend {
   }
 
   private armTimer(now: number): void {
-    let at = Infinity;
-    for (const m of this.machines) {
-      const d = m.nextDeadline();
-      if (d !== undefined && d < at) at = d;
-    }
+    const at = this.services.nextDeadline();
     if (at === Infinity || at >= this.timerAt) return;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timerAt = at;
@@ -386,11 +441,11 @@ export class Engine implements ApiBackend {
     this.timerAt = Infinity;
     if (this.closed) return;
     const now = this.now();
-    for (const m of this.machines) {
+    for (const m of this.services.all) {
       try {
         m.poll(now);
       } catch (err) {
-        this.faults.caught('running timers', err);
+        this.faults.caught(`running ${m.name} timers`, err);
       }
     }
     this.afterWork(now); // payload a timer delivered (none today) must not wait for the next frame
@@ -529,21 +584,13 @@ export class Engine implements ApiBackend {
 
   /** All counters, by subsystem. */
   stats(): Record<string, unknown> {
+    const { stack, ...services } = this.services.counters();
     return {
       engine: { internalErrors: this.faults.internalErrors },
       links: this.links.map((l) => ({ kind: l.kind, ...l.stats })),
-      switch: { ...this.switch.stats, runts: this.runts },
-      filter: (({ checks, blocked, unmatched, version }) => ({ rules: this.filterSet.size, checks, blocked, unmatched, version }))(this.filterSet.toJSON()),
       ports: this.ports(),
-      ...this.stack.stats,
-      dhcp: this.dhcp.stats,
-      nat: this.nat.stats,
-      flows: this.flowTable.counts(),
-      udpNat: this.nat.udp.stats,
-      tcpNat: this.nat.tcp.stats,
-      icmpNat: this.icmpNat.stats,
-      tcp: this.nat.tcp.tcpStats,
-      dns: this.dns.stats,
+      ...stack, // eth, arp, ipv4, … at the top, as they always were
+      ...services,
       portfwd: this.forwards.stats,
       pcap: this.pcap ? { frames: this.pcap.framesWritten } : undefined,
     };
@@ -553,9 +600,7 @@ export class Engine implements ApiBackend {
     if (this.closed) return;
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
-    this.nat.close();
-    this.icmpNat.closeAll();
-    this.dns.close();
+    await this.services.close();
     this.flushDirty();
     await Promise.all(this.links.map((l) => l.close()));
     this.pcap?.close();

@@ -12,6 +12,37 @@
  */
 import fs from 'node:fs';
 
+/** `--pcap FILE` names something vmnat must not write to; `message` is one line. */
+export class PcapOpenError extends Error {
+  readonly code = 'VMNAT_PCAP_REFUSED';
+}
+
+/**
+ * Opens FILE for a capture without following a symlink (O_NOFOLLOW) and without truncating it
+ * before we know it is a regular file of ours: someone else's file (vmnat may run as root) or a
+ * device is refused. A new file is created 0600.
+ */
+export function openPcapFile(file: string): number {
+  const c = fs.constants;
+  let fd: number;
+  try {
+    fd = fs.openSync(file, c.O_WRONLY | c.O_CREAT | c.O_NOFOLLOW | c.O_NONBLOCK, 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new PcapOpenError(`${file} is a symlink; refusing to follow it`);
+    throw new PcapOpenError(`cannot open ${file}: ${code ?? String(err)}`);
+  }
+  const st = fs.fstatSync(fd);
+  const uid = typeof process.getuid === 'function' ? process.getuid() : st.uid;
+  const problem = !st.isFile() ? 'is not a regular file' : st.uid !== uid ? `belongs to uid ${st.uid}, not to us (uid ${uid})` : undefined;
+  if (problem !== undefined) {
+    fs.closeSync(fd);
+    throw new PcapOpenError(`${file} ${problem}; refusing to overwrite it`);
+  }
+  fs.ftruncateSync(fd, 0);
+  return fd;
+}
+
 const CHUNK = 1 << 20;
 const LINKTYPE_ETHERNET = 1;
 const SNAPLEN = 262144;
@@ -25,7 +56,7 @@ export class PcapWriter {
   private readonly epochUs = BigInt(Date.now()) * 1000n - process.hrtime.bigint() / 1000n;
 
   constructor(file: string) {
-    this.fd = fs.openSync(file, 'w', 0o600);
+    this.fd = openPcapFile(file);
     const header = Buffer.alloc(24);
     header.writeUInt32LE(0xa1b2c3d4, 0);
     header.writeUInt16LE(2, 4);
@@ -33,6 +64,11 @@ export class PcapWriter {
     header.writeUInt32LE(SNAPLEN, 16);
     header.writeUInt32LE(LINKTYPE_ETHERNET, 20);
     fs.writeSync(this.fd, header);
+  }
+
+  /** Hands the capture to the user vmnat is about to become (fchown: the open file, not a path). */
+  chown(uid: number, gid: number): void {
+    if (this.fd >= 0) fs.fchownSync(this.fd, uid, gid);
   }
 
   write(frame: Uint8Array): void {

@@ -2,8 +2,9 @@
  * The control API: HTTP/1.1 + JSON on a unix socket (`--api-socket PATH`), for tools and people
  * (`curl --unix-socket PATH http://vmnat/forwards`, `vmnat ctl …`).
  *
- * Theory of operation: a plain `node:http` server bound to PATH with mode 0600 (created under a
- * umask, then chmod()ed, so there is no window where others can connect). A stale socket file
+ * Theory of operation: a plain `node:http` server bound to PATH with mode 0600 (created under umask
+ * 177, so there is no window where others can connect), in a directory only we or root can change
+ * (runtime-dir.ts; `EUNSAFE_DIR` otherwise). A stale socket file
  * (nobody accepts on it) is replaced; a live one is refused (`EADDRINUSE_LIVE`), a non-socket
  * path is never deleted (`EPATH_NOT_SOCKET`). close() removes the file if it is still ours.
  *
@@ -47,6 +48,7 @@ import type { DhcpLease, DhcpLeaseEvent } from '../dhcp/server.ts';
 import { formatIpv4, formatMac } from '../stack/wire/addr.ts';
 import { ForwardRuleError, ruleFromJson, ruleToJson, type ForwardRule, type ForwardRuleJson } from '../portfwd/rules.ts';
 import { ForwardError, type ForwardEntry, type ForwardEvent } from '../portfwd/forwarder.ts';
+import { checkSocketParent, RuntimeDirError } from '../runtime-dir.ts';
 import { FilterParseError } from '../filter/rules.ts';
 import type { FilterEvent, FilterJson } from '../filter/filter.ts';
 
@@ -131,7 +133,8 @@ export type ApiEvent = LeaseEvent | FlowEvent | ForwardEvent | FilterEvent;
 
 /** The rule table the API edits; `PortForwarder` implements it. */
 export interface ForwardTable {
-  add(rule: ForwardRule): Promise<void>;
+  /** Resolves to the rule as added: host port 0 replaced by the port bound. */
+  add(rule: ForwardRule): Promise<ForwardRule>;
   remove(name: string): Promise<boolean>;
   get(name: string): ForwardRule | undefined;
   list(): ForwardEntry[];
@@ -209,9 +212,11 @@ export function configToApi(config: Config): Record<string, unknown> {
     dns_servers: config.dnsServers.map((s) => (s.ip.includes(':') ? `[${s.ip}]:${s.port}` : `${s.ip}:${s.port}`)),
     dns_hosts: config.dnsHosts.size,
     host_loopback: config.hostLoopback,
+    deny: config.deny.map((r) => `${formatIpv4(r.network)}/${r.mask === 0 ? 0 : Math.clz32(~r.mask >>> 0)}`),
     filter: config.filter?.source ?? null,
     udp_timeout_s: config.udpTimeoutSec,
     max_flows: config.maxFlows,
+    max_forward_flows: config.maxForwardFlows,
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
   };
@@ -230,7 +235,7 @@ export interface ApiServerOptions {
   maxEventBacklogBytes?: number;
 }
 
-export type ApiServerErrorCode = 'EADDRINUSE_LIVE' | 'EPATH_NOT_SOCKET' | 'ESYSTEM';
+export type ApiServerErrorCode = 'EADDRINUSE_LIVE' | 'EPATH_NOT_SOCKET' | 'EUNSAFE_DIR' | 'ESYSTEM';
 
 /** Opening the API socket failed. `EADDRINUSE_LIVE`/`EPATH_NOT_SOCKET`: the user's path (exit 2). */
 export class ApiServerError extends Error {
@@ -334,7 +339,12 @@ export class ApiServer {
   private async start(): Promise<void> {
     const p = this.path;
     if (Buffer.byteLength(p) > 107) throw new ApiServerError('ESYSTEM', `${p}: path longer than 107 bytes (unix socket limit)`);
-    fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
+    try {
+      checkSocketParent(p);
+    } catch (err) {
+      if (err instanceof RuntimeDirError) throw new ApiServerError('EUNSAFE_DIR', err.message, { cause: err });
+      throw err;
+    }
     await replaceStaleSocket(p);
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
@@ -345,12 +355,15 @@ export class ApiServer {
         );
       };
       this.server.once('error', onError);
-      // The bind happens synchronously inside listen(): under umask 177 the file is born 0600.
-      let oldMask: number | undefined;
+      // The bind happens synchronously inside listen(): under umask 177 the file is born 0600,
+      // so there is no moment when others may connect, and no chmod by path afterwards (which a
+      // file swapped in meanwhile would redirect).
+      let oldMask: number;
       try {
         oldMask = process.umask(0o177);
-      } catch {
-        // umask is not available in worker threads; the chmod below still applies.
+      } catch (err) {
+        reject(new ApiServerError('ESYSTEM', `${p}: cannot set the umask here (a worker thread?): ${(err as Error).message}`, { cause: err }));
+        return;
       }
       try {
         this.server.listen(p, () => {
@@ -358,15 +371,9 @@ export class ApiServer {
           resolve();
         });
       } finally {
-        if (oldMask !== undefined) process.umask(oldMask);
+        process.umask(oldMask);
       }
     });
-    try {
-      fs.chmodSync(p, 0o600);
-    } catch (err) {
-      await this.close();
-      throw new ApiServerError('ESYSTEM', `${p}: chmod: ${(err as Error).message}`, { cause: err });
-    }
     this.identity = fileIdentity(p);
   }
 
@@ -461,8 +468,8 @@ export class ApiServer {
     } catch (err) {
       throw new HttpError(400, 'bad_json', `malformed JSON: ${(err as Error).message}`);
     }
-    const rule = ruleFromJson(body); // ForwardRuleError → 400
-    await this.backend.forwards.add(rule); // ForwardError → 409/400/403
+    const asked = ruleFromJson(body); // ForwardRuleError → 400
+    const rule = await this.backend.forwards.add(asked); // ForwardError → 409/400/403; port 0 bound
     const entry = this.backend.forwards.list().find((e) => e.rule.name === rule.name);
     res.setHeader('Location', `/forwards/${encodeURIComponent(rule.name)}`);
     this.json(res, 201, entry === undefined ? ruleToJson(rule) : entryToJson(entry));

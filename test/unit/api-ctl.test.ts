@@ -8,7 +8,7 @@ import { ApiServer } from '../../src/api/server.ts';
 import { PortForwarder } from '../../src/portfwd/forwarder.ts';
 import { runCtl, CTL_USAGE, table, bytes } from '../../src/ctl.ts';
 import { FakeBackend } from './api-fakes.ts';
-import { LoopbackDialer, freePort, waitFor } from './portfwd-fakes.ts';
+import { LoopbackDialer, waitFor } from './portfwd-fakes.ts';
 
 let dir: string;
 let sock: string;
@@ -56,8 +56,8 @@ const S = () => ['--api-socket', sock];
 
 describe('forward add / ls / rm', () => {
   test('add in qemu syntax, list as a table, remove by name', async () => {
-    const port = await freePort();
-    const add = await ctl([...S(), 'forward', 'add', `tcp::${port}-:80`]);
+    const add = await ctl([...S(), 'forward', 'add', 'tcp::0-:80']);
+    const port = fwd.list()[0]!.rule.hostPort; // 0: the port the kernel picked
     expect(add).toEqual({ code: 0, out: `added tcp-127.0.0.1-${port}: tcp 127.0.0.1:${port} -> guest (lease):80\n`, err: '' });
     expect(fwd.get(`tcp-127.0.0.1-${port}`)).toBeDefined();
 
@@ -74,10 +74,10 @@ describe('forward add / ls / rm', () => {
   });
 
   test('add in VBoxManage syntax (flag or bare), and --name', async () => {
-    const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()];
-    expect((await ctl([...S(), 'forward', 'add', '--natpf', `ssh,tcp,,${p1},10.0.2.15,22`])).code).toBe(0);
-    expect((await ctl([...S(), 'forward', 'add', `dns,udp,,${p2},,53`])).code).toBe(0);
-    expect((await ctl([...S(), 'forward', 'add', '--name', 'web', '--hostfwd', `tcp::${p3}-:80`])).code).toBe(0);
+    expect((await ctl([...S(), 'forward', 'add', '--natpf', 'ssh,tcp,,0,10.0.2.15,22'])).code).toBe(0);
+    expect((await ctl([...S(), 'forward', 'add', 'dns,udp,,0,,53'])).code).toBe(0);
+    expect((await ctl([...S(), 'forward', 'add', '--name', 'web', '--hostfwd', 'tcp::0-:80'])).code).toBe(0);
+    const [p1, p2, p3] = ['ssh', 'dns', 'web'].map((n) => fwd.get(n)!.hostPort);
     expect(fwd.list().map((e) => [e.rule.name, e.rule.proto, e.rule.guestAddr])).toEqual([
       ['ssh', 'tcp', '10.0.2.15'],
       ['dns', 'udp', undefined],
@@ -86,16 +86,16 @@ describe('forward add / ls / rm', () => {
   });
 
   test('--json prints the API objects', async () => {
-    const port = await freePort();
-    const add = await ctl([...S(), '--json', 'forward', 'add', `udp:0.0.0.0:${port}-10.0.2.15:53`]);
+    const add = await ctl([...S(), '--json', 'forward', 'add', 'udp:0.0.0.0:0-10.0.2.15:53']);
+    const port = fwd.list()[0]!.rule.hostPort;
     expect(JSON.parse(add.out)).toEqual({ name: `udp-0.0.0.0-${port}`, proto: 'udp', host_addr: '0.0.0.0', host_port: port, guest_addr: '10.0.2.15', guest_port: 53, port_count: 1, tcp_accepted: 0, tcp_active: 0, udp_flows: 0 });
     const ls = await ctl(['forward', 'ls', '--json', ...S()]);
     expect(JSON.parse(ls.out)).toEqual([JSON.parse(add.out)]);
   });
 
   test('rm accepts the rule itself', async () => {
-    const port = await freePort();
-    await ctl([...S(), 'forward', 'add', `tcp::${port}-:80`]);
+    await ctl([...S(), 'forward', 'add', 'tcp::0-:80']);
+    const port = fwd.list()[0]!.rule.hostPort;
     expect((await ctl([...S(), 'forward', 'rm', `tcp::${port}-:80`])).code).toBe(0);
     expect(fwd.list()).toEqual([]);
   });
@@ -177,7 +177,6 @@ describe('reading', () => {
 describe('events', () => {
   test('one readable line per event until interrupted', async () => {
     const ac = new AbortController();
-    const port = await freePort();
     const running = ctl([...S(), 'events'], {
       signal: ac.signal,
       onOut: (out) => {
@@ -186,7 +185,7 @@ describe('events', () => {
     });
     await waitFor(() => backend.listeners.size === 1);
     backend.emit({ type: 'lease', event: 'released', ip: '10.0.2.15', mac: '52:54:00:12:34:56' });
-    await fwd.add({ name: 'e', proto: 'tcp', hostAddr: '127.0.0.1', hostPort: port, guestAddr: undefined, guestPort: 22, portCount: 1 });
+    const port = (await fwd.add({ name: 'e', proto: 'tcp', hostAddr: '127.0.0.1', hostPort: 0, guestAddr: undefined, guestPort: 22, portCount: 1 })).hostPort;
     backend.emit({ type: 'flow', event: 'close', reason: 'fin', flow: { proto: 'tcp', guest: '10.0.2.15:22', remote: '10.0.2.2:50000', forward: 'e', bytes_from_guest: 2048, bytes_to_guest: 10 } });
     const r = await running;
     expect(r.code).toBe(0);
