@@ -64,12 +64,12 @@ async function makeSshKey(ctx: LabContext): Promise<{ privateKey: string; public
 /** Options that make ssh ignore the user's config and known hosts: the guest's host key is new at every boot. */
 const SSH_OPTIONS = ['-F', '/dev/null', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'ConnectTimeout=60'];
 
-function sshArgv(ctx: LabContext, privateKey: string): string[] {
-  return ['ssh', ...SSH_OPTIONS, '-i', privateKey, '-p', String(ctx.forwardPort), 'root@127.0.0.1'];
+function sshArgv(port: number, privateKey: string): string[] {
+  return ['ssh', ...SSH_OPTIONS, '-i', privateKey, '-p', String(port), 'root@127.0.0.1'];
 }
 
-function sshShown(ctx: LabContext): string {
-  return `ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i ${shown(ctx, path.join(ctx.workDir, 'id_ed25519'))} -p ${ctx.forwardPort} root@127.0.0.1`;
+function sshShown(ctx: LabContext, port: number): string {
+  return `ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i ${shown(ctx, path.join(ctx.workDir, 'id_ed25519'))} -p ${port} root@127.0.0.1`;
 }
 
 export async function natLab(ctx: LabContext): Promise<void> {
@@ -173,7 +173,7 @@ export async function natLab(ctx: LabContext): Promise<void> {
   await guestSh(ctx, guest, 'cat /tmp/index.html');
 
   // ── 7. a port forward into the guest ──
-  t.step(`a port forward: host 127.0.0.1:${ctx.forwardPort} -> guest port 22`, `
+  t.step(`a port forward: host 127.0.0.1:${ctx.forwardPort === 0 ? 'PORT' : ctx.forwardPort} -> guest port 22`, `
     From the host, the guest's 10.0.2.15 is not reachable: it lives inside vmnat. A forward makes vmnat
     listen on a host port and carry each connection into the guest. First an SSH server in the guest:
     Debian's dropbear (-R: make host keys on first use; -s: keys only, no passwords).`);
@@ -182,17 +182,20 @@ export async function natLab(ctx: LabContext): Promise<void> {
   const listening = await guestSh(ctx, guest, 'n=0; until netstat -tln | grep -q ":22 "; do [ $n -ge 100 ] && break; n=$((n+1)); sleep 0.1; done; netstat -tln');
   t.check(/:22\s.*LISTEN/.test(listening.output), 'the guest listens on port 22');
   const add = await ctl(ctx, v, ['forward', 'add', '--name', 'ssh', `tcp::${ctx.forwardPort}-:22`]);
-  t.check(add.code === 0 && add.stdout.includes(`added ssh: tcp 127.0.0.1:${ctx.forwardPort} -> guest (lease):22`), `vmnat added the forward at run time (no restart)`, add.stdout);
+  // With --port 0 the kernel picks the port and vmnat reports it in its answer.
+  const added = /^added ssh: tcp 127\.0\.0\.1:(\d+) -> guest \(lease\):22$/m.exec(add.stdout);
+  const fport = Number(added?.[1] ?? 0);
+  t.check(add.code === 0 && added !== null && (ctx.forwardPort === 0 ? fport > 0 : fport === ctx.forwardPort), `vmnat added the forward at run time (no restart)`, add.stdout);
   const ls = await ctl(ctx, v, ['forward', 'ls']);
-  t.check(new RegExp(`^ssh\\s+tcp\\s+127\\.0\\.0\\.1:${ctx.forwardPort}\\s+\\(lease\\):22`, 'm').test(ls.stdout), 'forward ls lists it');
+  t.check(new RegExp(`^ssh\\s+tcp\\s+127\\.0\\.0\\.1:${fport}\\s+\\(lease\\):22`, 'm').test(ls.stdout), 'forward ls lists it');
 
   t.note(`Now log in from the host. The lab made a key pair for this run ($LAB/id_ed25519) and put the public
     key in the guest's /root/.ssh/authorized_keys; the host key is new at every boot, so it is not recorded.`);
-  const sshArgs = sshArgv(ctx, key.privateKey);
+  const sshArgs = sshArgv(fport, key.privateKey);
   const connected = performance.now();
   const login = await runHost([...sshArgs, 'hostname; ip -4 -o addr show dev eth0; echo "SSH_CONNECTION=$SSH_CONNECTION"'], 90_000);
   ctx.timings['ssh_login_ms'] = Math.round(performance.now() - connected);
-  t.command('host$', `${sshShown(ctx)} 'hostname; ip -4 -o addr show dev eth0; echo "SSH_CONNECTION=$SSH_CONNECTION"'`, login.stdout + login.stderr);
+  t.command('host$', `${sshShown(ctx, fport)} 'hostname; ip -4 -o addr show dev eth0; echo "SSH_CONNECTION=$SSH_CONNECTION"'`, login.stdout + login.stderr);
   t.check(login.code === 0 && /^vmnat-lab$/m.test(login.stdout) && /inet 10\.0\.2\.15\/24 /.test(login.stdout), 'ssh through the forward logged in to the guest (10.0.2.15)', login.stdout + login.stderr);
   t.check(/^SSH_CONNECTION=10\.0\.2\.2 \d+ 10\.0\.2\.15 22$/m.test(login.stdout), 'and the guest\'s sshd saw the connection come from the gateway 10.0.2.2, as with VirtualBox');
 
@@ -216,14 +219,14 @@ export async function natLab(ctx: LabContext): Promise<void> {
       reject(new Error(`ssh exited (${code}) before the session opened: ${text}`));
     });
   });
-  t.command('host$', `${sshShown(ctx)} 'echo session open; exec sleep 120' &`, 'session open');
-  const hss = await runHost(['ss', '-tnp', 'dst', `127.0.0.1:${ctx.forwardPort}`]);
-  t.command('host$', `ss -tnp dst 127.0.0.1:${ctx.forwardPort}`, hss.stdout + hss.stderr);
-  const clientPort = new RegExp(`127\\.0\\.0\\.1:(\\d+)\\s+127\\.0\\.0\\.1:${ctx.forwardPort}\\s+users:\\(\\("ssh",pid=${session.pid},`).exec(hss.stdout)?.[1];
-  t.check(clientPort !== undefined, `the host's ssh (pid ${session.pid}) is connected to 127.0.0.1:${ctx.forwardPort}`, hss.stdout);
+  t.command('host$', `${sshShown(ctx, fport)} 'echo session open; exec sleep 120' &`, 'session open');
+  const hss = await runHost(['ss', '-tnp', 'dst', `127.0.0.1:${fport}`]);
+  t.command('host$', `ss -tnp dst 127.0.0.1:${fport}`, hss.stdout + hss.stderr);
+  const clientPort = new RegExp(`127\\.0\\.0\\.1:(\\d+)\\s+127\\.0\\.0\\.1:${fport}\\s+users:\\(\\("ssh",pid=${session.pid},`).exec(hss.stdout)?.[1];
+  t.check(clientPort !== undefined, `the host's ssh (pid ${session.pid}) is connected to 127.0.0.1:${fport}`, hss.stdout);
   const fflows = await ctl(ctx, v, ['flows']);
   t.check(
-    new RegExp(`^tcp\\s+10\\.0\\.2\\.15:22\\s+10\\.0\\.2\\.2:\\d+\\s+ssh\\s+established\\b.*\\s127\\.0\\.0\\.1:${ctx.forwardPort} <- 127\\.0\\.0\\.1:${clientPort}$`, 'm').test(fflows.stdout),
+    new RegExp(`^tcp\\s+10\\.0\\.2\\.15:22\\s+10\\.0\\.2\\.2:\\d+\\s+ssh\\s+established\\b.*\\s127\\.0\\.0\\.1:${fport} <- 127\\.0\\.0\\.1:${clientPort}$`, 'm').test(fflows.stdout),
     `vmnat's flow table: that host connection (from port ${clientPort}) is the guest's 10.0.2.2:* -> 10.0.2.15:22`,
     fflows.stdout,
   );

@@ -32,7 +32,7 @@ const USAGE = `Usage: npm run lab -- NAME [--out DIR] [--port N]
 
 Labs: ${Object.keys(LABS).join(', ')}   (coming: ${Object.keys(PLANNED).join(', ')}; see labs/README.md)
   --out DIR   where the lab leaves the topology SVG and other results (default .cache/labs/NAME)
-  --port N    nat: the host port of the forward to the guest's port 22 (default 2222)
+  --port N    nat: the host port of the forward to the guest's port 22 (default 2222; 0: the kernel picks)
 `;
 
 function usage(msg: string): never {
@@ -54,7 +54,7 @@ async function main(argv: readonly string[]): Promise<number> {
     else if (a === '--port') {
       const v = value();
       forwardPort = Number(v);
-      if (!/^\d+$/.test(v) || forwardPort < 1 || forwardPort > 65535) usage(`--port ${v}: not a port in 1..65535`);
+      if (!/^\d+$/.test(v) || forwardPort > 65535) usage(`--port ${v}: not a port in 0..65535`);
     } else if (a.startsWith('-')) usage(`unknown option ${a}`);
     else if (name === undefined) name = a;
     else usage(`unexpected argument ${a}`);
