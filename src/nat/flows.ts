@@ -50,6 +50,11 @@ export interface FlowEntry {
   readonly stateName: string;
   /** The port forward that opened it, if any. */
   readonly forward?: string | undefined;
+  /**
+   * The ends of the host socket that carries the flow (`ip:port` each), while it has a connected
+   * one of its own (TCP): what `ss -tnp` lists for vmnat's process.
+   */
+  hostSocketEnds?(): { local: string; peer: string } | undefined;
 }
 
 /** One flow as the API lists it. */
@@ -58,6 +63,8 @@ export interface FlowListing {
   guest: string;
   remote: string;
   host: string;
+  /** The host socket's own end, when `hostSocketEnds` knows it. */
+  host_local?: string;
   state: string;
   forward?: string;
   bytes_from_guest: number;
@@ -160,11 +167,15 @@ export class FlowTable {
     for (const idx of this.indexes) {
       for (const f of idx.values()) {
         const port = (p: number) => (f.proto === 'icmp' ? `id ${p}` : String(p));
+        const ends = f.hostSocketEnds?.();
+        // Without a live socket only the host side's address is known; for a forward, dstPort is
+        // vmnat's own port toward the guest, not the host client's, so it is left out.
+        const host = ends?.peer ?? (f.proto === 'icmp' || f.forward !== undefined ? f.hostAddress : `${f.hostAddress}:${f.dstPort}`);
         const item: FlowListing = {
           proto: f.proto,
           guest: `${formatIpv4(f.guestIp)}:${port(f.guestPort)}`,
           remote: f.proto === 'icmp' ? formatIpv4(f.dstIp) : `${formatIpv4(f.dstIp)}:${f.dstPort}`,
-          host: f.proto === 'icmp' ? f.hostAddress : `${f.hostAddress}:${f.dstPort}`,
+          host,
           state: f.stateName,
           bytes_from_guest: f.bytesFromGuest,
           bytes_to_guest: f.bytesToGuest,
@@ -172,6 +183,7 @@ export class FlowTable {
           idle_s: Math.round((now - f.lastActive) / 1000),
         };
         if (f.forward !== undefined) item.forward = f.forward;
+        if (ends !== undefined) item.host_local = ends.local;
         out.push(item);
       }
     }

@@ -159,6 +159,17 @@ class SocketEndpoint implements HostEndpoint {
   uncork(): void {
     if (!this.stale()) this.socket.uncork();
   }
+  /**
+   * The host socket's two ends as `ip:port` (what `ss`/netstat show for vmnat's process), so a
+   * user can match a guest flow to a host connection; undefined once the socket is gone or serves
+   * another flow.
+   */
+  ends(): { local: string; peer: string } | undefined {
+    if (this.stale() || this.socket.destroyed) return undefined;
+    const s = this.socket;
+    if (s.localAddress === undefined || s.localPort === undefined || s.remoteAddress === undefined || s.remotePort === undefined) return undefined;
+    return { local: `${s.localAddress}:${s.localPort}`, peer: `${s.remoteAddress}:${s.remotePort}` };
+  }
 }
 
 /**
@@ -396,6 +407,10 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
 
   get stateName(): string {
     return this.conn?.state ?? 'dialing';
+  }
+
+  hostSocketEnds(): { local: string; peer: string } | undefined {
+    return this.host instanceof SocketEndpoint ? this.host.ends() : undefined;
   }
 }
 
