@@ -16,14 +16,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { loadNative } from '../src/link/native.ts';
+import { loadNative, nativeAddonPath } from '../src/link/native.ts';
 import { FdLink } from '../src/link/fd.ts';
 import { SocketLink } from '../src/link/socket.ts';
 import type { Link } from '../src/link/types.ts';
 
 const native = loadNative();
-const addonPath = fileURLToPath(new URL('../native/build/Release/vmnat.node', import.meta.url));
+const addonPath = nativeAddonPath();
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
