@@ -14,6 +14,8 @@ import { Engine } from './engine.ts';
 import { ApiServer } from './api/server.ts';
 import { openLink, prepareSpawnWithSocketpair } from './link/index.ts';
 import type { Link } from './link/types.ts';
+import { NativePortLink } from './link/native-link.ts';
+import { socketBufferAdvice } from './link/buffers.ts';
 import { formatIpv4, formatMac } from './stack/wire/addr.ts';
 import { log, setLogLevel } from './log.ts';
 
@@ -81,6 +83,12 @@ async function main(argv: string[]): Promise<void> {
     }
   } catch (err) {
     linkError(config, err);
+  }
+  // A datagram link whose buffers the system kept small loses big frames: say once what to raise.
+  if (link instanceof NativePortLink) {
+    const buffers = link.socketBuffers();
+    const advice = buffers === undefined ? undefined : socketBufferAdvice(process.platform, buffers, config.mtu);
+    if (advice !== undefined) log.warn(advice);
   }
   // The engine comes after the link, so a bad transport flag costs exactly one line.
   const engine = new Engine(config);

@@ -6,6 +6,12 @@
  * 68..65520`) and exit status 2, never a stack trace. The result is a plain immutable `Config`
  * the engine builds itself from. Defaults follow VirtualBox's NAT layout: network 10.0.2.0/24,
  * gateway .2 (which reaches the host's loopback), DNS .3, first lease .15.
+ *
+ * Platform: parsing takes the platform as a parameter (default process.platform), so the macOS
+ * rules are tested on Linux. On macOS --tap, --netns and --netns-pid are refused (no TAP devices,
+ * no network namespaces there) and unix socket paths are limited to 103 bytes (sun_path is 104
+ * bytes there, 108 on Linux). The default socket lives under os.tmpdir(): $TMPDIR, which macOS
+ * makes per user (/var/folders/…/T/), and /tmp on Linux.
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -88,7 +94,7 @@ Transport (one of; default: --socket $TMPDIR/vmnat-$UID/net.sock):
                         from its first datagram
   --fd N                inherited SOCK_DGRAM socketpair end (vmnet-helper --fd)
   --stream PATH         unix stream socket with qemu's framing (-netdev stream)
-  --tap NAME            Linux TAP device (created if missing)
+  --tap NAME            TAP device (created if missing; Linux only)
     --netns PATH        ... opened inside this network namespace (/run/netns/NAME)
     --netns-pid PID     ... or inside the network namespace of this process
   -- COMMAND [ARGS...]  make a socketpair, start COMMAND with the other end as fd 4
@@ -168,12 +174,24 @@ function checkDomain(flag: string, text: string): string {
   return name;
 }
 
+/** Longest unix socket path in bytes (sun_path less its terminating NUL). */
+export function maxUnixPathBytes(platform: NodeJS.Platform): number {
+  return platform === 'linux' ? 107 : 103;
+}
+
+/** Flags that need Linux (TAP devices, network namespaces); refused elsewhere with one line. */
+export const LINUX_ONLY_FLAGS = ['--tap', '--netns', '--netns-pid'] as const;
+
+function platformName(platform: NodeJS.Platform): string {
+  return platform === 'darwin' ? 'macOS (darwin)' : platform;
+}
+
 export function defaultSocketPath(): string {
   const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
   return path.join(os.tmpdir(), `vmnat-${uid}`, 'net.sock');
 }
 
-export function parseArgs(argv: readonly string[]): ParseOutcome {
+export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = process.platform): ParseOutcome {
   const values = new Map<string, string[]>();
   let command: string[] | undefined;
   for (let i = 0; i < argv.length; i++) {
@@ -213,6 +231,13 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   };
 
   // Transport.
+  if (platform !== 'linux') {
+    const flag = LINUX_ONLY_FLAGS.find((f) => values.has(f));
+    if (flag !== undefined) {
+      throw new ConfigError(flag, `TAP devices and network namespaces are Linux-only; not available on ${platformName(platform)} (use --socket, --fd or --stream)`);
+    }
+  }
+  const maxPath = maxUnixPathBytes(platform);
   const transports = ['--socket', '--fd', '--stream', '--tap'].filter((f) => values.has(f));
   if (command) transports.push('--');
   if (transports.length > 1) throw new ConfigError(transports[1]!, `cannot be combined with ${transports[0]}`);
@@ -227,13 +252,13 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     link = { kind: 'spawn', command };
   } else if (values.has('--socket')) {
     const p = single('--socket')!;
-    if (p.length === 0 || Buffer.byteLength(p) > 107) throw new ConfigError('--socket', `path must be 1..107 bytes (unix socket limit)`);
+    if (p.length === 0 || Buffer.byteLength(p) > maxPath) throw new ConfigError('--socket', `path must be 1..${maxPath} bytes (unix socket limit)`);
     link = { kind: 'socket', path: path.resolve(p) };
   } else if (values.has('--fd')) {
     link = { kind: 'fd', fd: parseIntStrict('--fd', single('--fd')!, 3, 65535) };
   } else if (values.has('--stream')) {
     const p = single('--stream')!;
-    if (p.length === 0 || Buffer.byteLength(p) > 107) throw new ConfigError('--stream', `path must be 1..107 bytes (unix socket limit)`);
+    if (p.length === 0 || Buffer.byteLength(p) > maxPath) throw new ConfigError('--stream', `path must be 1..${maxPath} bytes (unix socket limit)`);
     link = { kind: 'stream', path: path.resolve(p) };
   } else if (values.has('--tap')) {
     const name = single('--tap')!;
@@ -323,7 +348,7 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     throw err;
   }
   const apiSocket = single('--api-socket');
-  if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > 107)) throw new ConfigError('--api-socket', 'path must be 1..107 bytes (unix socket limit)');
+  if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > maxPath)) throw new ConfigError('--api-socket', `path must be 1..${maxPath} bytes (unix socket limit)`);
 
   const level = single('--log-level') ?? 'info';
   if (!(LogLevels as readonly string[]).includes(level)) throw new ConfigError('--log-level', `${JSON.stringify(level)} is not one of ${LogLevels.join('|')}`);

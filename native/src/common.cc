@@ -33,14 +33,22 @@ void ThrowType(Napi::Env env, const char* message) {
   Napi::TypeError::New(env, message).ThrowAsJavaScriptException();
 }
 
+// A buffer someone (the VM launcher that handed us an fd) already made at least this large is
+// left alone: asking again could only shrink it.
+static bool LargeEnough(int fd, int opt) {
+  int cur = 0;
+  socklen_t len = sizeof cur;
+  return getsockopt(fd, SOL_SOCKET, opt, &cur, &len) == 0 && cur >= kSocketBufferBytes;
+}
+
 #if VMNAT_LINUX
 
 void EnlargeSocketBuffers(int fd) {
   const int size = kSocketBufferBytes;
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
+  if (!LargeEnough(fd, SO_SNDBUF) && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
   }
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
+  if (!LargeEnough(fd, SO_RCVBUF) && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   }
 }
@@ -65,6 +73,7 @@ int PrepareFd(int fd, bool nonblocking) {
 #else  // portable: macOS, and the VMNAT_PORTABLE build on Linux
 
 static void EnlargeOne(int fd, int opt) {
+  if (LargeEnough(fd, opt)) return;
   for (int size = kSocketBufferBytes; size >= kMinSocketBufferBytes; size /= 2) {
     if (setsockopt(fd, SOL_SOCKET, opt, &size, sizeof size) == 0) return;
   }

@@ -192,6 +192,9 @@ FramePort::FramePort(const Napi::CallbackInfo& info)
   }
   poll_->data = this;
   fd_ = fd;
+  // An inherited socket (--fd, spawn mode) gets the same large buffers as the ones we create:
+  // on macOS its SO_SNDBUF is the largest frame it can send.
+  if (!tap_) EnlargeSocketBuffers(fd_);
 #if !VMNAT_LINUX && defined(SO_NOSIGPIPE)
   if (!tap_) {
     // No MSG_NOSIGNAL here: an inherited socket must not raise SIGPIPE when its peer is gone.

@@ -39,14 +39,10 @@ export async function startTestDns(zone: Zone, host = '127.0.0.1'): Promise<Test
     }
     return full;
   };
-  const udp = dgram.createSocket('udp4');
-  udp.on('message', (msg, rinfo) => {
-    const out = answer(msg, 'udp');
-    if (out) udp.send(out, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((r) => udp.bind(0, host, r));
-  const port = udp.address().port;
-  const tcp = net.createServer((sock) => {
+  // UDP and TCP must share one port number: bind UDP to port 0, then listen on TCP at the same
+  // number. Another process may hold that TCP port already (a connection's ephemeral port, on a
+  // machine where other tests run too): then try again with a new UDP port.
+  const serveTcp = (sock: net.Socket): void => {
     let buf = Buffer.alloc(0);
     sock.on('error', () => {});
     sock.on('data', (d: Buffer) => {
@@ -62,15 +58,41 @@ export async function startTestDns(zone: Zone, host = '127.0.0.1'): Promise<Test
         }
       }
     });
-  });
-  await new Promise<void>((r) => tcp.listen(port, host, r));
+  };
+  let udp: dgram.Socket | undefined;
+  let tcp: net.Server | undefined;
+  let port = 0;
+  for (let attempt = 0; tcp === undefined; attempt++) {
+    const u = dgram.createSocket('udp4');
+    u.on('message', (msg, rinfo) => {
+      const out = answer(msg, 'udp');
+      if (out) u.send(out, rinfo.port, rinfo.address);
+    });
+    await new Promise<void>((r) => u.bind(0, host, r));
+    const p = u.address().port;
+    const t = net.createServer(serveTcp);
+    const err = await new Promise<NodeJS.ErrnoException | undefined>((r) => {
+      t.once('error', r);
+      t.listen(p, host, () => r(undefined));
+    });
+    if (err === undefined) {
+      udp = u;
+      tcp = t;
+      port = p;
+    } else {
+      u.close();
+      if (err.code !== 'EADDRINUSE' || attempt >= 20) throw err;
+    }
+  }
+  const udpSocket = udp!;
+  const tcpServer = tcp;
   return {
     port,
     host,
     queries,
     close: async () => {
-      udp.close();
-      await new Promise<void>((r) => tcp.close(() => r()));
+      udpSocket.close();
+      await new Promise<void>((r) => tcpServer.close(() => r()));
     },
   };
 }
