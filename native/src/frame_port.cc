@@ -382,7 +382,13 @@ void FramePort::Emit(uint32_t count, uint64_t bytes) {
 // true when the peer changed (the caller delivers earlier frames first, then reports the peer).
 bool FramePort::LearnFrom(const sockaddr_un& from, socklen_t fromLen) {
   if (peerConnected_ && SameAddr(from, fromLen, peer_, peerLen_)) return false;
-  if (fromLen <= offsetof(sockaddr_un, sun_path)) {
+  bool unnamed = fromLen <= offsetof(sockaddr_un, sun_path);
+#if !VMNAT_LINUX
+  // macOS reports an unbound sender as a whole empty sockaddr (sun_path all zero) rather than a
+  // bare family; with no abstract namespace off Linux, an empty sun_path can only mean that.
+  unnamed = unnamed || from.sun_path[0] == '\0';
+#endif
+  if (unnamed) {
     // An unbound sender: we cannot address it. Report it once so the user learns why replies fail.
     if (peerKnown_ && !peerConnected_ && peerLen_ == 0) return false;
     memset(&peer_, 0, sizeof peer_);

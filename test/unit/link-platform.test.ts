@@ -13,7 +13,7 @@ import { ConfigError, defaultSocketPath, parseArgs } from '../../src/config.ts';
 import { LARGEST_DATAGRAM, socketBufferAdvice } from '../../src/link/buffers.ts';
 import { SocketLink } from '../../src/link/socket.ts';
 import { FdLink } from '../../src/link/fd.ts';
-import { native, tempDir } from './link-helpers.ts';
+import { Peer, diffFrames, frame, native, tempDir, waitFor } from './link-helpers.ts';
 
 function configError(argv: string[], platform: NodeJS.Platform): ConfigError {
   try {
@@ -106,6 +106,36 @@ describe('socket buffer advice', () => {
       void link.close();
       void fdLink.close();
       native.closeFd(b);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a vfkit-style peer', () => {
+  it('is learned from its VFKT hello alone, under vfkit\'s socket name, and gets frames before it sends one', async () => {
+    const dir = tempDir('vfkit');
+    const enginePath = path.join(dir, 'net.sock');
+    // vfkit binds "vfkit-<pid hex>-<random hex>.sock" beside the path it was given, connects, and
+    // sends the 4-byte magic; a guest may then wait for a frame from us (a DHCP offer) first.
+    const vfkitPath = path.join(dir, `vfkit-${process.pid.toString(16)}-${(0xbeef).toString(16)}.sock`);
+    const link = SocketLink.open(enginePath);
+    link.start(() => {});
+    const fd = native.unixDgramBind(vfkitPath);
+    native.unixDgramConnect(fd, enginePath);
+    const vfkit = new Peer(fd);
+    try {
+      vfkit.sendAll([new TextEncoder().encode('VFKT')]);
+      await waitFor(() => link.peer === vfkitPath, 'the peer learned from the hello');
+      expect(link.handshakes).toBe(1);
+      expect(link.stats.rxErrors).toBe(0);
+      const toGuest = [frame(342, 1), frame(1514, 2)];
+      for (const f of toGuest) expect(link.send(f)).toBe(true);
+      link.flush();
+      await waitFor(() => vfkit.received.length === 2, 'frames at the vfkit socket');
+      expect(diffFrames(vfkit.received, toGuest)).toBe('same');
+    } finally {
+      vfkit.close();
+      await link.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
