@@ -2,9 +2,10 @@
 //
 // Theory of operation
 //   Receive: when the fd is readable we pull up to `vlen` frames with one recvmmsg (sockets; the
-//   portable build and macOS loop recvmsg instead, same contract) or a read() loop (a TAP), into a page-aligned slab of fixed slots, and make ONE
-//   JS call per batch: onFrames(slab, offsets, count). The slab and the Int32Array of offsets are
-//   created once and reused, so a batch allocates nothing; frames are valid during the call only.
+//   portable build and macOS loop recvmsg instead, same contract) or a read() loop (a TAP), into
+//   a page-aligned slab of fixed slots, and make ONE JS call per batch: onFrames(slab, offsets,
+//   count). The slab and the Int32Array of offsets are created once and reused, so a batch
+//   allocates nothing; frames are valid during the call only.
 //   Slots are a multiple of 4096 bytes apart: large receives into page-aligned memory were ~3×
 //   faster than into Node's own buffers (shared/notes/node-io.md). `vlen` adapts so one batch is
 //   about 256 KiB (≈170 frames of 1514 B, 4 of 64 KiB): more frames per syscall and per JS call
@@ -12,9 +13,10 @@
 //   poll event, then back to the loop (level-triggered, so it calls us again) to keep timers and
 //   host sockets fair.
 //   Send: send() copies a frame into a byte arena; flush() hands everything queued to the kernel
-//   with sendmmsg (portable: a sendmsg loop; or a write() loop on a TAP). When the kernel says EAGAIN the rest stays queued
-//   (bounded: kTxArenaBytes / kTxMaxFrames), POLLOUT is armed, and the queue drains when the fd is
-//   writable; frames beyond the bound are dropped and counted (txDropped).
+//   with sendmmsg (portable: a sendmsg loop; a write() loop on a TAP). When the kernel says
+//   EAGAIN the rest stays queued (bounded: kTxArenaBytes / kTxMaxFrames), POLLOUT is armed, and
+//   the queue drains when the fd is writable; frames beyond the bound are dropped and counted
+//   (txDropped).
 //   learnPeer (a bound, unconnected socket: the guest's address is not known in advance): we
 //   receive with msg_name; the first datagram from a new sender makes us connect() back to it and
 //   call onPeer(path). Connecting matters twice: replies need an address, and the kernel's small

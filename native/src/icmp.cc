@@ -420,7 +420,9 @@ void PingSocket::ReadMessages() {
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level != IPPROTO_IP) continue;
       // Linux: IP_TTL with an int. BSD/macOS: IP_RECVTTL with one byte.
-      if (c->cmsg_type == IP_TTL && c->cmsg_len >= CMSG_LEN(sizeof(int))) memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
+      if (c->cmsg_type == IP_TTL && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+        memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
+      }
 #if !VMNAT_LINUX && defined(__APPLE__)
       if (c->cmsg_type == IP_RECVTTL && c->cmsg_len >= CMSG_LEN(1)) ttl = *CMSG_DATA(c);
 #endif

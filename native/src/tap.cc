@@ -178,7 +178,8 @@ static Napi::Value TapOpen(const Napi::CallbackInfo& info) {
   const char* where = "the portable build (VMNAT_PORTABLE)";
 #endif
   Napi::Error e = Napi::Error::New(
-      env, std::string("ENOTSUP: TAP devices and network namespaces are Linux-only; not available on ") + where);
+      env, std::string("ENOTSUP: TAP devices and network namespaces are Linux-only; not available on ") +
+               where);
   e.Set("code", Napi::String::New(env, "ENOTSUP"));
   e.Set("syscall", Napi::String::New(env, "tapOpen"));
   e.ThrowAsJavaScriptException();
