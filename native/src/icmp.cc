@@ -112,7 +112,9 @@ class PingSocket : public Napi::ObjectWrap<PingSocket> {
   int fd_ = -1;
   sockaddr_in peer_{};
   uint16_t ident_ = 0;
-  int lastTtl_ = -1;  // portable: the IP_TTL the socket carries now
+#if !VMNAT_LINUX
+  int lastTtl_ = -1;  // the IP_TTL the socket carries now
+#endif
   bool closed_ = false;
   bool pinned_ = false;
   bool cleanupHook_ = false;
