@@ -16,6 +16,7 @@ import { defineConfig } from 'vitest/config';
 const PORTABLE_TESTS = [
   'test/unit/link-*.test.ts',
   'test/unit/icmp-native.test.ts',
+  'test/unit/icmp-portable.test.ts',
   'test/unit/native-build.test.ts',
   'test/e2e/vm.test.ts',
   'test/e2e/badinput-socket.test.ts',

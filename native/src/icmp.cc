@@ -442,44 +442,97 @@ void PingSocket::ReadMessages() {
 #if VMNAT_LINUX
 void PingSocket::Deliver(const uint8_t*, size_t, uint32_t, int) {}
 #else
-// One received message, portable branch: strip an IP header if the kernel left one (macOS), keep
-// what is ours (see the theory of operation), and hand it to onMessage or onError.
-void PingSocket::Deliver(const uint8_t* p, size_t n, uint32_t src, int ttl) {
-  Napi::Env env = Env();
+// What one received datagram is, portable branch: strip an IP header if the kernel left one
+// (macOS), and keep only what is ours (see the theory of operation). A pure function of the bytes,
+// exported by the portable build as icmpClassify so that the macOS receive format is tested on
+// Linux with crafted datagrams.
+struct IcmpClass {
+  enum Kind { kIgnore, kReply, kError } kind = kIgnore;
+  size_t off = 0, len = 0;  // reply: the ICMP message; error: our quoted request
+  uint32_t src = 0;
+  int ttl = -1;
+  uint8_t type = 0, code = 0;
+  uint32_t info = 0;  // as Linux's ee_info: next-hop MTU of "fragmentation needed", parameter-problem pointer
+};
+
+static IcmpClass ClassifyIcmp(const uint8_t* p0, size_t n, uint16_t ident, uint32_t src, int ttl) {
+  IcmpClass c;
+  const uint8_t* p = p0;
   if (n >= 20 && (p[0] >> 4) == 4) {
     const size_t ihl = (p[0] & 0x0f) * 4u;
-    if (ihl < 20 || ihl > n || p[9] != IPPROTO_ICMP) return;
+    if (ihl < 20 || ihl > n || p[9] != IPPROTO_ICMP) return c;
     ttl = p[8];
     src = static_cast<uint32_t>(p[12]) << 24 | p[13] << 16 | p[14] << 8 | p[15];
     p += ihl;
     n -= ihl;
   }
-  if (n < 8) return;
-  const uint8_t type = p[0];
-  if (type == 0) {  // echo reply
-    if ((p[4] << 8 | p[5]) != ident_) return;
-    ++rxMessages_;
-    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, p, n);
-    CallJs(onMessage_, {buf, Napi::Number::New(env, src), Napi::Number::New(env, ttl)});
-    return;
+  if (n < 8) return c;
+  c.src = src;
+  c.ttl = ttl;
+  c.type = p[0];
+  c.code = p[1];
+  if (c.type == 0) {  // echo reply
+    if ((p[4] << 8 | p[5]) != ident) return c;
+    c.kind = IcmpClass::kReply;
+    c.off = static_cast<size_t>(p - p0);
+    c.len = n;
+    return c;
   }
-  if (type != 3 && type != 11 && type != 12) return;  // unreachable, time exceeded, parameter problem
+  if (c.type != 3 && c.type != 11 && c.type != 12) return c;  // unreachable, time exceeded, parameter problem
   // The error quotes the offending datagram: its IP header, then (at least) 8 bytes of our request.
   const uint8_t* q = p + 8;
   const size_t qn = n - 8;
-  if (qn < 20 || (q[0] >> 4) != 4) return;
+  if (qn < 20 || (q[0] >> 4) != 4) return c;
   const size_t qihl = (q[0] & 0x0f) * 4u;
-  if (qihl < 20 || qn < qihl + 8 || q[9] != IPPROTO_ICMP) return;
+  if (qihl < 20 || qn < qihl + 8 || q[9] != IPPROTO_ICMP) return c;
   const uint8_t* req = q + qihl;
-  if (req[0] != 8 || (req[4] << 8 | req[5]) != ident_) return;
-  // ee_info on Linux: the next-hop MTU of "fragmentation needed", the pointer of a parameter problem.
-  uint32_t info = 0;
-  if (type == 3 && p[1] == 4) info = static_cast<uint32_t>(p[6] << 8 | p[7]);
-  if (type == 12) info = p[4];
-  ++rxErrors_;
-  Napi::Buffer<uint8_t> quoted = Napi::Buffer<uint8_t>::Copy(env, req, qn - qihl);
-  CallJs(onError_, {Napi::Number::New(env, type), Napi::Number::New(env, p[1]), Napi::Number::New(env, info),
-                    Napi::Number::New(env, src), quoted});
+  if (req[0] != 8 || (req[4] << 8 | req[5]) != ident) return c;
+  if (c.type == 3 && c.code == 4) c.info = static_cast<uint32_t>(p[6] << 8 | p[7]);
+  if (c.type == 12) c.info = p[4];
+  c.kind = IcmpClass::kError;
+  c.off = static_cast<size_t>(req - p0);
+  c.len = qn - qihl;
+  return c;
+}
+
+void PingSocket::Deliver(const uint8_t* p, size_t n, uint32_t src, int ttl) {
+  Napi::Env env = Env();
+  const IcmpClass c = ClassifyIcmp(p, n, ident_, src, ttl);
+  if (c.kind == IcmpClass::kReply) {
+    ++rxMessages_;
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, p + c.off, c.len);
+    CallJs(onMessage_, {buf, Napi::Number::New(env, c.src), Napi::Number::New(env, c.ttl)});
+  } else if (c.kind == IcmpClass::kError) {
+    ++rxErrors_;
+    Napi::Buffer<uint8_t> quoted = Napi::Buffer<uint8_t>::Copy(env, p + c.off, c.len);
+    CallJs(onError_, {Napi::Number::New(env, c.type), Napi::Number::New(env, c.code),
+                      Napi::Number::New(env, c.info), Napi::Number::New(env, c.src), quoted});
+  }
+}
+
+// icmpClassify(datagram, ident, src, ttl) → { kind: 'reply'|'error'|'ignore', offset, length,
+// src, ttl, type, code, info }: ClassifyIcmp for tests (portable build only).
+static Napi::Value IcmpClassify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsBuffer() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsNumber()) {
+    ThrowType(env, "icmpClassify(datagram: Buffer, ident: number, src: number, ttl: number)");
+    return env.Undefined();
+  }
+  Napi::Buffer<uint8_t> b = info[0].As<Napi::Buffer<uint8_t>>();
+  const uint16_t ident = static_cast<uint16_t>(info[1].As<Napi::Number>().Uint32Value());
+  const IcmpClass c = ClassifyIcmp(b.Data(), b.Length(), ident, info[2].As<Napi::Number>().Uint32Value(),
+                                   info[3].As<Napi::Number>().Int32Value());
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("kind", c.kind == IcmpClass::kReply ? "reply" : c.kind == IcmpClass::kError ? "error" : "ignore");
+  o.Set("offset", Napi::Number::New(env, static_cast<double>(c.off)));
+  o.Set("length", Napi::Number::New(env, static_cast<double>(c.len)));
+  o.Set("src", Napi::Number::New(env, c.src));
+  o.Set("ttl", Napi::Number::New(env, c.ttl));
+  o.Set("type", Napi::Number::New(env, c.type));
+  o.Set("code", Napi::Number::New(env, c.code));
+  o.Set("info", Napi::Number::New(env, c.info));
+  return o;
 }
 #endif
 
@@ -533,6 +586,9 @@ void PingSocket::ReadErrors() {}  // no error queue: ICMP errors arrive in-band 
 
 void InitIcmp(Napi::Env env, Napi::Object exports) {
   exports.Set("PingSocket", PingSocket::Init(env));
+#if !VMNAT_LINUX
+  exports.Set("icmpClassify", Napi::Function::New(env, IcmpClassify, "icmpClassify"));
+#endif
 }
 
 }  // namespace vmnat

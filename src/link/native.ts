@@ -167,6 +167,24 @@ export interface NativeAddon {
    * EACCES when net.ipv4.ping_group_range does not include the process's group (root included).
    */
   PingSocket: new (destination: string, options: NativePingSocketOptions) => NativePingSocket;
+  /**
+   * Portable builds only (macOS, VMNAT_PORTABLE): how PingSocket reads one received datagram —
+   * an echo reply for `ident`, an ICMP error quoting one of our requests, or someone else's — with
+   * or without the IP header macOS leaves in front. Exposed so tests can feed it macOS's format.
+   */
+  icmpClassify?: (datagram: Buffer, ident: number, src: number, ttl: number) => IcmpClassification;
+}
+
+export interface IcmpClassification {
+  kind: 'reply' | 'error' | 'ignore';
+  /** reply: where the ICMP message starts; error: where our quoted request starts. */
+  offset: number;
+  length: number;
+  src: number;
+  ttl: number;
+  type: number;
+  code: number;
+  info: number;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
