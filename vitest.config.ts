@@ -13,6 +13,7 @@ import { defineConfig } from 'vitest/config';
 //             no TAP (link-tap.test.ts, badinput.test.ts, the netns-* e2e tests); the fuzz test
 //             runs there over --socket instead (badinput-socket.test.ts, in both projects).
 // On macOS the normal build already is the portable path, so there is one project.
+const ALL_TESTS = ['test/**/*.test.ts'];
 const PORTABLE_TESTS = [
   'test/unit/link-*.test.ts',
   'test/unit/icmp-native.test.ts',
@@ -24,8 +25,9 @@ const PORTABLE_TESTS = [
 ];
 
 export default defineConfig({
+  // `include` lives in each project: with `extends: true` a project's include would be added to a
+  // root-level one, not replace it.
   test: {
-    include: ['test/**/*.test.ts'],
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: 'forks',
@@ -33,9 +35,9 @@ export default defineConfig({
     reporters: ['default'],
     projects:
       process.platform === 'darwin'
-        ? [{ extends: true, test: { name: 'default' } }]
+        ? [{ extends: true, test: { name: 'default', include: ALL_TESTS } }]
         : [
-            { extends: true, test: { name: 'default' } },
+            { extends: true, test: { name: 'default', include: ALL_TESTS } },
             {
               extends: true,
               test: {
