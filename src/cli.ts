@@ -9,7 +9,7 @@
  */
 import { accessSync, constants as fsConstants, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { USAGE, ConfigError, parseArgs, type Config } from './config.ts';
+import { USAGE, ConfigError, parseArgs, type LinkConfig } from './config.ts';
 import { Engine } from './engine.ts';
 import { ApiServer } from './api/server.ts';
 import { openLink, prepareSpawnWithSocketpair } from './link/index.ts';
@@ -30,9 +30,9 @@ function fail(message: string, status: number): never {
 }
 
 /** Maps errors from opening a link to one line and an exit status (2 = the user's flags). */
-function linkError(config: Config, err: unknown): never {
+function linkError(spec: LinkConfig, err: unknown): never {
   const e = err as NodeJS.ErrnoException & { errno?: unknown };
-  const flag = config.link.kind === 'spawn' ? '--' : `--${config.link.kind}`;
+  const flag = spec.kind === 'spawn' ? '--' : `--${spec.kind}`;
   // Failures the user fixes by changing the flag's value exit 2; anything else is 1.
   const userCodes = new Set(['EADDRINUSE_LIVE', 'EPATH_NOT_SOCKET', 'EFD_TYPE', 'EADDRINUSE', 'ENOENT', 'EACCES', 'EBADF', 'ENOTSOCK', 'ENOTDIR', 'EPERM', 'ENAMETOOLONG']);
   const errno = typeof e.errno === 'string' ? e.errno : undefined;
@@ -64,35 +64,42 @@ async function main(argv: string[]): Promise<void> {
   setLogLevel(config.logLevel);
   for (const w of config.warnings) log.warn(w);
 
-  let link: Link;
+  const links: Link[] = [];
   let child: import('node:child_process').ChildProcess | undefined;
   let startChild: (() => Promise<import('node:child_process').ChildProcess>) | undefined;
-  try {
-    if (config.link.kind === 'spawn') {
-      const file = config.link.command[0]!;
-      if (!commandExists(file)) fail(`--: ${file}: command not found`, 2);
-      const prepared = prepareSpawnWithSocketpair(config.link.command);
-      link = prepared.link;
-      startChild = prepared.start;
-    } else {
-      if (config.link.kind === 'socket' || config.link.kind === 'stream') {
-        // Like qemu's and vfkit's examples (/tmp/vm1/net.sock): create the directory if missing.
-        mkdirSync(path.dirname(config.link.path), { recursive: true, mode: 0o700 });
+  for (const spec of config.links) {
+    try {
+      if (spec.kind === 'spawn') {
+        const file = spec.command[0]!;
+        if (!commandExists(file)) fail(`--: ${file}: command not found`, 2);
+        const prepared = prepareSpawnWithSocketpair(spec.command);
+        links.push(prepared.link);
+        startChild = prepared.start;
+      } else {
+        if (spec.kind === 'socket' || spec.kind === 'stream') {
+          // Like qemu's and vfkit's examples (/tmp/vm1/net.sock): create the directory if missing.
+          mkdirSync(path.dirname(spec.path), { recursive: true, mode: 0o700 });
+        }
+        links.push(await openLink(spec));
       }
-      link = await openLink(config.link);
+    } catch (err) {
+      await Promise.all(links.map((l) => l.close()));
+      linkError(spec, err);
     }
-  } catch (err) {
-    linkError(config, err);
   }
   // A datagram link whose buffers the system kept small loses big frames: say once what to raise.
-  if (link instanceof NativePortLink) {
-    const buffers = link.socketBuffers();
+  for (const l of links) {
+    const buffers = l instanceof NativePortLink ? l.socketBuffers() : undefined;
     const advice = buffers === undefined ? undefined : socketBufferAdvice(process.platform, buffers, config.mtu);
-    if (advice !== undefined) log.warn(advice);
+    if (advice !== undefined) {
+      log.warn(advice);
+      break;
+    }
   }
-  // The engine comes after the link, so a bad transport flag costs exactly one line.
+  // The engine comes after the links, so a bad transport flag costs exactly one line.
   const engine = new Engine(config);
-  engine.attach(link);
+  for (const link of links) engine.attach(link);
+  const link = links[0]!;
   for (const rule of config.forwards) {
     try {
       await engine.forwards.add(rule);
@@ -114,8 +121,9 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const ready = {
-    link: config.link.kind === 'spawn' ? 'spawn' : link.kind,
+    link: config.links[0]!.kind === 'spawn' ? 'spawn' : link.kind,
     ...link.describe(),
+    ...(links.length > 1 ? { links: links.map((l, i) => ({ link: config.links[i]!.kind === 'spawn' ? 'spawn' : l.kind, ...l.describe() })) } : {}),
     network: `${formatIpv4(config.network)}/${config.prefixLen}`,
     gateway: formatIpv4(config.gateway),
     dns: formatIpv4(config.dns),
@@ -147,6 +155,11 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGUSR1', () => {
     process.stderr.write(`vmnat: stats: ${JSON.stringify(engine.stats())}\n`);
   });
+  // The last barrier (fault.ts): a bug in a host event of any service (a UDP reply, a DNS
+  // answer, a forward) is counted and logged once, and costs that event, never every guest's
+  // network. Installed only now, so a failure to start still ends vmnat with its one line.
+  process.on('uncaughtException', (err) => engine.faults.caught('handling a host event', err));
+  process.on('unhandledRejection', (err) => engine.faults.caught('handling a host event', err));
   process.stdout.write(JSON.stringify(ready) + '\n');
   log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
 

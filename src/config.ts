@@ -30,7 +30,12 @@ export type LinkConfig =
   | { kind: 'spawn'; command: string[] };
 
 export interface Config {
-  link: LinkConfig;
+  /** The guests' connections, in the order given: each is a port (or a source of ports) of the switch. */
+  links: LinkConfig[];
+  /** --isolate: no guest-to-guest traffic at all (ARP included). */
+  isolate: boolean;
+  /** --anti-spoof (default on): a port sends only from its MAC and its leased (or one claimed) address. */
+  antiSpoof: boolean;
   network: Ipv4Addr;
   prefixLen: number;
   netmask: Ipv4Addr;
@@ -88,18 +93,28 @@ export const USAGE = `Usage: vmnat [TRANSPORT] [OPTIONS] [-- COMMAND [ARGS...]]
 Userspace NAT networking for virtual machines (VirtualBox layout by default).
 When ready, prints one JSON line on stdout; logs go to stderr.
 
-Transport (one of; default: --socket $TMPDIR/vmnat-$UID/net.sock):
+Transports (each repeatable, in any mix: every guest is a port of vmnat's switch;
+default: --socket $TMPDIR/vmnat-$UID/net.sock):
   --socket PATH         unix datagram socket, one frame per datagram
                         (qemu -netdev dgram, vfkit, krunkit); the guest is learned
                         from its first datagram
   --fd N                inherited SOCK_DGRAM socketpair end (vmnet-helper --fd)
-  --stream PATH         unix stream socket with qemu's framing (-netdev stream)
+  --stream PATH         unix stream socket with qemu's framing (-netdev stream);
+                        every connection is a guest of its own
   --tap NAME            TAP device (created if missing; Linux only)
-    --netns PATH        ... opened inside this network namespace (/run/netns/NAME)
+    --netns PATH        ... opened inside this network namespace (/run/netns/NAME);
+                        applies to the --tap just before it
     --netns-pid PID     ... or inside the network namespace of this process
   -- COMMAND [ARGS...]  make a socketpair, start COMMAND with the other end as fd 4
                         (qemu: -netdev dgram,id=n0,local.type=fd,local.str=4),
                         exit with its status
+
+Switch (several guests on one network):
+  --isolate             no traffic between guests (ARP included): each sees only
+                        the gateway, DNS and the outside
+  --anti-spoof on|off   a guest sends only from its own MAC and from the address
+                        DHCP leased it (or the one free address it took); forged
+                        ARP for the gateway or another guest is dropped (default on)
 
 Network:
   --net CIDR            guest network (default 10.0.2.0/24; gateway .2, DNS .3,
@@ -107,7 +122,10 @@ Network:
   --mtu N               link MTU, 68..65520 (default 1500)
   --dhcp-lease-time S   DHCP lease time in seconds (default 86400)
   --dhcp-static MAC=IP  fixed lease for a MAC (repeatable)
-  --domain NAME         DHCP domain name (option 15)
+  --domain NAME         DHCP domain name (option 15), and where guests' names
+                        resolve: a guest that sends its hostname in DHCP is
+                        NAME and NAME.DOMAIN at the DNS address
+                        (default vmnat.internal)
   --dns-search DOMAIN   DHCP domain search list entry (option 119; repeatable)
 
 DNS (the guest's resolver at .3):
@@ -140,10 +158,10 @@ Diagnostics:
   --help, --version
 `;
 
-const booleanFlags = new Set(['--no-host-loopback', '--no-tso']);
+const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate']);
 const takesValue = new Set([
   '--hostfwd', '--natpf', '--api-socket', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
-  '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu',
+  '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level',
 ]);
 
@@ -186,6 +204,30 @@ function platformName(platform: NodeJS.Platform): string {
   return platform === 'darwin' ? 'macOS (darwin)' : platform;
 }
 
+/** One transport flag (with its --netns/--netns-pid, for a --tap) → its link configuration. */
+function parseTransport(t: { flag: string; value: string; netns?: string; netnsPid?: string }, platform: NodeJS.Platform): LinkConfig {
+  switch (t.flag) {
+    case '--socket':
+    case '--stream': {
+      const maxPath = maxUnixPathBytes(platform);
+      if (t.value.length === 0 || Buffer.byteLength(t.value) > maxPath) throw new ConfigError(t.flag, `path must be 1..${maxPath} bytes (unix socket limit)`);
+      return { kind: t.flag === '--socket' ? 'socket' : 'stream', path: path.resolve(t.value) };
+    }
+    case '--fd':
+      return { kind: 'fd', fd: parseIntStrict('--fd', t.value, 3, 65535) };
+    default: {
+      if (!/^[A-Za-z0-9_.:-]{1,15}$/.test(t.value)) throw new ConfigError('--tap', `${JSON.stringify(t.value)} is not a valid interface name (1..15 characters)`);
+      const link: LinkConfig & { kind: 'tap' } = { kind: 'tap', name: t.value };
+      if (t.netns !== undefined) {
+        if (t.netns.length === 0) throw new ConfigError('--netns', 'needs a path such as /run/netns/NAME');
+        link.netnsPath = t.netns.includes('/') ? t.netns : `/run/netns/${t.netns}`;
+      }
+      if (t.netnsPid !== undefined) link.netnsPid = parseIntStrict('--netns-pid', t.netnsPid, 1, 4194304);
+      return link;
+    }
+  }
+}
+
 export function defaultSocketPath(): string {
   const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
   return path.join(os.tmpdir(), `vmnat-${uid}`, 'net.sock');
@@ -193,6 +235,8 @@ export function defaultSocketPath(): string {
 
 export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = process.platform): ParseOutcome {
   const values = new Map<string, string[]>();
+  /** Transport flags in command-line order (a --netns belongs to the --tap before it). */
+  const ordered: { flag: string; value: string; netns?: string; netnsPid?: string }[] = [];
   let command: string[] | undefined;
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i]!;
@@ -216,8 +260,20 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     if (!takesValue.has(arg)) {
       throw new ConfigError(arg, arg.startsWith('-') ? 'unknown flag (see vmnat --help)' : 'unexpected argument (see vmnat --help)');
     }
+    if (platform !== 'linux' && (LINUX_ONLY_FLAGS as readonly string[]).includes(arg)) {
+      throw new ConfigError(arg, `TAP devices and network namespaces are Linux-only; not available on ${platformName(platform)} (use --socket, --fd or --stream)`);
+    }
     const value = inline ?? argv[++i];
     if (value === undefined) throw new ConfigError(arg, 'needs a value');
+    if (arg === '--socket' || arg === '--fd' || arg === '--stream' || arg === '--tap') ordered.push({ flag: arg, value });
+    else if (arg === '--netns' || arg === '--netns-pid') {
+      const last = ordered[ordered.length - 1];
+      if (last === undefined || last.flag !== '--tap') throw new ConfigError(arg, 'only applies to --tap (give it after the --tap it is for)');
+      if (last.netns !== undefined || last.netnsPid !== undefined) throw new ConfigError(arg, `given twice for --tap ${last.value}`);
+      if (arg === '--netns') last.netns = value;
+      else last.netnsPid = value;
+      continue;
+    }
     const list = values.get(arg) ?? [];
     list.push(value);
     values.set(arg, list);
@@ -230,47 +286,16 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     return list[0];
   };
 
-  // Transport.
-  if (platform !== 'linux') {
-    const flag = LINUX_ONLY_FLAGS.find((f) => values.has(f));
-    if (flag !== undefined) {
-      throw new ConfigError(flag, `TAP devices and network namespaces are Linux-only; not available on ${platformName(platform)} (use --socket, --fd or --stream)`);
-    }
-  }
-  const maxPath = maxUnixPathBytes(platform);
-  const transports = ['--socket', '--fd', '--stream', '--tap'].filter((f) => values.has(f));
-  if (command) transports.push('--');
-  if (transports.length > 1) throw new ConfigError(transports[1]!, `cannot be combined with ${transports[0]}`);
-  let link: LinkConfig;
-  const netns = single('--netns');
-  const netnsPid = single('--netns-pid');
-  if ((netns !== undefined || netnsPid !== undefined) && !values.has('--tap')) {
-    throw new ConfigError(netns !== undefined ? '--netns' : '--netns-pid', 'only applies to --tap');
-  }
-  if (netns !== undefined && netnsPid !== undefined) throw new ConfigError('--netns-pid', 'cannot be combined with --netns');
-  if (command) {
-    link = { kind: 'spawn', command };
-  } else if (values.has('--socket')) {
-    const p = single('--socket')!;
-    if (p.length === 0 || Buffer.byteLength(p) > maxPath) throw new ConfigError('--socket', `path must be 1..${maxPath} bytes (unix socket limit)`);
-    link = { kind: 'socket', path: path.resolve(p) };
-  } else if (values.has('--fd')) {
-    link = { kind: 'fd', fd: parseIntStrict('--fd', single('--fd')!, 3, 65535) };
-  } else if (values.has('--stream')) {
-    const p = single('--stream')!;
-    if (p.length === 0 || Buffer.byteLength(p) > maxPath) throw new ConfigError('--stream', `path must be 1..${maxPath} bytes (unix socket limit)`);
-    link = { kind: 'stream', path: path.resolve(p) };
-  } else if (values.has('--tap')) {
-    const name = single('--tap')!;
-    if (!/^[A-Za-z0-9_.:-]{1,15}$/.test(name)) throw new ConfigError('--tap', `${JSON.stringify(name)} is not a valid interface name (1..15 characters)`);
-    link = { kind: 'tap', name };
-    if (netns !== undefined) {
-      if (netns.length === 0) throw new ConfigError('--netns', 'needs a path such as /run/netns/NAME');
-      link.netnsPath = netns.includes('/') ? netns : `/run/netns/${netns}`;
-    }
-    if (netnsPid !== undefined) link.netnsPid = parseIntStrict('--netns-pid', netnsPid, 1, 4194304);
-  } else {
-    link = { kind: 'socket', path: defaultSocketPath() };
+  // Transports: every one given is a port (or a source of ports) of the switch.
+  const links: LinkConfig[] = [];
+  for (const t of ordered) links.push(parseTransport(t, platform));
+  if (command) links.push({ kind: 'spawn', command });
+  if (links.length === 0) links.push({ kind: 'socket', path: defaultSocketPath() });
+  const seen = new Set<string>();
+  for (const l of links) {
+    const key = l.kind === 'socket' || l.kind === 'stream' ? `path ${l.path}` : l.kind === 'fd' ? `fd ${l.fd}` : l.kind === 'tap' ? `tap ${l.name} ${l.netnsPath ?? ''} ${l.netnsPid ?? ''}` : 'spawn';
+    if (seen.has(key)) throw new ConfigError(`--${l.kind}`, `${key.split(' ').slice(0, 2).join(' ')} given twice`);
+    seen.add(key);
   }
 
   // Network layout.
@@ -307,7 +332,8 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
 
   const dnsSearch = (values.get('--dns-search') ?? []).map((d) => checkDomain('--dns-search', d));
   const domainText = single('--domain');
-  const domain = domainText === undefined ? undefined : checkDomain('--domain', domainText);
+  // Guests are also found by name under it (NAME.vmnat.internal), as lima's user-v2 network does.
+  const domain = domainText === undefined ? 'vmnat.internal' : checkDomain('--domain', domainText);
 
   const pcapFile = single('--pcap');
   if (pcapFile !== undefined && pcapFile.length === 0) throw new ConfigError('--pcap', 'needs a file name');
@@ -348,13 +374,19 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     throw err;
   }
   const apiSocket = single('--api-socket');
+  const maxPath = maxUnixPathBytes(platform);
   if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > maxPath)) throw new ConfigError('--api-socket', `path must be 1..${maxPath} bytes (unix socket limit)`);
 
   const level = single('--log-level') ?? 'info';
   if (!(LogLevels as readonly string[]).includes(level)) throw new ConfigError('--log-level', `${JSON.stringify(level)} is not one of ${LogLevels.join('|')}`);
 
+  const antiSpoofText = single('--anti-spoof') ?? 'on';
+  if (antiSpoofText !== 'on' && antiSpoofText !== 'off') throw new ConfigError('--anti-spoof', `${JSON.stringify(antiSpoofText)} is not one of on|off`);
+
   const config: Config = {
-    link,
+    links,
+    isolate: values.has('--isolate'),
+    antiSpoof: antiSpoofText === 'on',
     network,
     prefixLen,
     netmask,

@@ -9,7 +9,7 @@
  * bad rule. `events` follows the event stream until vmnat closes it (or the user interrupts).
  */
 import { ApiClient, ApiError, ApiUnreachableError, type ForwardListItem } from './api/client.ts';
-import type { ApiFlow, ApiLease } from './api/server.ts';
+import type { ApiFlow, ApiLease, ApiPort } from './api/server.ts';
 import { ForwardRuleError, parseHostfwd, parseNatpf, ruleFromJson, ruleToJson, type ForwardRuleJson } from './portfwd/rules.ts';
 
 export const CTL_USAGE = `Usage: vmnat ctl [--api-socket PATH] [--json] COMMAND
@@ -28,6 +28,8 @@ Commands:
   forward ls               list forwards
   leases                   DHCP leases
   flows                    open flows with bytes each way
+  ports                    the switch's ports: each guest's transport, MAC, address,
+                           hostname, traffic and drops
   stats                    all counters
   config                   the running configuration
   health                   is vmnat answering?
@@ -111,6 +113,12 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
         else out(flows.length === 0 ? 'no open flows' : flowsTable(flows));
         return 0;
       }
+      case 'ports': {
+        const ports = await client.ports();
+        if (opts.json) printJson(ports);
+        else out(ports.length === 0 ? 'no ports' : portsTable(ports));
+        return 0;
+      }
       case 'stats':
       case 'config':
       case 'health': {
@@ -155,7 +163,7 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
   }
 }
 
-type Command = 'forward add' | 'forward rm' | 'forward ls' | 'leases' | 'flows' | 'stats' | 'config' | 'health' | 'events';
+type Command = 'forward add' | 'forward rm' | 'forward ls' | 'leases' | 'flows' | 'ports' | 'stats' | 'config' | 'health' | 'events';
 
 interface CtlOptions {
   help: boolean;
@@ -245,7 +253,7 @@ function parseCtlArgs(argv: readonly string[], env: Record<string, string | unde
     }
     throw new UsageError(`forward: unknown subcommand ${JSON.stringify(w1)} (add, rm, ls)`);
   }
-  const simple: Record<string, Command> = { leases: 'leases', flows: 'flows', stats: 'stats', config: 'config', health: 'health', events: 'events' };
+  const simple: Record<string, Command> = { leases: 'leases', flows: 'flows', ports: 'ports', stats: 'stats', config: 'config', health: 'health', events: 'events' };
   const command = simple[w0];
   if (command === undefined || !Object.hasOwn(simple, w0)) throw new UsageError(`unknown command ${JSON.stringify(w0)}`);
   noMore(w1 === undefined ? rest : [w1, ...rest]);
@@ -303,6 +311,30 @@ function leasesTable(leases: readonly ApiLease[]): string {
   return table(
     ['IP', 'MAC', 'HOSTNAME', 'STATE', 'EXPIRES'],
     leases.map((l) => [l.ip, l.mac, l.hostname ?? '-', l.static ? `${l.state} (static)` : l.state, l.expires_in_s === null ? 'never' : `in ${duration(l.expires_in_s)}`]),
+  );
+}
+
+function portsTable(ports: readonly ApiPort[]): string {
+  const where = (p: ApiPort): string => {
+    const fields = Object.entries(p).filter(([k]) => ['path', 'fd', 'tap', 'netns', 'connection'].includes(k));
+    return fields.length === 0 ? p.transport : `${p.transport} ${fields.map(([k, v]) => (k === 'connection' ? `#${String(v)}` : String(v))).join(' ')}`;
+  };
+  const drops = (p: ApiPort): string => {
+    const nonZero = Object.entries(p.drops).filter(([, n]) => n > 0);
+    return nonZero.length === 0 ? '-' : nonZero.map(([k, n]) => `${k}=${n}`).join(',');
+  };
+  return table(
+    ['PORT', 'TRANSPORT', 'MAC', 'ADDRESS', 'HOSTNAME', 'RX', 'TX', 'DROPS'],
+    ports.map((p) => [
+      String(p.id),
+      where(p),
+      p.mac ?? '-',
+      p.ip === null ? '-' : p.address_source === 'static' ? `${p.ip} (static)` : p.ip,
+      p.hostname ?? '-',
+      `${p.rx_frames} fr ${bytes(p.rx_bytes)}`,
+      `${p.tx_frames} fr ${bytes(p.tx_bytes)}`,
+      drops(p),
+    ]),
   );
 }
 

@@ -1,11 +1,10 @@
 /**
  * The engine: links (switch ports) + the stack + services, driven by one clock and one timer.
  *
- * Theory of operation: each `Link` is a port of a small learning switch. A batch of frames from a
- * port is handled synchronously: every frame's source MAC is learned for that port; frames for
- * vmnat's own MACs go to the stack; broadcast and multicast go to the stack and are flooded to the
- * other ports; unicast between guests is switched port to port without touching the stack (the
- * isolation and filter rules of a later issue hook in here). After the batch, every port with
+ * Theory of operation: each guest connection is a port of the switch (src/switch/switch.ts: MAC
+ * learning, anti-spoofing, isolation; a transport that serves several guests offers each as a port
+ * of its own). A batch of frames from a port is handled synchronously: the switch sends each frame
+ * to the stack, to one other port, or (broadcast) to both. After the batch, every port with
  * queued output is flushed once, so a batch costs one send syscall per port, and the single timer
  * is re-armed at the earliest deadline any machine reported.
  *
@@ -23,12 +22,14 @@ import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
 import { DnsTcpEndpoint } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
-import { IPV4_BROADCAST, formatIpv4, formatMac, isGroupMac, readMac, type MacAddr } from './stack/wire/addr.ts';
+import { IPV4_BROADCAST, formatIpv4, formatMac } from './stack/wire/addr.ts';
+import { DEFAULT_SWITCH, Switch, type SwitchPort } from './switch/switch.ts';
 import { log } from './log.ts';
 import { PortForwarder } from './portfwd/forwarder.ts';
 import { NatGuestDialer } from './portfwd/dialer.ts';
-import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type FlowEvent, type LeaseEvent } from './api/server.ts';
+import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type ApiPort, type FlowEvent, type LeaseEvent } from './api/server.ts';
 import type { TcpFlow } from './nat/tcp.ts';
+import { FaultBarrier } from './fault.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
@@ -59,13 +60,6 @@ function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
   return out;
 }
 
-/** Switch table capacity (MACs learned across all ports). */
-const MAX_MACS = 4096;
-
-export function createSwitchStats() {
-  return { guestToGuest: 0, flooded: 0, runts: 0, macMoves: 0, macEvicted: 0 };
-}
-
 export class Engine implements ApiBackend {
   readonly stack: Stack;
   readonly dhcp: DhcpServer;
@@ -74,20 +68,25 @@ export class Engine implements ApiBackend {
   readonly dns: DnsForwarder;
   readonly forwards: PortForwarder;
   private readonly listeners = new Set<(e: LeaseEvent | FlowEvent) => void>();
+  /** Names in the DNS table that belong to a guest's lease, by its address. */
+  private readonly namesOfGuest = new Map<number, string[]>();
   /** Bound leases, newest last: an empty guest address in a forward means the newest. */
   private readonly boundLeases = new Map<number, number>();
   /** Everything with timers: polled at the earliest deadline any of them reports. */
   private readonly machines: { poll(now: number): void; nextDeadline(): number | undefined }[];
-  readonly switchStats = createSwitchStats();
+  readonly switch: Switch;
+  private runts = 0;
+  /** Bugs caught at an entry point and survived (fault.ts): `engine.internalErrors`. */
+  readonly faults = new FaultBarrier(log.error);
+  /** The links given (a multi-guest link's ports are in the switch, not here). */
   private readonly links: Link[] = [];
-  private readonly macToLink = new Map<MacAddr, Link>();
-  private readonly dirty = new Set<Link>();
   private pcap: PcapWriter | undefined;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private flushScheduled = false;
-  /** The link whose frames are being handled now (so the stack's replies can skip flooding). */
-  private currentLink: Link | undefined;
+  /** Frames are being handled (a batch): the stack's output is flushed after it, not scheduled. */
+  private inBatch = false;
+  private batchNow = 0;
   private closed = false;
 
   /**
@@ -98,10 +97,27 @@ export class Engine implements ApiBackend {
 
   constructor(private readonly cfg: Config) {
     const config = cfg;
-    this.offload = config.link.kind === 'tap' && !config.noTso;
+    this.offload = config.links.every((l) => l.kind === 'tap') && !config.noTso;
     this.stack = new Stack(
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, mtu: config.mtu },
       (frame, gsoSize) => this.toGuests(frame, gsoSize),
+    );
+    this.switch = new Switch(
+      {
+        network: config.network,
+        netmask: config.netmask,
+        reserved: [config.gateway, config.dns],
+        ownMacs: [this.stack.gatewayMac, this.stack.dnsMac],
+        isolate: config.isolate,
+        antiSpoof: config.antiSpoof,
+        maxMacs: DEFAULT_SWITCH.maxMacs,
+        macAgeMs: DEFAULT_SWITCH.macAgeMs,
+      },
+      (frame, now) => this.stack.input(frame, now),
+      (port, ip) => {
+        this.dhcp.claim(ip);
+        log.info(`switch: port ${port.id} uses ${formatIpv4(ip)} without DHCP (bound to it as a static address)`);
+      },
     );
     const dhcpConfig = {
       serverIp: config.gateway,
@@ -123,12 +139,23 @@ export class Engine implements ApiBackend {
       if (event === 'bound') {
         this.stack.neighbours.learn(lease.ip, lease.mac, this.now());
         this.boundLeases.set(lease.ip, lease.mac);
+        this.switch.bindLease(lease.mac, lease.ip, lease.hostname, this.now());
+      } else {
+        this.switch.unbindLease(lease.mac, lease.ip);
       }
+      this.guestNames(lease.ip, event === 'bound' ? lease.hostname : undefined);
       this.publish(leaseEvent(event, lease));
       log.info(`dhcp: ${event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`);
     };
+    let exhaustedLogged = false;
     const onDhcp = (d: UdpDatagram, now: number) => {
+      const exhaustedBefore = this.dhcp.stats.poolExhausted;
       const reply = this.dhcp.handle(d.buf.subarray(d.off, d.off + d.len), d.srcIp, now);
+      if (this.dhcp.stats.poolExhausted > exhaustedBefore && !exhaustedLogged) {
+        // Once: a guest retrying DISCOVER every few seconds must not fill the log.
+        exhaustedLogged = true;
+        log.warn(`dhcp: the pool ${formatIpv4(config.firstLease)}-${formatIpv4(config.lastLease)} is exhausted: a guest got no offer (every further one counts in dhcp.poolExhausted; use a larger --net)`);
+      }
       if (reply !== undefined) this.stack.sendUdp(config.gateway, 67, reply.dstIp, 68, reply.payload, reply.dstMac);
     };
     this.stack.bindUdp(IPV4_BROADCAST, 67, onDhcp);
@@ -138,7 +165,7 @@ export class Engine implements ApiBackend {
       { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
       resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd) },
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults },
       (events) => new DnsTcpEndpoint(this.dns, events),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -170,7 +197,7 @@ export class Engine implements ApiBackend {
         this.stack.sendUdp(config.dns, 53, srcIp, srcPort, answer, srcMac);
       });
     });
-    this.machines = [this.stack, this.dhcp, this.nat, this.icmpNat];
+    this.machines = [this.stack, this.dhcp, this.nat, this.icmpNat, this.switch];
     this.nat.tcp.onFlowEvent = (event, f, reason) => {
       if (this.listeners.size === 0) return;
       const e: FlowEvent = { type: 'flow', event, flow: tcpFlowToApi(f, this.now()) };
@@ -194,83 +221,118 @@ export class Engine implements ApiBackend {
     return performance.now();
   }
 
-  /** Adds a port and starts receiving from it. */
-  attach(link: Link): void {
-    this.links.push(link);
-    // Checksum and segmentation offload only while every port takes such frames (today: a TAP with
-    // a vnet header).
-    this.stack.gso = this.offload && this.links.every((l) => l.gso === true);
-    link.start((frames, l4ChecksumOk) => this.onFrames(link, frames, l4ChecksumOk));
+  /**
+   * Guests by name: a guest whose lease carries a hostname (DHCP option 12) resolves at the DNS
+   * address as NAME and NAME.DOMAIN; the names go when the lease does (or change with it). A name
+   * the user configured (--dns-host) is never taken over or removed.
+   */
+  private guestNames(ip: number, hostname: string | undefined): void {
+    const ipText = formatIpv4(ip);
+    const hosts = this.cfg.dnsHosts;
+    for (const name of this.namesOfGuest.get(ip) ?? []) hosts.remove(name, ipText);
+    this.namesOfGuest.delete(ip);
+    if (hostname === undefined) return;
+    const label = hostname.split('.')[0]!.toLowerCase();
+    const names = this.cfg.domain !== undefined ? [label, `${label}.${this.cfg.domain}`] : [label];
+    const added: string[] = [];
+    for (const name of names) {
+      if (hosts.lookup(name, 'A') !== undefined) continue; // configured, or another guest's
+      try {
+        hosts.add(name, ipText);
+        added.push(name);
+      } catch {
+        // not a valid DNS name: the guest just is not found by it
+      }
+    }
+    if (added.length > 0) this.namesOfGuest.set(ip, added);
   }
 
-  private onFrames(link: Link, frames: readonly Uint8Array[], l4ChecksumOk: Uint8Array | undefined): void {
-    if (this.closed) return;
+  /**
+   * Adds a link: a port of the switch, or — for a transport that serves several guests — the
+   * source of one port per guest. Starts receiving.
+   */
+  attach(link: Link): void {
+    this.links.push(link);
+    if (link.acceptPorts !== undefined) {
+      link.acceptPorts(
+        (port) => this.attachPort(port),
+        (port) => this.detachPort(port),
+      );
+    } else {
+      this.attachPort(link);
+    }
+  }
+
+  private attachPort(link: Link): void {
+    if (this.closed) {
+      void link.close();
+      return;
+    }
+    const port = this.switch.attach(link);
+    this.updateOffload();
+    log.debug(`switch: port ${port.id} up (${link.kind} ${JSON.stringify(link.describe())})`);
+    link.start((frames, l4ChecksumOk) => this.onFrames(port, frames, l4ChecksumOk));
+  }
+
+  private detachPort(link: Link): void {
+    const port = this.switch.ports.find((p) => p.link === link);
+    if (port === undefined) return;
+    this.switch.detach(port);
+    this.updateOffload();
+    log.debug(`switch: port ${port.id} down (${link.kind} ${JSON.stringify(link.describe())})`);
+  }
+
+  /** Checksum and segmentation offload only while every port takes such frames (a TAP with a vnet header). */
+  private updateOffload(): void {
+    this.stack.gso = this.offload && this.switch.ports.every((p) => p.link.gso === true);
+  }
+
+  private onFrames(port: SwitchPort, frames: readonly Uint8Array[], l4ChecksumOk: Uint8Array | undefined): void {
+    if (this.closed || port.closed) return;
     const now = this.now();
     const stack = this.stack;
-    this.currentLink = link;
+    const sw = this.switch;
+    const pcap = this.pcap;
+    this.inBatch = true;
+    this.batchNow = now;
+    sw.current = port;
     for (let i = 0; i < frames.length; i++) {
       const frame = frames[i]!;
       stack.rxL4ChecksumOk = l4ChecksumOk !== undefined && l4ChecksumOk[i] === 1;
       if (frame.length < 14) {
-        this.switchStats.runts++;
+        this.runts++;
         continue;
       }
-      this.pcap?.write(frame);
-      const src = readMac(frame, 6);
-      if (!isGroupMac(src)) {
-        const known = this.macToLink.get(src);
-        if (known !== link) {
-          if (known !== undefined) this.switchStats.macMoves++;
-          else if (this.macToLink.size >= MAX_MACS) {
-            // Bounded: a guest spraying random source MACs must not grow memory. Forget the oldest.
-            const oldest = this.macToLink.keys().next();
-            if (!oldest.done) this.macToLink.delete(oldest.value);
-            this.switchStats.macEvicted++;
-          }
-          this.macToLink.set(src, link);
-        }
-      }
-      const dst = readMac(frame, 0);
-      if (dst === stack.gatewayMac || dst === stack.dnsMac) {
-        stack.input(frame, now);
-      } else if (isGroupMac(dst)) {
-        stack.input(frame, now);
-        if (this.links.length > 1) this.flood(frame, link);
-      } else {
-        const port = this.macToLink.get(dst);
-        if (port !== undefined && port !== link) {
-          this.switchStats.guestToGuest++;
-          this.sendOn(port, frame);
-        } else {
-          stack.input(frame, now); // counted there as eth.notForUs
-        }
+      try {
+        pcap?.write(frame);
+        sw.input(port, frame, now);
+      } catch (err) {
+        // A bug this frame met (fault.ts): the frame is lost, the batch and the process go on.
+        this.faults.caught('handling a guest frame', err);
       }
     }
-    this.currentLink = undefined;
+    sw.current = undefined;
+    this.inBatch = false;
     stack.rxL4ChecksumOk = false;
-    this.nat.afterBatch();
+    this.afterWork(now);
+  }
+
+  /** End of a batch or a timer tick: host writes, link flushes, the next deadline. */
+  private afterWork(now: number): void {
+    try {
+      this.nat.afterBatch();
+    } catch (err) {
+      this.faults.caught('writing guest payload to host sockets', err);
+    }
     this.flushDirty();
     this.armTimer(now);
   }
 
-  private flood(frame: Uint8Array, except: Link | undefined): void {
-    this.switchStats.flooded++;
-    for (const port of this.links) if (port !== except) this.sendOn(port, frame);
-  }
-
-  private sendOn(link: Link, frame: Uint8Array, gsoSize?: number): void {
-    link.send(frame, gsoSize);
-    this.dirty.add(link);
-  }
-
-  /** Frames from the stack to the guests: unicast to the port that holds the MAC, else flood. */
+  /** Frames from the stack to the guests, through the switch. */
   private toGuests(frame: Uint8Array, gsoSize?: number): void {
     this.pcap?.write(frame);
-    const dst = readMac(frame, 0);
-    const port = isGroupMac(dst) ? undefined : this.macToLink.get(dst);
-    if (port !== undefined) this.sendOn(port, frame, gsoSize);
-    else for (const l of this.links) this.sendOn(l, frame, gsoSize);
-    if (this.currentLink === undefined) this.scheduleFlush();
+    this.switch.output(frame, this.inBatch ? this.batchNow : this.now(), gsoSize);
+    if (!this.inBatch) this.scheduleFlush();
   }
 
   private scheduleFlush(): void {
@@ -283,8 +345,7 @@ export class Engine implements ApiBackend {
   }
 
   private flushDirty(): void {
-    for (const link of this.dirty) link.flush();
-    this.dirty.clear();
+    this.switch.flush();
     this.pcap?.flush();
   }
 
@@ -306,10 +367,14 @@ export class Engine implements ApiBackend {
     this.timerAt = Infinity;
     if (this.closed) return;
     const now = this.now();
-    for (const m of this.machines) m.poll(now);
-    this.nat.afterBatch(); // payload a timer delivered (none today) must not wait for the next frame
-    this.flushDirty();
-    this.armTimer(now);
+    for (const m of this.machines) {
+      try {
+        m.poll(now);
+      } catch (err) {
+        this.faults.caught('running timers', err);
+      }
+    }
+    this.afterWork(now); // payload a timer delivered (none today) must not wait for the next frame
   }
 
   private publish(e: LeaseEvent | FlowEvent): void {
@@ -332,6 +397,27 @@ export class Engine implements ApiBackend {
     return [...tcp, ...udp];
   }
 
+  /** The switch's ports, for `/ports` and `vmnat ctl ports`. */
+  ports(): ApiPort[] {
+    return this.switch.ports.map((p) => {
+      const out: ApiPort = {
+        id: p.id,
+        transport: p.link.kind,
+        ...p.link.describe(),
+        mac: p.mac === undefined ? null : formatMac(p.mac),
+        ip: p.ip === undefined ? null : formatIpv4(p.ip),
+        address_source: p.ipSource ?? null,
+        hostname: p.hostname ?? null,
+        rx_frames: p.stats.rxFrames,
+        rx_bytes: p.stats.rxBytes,
+        tx_frames: p.stats.txFrames,
+        tx_bytes: p.stats.txBytes,
+        drops: { ...p.stats.drops },
+      };
+      return out;
+    });
+  }
+
   config(): Record<string, unknown> {
     return configToApi(this.cfg);
   }
@@ -344,8 +430,10 @@ export class Engine implements ApiBackend {
   /** All counters, by subsystem. */
   stats(): Record<string, unknown> {
     return {
+      engine: { internalErrors: this.faults.internalErrors },
       links: this.links.map((l) => ({ kind: l.kind, ...l.stats })),
-      switch: this.switchStats,
+      switch: { ...this.switch.stats, runts: this.runts },
+      ports: this.ports(),
       ...this.stack.stats,
       dhcp: this.dhcp.stats,
       nat: this.nat.stats,

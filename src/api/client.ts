@@ -9,7 +9,7 @@
  * `events()` has no timeout and ends when the server ends the stream or the signal aborts.
  */
 import http from 'node:http';
-import type { ApiFlow, ApiLease } from './server.ts';
+import type { ApiFlow, ApiLease, ApiPort } from './server.ts';
 import type { ForwardRuleJson } from '../portfwd/rules.ts';
 
 /** A rule as `GET /forwards` lists it. */
@@ -114,6 +114,9 @@ export class ApiClient {
   }
   flows(): Promise<ApiFlow[]> {
     return this.call('GET', '/flows') as Promise<ApiFlow[]>;
+  }
+  ports(): Promise<ApiPort[]> {
+    return this.call('GET', '/ports') as Promise<ApiPort[]>;
   }
   stats(): Promise<Record<string, unknown>> {
     return this.call('GET', '/stats') as Promise<Record<string, unknown>>;

@@ -15,6 +15,7 @@
  *   GET    /forwards/NAME       rule, or 404
  *   DELETE /forwards/NAME       204, or 404
  *   GET    /leases  /flows      arrays from the backend
+ *   GET    /ports               the switch's ports: transport, MAC, address, hostname, counters
  *   GET    /stats   /config     objects from the backend (stats gains `api`)
  *   GET    /events              newline-delimited JSON, one event per line, each with `time`:
  *                               lease (bound/released/expired/declined), forward (added/removed),
@@ -73,6 +74,25 @@ export interface ApiFlow {
   age_s?: number;
 }
 
+/** One switch port (a guest connection), as `/ports` shows it. */
+export interface ApiPort {
+  id: number;
+  /** socket | fd | stream | tap, then the transport's own fields (path, tap, netns, connection). */
+  transport: string;
+  [field: string]: unknown;
+  mac: string | null;
+  ip: string | null;
+  /** dhcp (leased) or static (claimed by use, anti-spoofing binds it); null: none yet. */
+  address_source: 'dhcp' | 'static' | null;
+  hostname: string | null;
+  rx_frames: number;
+  rx_bytes: number;
+  tx_frames: number;
+  tx_bytes: number;
+  /** Frames the switch dropped from this port, by reason. */
+  drops: Record<string, number>;
+}
+
 export interface LeaseEvent {
   type: 'lease';
   event: DhcpLeaseEvent;
@@ -118,6 +138,8 @@ export interface ApiBackend {
    * `forwards.subscribe`. Returns the unsubscribe function.
    */
   subscribe(listener: (e: LeaseEvent | FlowEvent) => void): () => void;
+  /** The switch's ports (an engine has them; a backend without a switch may not). */
+  ports?(): ApiPort[];
 }
 
 // ── helpers for the engine ──────────────────────────────────────────────────────────────────
@@ -142,9 +164,12 @@ export function leaseEvent(event: DhcpLeaseEvent, lease: DhcpLease): LeaseEvent 
 
 /** The JSON view of a Config (addresses as text, maps as objects). */
 export function configToApi(config: Config): Record<string, unknown> {
-  const link: Record<string, unknown> = { ...config.link };
+  const links = config.links.map((l): Record<string, unknown> => ({ ...l }));
   return {
-    link,
+    link: links[0],
+    links,
+    isolate: config.isolate,
+    anti_spoof: config.antiSpoof,
     network: `${formatIpv4(config.network)}/${config.prefixLen}`,
     netmask: formatIpv4(config.netmask),
     gateway: formatIpv4(config.gateway),
@@ -344,6 +369,7 @@ export class ApiServer {
     ['/forwards', { GET: (_q, res) => this.json(res, 200, this.backend.forwards.list().map(entryToJson)), POST: (req, res) => this.addForward(req, res) }],
     ['/leases', { GET: (_q, res) => this.json(res, 200, this.backend.leases()) }],
     ['/flows', { GET: (_q, res) => this.json(res, 200, this.backend.flows()) }],
+    ['/ports', { GET: (_q, res) => this.json(res, 200, this.backend.ports?.() ?? []) }],
     ['/stats', { GET: (_q, res) => this.json(res, 200, { ...this.backend.stats(), api: this.stats }) }],
     ['/config', { GET: (_q, res) => this.json(res, 200, this.backend.config()) }],
     ['/events', { GET: (req, res) => this.events(req, res) }],

@@ -186,6 +186,8 @@ export class DhcpServer {
   private readonly staticIps = new Map<Ipv4Addr, MacAddr>();
   private readonly byMac = new Map<MacAddr, Binding>();
   private readonly byIp = new Map<Ipv4Addr, Binding>();
+  /** Addresses guests use without a lease (see `claim`). */
+  private readonly claimed = new Set<Ipv4Addr>();
   /** Declined address → until when it is withheld (ms). */
   private readonly declined = new Map<Ipv4Addr, number>();
   /** Option data by code, encoded once from the configuration. */
@@ -513,7 +515,20 @@ export class DhcpServer {
     return ip >= this.cfg.poolStart && ip <= this.cfg.poolEnd && !this.excluded.has(ip) && this.inSubnet(ip);
   }
 
+  /**
+   * A guest took `ip` without DHCP (a static address the switch bound to its port): never offer
+   * it to another guest, until `unclaim`. Only pool addresses matter; others are never offered.
+   */
+  claim(ip: Ipv4Addr): void {
+    this.claimed.add(ip >>> 0);
+  }
+
+  unclaim(ip: Ipv4Addr): void {
+    this.claimed.delete(ip >>> 0);
+  }
+
   private isDeclined(ip: Ipv4Addr, now: number): boolean {
+    if (this.claimed.has(ip)) return true;
     const until = this.declined.get(ip);
     return until !== undefined && until > now;
   }

@@ -220,6 +220,24 @@ export class DnsHostsTable {
     else if (!names.includes(n)) names.push(n);
   }
 
+  /** Removes NAME → IP if present (a guest's name when its lease ends). */
+  remove(name: string, ip: string): void {
+    const n = normalizeHostName(name);
+    const addr = canonicalIp(ip);
+    if (!n || !addr) return;
+    const entry = this.byName.get(n);
+    if (!entry) return;
+    const list = addr.family === 4 ? entry.a : entry.aaaa;
+    const i = list.findIndex((x) => x.text === addr.text);
+    if (i < 0) return;
+    list.splice(i, 1);
+    if (entry.a.length === 0 && entry.aaaa.length === 0) this.byName.delete(n);
+    const rev = reverseName(addr.bytes);
+    const names = this.byReverse.get(rev)?.filter((x) => x !== n);
+    if (names === undefined || names.length === 0) this.byReverse.delete(rev);
+    else this.byReverse.set(rev, names);
+  }
+
   /**
    * Addresses of `name` (case-insensitive, trailing dot optional): undefined when the name is not
    * in the table, [] when it is but has no address of this family (answered as NODATA).

@@ -77,13 +77,25 @@ class UdpChannel {
     // ECONNREFUSED (ICMP port unreachable) and friends arrive here on a connected socket; they
     // concern this upstream only, so every attempt still waiting for its answer here fails over.
     this.socket.on('error', (err: NodeJS.ErrnoException) => this.failAll(err.code ?? err.message));
-    this.socket.connect(upstream.port, upstream.ip, () => {
+    const onConnect = (err?: Error) => {
       if (this.state !== 'connecting') return;
+      if (err) {
+        // connect() failed (no route, a denied destination): Node then leaves the socket
+        // unconnected, and a send() on it would throw. Every attempt fails over instead.
+        this.failAll((err as NodeJS.ErrnoException).code ?? err.message);
+        return;
+      }
       this.state = 'ready';
       const q = this.queue;
       this.queue = [];
       for (const item of q) this.transmit(item.msg, item.ticket, item.client);
-    });
+    };
+    try {
+      this.socket.connect(upstream.port, upstream.ip, onConnect);
+    } catch (err) {
+      // Bad arguments (port 0) throw synchronously; fail like a connect error, one tick later.
+      queueMicrotask(() => onConnect(err as Error));
+    }
   }
 
   get usable(): boolean {

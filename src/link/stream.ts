@@ -6,10 +6,11 @@
  * Theory of operation
  *   - Listening and stale files as for the `socket` link: a socket file nobody serves is replaced,
  *     a live one is refused with EADDRINUSE_LIVE, a non-socket is never deleted.
- *   - Each accepted connection is a `StreamConn` with its own decoder, so several could become
- *     separate switch ports later. Today the newest connection wins: a guest that reconnects
- *     (qemu restarted, `reconnect=` option) replaces the old connection, which is closed. All
- *     received frames go to the one handler.
+ *   - Each accepted connection is a `StreamConn` with its own decoder. Driven by the engine
+ *     (`acceptPorts`), every connection is a guest of its own: a `StreamPort` link, one port of
+ *     the switch, gone when its connection closes (a guest that reconnects is a new port).
+ *     Driven alone (`start`), the newest connection wins: it replaces the old one, which is
+ *     closed, and all received frames go to the one handler.
  *   - Frames are delivered one batch per received chunk; the frames are views into the chunk (or
  *     the decoder's assembly buffer), valid during the call. Shorter than 14 bytes: rxErrors.
  *     A length prefix of 0 or above qemu's limit means the peer does not speak this framing:
@@ -113,6 +114,9 @@ export class StreamLink implements Link {
   /** Where send() goes: the newest connection. */
   private active: StreamConn | undefined;
   private handler: FrameBatchHandler | undefined;
+  /** Set by acceptPorts: every connection becomes a port of its own. */
+  private portHooks: { onPort: (port: Link) => void; onGone: (port: Link) => void } | undefined;
+  private readonly ports = new Map<StreamConn, StreamPort>();
   private readonly frames: Uint8Array[] = [];
   private closed = false;
   private readonly onError: ((err: LinkError) => void) | undefined;
@@ -158,6 +162,19 @@ export class StreamLink implements Link {
     for (const c of this.conns) c.socket.resume();
   }
 
+  acceptPorts(onPort: (port: Link) => void, onGone: (port: Link) => void): void {
+    if (this.closed) return;
+    this.portHooks = { onPort, onGone };
+    for (const c of this.conns) this.openPort(c);
+  }
+
+  private openPort(conn: StreamConn): void {
+    const hooks = this.portHooks!;
+    const port = new StreamPort(this, conn);
+    this.ports.set(conn, port);
+    hooks.onPort(port);
+  }
+
   send(frame: Uint8Array): boolean {
     const conn = this.active;
     if (this.closed || conn === undefined || !conn.enqueue(frame, this.stats)) {
@@ -181,6 +198,8 @@ export class StreamLink implements Link {
       c.socket.destroy();
     }
     this.conns.clear();
+    for (const p of this.ports.values()) this.portHooks?.onGone(p);
+    this.ports.clear();
     this.active = undefined;
     await closing;
     // libuv unlinks the path when the listening pipe closes; make sure, but only if still ours.
@@ -199,32 +218,43 @@ export class StreamLink implements Link {
       return;
     }
     const conn = new StreamConn(socket, ++this.connectionsAccepted);
-    // Newest wins (a reconnecting guest). Keeping the set lets several coexist as ports later.
-    for (const old of this.conns) {
-      trace('stream %s: connection %d replaced by %d', this.path, old.id, conn.id);
-      this.drop(old);
+    if (this.portHooks === undefined) {
+      // Alone, newest wins (a reconnecting guest).
+      for (const old of this.conns) {
+        trace('stream %s: connection %d replaced by %d', this.path, old.id, conn.id);
+        this.drop(old);
+      }
+      this.active = conn;
     }
     this.conns.add(conn);
-    this.active = conn;
     trace('stream %s: guest connected (%d)', this.path, conn.id);
-    if (this.handler === undefined) socket.pause();
+    socket.pause();
     socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
     socket.on('error', (err) => trace('stream %s: connection %d: %s', this.path, conn.id, err.message));
     socket.on('close', () => {
       if (this.conns.delete(conn)) conn.dropPending(this.stats);
       if (this.active === conn) this.active = undefined;
+      const port = this.ports.get(conn);
+      if (port !== undefined) {
+        this.ports.delete(conn);
+        this.portHooks?.onGone(port);
+      }
       trace('stream %s: connection %d closed', this.path, conn.id);
     });
+    if (this.portHooks !== undefined) this.openPort(conn);
+    else if (this.handler !== undefined) socket.resume();
   }
 
-  private drop(conn: StreamConn): void {
+  /** @internal */
+  drop(conn: StreamConn): void {
     conn.dropPending(this.stats);
     this.conns.delete(conn);
     if (this.active === conn) this.active = undefined;
     conn.socket.destroy();
   }
 
-  private onData(conn: StreamConn, chunk: Buffer): void {
+  /** @internal Frames of `conn` (a port's, when ports are on), counted on `stats`. */
+  onData(conn: StreamConn, chunk: Buffer): void {
     const frames = this.frames;
     frames.length = 0;
     const result = conn.decoder.decode(chunk, frames);
@@ -244,11 +274,53 @@ export class StreamLink implements Link {
       trace('stream %s: connection %d sent length %d (limit %d): closing it', this.path, conn.id, result.badLength, QEMU_MAX_FRAME);
       this.drop(conn);
     }
-    const handler = this.handler;
+    const port = this.ports.get(conn);
+    const handler = port !== undefined ? port.handler : this.handler;
     if (n === 0 || handler === undefined) return;
     this.stats.rxFrames += n;
     this.stats.rxBytes += bytes;
+    if (port !== undefined) {
+      port.stats.rxFrames += n;
+      port.stats.rxBytes += bytes;
+    }
     handler(frames);
+  }
+}
+
+/** One guest's connection on a stream socket, as a switch port (see `StreamLink.acceptPorts`). */
+class StreamPort implements Link {
+  readonly kind = 'stream' as const;
+  readonly stats: LinkStats = createLinkStats();
+  handler: FrameBatchHandler | undefined;
+
+  constructor(
+    private readonly listener: StreamLink,
+    private readonly conn: StreamConn,
+  ) {}
+
+  describe(): Record<string, string | number> {
+    return { path: this.listener.path, connection: this.conn.id };
+  }
+
+  start(handler: FrameBatchHandler): void {
+    this.handler = handler;
+    this.conn.socket.resume();
+  }
+
+  send(frame: Uint8Array): boolean {
+    if (!this.conn.enqueue(frame, this.stats)) {
+      this.stats.txDropped++;
+      return false;
+    }
+    return true;
+  }
+
+  flush(): void {
+    this.conn.flush(this.stats);
+  }
+
+  async close(): Promise<void> {
+    this.listener.drop(this.conn);
   }
 }
 

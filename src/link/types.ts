@@ -55,6 +55,12 @@ export interface Link {
   readonly stats: LinkStats;
   /** Stops I/O, closes descriptors and removes socket files this link created. Idempotent. */
   close(): Promise<void>;
+  /**
+   * Transports that serve several guests (a stream socket's connections) offer each guest as a
+   * link of its own — a port of the switch — instead of being one: `onPort` for each new guest,
+   * `onGone` when its connection ends. The listening link itself then carries no frames.
+   */
+  acceptPorts?(onPort: (port: Link) => void, onGone: (port: Link) => void): void;
 }
 
 export function createLinkStats(): LinkStats {

@@ -47,6 +47,7 @@ import {
 } from '../stack/tcp/index.ts';
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
+import type { FaultBarrier } from '../fault.ts';
 
 const trace = debuglog('vmnat');
 /** How often idle flows are looked for: the timeout is coarse (hours by default), so is this. */
@@ -65,13 +66,15 @@ export interface TcpNatOptions {
   gateway: Ipv4Addr;
   /** The addon's dup(): lets port forwards re-wrap accepted sockets to read with `onread`. */
   dupFd?: (fd: number) => number;
+  /** Where a bug met in one flow is counted and logged (the flow is then reset); see fault.ts. */
+  faults?: FaultBarrier;
 }
 
 export function createTcpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, dialsRefused: 0, dialsUnreachable: 0, dialTimeouts: 0,
     synWhileDialing: 0, halfOpenLimit: 0, idleTimeouts: 0, forwardsOpened: 0, forwardsRewrapped: 0, dialSocketsReused: 0, forwardFailed: 0, flowLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
-    malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0,
+    malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0, internalErrors: 0,
   };
 }
 export type TcpNatStats = ReturnType<typeof createTcpNatStats>;
@@ -157,15 +160,31 @@ class DialSocket {
       allowHalfOpen: true,
       noDelay: true,
       // Returning false stops reading, as pause() would; f.data has paused the socket already.
-      onread: { buffer: readBuffer, callback: (n: number, buf: Uint8Array) => this.flow?.data(buf.subarray(0, n)) ?? false },
+      onread: {
+        buffer: readBuffer,
+        callback: (n: number, buf: Uint8Array) => {
+          const f = this.flow;
+          if (f === undefined) return false;
+          try {
+            return f.data(buf.subarray(0, n));
+          } catch (err) {
+            nat.fault(f, 'reading a host socket', err);
+            return false;
+          }
+        },
+      },
     };
     const socket = new net.Socket(options);
     this.socket = socket;
     socket.on('connect', () => {
-      if (this.flow !== undefined) nat.dialed(this.flow);
+      if (this.flow !== undefined) nat.guard(this.flow, 'completing a dial', (f) => nat.dialed(f));
     });
-    socket.on('end', () => this.flow?.end());
-    socket.on('error', (err: NodeJS.ErrnoException) => this.flow?.error(err.code));
+    socket.on('end', () => {
+      if (this.flow !== undefined) nat.guard(this.flow, 'ending a host socket', (f) => f.end());
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (this.flow !== undefined) nat.guard(this.flow, 'handling a host socket error', (f) => f.error(err.code));
+    });
     socket.on('close', () => {
       this.flow = undefined;
       // A paused or corked stream would carry that state into its next connection: not reused.
@@ -416,7 +435,13 @@ export class TcpNat {
       flow.lastActive = now;
       const conn = flow.conn;
       if (conn !== undefined) {
-        const r = conn.input(seg, now);
+        let r;
+        try {
+          r = conn.input(seg, now);
+        } catch (err) {
+          this.fault(flow, 'handling a guest segment', err);
+          return;
+        }
         this.touchedNoWake(flow);
         if (r === 'ok') return;
         // 'reuse': the old connection closed in TIME-WAIT; this SYN starts a new flow below.
@@ -562,9 +587,9 @@ export class TcpNat {
     // (and 'end') before the guest has even answered our SYN.
     socket.pause();
     socket.setNoDelay(true);
-    if (rewrapped === undefined) socket.on('data', (chunk: Buffer) => f.data(chunk));
-    socket.on('end', () => f.end());
-    socket.on('error', (err: NodeJS.ErrnoException) => f.error(err.code));
+    if (rewrapped === undefined) socket.on('data', (chunk: Buffer) => this.guard(f, 'reading a forwarded socket', (g) => g.data(chunk)));
+    socket.on('end', () => this.guard(f, 'ending a forwarded socket', (g) => g.end()));
+    socket.on('error', (err: NodeJS.ErrnoException) => this.guard(f, 'handling a forwarded socket error', (g) => g.error(err.code)));
     this.add(f, guestIp * 65536 + guestPort, srcIp * 65536 + srcPort);
     this.stats.forwardsOpened++;
     f.conn = TcpConnection.connect(f, now, { config: this.config, stats: this.tcpStats });
@@ -599,7 +624,17 @@ export class TcpNat {
         readable: true,
         writable: true,
         allowHalfOpen: true,
-        onread: { buffer: this.hostReadBuffer, callback: (n: number, buf: Uint8Array) => f.data(buf.subarray(0, n)) },
+        onread: {
+          buffer: this.hostReadBuffer,
+          callback: (n: number, buf: Uint8Array) => {
+            try {
+              return f.data(buf.subarray(0, n));
+            } catch (err) {
+              this.fault(f, 'reading a forwarded socket', err);
+              return false;
+            }
+          },
+        },
       };
       socket = new net.Socket(options);
     } catch {
@@ -673,9 +708,45 @@ export class TcpNat {
     this.heap.popDue(now, (f) => {
       if (f.closed || f.conn === undefined) return;
       const d = f.conn.nextDeadline();
-      if (d !== undefined && d <= now) f.conn.poll(now);
+      try {
+        if (d !== undefined && d <= now) f.conn.poll(now);
+      } catch (err) {
+        this.fault(f, 'running a TCP timer', err);
+        return;
+      }
       this.touchedNoWake(f);
     });
+  }
+
+  /** Runs a host event of `f` behind the fault barrier. */
+  guard(f: TcpFlow, where: string, fn: (f: TcpFlow) => void): void {
+    try {
+      fn(f);
+    } catch (err) {
+      this.fault(f, where, err);
+    }
+  }
+
+  /**
+   * A bug met while handling `f`: counted and logged (fault.ts), and `f` alone pays: its state can
+   * no longer be trusted, so it is reset both ways and forgotten. Every other flow goes on.
+   */
+  fault(f: TcpFlow, where: string, err: unknown): void {
+    this.stats.internalErrors++;
+    if (this.options.faults !== undefined) this.options.faults.caught(where, err);
+    else throw err; // no barrier (unit tests): let the bug show
+    try {
+      f.conn?.abort(this.now());
+    } catch {
+      // the connection is what is broken: forget it below without its RST
+    }
+    try {
+      f.host?.destroy(true);
+    } catch {
+      // already gone
+    }
+    this.remove(f, 'internal error');
+    this.wake();
   }
 
   nextDeadline(): number | undefined {

@@ -12,6 +12,11 @@
  * Limits: `maxFlows` (the least recently active flow is closed to admit a new one), an idle
  * timeout (default 60 s) swept once a second, and a bounded queue of datagrams waiting for the
  * socket's connect. Broadcast and multicast are not forwarded (counted by the caller).
+ *
+ * Failures are the guest's answer, never an exception: port 0 is refused before any socket exists
+ * (Node's connect() throws on it); a connect() the host refuses (no route, a directed broadcast, a
+ * cgroup/BPF deny) answers the guest with the matching ICMP unreachable and closes the flow, so
+ * nothing is ever sent on a socket Node left unconnected (that send() would throw).
  */
 import dgram from 'node:dgram';
 import { formatIpv4, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
@@ -29,7 +34,7 @@ export function createUdpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, flowsExpired: 0, flowsEvicted: 0,
     datagramsFromGuest: 0, datagramsToGuest: 0, bytesFromGuest: 0, bytesToGuest: 0,
-    refused: 0, sendErrors: 0, pendingDropped: 0,
+    refused: 0, sendErrors: 0, pendingDropped: 0, badPort: 0, connectFailed: 0,
   };
 }
 
@@ -76,6 +81,13 @@ export class UdpNat {
 
   /** A datagram from the guest for `hostAddress` (already decided by the policy). */
   output(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, payload: Uint8Array, now: number): void {
+    if (dstPort === 0) {
+      // Reserved (RFC 768 has no port 0 service) and Node's connect() throws on it: as a host
+      // would, say "port unreachable".
+      this.stats.badPort++;
+      this.portUnreachable(guestMac, guestIp, guestPort, dstIp, dstPort);
+      return;
+    }
     let perGuest = this.byGuest.get(guestIp * 65536 + guestPort);
     let flow = perGuest?.get(dstIp * 65536 + dstPort);
     if (flow === undefined) {
@@ -101,9 +113,18 @@ export class UdpNat {
       else flow.pending.push(data);
       return;
     }
-    flow.socket.send(data, (err) => {
-      if (err) this.onSocketError(flow, err as NodeJS.ErrnoException);
-    });
+    this.send(flow, data);
+  }
+
+  private send(flow: UdpFlow, data: Buffer): void {
+    try {
+      flow.socket.send(data, (err) => {
+        if (err) this.onSocketError(flow, err as NodeJS.ErrnoException);
+      });
+    } catch (err) {
+      // Only a closed socket or bad arguments throw here: count it, keep the flow's state.
+      this.onSocketError(flow, err as NodeJS.ErrnoException);
+    }
   }
 
   private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, now: number): UdpFlow {
@@ -125,16 +146,21 @@ export class UdpNat {
     this.stats.flowsOpened++;
     socket.on('message', (msg) => this.onMessage(flow, msg));
     socket.on('error', (err) => this.onSocketError(flow, err as NodeJS.ErrnoException));
-    socket.connect(dstPort, hostAddress, () => {
+    const onConnect = (err?: Error) => {
       if (flow.closed) return;
-      flow.connected = true;
-      for (const data of flow.pending) {
-        socket.send(data, (err) => {
-          if (err) this.onSocketError(flow, err as NodeJS.ErrnoException);
-        });
+      if (err) {
+        this.connectFailed(flow, err as NodeJS.ErrnoException);
+        return;
       }
+      flow.connected = true;
+      for (const data of flow.pending) this.send(flow, data);
       flow.pending = [];
-    });
+    };
+    try {
+      socket.connect(dstPort, hostAddress, onConnect);
+    } catch (err) {
+      queueMicrotask(() => onConnect(err as Error));
+    }
     if (this.idle.arm(now)) this.wake();
     return flow;
   }
@@ -152,22 +178,41 @@ export class UdpNat {
     if (flow.closed) return;
     if (err.code === 'ECONNREFUSED') {
       this.stats.refused++;
-      this.portUnreachable(flow);
+      this.portUnreachable(flow.guestMac, flow.guestIp, flow.guestPort, flow.dstIp, flow.dstPort);
       return;
     }
     this.stats.sendErrors++;
   }
 
+  /**
+   * The host refused connect(): the guest hears it as a router would say it (no route → net or
+   * host unreachable; a policy deny or a broadcast → administratively prohibited), and the flow
+   * ends, so its next datagram tries afresh.
+   */
+  private connectFailed(flow: UdpFlow, err: NodeJS.ErrnoException): void {
+    this.stats.connectFailed++;
+    const code =
+      err.code === 'ENETUNREACH' ? IcmpUnreachCode.Net
+      : err.code === 'EACCES' || err.code === 'EPERM' ? IcmpUnreachCode.AdminProhibited
+      : IcmpUnreachCode.Host;
+    this.unreachable(flow.guestMac, flow.guestIp, flow.guestPort, flow.dstIp, flow.dstPort, code);
+    this.close(flow);
+  }
+
   /** ICMP port unreachable to the guest, quoting the header of a datagram it sent on this flow. */
-  private portUnreachable(flow: UdpFlow): void {
+  private portUnreachable(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number): void {
+    this.unreachable(guestMac, guestIp, guestPort, dstIp, dstPort, IcmpUnreachCode.Port);
+  }
+
+  private unreachable(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, code: number): void {
     const quote = new Uint8Array(28);
-    writeIpv4(quote, 0, 28, 0, 0, 64, IpProto.UDP, flow.guestIp, flow.dstIp);
-    quote[20] = flow.guestPort >>> 8;
-    quote[21] = flow.guestPort & 0xff;
-    quote[22] = flow.dstPort >>> 8;
-    quote[23] = flow.dstPort & 0xff;
+    writeIpv4(quote, 0, 28, 0, 0, 64, IpProto.UDP, guestIp, dstIp);
+    quote[20] = guestPort >>> 8;
+    quote[21] = guestPort & 0xff;
+    quote[22] = dstPort >>> 8;
+    quote[23] = dstPort & 0xff;
     quote[25] = 8;
-    this.stack.sendIcmpErrorQuoting(quote, flow.guestMac, flow.dstIp, flow.guestIp, IcmpType.DestUnreachable, IcmpUnreachCode.Port);
+    this.stack.sendIcmpErrorQuoting(quote, guestMac, dstIp, guestIp, IcmpType.DestUnreachable, code);
   }
 
   private close(flow: UdpFlow): void {

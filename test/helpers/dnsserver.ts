@@ -39,62 +39,52 @@ export async function startTestDns(zone: Zone, host = '127.0.0.1'): Promise<Test
     }
     return full;
   };
-  // UDP and TCP must share one port number: bind UDP to port 0, then listen on TCP at the same
-  // number. Another process may hold that TCP port already (a connection's ephemeral port, on a
-  // machine where other tests run too): then try again with a new UDP port.
-  const serveTcp = (sock: net.Socket): void => {
-    let buf = Buffer.alloc(0);
-    sock.on('error', () => {});
-    sock.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-        const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
-        buf = buf.subarray(2 + msg.length);
-        const out = answer(msg, 'tcp');
-        if (out) {
-          const len = Buffer.alloc(2);
-          len.writeUInt16BE(out.length);
-          sock.write(Buffer.concat([len, out]));
-        }
-      }
-    });
-  };
-  let udp: dgram.Socket | undefined;
-  let tcp: net.Server | undefined;
-  let port = 0;
-  for (let attempt = 0; tcp === undefined; attempt++) {
-    const u = dgram.createSocket('udp4');
-    u.on('message', (msg, rinfo) => {
+  // UDP and TCP on one port: bind UDP to port 0, then TCP to the same number; if something else
+  // holds that TCP port, start again with a new UDP port (never a port chosen and bound later).
+  for (let attempt = 0; ; attempt++) {
+    const udp = dgram.createSocket('udp4');
+    udp.on('message', (msg, rinfo) => {
       const out = answer(msg, 'udp');
-      if (out) u.send(out, rinfo.port, rinfo.address);
+      if (out) udp.send(out, rinfo.port, rinfo.address);
     });
-    await new Promise<void>((r) => u.bind(0, host, r));
-    const p = u.address().port;
-    const t = net.createServer(serveTcp);
-    const err = await new Promise<NodeJS.ErrnoException | undefined>((r) => {
-      t.once('error', r);
-      t.listen(p, host, () => r(undefined));
+    await new Promise<void>((r) => udp.bind(0, host, r));
+    const port = udp.address().port;
+    const tcp = net.createServer((sock) => {
+      let buf = Buffer.alloc(0);
+      sock.on('error', () => {});
+      sock.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+          const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
+          buf = buf.subarray(2 + msg.length);
+          const out = answer(msg, 'tcp');
+          if (out) {
+            const len = Buffer.alloc(2);
+            len.writeUInt16BE(out.length);
+            sock.write(Buffer.concat([len, out]));
+          }
+        }
+      });
     });
-    if (err === undefined) {
-      udp = u;
-      tcp = t;
-      port = p;
-    } else {
-      u.close();
-      if (err.code !== 'EADDRINUSE' || attempt >= 20) throw err;
+    const listened = await new Promise<Error | undefined>((r) => {
+      tcp.once('error', r);
+      tcp.listen(port, host, () => r(undefined));
+    });
+    if (listened !== undefined) {
+      udp.close();
+      if ((listened as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 50) continue;
+      throw listened;
     }
+    return {
+      port,
+      host,
+      queries,
+      close: async () => {
+        udp.close();
+        await new Promise<void>((r) => tcp.close(() => r()));
+      },
+    };
   }
-  const udpSocket = udp!;
-  const tcpServer = tcp;
-  return {
-    port,
-    host,
-    queries,
-    close: async () => {
-      udpSocket.close();
-      await new Promise<void>((r) => tcpServer.close(() => r()));
-    },
-  };
 }
 
 /** A loopback UDP port with nobody behind it (bound then closed): queries to it are refused. */

@@ -17,7 +17,7 @@ export function prng(seed: number): () => number {
   };
 }
 
-function csum(b: Uint8Array, off: number, len: number, init = 0): number {
+export function csum(b: Uint8Array, off: number, len: number, init = 0): number {
   let s = init;
   for (let i = 0; i + 1 < len; i += 2) s += (b[off + i]! << 8) | b[off + i + 1]!;
   if (len & 1) s += b[off + len - 1]! << 8;
@@ -25,10 +25,10 @@ function csum(b: Uint8Array, off: number, len: number, init = 0): number {
   return ~s & 0xffff;
 }
 
-const GW_MAC = [0x52, 0x55, 10, 0, 2, 2];
-const GUEST_MAC = [0x52, 0x54, 0x00, 0xfe, 0xed, 0x01];
+export const GW_MAC = [0x52, 0x55, 10, 0, 2, 2];
+export const GUEST_MAC = [0x52, 0x54, 0x00, 0xfe, 0xed, 0x01];
 
-function eth(dst: number[], src: number[], type: number, payload: Uint8Array): Uint8Array {
+export function eth(dst: number[], src: number[], type: number, payload: Uint8Array): Uint8Array {
   const f = new Uint8Array(14 + payload.length);
   f.set(dst, 0);
   f.set(src, 6);
@@ -38,7 +38,7 @@ function eth(dst: number[], src: number[], type: number, payload: Uint8Array): U
   return f;
 }
 
-function ipv4(proto: number, src: number[], dst: number[], l4: Uint8Array, opts: { ident?: number; flagsFrag?: number; options?: Uint8Array; ttl?: number } = {}): Uint8Array {
+export function ipv4(proto: number, src: number[], dst: number[], l4: Uint8Array, opts: { ident?: number; flagsFrag?: number; options?: Uint8Array; ttl?: number } = {}): Uint8Array {
   const optLen = opts.options?.length ?? 0;
   const hl = 20 + optLen;
   const p = new Uint8Array(hl + l4.length);
@@ -63,7 +63,7 @@ function ipv4(proto: number, src: number[], dst: number[], l4: Uint8Array, opts:
   return p;
 }
 
-function l4sum(proto: number, src: number[], dst: number[], seg: Uint8Array, at: number): void {
+export function l4sum(proto: number, src: number[], dst: number[], seg: Uint8Array, at: number): void {
   const ph = new Uint8Array(12 + seg.length);
   ph.set(src, 0);
   ph.set(dst, 4);
@@ -76,7 +76,7 @@ function l4sum(proto: number, src: number[], dst: number[], seg: Uint8Array, at:
   seg[at + 1] = c & 0xff;
 }
 
-function udp(src: number[], dst: number[], sport: number, dport: number, payload: Uint8Array): Uint8Array {
+export function udp(src: number[], dst: number[], sport: number, dport: number, payload: Uint8Array): Uint8Array {
   const u = new Uint8Array(8 + payload.length);
   u[0] = sport >> 8;
   u[1] = sport & 0xff;
@@ -119,7 +119,7 @@ function tcpSyn(src: number[], dst: number[], sport: number, dport: number): Uin
   return t;
 }
 
-function dhcpDiscover(mac: number[], xid: number): Uint8Array {
+export function dhcpDiscover(mac: number[], xid: number): Uint8Array {
   const d = new Uint8Array(300);
   d[0] = 1;
   d[1] = 1;
@@ -136,8 +136,8 @@ function dhcpDiscover(mac: number[], xid: number): Uint8Array {
 
 const ARP_TYPE = 0x0806;
 const IP_TYPE = 0x0800;
-const GUEST_IP = [10, 0, 2, 15];
-const GW_IP = [10, 0, 2, 2];
+export const GUEST_IP = [10, 0, 2, 15];
+export const GW_IP = [10, 0, 2, 2];
 
 function arpRequest(srcMac: number[], srcIp: number[], target: number[]): Uint8Array {
   const a = new Uint8Array(28);

@@ -37,11 +37,11 @@ describe('flags on macOS', () => {
 
   it('accepts the same TAP flags on Linux, and the other transports on macOS', () => {
     const tap = parseArgs(['--tap', 'tap0', '--netns', 'demo'], 'linux');
-    expect(tap.action === 'run' && tap.config.link).toEqual({ kind: 'tap', name: 'tap0', netnsPath: '/run/netns/demo' });
+    expect(tap.action === 'run' && tap.config.links).toEqual([{ kind: 'tap', name: 'tap0', netnsPath: '/run/netns/demo' }]);
     const sock = parseArgs(['--socket', '/tmp/vf/net.sock'], 'darwin');
-    expect(sock.action === 'run' && sock.config.link).toEqual({ kind: 'socket', path: '/tmp/vf/net.sock' });
+    expect(sock.action === 'run' && sock.config.links).toEqual([{ kind: 'socket', path: '/tmp/vf/net.sock' }]);
     const fd = parseArgs(['--fd', '3'], 'darwin');
-    expect(fd.action === 'run' && fd.config.link).toEqual({ kind: 'fd', fd: 3 });
+    expect(fd.action === 'run' && fd.config.links).toEqual([{ kind: 'fd', fd: 3 }]);
   });
 
   it('limits socket paths to 103 bytes on macOS (sun_path is 104 there) and 107 on Linux', () => {
@@ -64,7 +64,7 @@ describe('default runtime directory', () => {
     process.env['TMPDIR'] = '/var/folders/zz/abc123/T/';
     expect(defaultSocketPath()).toBe(`/var/folders/zz/abc123/T/vmnat-${process.getuid!()}/net.sock`);
     const argv = parseArgs([], 'darwin');
-    expect(argv.action === 'run' && argv.config.link).toEqual({ kind: 'socket', path: `/var/folders/zz/abc123/T/vmnat-${process.getuid!()}/net.sock` });
+    expect(argv.action === 'run' && argv.config.links).toEqual([{ kind: 'socket', path: `/var/folders/zz/abc123/T/vmnat-${process.getuid!()}/net.sock` }]);
     delete process.env['TMPDIR'];
     expect(defaultSocketPath()).toBe(path.join(os.tmpdir(), `vmnat-${process.getuid!()}`, 'net.sock'));
   });

@@ -667,9 +667,17 @@ export class TcpConnection implements SenderOutput, ReceiverSink {
   }
 
   /** SenderOutput: a data and/or FIN segment. */
-  transmitData(seq: Seq, off: number, len: number, fin: boolean): void {
+  transmitData(seq: Seq, off: number, len: number, fin: boolean): number {
     const o = this.out;
     const snd = this.snd;
+    // Options first: their bytes come out of the payload (Linux's mss_now), so a full segment
+    // with SACK blocks still fits the MTU — and at MTU 65,520 the 64 KiB frame buffer.
+    this.fillAckFields();
+    const segSize = snd.mss - o.optionsLen;
+    if (len > segSize && !(this.config.tsoMaxBytes > 0 && len > snd.mss)) {
+      len = segSize; // one MSS-sized segment (no offload, or too short for one): trim it
+      fin = false;
+    }
     o.flags = TcpFlag.ACK;
     if (fin) o.flags |= TcpFlag.FIN;
     if (len > 0 && seqAdd(seq, len) === snd.dataEnd()) o.flags |= TcpFlag.PSH;
@@ -677,9 +685,9 @@ export class TcpConnection implements SenderOutput, ReceiverSink {
     o.payload = snd.buf.buffer;
     o.payloadOff = off;
     o.payloadLen = len;
-    o.gsoSize = len > snd.mss ? snd.mss : 0;
-    this.fillAckFields();
+    o.gsoSize = len > segSize ? segSize : 0;
     this.emit();
+    return len;
   }
 
   /** A pure ACK with sequence number `seq` (`ackSeq()`, or SND.UNA − 1 for a keepalive). */

@@ -42,9 +42,11 @@ import { RtoEstimator } from './rto.ts';
 export interface SenderOutput {
   /**
    * Transmit [seq, seq + len) of data — `len` bytes at `off` in `SendBuffer.buffer` — and the
-   * FIN after it if `fin`.
+   * FIN after it if `fin`. Returns the data bytes actually sent: fewer than `len` when the
+   * segment's options (SACK blocks) take room from the payload, as Linux's mss_now does; the FIN
+   * then goes with a later segment.
    */
-  transmitData(seq: Seq, off: number, len: number, fin: boolean): void;
+  transmitData(seq: Seq, off: number, len: number, fin: boolean): number;
 }
 
 /** What `processAck` concluded (RFC 9293 §3.10.7.4 fifth check; RFC 5961 §5.2). */
@@ -281,11 +283,14 @@ export class TcpSender {
       len = this.buf.view(at, maxLen);
       off = this.buf.viewOff;
     }
-    const dataEndSeq = seqAdd(seq, len);
-    const fin = this.finQueued && dataEndSeq === this.finSeq;
+    let fin = this.finQueued && seqAdd(seq, len) === this.finSeq;
     if (len === 0 && !fin) return 0;
-    const end = seqAdd(dataEndSeq, fin ? 1 : 0);
-    out.transmitData(seq, off, len, fin);
+    const sent = out.transmitData(seq, off, len, fin);
+    if (sent < len) {
+      len = sent;
+      fin = false;
+    }
+    const end = seqAdd(seq, len + (fin ? 1 : 0));
     this.lastSend = now;
     if (rtx) {
       this.stats.retransSegs++;
