@@ -9,7 +9,29 @@
 //   path. VMNAT_HAVE_TAP is 1 only on a normal Linux build: TAP devices and network namespaces
 //   have no portable equivalent (macOS has neither), so the portable build leaves them out exactly
 //   as macOS does, and tapOpen throws ENOTSUP there.
-//   Nothing here changes behaviour visible to JS except tapOpen and `build` (addon.cc).
+//   Nothing here changes behaviour visible to JS except tapOpen, `build` and icmpClassify.
+//
+// Every guard, and what its non-Linux branch does (the one macOS runs):
+//   common.cc  OpenSocket/OpenSocketpair: socket()+fcntl(O_NONBLOCK, FD_CLOEXEC)+SO_NOSIGPIPE
+//              instead of SOCK_NONBLOCK|SOCK_CLOEXEC. PrepareFd: the same for an existing fd.
+//              EnlargeSocketBuffers: SO_SNDBUF/SO_RCVBUF halving from 4 MiB to 128 KiB until the
+//              system accepts (no SO_*BUFFORCE; BSD refuses oversize requests with ENOBUFS).
+//   platform.h kSendNoSignal: 0 (SO_NOSIGPIPE on the socket) instead of MSG_NOSIGNAL;
+//              VMNAT_MAP_NORESERVE: 0 instead of MAP_NORESERVE for the receive slab.
+//   frame_port RecvBatch: a recvmsg loop over the same MsgVec array instead of recvmmsg; an error
+//              after the first datagram is kept for the next round. SendBatch: a sendmsg loop
+//              instead of sendmmsg, same partial-count contract. Inherited dgram fds get
+//              SO_NOSIGPIPE. LearnFrom: an empty sun_path is an unnamed sender (macOS reports
+//              one that way). (ENOBUFS from a full receiver drops that one frame, as on Linux.)
+//   sockets.cc FillUnixAddr: no abstract "@name" addresses ('@' paths refused: EAFNOSUPPORT);
+//              sun_len set on Apple.
+//   tap.cc     VMNAT_HAVE_TAP 0: no TAP, no setns; tapOpen throws ENOTSUP naming the platform.
+//   icmp.cc    no IP_RECVERR/error queue (ICMP errors are read in-band from the socket); TTL by
+//              setsockopt(IP_TTL) when it changes instead of a per-send IP_TTL cmsg; our own
+//              identifier and checksum written into each request (macOS assigns neither);
+//              received datagrams classified by ClassifyIcmp (IP header stripped if present,
+//              replies and errors filtered by our identifier); TTL from the IP header or an
+//              IP_TTL/IP_RECVTTL cmsg.
 #pragma once
 
 #include <fcntl.h>
