@@ -14,9 +14,10 @@
  *
  * Builds: each case runs against each addon build in --builds (default: the normal one, and the
  * portable one when native/portable/build exists — `VMNAT_PORTABLE=1 npm run build:native`), one
- * child process of this script per build with VMNAT_NATIVE set, so that the table shows the
- * portable path (the macOS code: a recvmsg/sendmsg loop) beside the Linux one (recvmmsg/sendmmsg)
- * measured in the same minutes. The column "vs default" is the portable rate over the normal one.
+ * child process of this script per build and run with VMNAT_NATIVE set, the builds alternating
+ * run by run, so that the table shows the portable path (the macOS code: a recvmsg/sendmsg loop)
+ * beside the Linux one (recvmmsg/sendmmsg) measured in the same minutes under the same load. The
+ * column "vs default" is the portable rate over the normal one.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -227,16 +228,30 @@ async function main(): Promise<void> {
   const portableBuilt = fs.existsSync(nativeAddonPath({ VMNAT_NATIVE: 'portable' }));
   const builds = arg('builds', portableBuilt ? 'default,portable' : 'default').split(',');
   console.log(`link-fps: node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}, ${seconds}s × ${runs} runs (median), builds ${builds.join(', ')} (${native.build.flavor} here)`);
+  // Runs alternate between the builds (one child per build per run, each measuring every case
+  // once), so that load from elsewhere falls on both alike; medians are taken here.
+  const samples: Row[] = [];
+  for (let run = 0; run < runs; run++) {
+    for (const build of builds) {
+      const argv = [...process.argv.slice(2).filter((a, i, xs) => a !== '--runs' && xs[i - 1] !== '--runs'), '--runs', '1'];
+      const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), ...argv], {
+        env: { ...process.env, VMNAT_NATIVE: build, VMNAT_BENCH_CHILD: '1' },
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      const line = r.stdout.trim().split('\n').pop() ?? '';
+      if (r.status !== 0 || !line.startsWith('[')) throw new Error(`build ${build}: bench child failed (${r.status}): ${r.stdout}`);
+      samples.push(...(JSON.parse(line) as Row[]));
+    }
+  }
   const all: Row[] = [];
   for (const build of builds) {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
-      env: { ...process.env, VMNAT_NATIVE: build, VMNAT_BENCH_CHILD: '1' },
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    const line = r.stdout.trim().split('\n').pop() ?? '';
-    if (r.status !== 0 || !line.startsWith('[')) throw new Error(`build ${build}: bench child failed (${r.status}): ${r.stdout}`);
-    all.push(...(JSON.parse(line) as Row[]));
+    for (const key of [...new Set(samples.map((x) => `${x.name}/${x.size}`))]) {
+      const xs = samples.filter((x) => x.build === build && `${x.name}/${x.size}` === key);
+      if (xs.length === 0) continue;
+      const batches = xs.map((x) => x.batch ?? NaN);
+      all.push({ build, name: xs[0]!.name, size: xs[0]!.size, fps: median(xs.map((x) => x.fps)), batch: median(batches) });
+    }
   }
   const rows: string[][] = [['case', 'frame B', 'build', 'frames/s', 'Gbit/s', 'frames/batch', 'vs default']];
   const byKey = new Map(all.filter((x) => x.build === 'default').map((x) => [`${x.name}/${x.size}`, x.fps]));
