@@ -5,24 +5,33 @@
  * one line naming the flag and exits 2. Once the link is open and the engine attached, exactly one
  * JSON line goes to stdout (tools wait for it, as with vmnet-helper); everything else is logged on
  * stderr. SIGINT/SIGTERM close the engine (socket files removed) and exit 0. In spawn mode
- * (`vmnat … -- COMMAND`) vmnat exits with the child's status when the child exits.
+ * (`vmnat … -- COMMAND`) vmnat exits with the child's status when the child exits. A link that
+ * fails while running (its TAP deleted, the peer of --fd gone) is logged as an error; when no
+ * working link is left vmnat exits 3.
  */
-import { accessSync, constants as fsConstants, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { USAGE, ConfigError, parseArgs, type LinkConfig } from './config.ts';
 import { Engine } from './engine.ts';
 import { ApiServer } from './api/server.ts';
-import { openLink, prepareSpawnWithSocketpair } from './link/index.ts';
+import { openLink, prepareSpawnWithSocketpair, type LinkError } from './link/index.ts';
 import type { Link } from './link/types.ts';
 import { NativePortLink } from './link/native-link.ts';
 import { socketBufferAdvice } from './link/buffers.ts';
 import { formatIpv4, formatMac } from './stack/wire/addr.ts';
 import { log, setLogLevel } from './log.ts';
+import { PcapOpenError } from './pcap.ts';
+import { ruleToJson, type ForwardRuleJson } from './portfwd/rules.ts';
+import { dropPrivileges } from './privileges.ts';
+import { RuntimeDirError, checkSocketParent, ensurePrivateDir } from './runtime-dir.ts';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
+
+/** Exit status when every link has failed while running (1: internal error; 2: bad flags). */
+const EXIT_LINK_FAILED = 3;
 
 function fail(message: string, status: number): never {
   process.stderr.write(`vmnat: ${message}\n`);
@@ -62,9 +71,17 @@ async function main(argv: string[]): Promise<void> {
   }
   const config = outcome.config;
   setLogLevel(config.logLevel);
+  // Socket files (link, API) are born 0600 whatever the caller's umask; a spawned child gets the
+  // caller's umask back.
+  const callerUmask = process.umask(0o077);
   for (const w of config.warnings) log.warn(w);
 
   const links: Link[] = [];
+  // A link that fails for good (its TAP deleted, the peer of --fd gone) stops passing frames. Until
+  // the ready line, failures wait here; then each is logged, and once no link works vmnat exits
+  // with EXIT_LINK_FAILED rather than sit there silently.
+  const earlyFailures: LinkError[] = [];
+  let linkFailed = (err: LinkError): void => void earlyFailures.push(err);
   let child: import('node:child_process').ChildProcess | undefined;
   let startChild: (() => Promise<import('node:child_process').ChildProcess>) | undefined;
   for (const spec of config.links) {
@@ -77,10 +94,17 @@ async function main(argv: string[]): Promise<void> {
         startChild = prepared.start;
       } else {
         if (spec.kind === 'socket' || spec.kind === 'stream') {
-          // Like qemu's and vfkit's examples (/tmp/vm1/net.sock): create the directory if missing.
-          mkdirSync(path.dirname(spec.path), { recursive: true, mode: 0o700 });
+          // Only a directory nobody else can change keeps the socket ours (runtime-dir.ts).
+          try {
+            if (config.runtimeDir !== undefined) ensurePrivateDir(config.runtimeDir);
+            else checkSocketParent(spec.path, config.dropTo?.uid);
+          } catch (err) {
+            if (!(err instanceof RuntimeDirError)) throw err;
+            await Promise.all(links.map((l) => l.close()));
+            fail(config.runtimeDir !== undefined ? err.message : `--${spec.kind}: ${err.message}`, 2);
+          }
         }
-        links.push(await openLink(spec));
+        links.push(await openLink(spec, { onError: (err) => linkFailed(err) }));
       }
     } catch (err) {
       await Promise.all(links.map((l) => l.close()));
@@ -96,18 +120,49 @@ async function main(argv: string[]): Promise<void> {
       break;
     }
   }
+  if (config.apiSocket !== undefined) {
+    // Checked again when the API binds; here so that a refusal is the only line printed.
+    try {
+      checkSocketParent(config.apiSocket, config.dropTo?.uid);
+    } catch (err) {
+      if (err instanceof RuntimeDirError) fail(`--api-socket: ${err.message}`, 2);
+      throw err;
+    }
+  }
   // The engine comes after the links, so a bad transport flag costs exactly one line.
-  const engine = new Engine(config);
+  let engine: Engine;
+  try {
+    engine = new Engine(config);
+  } catch (err) {
+    await Promise.all(links.map((l) => l.close()));
+    if (err instanceof PcapOpenError) fail(`--pcap: ${err.message}`, 2);
+    throw err;
+  }
   for (const link of links) engine.attach(link);
   const link = links[0]!;
+  const forwards: ForwardRuleJson[] = [];
   for (const rule of config.forwards) {
     try {
-      await engine.forwards.add(rule);
+      // Host port 0 binds a free port: the ready line says which.
+      forwards.push(ruleToJson(await engine.forwards.add(rule)));
     } catch (err) {
       await engine.close();
       const e = err as Error & { code?: string };
       fail(`forward: ${e.message}`, e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? 2 : 1);
     }
+  }
+  // Root is needed no more: the links are open, forwards bound. The API socket comes after, so
+  // the user owns it and can connect to it.
+  if (config.dropTo !== undefined) {
+    const t = config.dropTo;
+    try {
+      engine.pcap?.chown(t.uid, t.gid);
+      dropPrivileges(t);
+    } catch (err) {
+      await engine.close();
+      fail(`--user: cannot become uid ${t.uid} gid ${t.gid}: ${(err as Error).message}`, 1);
+    }
+    log.info(`running as uid ${t.uid} gid ${t.gid}${t.name !== undefined ? ` (${t.name})` : ''}, from ${t.source}`);
   }
   let api: ApiServer | undefined;
   if (config.apiSocket !== undefined) {
@@ -116,7 +171,7 @@ async function main(argv: string[]): Promise<void> {
     } catch (err) {
       await engine.close();
       const e = err as Error & { code?: string };
-      fail(`--api-socket: ${e.message}`, e.code === 'EADDRINUSE_LIVE' || e.code === 'EPATH_NOT_SOCKET' ? 2 : 1);
+      fail(`--api-socket: ${e.message}`, e.code === 'EADDRINUSE_LIVE' || e.code === 'EPATH_NOT_SOCKET' || e.code === 'EUNSAFE_DIR' ? 2 : 1);
     }
   }
 
@@ -132,6 +187,7 @@ async function main(argv: string[]): Promise<void> {
     mtu: config.mtu,
     gateway_mac: formatMac(engine.stack.gatewayMac),
     ...(config.apiSocket !== undefined ? { api_socket: config.apiSocket } : {}),
+    ...(forwards.length > 0 ? { forwards } : {}),
   };
   // Handlers first: a tool may send SIGTERM the moment it reads the ready line, and a signal with
   // no handler kills the process at once.
@@ -160,10 +216,23 @@ async function main(argv: string[]): Promise<void> {
   // network. Installed only now, so a failure to start still ends vmnat with its one line.
   process.on('uncaughtException', (err) => engine.faults.caught('handling a host event', err));
   process.on('unhandledRejection', (err) => engine.faults.caught('handling a host event', err));
+  // Spawn mode: the child's exit decides the status (its socketpair end dies with it).
+  const watched = links.filter((_, i) => config.links[i]!.kind !== 'spawn').length;
+  let failed = 0;
+  linkFailed = (err) => {
+    failed++;
+    log.error(`${err.message}${failed < watched ? ` (${watched - failed} link${watched - failed === 1 ? '' : 's'} still working)` : ''}`);
+    if (failed >= watched && startChild === undefined) {
+      log.error(`no working link left: exiting with status ${EXIT_LINK_FAILED}`);
+      void stop(EXIT_LINK_FAILED);
+    }
+  };
+  for (const err of earlyFailures.splice(0)) linkFailed(err);
   process.stdout.write(JSON.stringify(ready) + '\n');
   log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
 
   if (startChild !== undefined) {
+    process.umask(callerUmask);
     try {
       child = await startChild();
     } catch (err) {

@@ -10,17 +10,22 @@
  * Platform: parsing takes the platform as a parameter (default process.platform), so the macOS
  * rules are tested on Linux. On macOS --tap, --netns and --netns-pid are refused (no TAP devices,
  * no network namespaces there) and unix socket paths are limited to 103 bytes (sun_path is 104
- * bytes there, 108 on Linux). The default socket lives under os.tmpdir(): $TMPDIR, which macOS
- * makes per user (/var/folders/…/T/), and /tmp on Linux.
+ * bytes there, 108 on Linux). The default socket lives in the runtime directory (runtime-dir.ts):
+ * macOS sets no XDG_RUNTIME_DIR, so there it is $TMPDIR/vmnat-$UID, and macOS makes $TMPDIR per
+ * user (/var/folders/…/T/).
  */
-import os from 'node:os';
 import path from 'node:path';
 import { Address4 } from 'ip-address';
 import { formatIpv4, parseIpv4, parseMac, prefixMask, type Ipv4Addr, type MacAddr } from './stack/wire/addr.ts';
 import { LogLevels, type LogLevel } from './log.ts';
+import { defaultRuntimeDir } from './runtime-dir.ts';
+import type { Ipv4Range } from './nat/policy.ts';
+import { resolveDropTarget, type DropTarget } from './privileges.ts';
 import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
+import { FilterParseError, STDIN_SOURCE, parseFilter, type FilterRules } from './filter/rules.ts';
 
 export type LinkConfig =
   | { kind: 'socket'; path: string }
@@ -29,13 +34,12 @@ export type LinkConfig =
   | { kind: 'tap'; name: string; netnsPath?: string; netnsPid?: number }
   | { kind: 'spawn'; command: string[] };
 
-export interface Config {
-  /** The guests' connections, in the order given: each is a port (or a source of ports) of the switch. */
-  links: LinkConfig[];
-  /** --isolate: no guest-to-guest traffic at all (ARP included). */
-  isolate: boolean;
-  /** --anti-spoof (default on): a port sends only from its MAC and its leased (or one claimed) address. */
-  antiSpoof: boolean;
+/**
+ * One network of guests, described once: its addresses and leases, MTU, DNS, and the policy
+ * between its guests. Everything the switch, the stack, DHCP, DNS and the NAT policy are built
+ * from. (Today vmnat runs one; the split is what lets several exist later.)
+ */
+export interface NetworkConfig {
   network: Ipv4Addr;
   prefixLen: number;
   netmask: Ipv4Addr;
@@ -47,15 +51,39 @@ export interface Config {
   dhcpLeaseTimeSec: number;
   dhcpStatic: Map<MacAddr, Ipv4Addr>;
   dnsSearch: string[];
+  /** The DHCP domain, and where guests' names resolve (NAME.DOMAIN). */
   domain?: string;
+  dnsMode: 'forward' | 'host';
+  /** Explicit upstreams (--dns-server); empty means the host's resolvers from resolv.conf. */
+  dnsServers: DnsUpstream[];
+  dnsHosts: DnsHostsTable;
+  /** The gateway address reaches the host's 127.0.0.1 (default); --no-host-loopback refuses it. */
+  hostLoopback: boolean;
+  /** --isolate: no guest-to-guest traffic at all (ARP included). */
+  isolate: boolean;
+  /** --anti-spoof (default on): a port sends only from its MAC and its leased (or one claimed) address. */
+  antiSpoof: boolean;
+  /** Filter rules from --filter FILE (parsed; `new FilterSet(config.filter)` checks flows). */
+  filter?: FilterRules;
+  /** --deny ranges, plus link-local unless --allow-link-local: never reached through the NAT. */
+  deny: Ipv4Range[];
+}
+
+/** The whole configuration: the network, and how vmnat runs (links, NAT limits, forwards, API, logs). */
+export interface Config extends NetworkConfig {
+  /** The guests' connections, in the order given: each is a port (or a source of ports) of the switch. */
+  links: LinkConfig[];
   pcapFile?: string;
   logLevel: LogLevel;
   /** --no-tso: one MSS per TCP segment, checksummed by vmnat, even where the link could offload (for comparison). */
   noTso: boolean;
-  /** The gateway address reaches the host's 127.0.0.1 (default); --no-host-loopback refuses it. */
-  hostLoopback: boolean;
   udpTimeoutSec: number;
+  /** Most flows the guests may open, all protocols together (default: from the descriptor limit). */
   maxFlows: number;
+  /** --max-buffer-memory: bytes all TCP connections may buffer together (stack/tcp/budget.ts). */
+  maxBufferBytes: number;
+  /** Most connections port forwards may carry into the guests at once (a budget of their own). */
+  maxForwardFlows: number;
   tcpIdleTimeoutSec: number;
   /** Seconds a guest's SYN waits for the host's connect before the guest gets host unreachable. */
   tcpConnectTimeoutSec: number;
@@ -63,15 +91,29 @@ export interface Config {
   tcpKeepaliveSec: number;
   /** Per-flow TCP buffer (send buffer and receive window), bytes; 0 = by MTU. */
   tcpBufferBytes: number;
-  dnsMode: 'forward' | 'host';
-  /** Explicit upstreams (--dns-server); empty means the host's resolvers from resolv.conf. */
-  dnsServers: DnsUpstream[];
-  dnsHosts: DnsHostsTable;
   /** Port forwards from --hostfwd and --natpf. */
   forwards: ForwardRule[];
   apiSocket?: string;
+  /** The default runtime directory holding the default socket (checked private before use). */
+  runtimeDir?: string;
+  /** Whom to become once links, engine and forwards are set up (root only; privileges.ts). */
+  dropTo?: DropTarget;
   /** Things worth a log line at start that are not errors. */
   warnings: string[];
+}
+
+/** The network part of a configuration (a copy of the fields, sharing the tables). */
+export function networkOf(c: Config): NetworkConfig {
+  const n: NetworkConfig = {
+    network: c.network, prefixLen: c.prefixLen, netmask: c.netmask, gateway: c.gateway, dns: c.dns,
+    firstLease: c.firstLease, lastLease: c.lastLease, mtu: c.mtu, dhcpLeaseTimeSec: c.dhcpLeaseTimeSec,
+    dhcpStatic: c.dhcpStatic, dnsSearch: c.dnsSearch, dnsMode: c.dnsMode, dnsServers: c.dnsServers,
+    dnsHosts: c.dnsHosts, hostLoopback: c.hostLoopback, isolate: c.isolate, antiSpoof: c.antiSpoof,
+    deny: c.deny,
+  };
+  if (c.domain !== undefined) n.domain = c.domain;
+  if (c.filter !== undefined) n.filter = c.filter;
+  return n;
 }
 
 /** A user error in the command line: `flag` names the culprit; the CLI prints one line, exits 2. */
@@ -94,7 +136,8 @@ Userspace NAT networking for virtual machines (VirtualBox layout by default).
 When ready, prints one JSON line on stdout; logs go to stderr.
 
 Transports (each repeatable, in any mix: every guest is a port of vmnat's switch;
-default: --socket $TMPDIR/vmnat-$UID/net.sock):
+default: --socket $XDG_RUNTIME_DIR/vmnat/net.sock, or $TMPDIR/vmnat-$UID/net.sock
+without XDG_RUNTIME_DIR; that directory must be ours, mode 0700, not a symlink):
   --socket PATH         unix datagram socket, one frame per datagram
                         (qemu -netdev dgram, vfkit, krunkit); the guest is learned
                         from its first datagram
@@ -139,8 +182,18 @@ DNS (the guest's resolver at .3):
 NAT:
   --no-host-loopback    the gateway address does not reach the host's 127.0.0.1
                         (connections to it are refused)
+  --deny CIDR           the guest may never reach CIDR through the NAT (ICMP
+                        admin-prohibited; repeatable), e.g. the host's own LAN
+                        addresses: --deny 192.168.1.0/24
+  --allow-link-local    let the guest reach 169.254.0.0/16 (denied by default:
+                        cloud instance metadata and credentials live there)
   --udp-timeout S       idle timeout of a UDP flow in seconds (default 60)
-  --max-flows N         most flows at once per protocol (default 16384)
+  --max-flows N         most flows the guests may have open, TCP, UDP and ICMP
+                        together (default: 3/4 of the descriptors left after a
+                        reserve of 256, at most 16384)
+  --max-forward-flows N most connections port forwards carry at once, apart from
+                        the guests' own (default: the rest of the descriptors, at
+                        most 4096; also 128 half-open and 256 per client address)
   --tcp-idle-timeout S  reset a TCP flow silent for S seconds both ways
                         (default 7440, RFC 5382; 0 = never)
   --tcp-connect-timeout S  give up a host connect after S seconds and send the
@@ -148,21 +201,43 @@ NAT:
   --tcp-keepalive S     probe a guest connection after S idle seconds (0 = off)
   --tcp-buffer SIZE     per-flow TCP buffer each way, e.g. 256K or 4M
                         (default 1M, 4M above MTU 9000)
+  --max-buffer-memory SIZE  what all TCP connections may buffer together
+                        (default 256M): past it, out-of-order data is refused
+                        first (the guest resends it), send buffers stop growing
+                        and windows stop opening; --max-flows follows it too
   --no-tso              on --tap, send one MSS per frame with its checksum, instead
                         of 64 KiB GSO frames that the kernel cuts and checksums
 
 ${FORWARD_USAGE}
+Privileges (vmnat as root, e.g. sudo vmnat --tap ...):
+  --user NAME|UID       once the links are open (and forwards bound), become this
+                        user for good (default: the user sudo names in SUDO_UID;
+                        as root without either, vmnat stays root)
+
+Policy:
+  --filter FILE         filter rules, one per line, first match wins, no match
+                        passes ("-" reads stdin); e.g.
+                          block out proto tcp to 10.0.2.2 port 22
+                          block local       # guest-to-guest and guest-to-host
+                        grammar: pass|block [in|out] [proto tcp|udp|icmp]
+                          [from ADDR[/N]|any|local [port N[:M]]]
+                          [to ADDR[/N]|any|local [port N[:M]]]  (or all, local)
+
 Diagnostics:
   --pcap FILE           write guest-side frames to FILE (pcap, tcpdump -r FILE)
   --log-level LEVEL     error|warn|info|debug (default info)
   --help, --version
+
+Exit status: 0 after SIGINT/SIGTERM, 2 for a bad flag or a path vmnat refuses,
+3 when its link fails while running (e.g. the TAP was deleted), 1 otherwise;
+with -- COMMAND, the command's status.
 `;
 
-const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate']);
+const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local']);
 const takesValue = new Set([
-  '--hostfwd', '--natpf', '--api-socket', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
+  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
-  '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level',
+  '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
 ]);
 
 function parseIntStrict(flag: string, text: string, min: number, max: number): number {
@@ -228,9 +303,74 @@ function parseTransport(t: { flag: string; value: string; netns?: string; netnsP
   }
 }
 
-export function defaultSocketPath(): string {
-  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
-  return path.join(os.tmpdir(), `vmnat-${uid}`, 'net.sock');
+/** A memory size such as 268435456, 256M or 1G, within 1M..64G. */
+function parseMemory(flag: string, text: string): number {
+  const m = /^(\d+)([KkMmGg]?)$/.exec(text);
+  if (!m) throw new ConfigError(flag, `${JSON.stringify(text)} is not a size such as 256M or 1G`);
+  const unit = m[2]!.toLowerCase();
+  const n = Number(m[1]) * (unit === '' ? 1 : unit === 'k' ? 1024 : unit === 'm' ? 1 << 20 : 1 << 30);
+  if (n < 1 << 20 || n > 64 * 2 ** 30) throw new ConfigError(flag, `${text} is not in 1M..64G`);
+  return n;
+}
+
+/** Descriptors kept for vmnat itself: DNS sockets, the API, listeners, links, the pcap file. */
+const FD_RESERVE = 256;
+
+/**
+ * The process's open-file limit (soft; Node raises it to the hard limit at start): /proc on Linux,
+ * the shell's `ulimit -n` elsewhere; undefined if neither answers.
+ */
+export function descriptorLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (m) return Number(m[1]);
+  } catch {
+    // not Linux
+  }
+  try {
+    const out = execFileSync('/bin/sh', ['-c', 'ulimit -n'], { encoding: 'utf8', timeout: 2000 }).trim();
+    return /^\d+$/.test(out) ? Number(out) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * --max-flows and --max-forward-flows, or their defaults from the descriptor limit: every flow
+ * holds a host descriptor, and running out of them (EMFILE) would fail flows at random, so the
+ * two budgets together stay below the limit minus FD_RESERVE. A larger value given by hand is
+ * taken, with a warning.
+ */
+function flowBudgets(maxFlowsText: string | undefined, maxForwardText: string | undefined, bufferBytes: number, warnings: string[]): { maxFlows: number; maxForwardFlows: number } {
+  const limit = descriptorLimit();
+  const available = limit === undefined ? 20_480 : Math.max(128, limit - FD_RESERVE);
+  // Each connection may always buffer 16 KiB (budget.ts): no more flows than the budget holds so.
+  const byMemory = Math.floor(bufferBytes / (16 * 1024));
+  const maxFlows = maxFlowsText !== undefined ? parseIntStrict('--max-flows', maxFlowsText, 1, 1_000_000) : Math.min(16_384, byMemory, Math.max(64, Math.floor(available * 0.75)));
+  const maxForwardFlows = maxForwardText !== undefined ? parseIntStrict('--max-forward-flows', maxForwardText, 1, 1_000_000) : Math.min(4096, Math.max(16, available - maxFlows));
+  if (limit !== undefined && maxFlows + maxForwardFlows > limit - FD_RESERVE) {
+    warnings.push(`--max-flows ${maxFlows} + --max-forward-flows ${maxForwardFlows} exceed the ${limit} open files this process may have (less ${FD_RESERVE} for vmnat itself): flows beyond that are refused when descriptors run out (raise it with ulimit -n)`);
+  }
+  return { maxFlows, maxForwardFlows };
+}
+
+/** The default --socket: net.sock in the runtime directory (runtime-dir.ts). */
+export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(defaultRuntimeDir(env), 'net.sock');
+}
+
+/** 169.254.0.0/16: denied unless --allow-link-local (cloud metadata at 169.254.169.254). */
+export const LINK_LOCAL: Ipv4Range = { network: 0xa9fe_0000, mask: 0xffff_0000 };
+
+/** `A.B.C.D/N` (N in 0..32, no host bits) → a range; a bare address means /32. */
+function parseCidr(flag: string, text: string): Ipv4Range {
+  const m = /^(\d+\.\d+\.\d+\.\d+)(?:\/(\d{1,2}))?$/.exec(text);
+  const base = m ? parseIpv4(m[1]!) : undefined;
+  const len = m?.[2] === undefined ? 32 : Number(m[2]);
+  if (!m || base === undefined || len > 32) throw new ConfigError(flag, `${JSON.stringify(text)} is not an IPv4 CIDR such as 192.168.1.0/24`);
+  const mask = prefixMask(len);
+  if ((base & ~mask) >>> 0 !== 0) throw new ConfigError(flag, `${text} has host bits set (did you mean ${formatIpv4((base & mask) >>> 0)}/${len}?)`);
+  return { network: base, mask };
 }
 
 export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = process.platform): ParseOutcome {
@@ -290,7 +430,12 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
   const links: LinkConfig[] = [];
   for (const t of ordered) links.push(parseTransport(t, platform));
   if (command) links.push({ kind: 'spawn', command });
-  if (links.length === 0) links.push({ kind: 'socket', path: defaultSocketPath() });
+  /** Set when the socket goes in the default runtime directory, which must then be private. */
+  let runtimeDir: string | undefined;
+  if (links.length === 0) {
+    runtimeDir = defaultRuntimeDir();
+    links.push({ kind: 'socket', path: path.join(runtimeDir, 'net.sock') });
+  }
   const seen = new Set<string>();
   for (const l of links) {
     const key = l.kind === 'socket' || l.kind === 'stream' ? `path ${l.path}` : l.kind === 'fd' ? `fd ${l.fd}` : l.kind === 'tap' ? `tap ${l.name} ${l.netnsPath ?? ''} ${l.netnsPid ?? ''}` : 'spawn';
@@ -373,13 +518,33 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     if (err instanceof ForwardRuleError) throw new ConfigError(err.flag ?? '--hostfwd', err.message);
     throw err;
   }
+  const deny: Ipv4Range[] = [];
+  if (!values.has('--allow-link-local')) deny.push({ network: LINK_LOCAL.network, mask: LINK_LOCAL.mask });
+  for (const text of values.get('--deny') ?? []) deny.push(parseCidr('--deny', text));
+  const filterFile = single('--filter');
+  const filter = filterFile === undefined ? undefined : readFilterFlag(filterFile);
   const apiSocket = single('--api-socket');
   const maxPath = maxUnixPathBytes(platform);
   if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > maxPath)) throw new ConfigError('--api-socket', `path must be 1..${maxPath} bytes (unix socket limit)`);
 
+  // Root (sudo vmnat --tap …) becomes --user, or the user sudo names, once set up.
+  const userFlag = single('--user');
+  const euid = typeof process.geteuid === 'function' ? process.geteuid() : 0;
+  let dropTo: DropTarget | undefined;
+  if (euid === 0) {
+    const t = resolveDropTarget(userFlag, process.env);
+    if (typeof t === 'string') throw new ConfigError('--user', t);
+    if (t !== undefined && t.uid !== 0) dropTo = t;
+  } else if (userFlag !== undefined) {
+    const t = resolveDropTarget(userFlag, {});
+    if (typeof t === 'string') throw new ConfigError('--user', t);
+    if (t !== undefined && t.uid !== euid) throw new ConfigError('--user', `only root can become another user (vmnat runs as uid ${euid})`);
+  }
   const level = single('--log-level') ?? 'info';
   if (!(LogLevels as readonly string[]).includes(level)) throw new ConfigError('--log-level', `${JSON.stringify(level)} is not one of ${LogLevels.join('|')}`);
 
+  const maxBufferBytes = parseMemory('--max-buffer-memory', single('--max-buffer-memory') ?? '256M');
+  const flowBudget = flowBudgets(single('--max-flows'), single('--max-forward-flows'), maxBufferBytes, warnings);
   const antiSpoofText = single('--anti-spoof') ?? 'on';
   if (antiSpoofText !== 'on' && antiSpoofText !== 'off') throw new ConfigError('--anti-spoof', `${JSON.stringify(antiSpoofText)} is not one of on|off`);
 
@@ -400,9 +565,12 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     dnsSearch,
     logLevel: level as LogLevel,
     hostLoopback: !values.has('--no-host-loopback'),
+    deny,
     noTso: values.has('--no-tso'),
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
-    maxFlows: parseIntStrict('--max-flows', single('--max-flows') ?? '16384', 1, 1_000_000),
+    maxFlows: flowBudget.maxFlows,
+    maxBufferBytes,
+    maxForwardFlows: flowBudget.maxForwardFlows,
     tcpIdleTimeoutSec: parseIntStrict('--tcp-idle-timeout', single('--tcp-idle-timeout') ?? '7440', 0, 30 * 86400),
     tcpConnectTimeoutSec: parseIntStrict('--tcp-connect-timeout', single('--tcp-connect-timeout') ?? '10', 1, 600),
     tcpKeepaliveSec: parseIntStrict('--tcp-keepalive', single('--tcp-keepalive') ?? '0', 0, 86400),
@@ -414,7 +582,32 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     warnings,
   };
   if (apiSocket !== undefined) config.apiSocket = path.resolve(apiSocket);
+  if (runtimeDir !== undefined) config.runtimeDir = runtimeDir;
+  if (dropTo !== undefined) config.dropTo = dropTo;
   if (domain !== undefined) config.domain = domain;
   if (pcapFile !== undefined) config.pcapFile = path.resolve(pcapFile);
+  if (filter !== undefined) config.filter = filter;
   return { action: 'run', config };
+}
+
+/**
+ * --filter FILE|-: read and parse the whole rule file now, so a typo stops vmnat before it opens
+ * anything (`vmnat: --filter: filter.conf:3: unknown protocol "tcpp" (tcp, udp or icmp)`). The
+ * file keeps the name the user gave, so the message points where they look.
+ */
+function readFilterFlag(file: string): FilterRules {
+  if (file.length === 0) throw new ConfigError('--filter', 'needs a file name (or - for stdin)');
+  const source = file === '-' ? STDIN_SOURCE : file;
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('--filter', `cannot read ${source}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  try {
+    return parseFilter(text, source);
+  } catch (err) {
+    if (err instanceof FilterParseError) throw new ConfigError('--filter', err.message);
+    throw err;
+  }
 }

@@ -7,10 +7,15 @@
  * then make one API call and print a table, or the API's JSON with `--json`. Exit status: 0 done;
  * 1 the request failed (vmnat unreachable, port taken, no such forward, …); 2 a usage error or a
  * bad rule. `events` follows the event stream until vmnat closes it (or the user interrupts).
+ * `filter set FILE|-` reads and parses the rule file here too (a typo exits 2 with
+ * `vmnat: FILE:LINE: reason`, no request), then sends it whole: vmnat swaps it in atomically.
  */
+import { readFile } from 'node:fs/promises';
 import { ApiClient, ApiError, ApiUnreachableError, type ForwardListItem } from './api/client.ts';
 import type { ApiFlow, ApiLease, ApiPort } from './api/server.ts';
 import { ForwardRuleError, parseHostfwd, parseNatpf, ruleFromJson, ruleToJson, type ForwardRuleJson } from './portfwd/rules.ts';
+import { FilterParseError, STDIN_SOURCE, parseFilter } from './filter/rules.ts';
+import type { FilterJson } from './filter/filter.ts';
 
 export const CTL_USAGE = `Usage: vmnat ctl [--api-socket PATH] [--json] COMMAND
        vmnat forward add|rm|ls ...      (short for vmnat ctl forward ...)
@@ -33,7 +38,10 @@ Commands:
   stats                    all counters
   config                   the running configuration
   health                   is vmnat answering?
-  events                   follow lease, forward and flow events (until vmnat exits)
+  filter                   filter rules with their hit counts
+  filter set FILE|-        replace the filter rules with FILE (- = stdin), atomically;
+                           the file is checked here first (vmnat --help: --filter)
+  events                   follow lease, forward, flow and filter events (until vmnat exits)
 
 Options:
   --json                   print the API's JSON (events: one JSON object per line)
@@ -46,6 +54,8 @@ export interface CtlIo {
   env: Record<string, string | undefined>;
   /** Ends `events`; defaults to SIGINT/SIGTERM. */
   signal?: AbortSignal;
+  /** All of stdin (`filter set -`); defaults to reading process.stdin. */
+  readStdin?: () => Promise<string>;
 }
 
 class UsageError extends Error {}
@@ -127,6 +137,34 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
         else out(keyValueLines(v));
         return 0;
       }
+      case 'filter': {
+        const f = await client.filter();
+        if (opts.json) printJson(f);
+        else out(filterTable(f));
+        return 0;
+      }
+      case 'filter set': {
+        const file = opts.name!;
+        const source = file === '-' ? STDIN_SOURCE : file;
+        let text: string;
+        try {
+          text = file === '-' ? await (io.readStdin ?? readStdin)() : await readFile(file, 'utf8');
+        } catch (e) {
+          err(`filter set: cannot read ${source}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+          return 2;
+        }
+        try {
+          parseFilter(text, source);
+        } catch (e) {
+          if (!(e instanceof FilterParseError)) throw e;
+          err(e.message);
+          return 2;
+        }
+        const f = await client.setFilter(text, source);
+        if (opts.json) printJson(f);
+        else out(`filter: ${plural(f.rules.length, 'rule')} from ${source} in force`);
+        return 0;
+      }
       case 'events': {
         const ac = new AbortController();
         const stop = (): void => ac.abort();
@@ -155,6 +193,10 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
         err(`${opts.ruleFlag}: ${e.message}`);
         return 2;
       }
+      if (e.code === 'bad_filter') {
+        err(e.message);
+        return 2;
+      }
       err(`${opts.command}: ${e.message}`);
       return 1;
     }
@@ -163,7 +205,7 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
   }
 }
 
-type Command = 'forward add' | 'forward rm' | 'forward ls' | 'leases' | 'flows' | 'ports' | 'stats' | 'config' | 'health' | 'events';
+type Command = 'forward add' | 'forward rm' | 'forward ls' | 'leases' | 'flows' | 'ports' | 'stats' | 'config' | 'health' | 'events' | 'filter' | 'filter set';
 
 interface CtlOptions {
   help: boolean;
@@ -174,7 +216,7 @@ interface CtlOptions {
   rule?: ForwardRuleJson;
   /** Which syntax the rule came in (for error lines). */
   ruleFlag: string;
-  /** forward rm. */
+  /** forward rm: the forward; filter set: the file (`-` = stdin). */
   name?: string;
 }
 
@@ -253,11 +295,33 @@ function parseCtlArgs(argv: readonly string[], env: Record<string, string | unde
     }
     throw new UsageError(`forward: unknown subcommand ${JSON.stringify(w1)} (add, rm, ls)`);
   }
+  if (w0 === 'filter') {
+    if (w1 === undefined || w1 === 'ls' || w1 === 'show') {
+      noMore(rest);
+      return { ...base, command: 'filter' };
+    }
+    if (w1 === 'set') {
+      const [file, ...extra] = rest;
+      if (file === undefined || file === '') throw new UsageError('filter set: needs a FILE (or - for stdin)');
+      noMore(extra);
+      return { ...base, command: 'filter set', name: file };
+    }
+    throw new UsageError(`filter: unknown subcommand ${JSON.stringify(w1)} (set, or none to show the rules)`);
+  }
   const simple: Record<string, Command> = { leases: 'leases', flows: 'flows', ports: 'ports', stats: 'stats', config: 'config', health: 'health', events: 'events' };
   const command = simple[w0];
   if (command === undefined || !Object.hasOwn(simple, w0)) throw new UsageError(`unknown command ${JSON.stringify(w0)}`);
   noMore(w1 === undefined ? rest : [w1, ...rest]);
   return { ...base, command };
+}
+
+function readStdin(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    process.stdin.on('data', (c: Buffer) => chunks.push(c));
+    process.stdin.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    process.stdin.once('error', reject);
+  });
 }
 
 /** `forward rm` takes a name, or a rule in either syntax (whose name is then the generated one). */
@@ -340,9 +404,33 @@ function portsTable(ports: readonly ApiPort[]): string {
 
 function flowsTable(flows: readonly ApiFlow[]): string {
   return table(
-    ['PROTO', 'GUEST', 'REMOTE', 'FORWARD', 'STATE', 'FROM GUEST', 'TO GUEST'],
-    flows.map((f) => [f.proto, f.guest, f.remote, f.forward ?? '-', f.state ?? '-', bytes(f.bytes_from_guest), bytes(f.bytes_to_guest)]),
+    ['PROTO', 'GUEST', 'REMOTE', 'FORWARD', 'STATE', 'FROM GUEST', 'TO GUEST', 'HOST SOCKET'],
+    flows.map((f) => [f.proto, f.guest, f.remote, f.forward ?? '-', f.state ?? '-', bytes(f.bytes_from_guest), bytes(f.bytes_to_guest), hostSocket(f)]),
   );
+}
+
+/**
+ * The host socket behind a flow, as netstat/ss would show it for vmnat's process: `local -> peer`
+ * for a connection vmnat dialed, `local <- peer` for one a forward accepted; just the peer when
+ * vmnat does not know its own end (UDP, local services).
+ */
+function hostSocket(f: ApiFlow): string {
+  if (f.host === undefined) return '-';
+  if (f.host_local === undefined) return f.host;
+  return f.forward !== undefined ? `${f.host_local} <- ${f.host}` : `${f.host_local} -> ${f.host}`;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** The rules with their hits, then one line of totals. */
+function filterTable(f: FilterJson): string {
+  const totals = `${plural(f.checks, 'check')}: ${f.blocked} blocked, ${f.unmatched} matched no rule (passed)`;
+  if (f.rules.length === 0) return `no filter rules: everything passes (${totals})`;
+  const rows = f.rules.map((r) => [r.line, r.hits, r.text]);
+  return `${table(['LINE', 'HITS', 'RULE'], rows)}
+${f.source ?? 'rules'}: ${plural(f.rules.length, 'rule')}, ${totals}`;
 }
 
 export function bytes(n: number): string {
@@ -398,6 +486,8 @@ export function describeEvent(e: Record<string, unknown>): string {
       const tail = e['event'] === 'close' ? ` ${bytes(f.bytes_from_guest ?? 0)} from guest, ${bytes(f.bytes_to_guest ?? 0)} to guest${e['reason'] !== undefined ? ` (${s('reason')})` : ''}` : '';
       return `${time} flow ${s('event')} ${f.proto ?? '?'} ${f.guest ?? '?'} <-> ${f.remote ?? '?'}${via}${tail}`;
     }
+    case 'filter':
+      return `${time} filter ${s('event')} ${s('direction')} ${s('proto')} ${s('src')} -> ${s('dst')} (line ${s('line')}: ${s('rule')})`;
     default:
       return `${time} ${JSON.stringify(e)}`;
   }

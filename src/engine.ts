@@ -11,7 +11,7 @@
  * Time is `performance.now()` (ms, monotonic), read once per batch or timer tick.
  */
 import { performance } from 'node:perf_hooks';
-import type { Config } from './config.ts';
+import { networkOf, type Config } from './config.ts';
 import type { Link } from './link/types.ts';
 import { loadNative } from './link/native.ts';
 import { Stack, type UdpDatagram } from './stack/stack.ts';
@@ -20,9 +20,9 @@ import { PcapWriter } from './pcap.ts';
 import { Nat } from './nat/nat.ts';
 import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
-import { DnsTcpEndpoint } from './dns/tcp-endpoint.ts';
+import { DnsTcpService } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
-import { IPV4_BROADCAST, formatIpv4, formatMac } from './stack/wire/addr.ts';
+import { IPV4_BROADCAST, formatIpv4, formatMac, readMac as readMacAt } from './stack/wire/addr.ts';
 import { DEFAULT_SWITCH, Switch, type SwitchPort } from './switch/switch.ts';
 import { log } from './log.ts';
 import { PortForwarder } from './portfwd/forwarder.ts';
@@ -30,14 +30,21 @@ import { NatGuestDialer } from './portfwd/dialer.ts';
 import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type ApiPort, type FlowEvent, type LeaseEvent } from './api/server.ts';
 import type { TcpFlow } from './nat/tcp.ts';
 import { FaultBarrier } from './fault.ts';
+import { BufferBudget } from './stack/tcp/budget.ts';
+import { Services, service } from './service.ts';
+import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
+import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJson } from './filter/filter.ts';
+import { IPV4_ANY, parseIpv4 as parseIpv4Text } from './stack/wire/addr.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
  * enough segments in flight; 1 MiB serves MTU 1500.
  */
-function tcpConfigFor(config: Config): Partial<TcpConfig> {
+function tcpConfigFor(config: Config, budget: BufferBudget): Partial<TcpConfig> {
   const buffer = config.tcpBufferBytes || (config.mtu > 9000 ? 4 << 20 : 1 << 20);
-  const out: Partial<TcpConfig> = { mss: config.mtu - 40, recvWindow: buffer, sendBufferSize: buffer };
+  // Out-of-order data per flow: half the window (a hostile guest's cheapest way to pin memory; a
+  // loss burst of half a window still recovers with SACK).
+  const out: Partial<TcpConfig> = { mss: config.mtu - 40, recvWindow: buffer, sendBufferSize: buffer, budget, maxOooBytes: buffer >>> 1 };
   if (config.tcpKeepaliveSec > 0) {
     // Linux's shape: after the idle time, 9 probes 75 s apart (shortened for short idle times).
     out.keepalive = { idleMs: config.tcpKeepaliveSec * 1000, intervalMs: Math.min(75, config.tcpKeepaliveSec) * 1000, count: 9 };
@@ -60,27 +67,42 @@ function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
   return out;
 }
 
+/** Lease changes logged at info level per minute (renewals are always debug). */
+const LEASE_LOG_BURST = 20;
+
 export class Engine implements ApiBackend {
   readonly stack: Stack;
   readonly dhcp: DhcpServer;
   readonly nat: Nat;
   readonly icmpNat: IcmpNat;
   readonly dns: DnsForwarder;
+  /** DNS over TCP at the DNS address: bounded connections, each with bounded answers. */
+  readonly dnsTcp: DnsTcpService;
   readonly forwards: PortForwarder;
-  private readonly listeners = new Set<(e: LeaseEvent | FlowEvent) => void>();
+  private readonly listeners = new Set<(e: LeaseEvent | FlowEvent | FilterEvent) => void>();
+  /** --filter and PUT /filter: checked once per new flow (and per guest-to-guest flow start). */
+  readonly filterSet: FilterSet;
+  /** One reused record for filter checks (the set keeps nothing of it). */
+  private readonly filterScratch: FilterFlow = { direction: 'out', proto: 'tcp', src: 0, srcPort: 0, dst: 0, dstPort: 0 };
   /** Names in the DNS table that belong to a guest's lease, by its address. */
   private readonly namesOfGuest = new Map<number, string[]>();
   /** Bound leases, newest last: an empty guest address in a forward means the newest. */
   private readonly boundLeases = new Map<number, number>();
   /** Everything with timers: polled at the earliest deadline any of them reports. */
-  private readonly machines: { poll(now: number): void; nextDeadline(): number | undefined }[];
+  /** Everything with timers and counters (service.ts), polled on the one timer. */
+  readonly services = new Services();
   readonly switch: Switch;
+  /** What all TCP connections may buffer together (--max-buffer-memory; stack/tcp/budget.ts). */
+  readonly memory: BufferBudget;
+  /** Every NAT flow, TCP, UDP and ICMP (nat/flows.ts). */
+  readonly flowTable = new FlowTable();
   private runts = 0;
   /** Bugs caught at an entry point and survived (fault.ts): `engine.internalErrors`. */
   readonly faults = new FaultBarrier(log.error);
   /** The links given (a multi-guest link's ports are in the switch, not here). */
   private readonly links: Link[] = [];
-  private pcap: PcapWriter | undefined;
+  /** Guest-side capture (--pcap), if any. */
+  readonly pcap: PcapWriter | undefined;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private flushScheduled = false;
@@ -88,6 +110,9 @@ export class Engine implements ApiBackend {
   private inBatch = false;
   private batchNow = 0;
   private closed = false;
+  private leaseLogWindow = -Infinity;
+  private leaseLogCount = 0;
+  private leaseLogSuppressed = 0;
 
   /**
    * The kernel may finish TCP frames for us: only the TAP transport (with its vnet header) takes
@@ -97,19 +122,25 @@ export class Engine implements ApiBackend {
 
   constructor(private readonly cfg: Config) {
     const config = cfg;
+    // First: a refused --pcap (PcapOpenError) must cost one line, before anything else logs.
+    if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
+    // The network part (addresses, leases, MTU, DNS, policy) builds the switch, stack, DHCP and
+    // DNS; the rest of `config` says how vmnat runs (NAT limits, forwards, links).
+    const net = networkOf(cfg);
+    this.memory = new BufferBudget(config.maxBufferBytes);
     this.offload = config.links.every((l) => l.kind === 'tap') && !config.noTso;
     this.stack = new Stack(
-      { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, mtu: config.mtu },
+      { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu },
       (frame, gsoSize) => this.toGuests(frame, gsoSize),
     );
     this.switch = new Switch(
       {
-        network: config.network,
-        netmask: config.netmask,
-        reserved: [config.gateway, config.dns],
+        network: net.network,
+        netmask: net.netmask,
+        reserved: [net.gateway, net.dns],
         ownMacs: [this.stack.gatewayMac, this.stack.dnsMac],
-        isolate: config.isolate,
-        antiSpoof: config.antiSpoof,
+        isolate: net.isolate,
+        antiSpoof: net.antiSpoof,
         maxMacs: DEFAULT_SWITCH.maxMacs,
         macAgeMs: DEFAULT_SWITCH.macAgeMs,
       },
@@ -120,21 +151,24 @@ export class Engine implements ApiBackend {
       },
     );
     const dhcpConfig = {
-      serverIp: config.gateway,
-      netmask: config.netmask,
-      router: config.gateway,
-      dnsServers: [config.dns],
-      poolStart: config.firstLease,
-      poolEnd: config.lastLease,
-      reserved: [config.gateway, config.dns],
-      leaseTimeSec: config.dhcpLeaseTimeSec,
-      mtu: config.mtu,
-      searchDomains: config.dnsSearch,
-      staticLeases: config.dhcpStatic,
-      ...(config.domain !== undefined ? { domainName: config.domain } : {}),
+      serverIp: net.gateway,
+      netmask: net.netmask,
+      router: net.gateway,
+      dnsServers: [net.dns],
+      poolStart: net.firstLease,
+      poolEnd: net.lastLease,
+      reserved: [net.gateway, net.dns],
+      leaseTimeSec: net.dhcpLeaseTimeSec,
+      mtu: net.mtu,
+      searchDomains: net.dnsSearch,
+      staticLeases: net.dhcpStatic,
+      ...(net.domain !== undefined ? { domainName: net.domain } : {}),
     };
     this.dhcp = new DhcpServer(dhcpConfig);
     this.dhcp.onLeaseChange = (event, lease) => {
+      // A renewal (the same address to the same MAC) is every T1 of every guest: debug only, so a
+      // guest renewing in a loop cannot fill the log. New leases and changes stay at info.
+      const renewal = event === 'bound' && this.boundLeases.get(lease.ip) === lease.mac;
       this.boundLeases.delete(lease.ip);
       if (event === 'bound') {
         this.stack.neighbours.learn(lease.ip, lease.mac, this.now());
@@ -145,7 +179,9 @@ export class Engine implements ApiBackend {
       }
       this.guestNames(lease.ip, event === 'bound' ? lease.hostname : undefined);
       this.publish(leaseEvent(event, lease));
-      log.info(`dhcp: ${event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`);
+      const line = `dhcp: ${renewal ? 'renewed' : event} ${formatIpv4(lease.ip)} to ${formatMac(lease.mac)}${lease.hostname ? ` (${lease.hostname})` : ''}`;
+      if (renewal || !this.leaseLogAllowed(this.now())) log.debug(line);
+      else log.info(line);
     };
     let exhaustedLogged = false;
     const onDhcp = (d: UdpDatagram, now: number) => {
@@ -154,19 +190,24 @@ export class Engine implements ApiBackend {
       if (this.dhcp.stats.poolExhausted > exhaustedBefore && !exhaustedLogged) {
         // Once: a guest retrying DISCOVER every few seconds must not fill the log.
         exhaustedLogged = true;
-        log.warn(`dhcp: the pool ${formatIpv4(config.firstLease)}-${formatIpv4(config.lastLease)} is exhausted: a guest got no offer (every further one counts in dhcp.poolExhausted; use a larger --net)`);
+        log.warn(`dhcp: the pool ${formatIpv4(net.firstLease)}-${formatIpv4(net.lastLease)} is exhausted: a guest got no offer (every further one counts in dhcp.poolExhausted; use a larger --net)`);
       }
-      if (reply !== undefined) this.stack.sendUdp(config.gateway, 67, reply.dstIp, 68, reply.payload, reply.dstMac);
+      if (reply !== undefined) this.stack.sendUdp(net.gateway, 67, reply.dstIp, 68, reply.payload, reply.dstMac);
     };
     this.stack.bindUdp(IPV4_BROADCAST, 67, onDhcp);
-    this.stack.bindUdp(config.gateway, 67, onDhcp);
+    this.stack.bindUdp(net.gateway, 67, onDhcp);
+    this.flowTable.guestLimit = config.maxFlows;
+    this.filterSet = new FilterSet(net.filter);
+    const admitOut: FlowAdmission = (proto, guestIp, guestPort, dstIp, dstPort) =>
+      this.filterCheck('out', proto, guestIp, proto === 'icmp' ? 0 : guestPort, dstIp, dstPort, true);
+    this.switch.guestToGuest = (frame, from, to) => this.filterGuestToGuest(frame, from, to);
     this.nat = new Nat(
       this.stack,
-      { network: config.network, netmask: config.netmask, gateway: config.gateway, dns: config.dns, hostLoopback: config.hostLoopback },
-      { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows },
-      resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && config.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: config.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults },
-      (events) => new DnsTcpEndpoint(this.dns, events),
+      { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, hostLoopback: net.hostLoopback, deny: net.deny },
+      { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
+      resolveTcpConfig({ ...tcpConfigFor(config, this.memory), tsoMaxBytes: this.offload && net.mtu < 65_000 ? 65_000 : 0 }),
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows },
+      (events) => this.dnsTcp.open(events),
       () => this.now(),
       () => this.armTimer(this.now()),
     );
@@ -174,7 +215,7 @@ export class Engine implements ApiBackend {
     // One ping socket per flow (an fd each): a smaller cap than other flows.
     this.icmpNat = new IcmpNat(
       this.stack,
-      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: config.gateway },
+      { idleTimeoutMs: 30_000, maxFlows: Math.min(config.maxFlows, 1024), gateway: net.gateway, table: this.flowTable, admit: admitOut },
       nativePingOpener(),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -182,22 +223,42 @@ export class Engine implements ApiBackend {
     );
     this.nat.icmp = (ip, srcMac, now, hostAddress) => this.icmpNat.input(ip, srcMac, now, hostAddress);
     this.dns = new DnsForwarder({
-      mode: config.dnsMode,
-      servers: config.dnsServers,
+      mode: net.dnsMode,
+      servers: net.dnsServers,
       resolvConfPath: '/etc/resolv.conf',
-      hosts: config.dnsHosts,
+      hosts: net.dnsHosts,
       timeoutMs: 2000,
       log,
       // vmnat fragments what it sends to the guest, so an answer may use the guest's whole EDNS size.
       maxUdpSize: 4096,
     });
-    this.stack.bindUdp(config.dns, 53, (d) => {
+    this.stack.bindUdp(net.dns, 53, (d) => {
       const { srcIp, srcPort, srcMac } = d;
       this.dns.query(d.buf.subarray(d.off, d.off + d.len), 'udp', (answer) => {
-        this.stack.sendUdp(config.dns, 53, srcIp, srcPort, answer, srcMac);
+        this.stack.sendUdp(net.dns, 53, srcIp, srcPort, answer, srcMac);
       });
     });
-    this.machines = [this.stack, this.dhcp, this.nat, this.icmpNat, this.switch];
+    this.dnsTcp = new DnsTcpService(this.dns);
+    // Registration order is poll order (and reverse close order); names are the stats' keys.
+    const sv = this.services;
+    sv.register(service('stack', this.stack, () => this.stack.stats));
+    sv.register(service('dhcp', this.dhcp, () => this.dhcp.stats));
+    sv.register(service('nat', this.nat, () => this.nat.stats, () => this.nat.close()));
+    sv.register(service('udpNat', {}, () => this.nat.udp.stats));
+    sv.register(service('tcpNat', {}, () => this.nat.tcp.stats));
+    sv.register(service('tcp', {}, () => this.nat.tcp.tcpStats));
+    sv.register(service('icmpNat', this.icmpNat, () => this.icmpNat.stats, () => this.icmpNat.closeAll()));
+    sv.register(service('flows', {}, () => this.flowTable.counts()));
+    sv.register(service('memory', {}, () => ({ budget: this.memory.limit, used: this.memory.used, peak: this.memory.peak, ...this.memory.stats })));
+    sv.register(service('dns', {}, () => this.dns.stats, () => this.dns.close()));
+    sv.register(service('dnsTcp', {}, () => this.dnsTcp.stats));
+    sv.register(service('switch', this.switch, () => ({ ...this.switch.stats, runts: this.runts })));
+    sv.register(
+      service('filter', {}, () => {
+        const { checks, blocked, unmatched, version } = this.filterSet.toJSON();
+        return { rules: this.filterSet.size, checks, blocked, unmatched, version };
+      }),
+    );
     this.nat.tcp.onFlowEvent = (event, f, reason) => {
       if (this.listeners.size === 0) return;
       const e: FlowEvent = { type: 'flow', event, flow: tcpFlowToApi(f, this.now()) };
@@ -205,20 +266,44 @@ export class Engine implements ApiBackend {
       this.publish(e);
     };
     this.forwards = new PortForwarder({
-      dialer: new NatGuestDialer(this.stack, this.nat.tcp, config.gateway, () => {
-        let last: number | undefined;
-        for (const ip of this.boundLeases.keys()) last = ip;
-        return last;
-      }),
+      dialer: new NatGuestDialer(
+        this.stack,
+        this.nat.tcp,
+        net.gateway,
+        () => {
+          let last: number | undefined;
+          for (const ip of this.boundLeases.keys()) last = ip;
+          return last;
+        },
+        (proto, clientIp, clientPort, guestIp, guestPort) => this.filterCheck('in', proto, clientIp ?? IPV4_ANY, clientPort, guestIp, guestPort, true),
+      ),
       udpIdleTimeoutMs: config.udpTimeoutSec * 1000,
       maxUdpFlows: config.maxFlows,
-      guestNetwork: { network: config.network, netmask: config.netmask, reserved: [config.gateway, config.dns] },
+      guestNetwork: { network: net.network, netmask: net.netmask, reserved: [net.gateway, net.dns] },
     });
-    if (config.pcapFile !== undefined) this.pcap = new PcapWriter(config.pcapFile);
   }
 
   now(): number {
     return performance.now();
+  }
+
+  /**
+   * Lease lines at info level: LEASE_LOG_BURST per minute, the rest at debug with one line saying
+   * how many were held back (a guest binding random MACs must not turn the log into a flood).
+   */
+  private leaseLogAllowed(now: number): boolean {
+    if (now - this.leaseLogWindow >= 60_000) {
+      if (this.leaseLogSuppressed > 0) log.info(`dhcp: ${this.leaseLogSuppressed} more lease changes in the last minute (--log-level debug shows each)`);
+      this.leaseLogWindow = now;
+      this.leaseLogCount = 0;
+      this.leaseLogSuppressed = 0;
+    }
+    if (this.leaseLogCount < LEASE_LOG_BURST) {
+      this.leaseLogCount++;
+      return true;
+    }
+    this.leaseLogSuppressed++;
+    return false;
   }
 
   /**
@@ -350,11 +435,7 @@ export class Engine implements ApiBackend {
   }
 
   private armTimer(now: number): void {
-    let at = Infinity;
-    for (const m of this.machines) {
-      const d = m.nextDeadline();
-      if (d !== undefined && d < at) at = d;
-    }
+    const at = this.services.nextDeadline();
     if (at === Infinity || at >= this.timerAt) return;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timerAt = at;
@@ -367,17 +448,17 @@ export class Engine implements ApiBackend {
     this.timerAt = Infinity;
     if (this.closed) return;
     const now = this.now();
-    for (const m of this.machines) {
+    for (const m of this.services.all) {
       try {
         m.poll(now);
       } catch (err) {
-        this.faults.caught('running timers', err);
+        this.faults.caught(`running ${m.name} timers`, err);
       }
     }
     this.afterWork(now); // payload a timer delivered (none today) must not wait for the next frame
   }
 
-  private publish(e: LeaseEvent | FlowEvent): void {
+  private publish(e: LeaseEvent | FlowEvent | FilterEvent): void {
     for (const l of this.listeners) l(e);
   }
 
@@ -387,14 +468,95 @@ export class Engine implements ApiBackend {
     return this.dhcp.leases(now).map((l) => leaseToApi(l, now));
   }
 
+  // ---- the filter ----
+
+  /**
+   * One check of the filter rules (no rules: pass, at the cost of one comparison). `count`: a
+   * new flow (hits are counted and a block is an event); false only re-decides a packet.
+   */
+  private filterCheck(direction: 'in' | 'out', proto: FilterFlow['proto'], src: number, srcPort: number, dst: number, dstPort: number, count: boolean): boolean {
+    if (this.filterSet.size === 0) return true;
+    const f = this.filterScratch;
+    f.direction = direction;
+    f.proto = proto;
+    f.src = src;
+    f.srcPort = srcPort;
+    f.dst = dst;
+    f.dstPort = dstPort;
+    const v = count ? this.filterSet.check(f, this.cfg) : this.filterSet.match(f, this.cfg);
+    if (v.action === 'pass') return true;
+    if (count && this.listeners.size > 0) this.publish(blockEvent(f, v));
+    return false;
+  }
+
+  /**
+   * A unicast frame between two guests: `out` for the sender, `in` for the receiver. A packet
+   * that starts a flow (TCP SYN, ICMP echo request, any UDP datagram) counts hits and raises the
+   * block event; the rest of the flow is re-decided without counting. A blocked flow start gets
+   * ICMP "administratively prohibited" from the gateway, so the sender fails at once.
+   */
+  private filterGuestToGuest(frame: Uint8Array, _from: SwitchPort, _to: SwitchPort): boolean {
+    if (this.filterSet.size === 0) return true;
+    if (frame.length < 34 || frame[12] !== 0x08 || frame[13] !== 0x00) return true; // ARP and the rest
+    const ihl = (frame[14]! & 15) * 4;
+    const l4 = 14 + ihl;
+    const protoNum = frame[23]!;
+    const src = ((frame[26]! << 24) | (frame[27]! << 16) | (frame[28]! << 8) | frame[29]!) >>> 0;
+    const dst = ((frame[30]! << 24) | (frame[31]! << 16) | (frame[32]! << 8) | frame[33]!) >>> 0;
+    const fragment = ((frame[20]! & 0x1f) << 8 | frame[21]!) !== 0;
+    const proto = protoNum === 6 ? 'tcp' : protoNum === 17 ? 'udp' : protoNum === 1 ? 'icmp' : 'other';
+    let srcPort = 0;
+    let dstPort = 0;
+    let starts = proto === 'other' || proto === 'udp';
+    if ((proto === 'tcp' || proto === 'udp') && !fragment && frame.length >= l4 + 4) {
+      srcPort = (frame[l4]! << 8) | frame[l4 + 1]!;
+      dstPort = (frame[l4 + 2]! << 8) | frame[l4 + 3]!;
+      if (proto === 'tcp' && frame.length >= l4 + 14) starts = (frame[l4 + 13]! & 0x12) === 0x02; // SYN, not SYN-ACK
+    } else if (proto === 'icmp' && frame.length > l4) {
+      starts = frame[l4] === 8; // echo request
+    }
+    const ok = this.filterCheck('out', proto, src, srcPort, dst, dstPort, starts) && this.filterCheck('in', proto, src, srcPort, dst, dstPort, starts);
+    if (!ok && starts) {
+      const ip = frame.subarray(14);
+      this.stack.sendIcmpErrorQuoting(ip.subarray(0, Math.min(ip.length, ihl + 8)), readMacAt(frame, 6), this.cfg.gateway, src, 3, 13);
+    }
+    return ok;
+  }
+
+  /** GET /filter. */
+  filter(): FilterJson {
+    return this.filterSet.toJSON();
+  }
+
+  /**
+   * PUT /filter: the new rules take effect at once, atomically (a bad set throws and the old one
+   * stays); open flows the new set blocks are ended, the rest carry on.
+   */
+  replaceFilter(text: string, source: string): FilterJson {
+    this.filterSet.replace(text, source);
+    if (this.filterSet.size > 0) {
+      const closed = this.flowTable.closeWhere((f) => this.blockedNow(f));
+      if (closed > 0) log.info(`filter: ${closed} open flow(s) the new rules block were closed`);
+    }
+    this.armTimer(this.now());
+    this.scheduleFlush();
+    return this.filterSet.toJSON();
+  }
+
+  /** Would the rules in force refuse this open flow? (Forwards are `in` from their host client.) */
+  private blockedNow(f: FlowEntry): boolean {
+    if (f.hostAddress === 'dns') return false;
+    const proto = f.proto;
+    if (f.forward !== undefined) {
+      const client = parseIpv4Text(f.hostAddress) ?? IPV4_ANY;
+      return !this.filterCheck('in', proto, client, 0, f.guestIp, f.guestPort, false);
+    }
+    return !this.filterCheck('out', proto, f.guestIp, proto === 'icmp' ? 0 : f.guestPort, f.dstIp, f.dstPort, false);
+  }
+
+  /** Every open flow of every protocol, from the one flow table. */
   flows(): ApiFlow[] {
-    const tcp = this.nat.tcp.list().map((f): ApiFlow => {
-      const out: ApiFlow = { proto: 'tcp', guest: f.guest, remote: f.destination, host: f.host, state: f.state, bytes_from_guest: f.bytesFromGuest, bytes_to_guest: f.bytesToGuest, age_s: Math.round(f.ageMs / 1000) };
-      if (f.forward !== undefined) out.forward = f.forward;
-      return out;
-    });
-    const udp = this.nat.udp.list().map((f): ApiFlow => ({ proto: 'udp', guest: f.guest, remote: f.destination, host: f.host, bytes_from_guest: f.bytesFromGuest, bytes_to_guest: f.bytesToGuest }));
-    return [...tcp, ...udp];
+    return this.flowTable.list(this.now());
   }
 
   /** The switch's ports, for `/ports` and `vmnat ctl ports`. */
@@ -422,26 +584,20 @@ export class Engine implements ApiBackend {
     return configToApi(this.cfg);
   }
 
-  subscribe(listener: (e: LeaseEvent | FlowEvent) => void): () => void {
+  subscribe(listener: (e: LeaseEvent | FlowEvent | FilterEvent) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
 
   /** All counters, by subsystem. */
   stats(): Record<string, unknown> {
+    const { stack, ...services } = this.services.counters();
     return {
       engine: { internalErrors: this.faults.internalErrors },
       links: this.links.map((l) => ({ kind: l.kind, ...l.stats })),
-      switch: { ...this.switch.stats, runts: this.runts },
       ports: this.ports(),
-      ...this.stack.stats,
-      dhcp: this.dhcp.stats,
-      nat: this.nat.stats,
-      udpNat: this.nat.udp.stats,
-      tcpNat: this.nat.tcp.stats,
-      icmpNat: this.icmpNat.stats,
-      tcp: this.nat.tcp.tcpStats,
-      dns: this.dns.stats,
+      ...stack, // eth, arp, ipv4, … at the top, as they always were
+      ...services,
       portfwd: this.forwards.stats,
       pcap: this.pcap ? { frames: this.pcap.framesWritten } : undefined,
     };
@@ -451,9 +607,7 @@ export class Engine implements ApiBackend {
     if (this.closed) return;
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
-    this.nat.close();
-    this.icmpNat.closeAll();
-    this.dns.close();
+    await this.services.close();
     this.flushDirty();
     await Promise.all(this.links.map((l) => l.close()));
     this.pcap?.close();

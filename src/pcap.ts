@@ -5,10 +5,43 @@
  * sends to a guest. Records are appended to one in-memory chunk and written to the file with a
  * synchronous write when the chunk fills or when the engine flushes at the end of each batch, so
  * capture costs one memcpy per frame and one syscall per batch. Frames are copied: callers' buffers
- * are reused right after. Timestamps come from the engine's clock (ms) plus a microsecond part
- * from hrtime so that frames within one millisecond keep their order in readers.
+ * are reused right after. Timestamps are the wall clock read once at open plus the monotonic
+ * hrtime elapsed since: microsecond resolution, and never backwards, so readers show frames in the
+ * order they were written (a millisecond wall clock with hrtime's microseconds pasted in went
+ * backwards within a millisecond whenever hrtime's digits wrapped).
  */
 import fs from 'node:fs';
+
+/** `--pcap FILE` names something vmnat must not write to; `message` is one line. */
+export class PcapOpenError extends Error {
+  readonly code = 'VMNAT_PCAP_REFUSED';
+}
+
+/**
+ * Opens FILE for a capture without following a symlink (O_NOFOLLOW) and without truncating it
+ * before we know it is a regular file of ours: someone else's file (vmnat may run as root) or a
+ * device is refused. A new file is created 0600.
+ */
+export function openPcapFile(file: string): number {
+  const c = fs.constants;
+  let fd: number;
+  try {
+    fd = fs.openSync(file, c.O_WRONLY | c.O_CREAT | c.O_NOFOLLOW | c.O_NONBLOCK, 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new PcapOpenError(`${file} is a symlink; refusing to follow it`);
+    throw new PcapOpenError(`cannot open ${file}: ${code ?? String(err)}`);
+  }
+  const st = fs.fstatSync(fd);
+  const uid = typeof process.getuid === 'function' ? process.getuid() : st.uid;
+  const problem = !st.isFile() ? 'is not a regular file' : st.uid !== uid ? `belongs to uid ${st.uid}, not to us (uid ${uid})` : undefined;
+  if (problem !== undefined) {
+    fs.closeSync(fd);
+    throw new PcapOpenError(`${file} ${problem}; refusing to overwrite it`);
+  }
+  fs.ftruncateSync(fd, 0);
+  return fd;
+}
 
 const CHUNK = 1 << 20;
 const LINKTYPE_ETHERNET = 1;
@@ -19,9 +52,11 @@ export class PcapWriter {
   private chunk = Buffer.allocUnsafe(CHUNK);
   private used = 0;
   framesWritten = 0;
+  /** Wall-clock µs at hrtime 0: wall time of a frame = this + hrtime µs. */
+  private readonly epochUs = BigInt(Date.now()) * 1000n - process.hrtime.bigint() / 1000n;
 
   constructor(file: string) {
-    this.fd = fs.openSync(file, 'w', 0o600);
+    this.fd = openPcapFile(file);
     const header = Buffer.alloc(24);
     header.writeUInt32LE(0xa1b2c3d4, 0);
     header.writeUInt16LE(2, 4);
@@ -31,13 +66,17 @@ export class PcapWriter {
     fs.writeSync(this.fd, header);
   }
 
+  /** Hands the capture to the user vmnat is about to become (fchown: the open file, not a path). */
+  chown(uid: number, gid: number): void {
+    if (this.fd >= 0) fs.fchownSync(this.fd, uid, gid);
+  }
+
   write(frame: Uint8Array): void {
     if (this.fd < 0) return;
     const len = Math.min(frame.length, SNAPLEN);
     if (this.used + 16 + len > CHUNK) this.flush();
     if (16 + len > CHUNK) return; // cannot happen with SNAPLEN < CHUNK; guards the arithmetic
-    const nowNs = process.hrtime.bigint();
-    const wallUs = BigInt(Date.now()) * 1000n + ((nowNs / 1000n) % 1000n);
+    const wallUs = this.epochUs + process.hrtime.bigint() / 1000n;
     const c = this.chunk;
     c.writeUInt32LE(Number(wallUs / 1_000_000n), this.used);
     c.writeUInt32LE(Number(wallUs % 1_000_000n), this.used + 4);

@@ -11,6 +11,7 @@
 import http from 'node:http';
 import type { ApiFlow, ApiLease, ApiPort } from './server.ts';
 import type { ForwardRuleJson } from '../portfwd/rules.ts';
+import type { FilterJson } from '../filter/filter.ts';
 
 /** A rule as `GET /forwards` lists it. */
 export interface ForwardListItem extends ForwardRuleJson {
@@ -123,6 +124,13 @@ export class ApiClient {
   }
   config(): Promise<Record<string, unknown>> {
     return this.call('GET', '/config') as Promise<Record<string, unknown>>;
+  }
+  filter(): Promise<FilterJson> {
+    return this.call('GET', '/filter') as Promise<FilterJson>;
+  }
+  /** Replaces the filter rules; `source` names them in error messages (a file name). */
+  setFilter(rules: string, source?: string): Promise<FilterJson> {
+    return this.call('PUT', '/filter', source === undefined ? { rules } : { rules, source }) as Promise<FilterJson>;
   }
 
   /**

@@ -2,8 +2,9 @@
  * The control API: HTTP/1.1 + JSON on a unix socket (`--api-socket PATH`), for tools and people
  * (`curl --unix-socket PATH http://vmnat/forwards`, `vmnat ctl …`).
  *
- * Theory of operation: a plain `node:http` server bound to PATH with mode 0600 (created under a
- * umask, then chmod()ed, so there is no window where others can connect). A stale socket file
+ * Theory of operation: a plain `node:http` server bound to PATH with mode 0600 (created under umask
+ * 177, so there is no window where others can connect), in a directory only we or root can change
+ * (runtime-dir.ts; `EUNSAFE_DIR` otherwise). A stale socket file
  * (nobody accepts on it) is replaced; a live one is refused (`EADDRINUSE_LIVE`), a non-socket
  * path is never deleted (`EPATH_NOT_SOCKET`). close() removes the file if it is still ours.
  *
@@ -17,11 +18,17 @@
  *   GET    /leases  /flows      arrays from the backend
  *   GET    /ports               the switch's ports: transport, MAC, address, hostname, counters
  *   GET    /stats   /config     objects from the backend (stats gains `api`)
+ *   GET    /filter              the filter rules in force with their hit counts (FilterJson)
+ *   PUT    /filter              replace them: the body is the rule text (any content type but
+ *                               JSON), or JSON {"rules": "<text>", "source"?: "<name>"}; parsed
+ *                               whole first, so a bad set → 400 `bad_filter` naming line and
+ *                               token, and the old set stays. 501 if the backend has no filter.
  *   GET    /events              newline-delimited JSON, one event per line, each with `time`:
  *                               lease (bound/released/expired/declined), forward (added/removed),
- *                               flow (open/close). On connect, each currently bound lease is
- *                               replayed as a `lease` `bound` event with `"replay": true`, so a
- *                               tool waiting for the VM's lease cannot miss one that came first.
+ *                               flow (open/close), filter (block). On connect, each currently
+ *                               bound lease is replayed as a `lease` `bound` event with
+ *                               `"replay": true`, so a tool waiting for the VM's lease cannot miss
+ *                               one that came first.
  *
  * Limits, so no client can disturb traffic: request bodies ≤ 64 KiB (413), 8 KiB of headers
  * (431, by Node), headers within 10 s and the whole request within 30 s (408, by Node, checked
@@ -41,6 +48,9 @@ import type { DhcpLease, DhcpLeaseEvent } from '../dhcp/server.ts';
 import { formatIpv4, formatMac } from '../stack/wire/addr.ts';
 import { ForwardRuleError, ruleFromJson, ruleToJson, type ForwardRule, type ForwardRuleJson } from '../portfwd/rules.ts';
 import { ForwardError, type ForwardEntry, type ForwardEvent } from '../portfwd/forwarder.ts';
+import { checkSocketParent, RuntimeDirError } from '../runtime-dir.ts';
+import { FilterParseError } from '../filter/rules.ts';
+import type { FilterEvent, FilterJson } from '../filter/filter.ts';
 
 const trace = debuglog('vmnat-api');
 
@@ -66,12 +76,19 @@ export interface ApiFlow {
   remote: string;
   /** The host socket's peer, when it differs from `remote` (gateway → 127.0.0.1, forwards). */
   host?: string;
+  /**
+   * The host socket's own end (`127.0.0.1:54321`): with `host`, the connection as `ss -tnp` lists
+   * it for vmnat's process (for a forward, `host` is the client that connected to it).
+   */
+  host_local?: string;
   forward?: string;
   state?: string;
   bytes_from_guest: number;
   bytes_to_guest: number;
   /** Seconds since the flow opened. */
   age_s?: number;
+  /** Seconds since its last packet either way. */
+  idle_s?: number;
 }
 
 /** One switch port (a guest connection), as `/ports` shows it. */
@@ -110,11 +127,14 @@ export interface FlowEvent {
   reason?: string;
 }
 
-export type ApiEvent = LeaseEvent | FlowEvent | ForwardEvent;
+export type { FilterEvent } from '../filter/filter.ts';
+
+export type ApiEvent = LeaseEvent | FlowEvent | ForwardEvent | FilterEvent;
 
 /** The rule table the API edits; `PortForwarder` implements it. */
 export interface ForwardTable {
-  add(rule: ForwardRule): Promise<void>;
+  /** Resolves to the rule as added: host port 0 replaced by the port bound. */
+  add(rule: ForwardRule): Promise<ForwardRule>;
   remove(name: string): Promise<boolean>;
   get(name: string): ForwardRule | undefined;
   list(): ForwardEntry[];
@@ -134,12 +154,19 @@ export interface ApiBackend {
   config(): Record<string, unknown>;
   readonly forwards: ForwardTable;
   /**
-   * Lease and flow events. Forward events are not expected here: the server takes them from
-   * `forwards.subscribe`. Returns the unsubscribe function.
+   * Lease, flow and filter events. Forward events are not expected here: the server takes them
+   * from `forwards.subscribe`. Returns the unsubscribe function.
    */
-  subscribe(listener: (e: LeaseEvent | FlowEvent) => void): () => void;
+  subscribe(listener: (e: LeaseEvent | FlowEvent | FilterEvent) => void): () => void;
   /** The switch's ports (an engine has them; a backend without a switch may not). */
   ports?(): ApiPort[];
+  /** The filter rules in force and their hits (`FilterSet.toJSON()`); absent → 501. */
+  filter?(): FilterJson;
+  /**
+   * Replaces the filter rules with `text` atomically (`FilterSet.replace(text, source)`) and
+   * answers the new set. Throws `FilterParseError` for a bad set (→ 400), leaving the old one.
+   */
+  replaceFilter?(text: string, source: string): FilterJson;
 }
 
 // ── helpers for the engine ──────────────────────────────────────────────────────────────────
@@ -185,8 +212,12 @@ export function configToApi(config: Config): Record<string, unknown> {
     dns_servers: config.dnsServers.map((s) => (s.ip.includes(':') ? `[${s.ip}]:${s.port}` : `${s.ip}:${s.port}`)),
     dns_hosts: config.dnsHosts.size,
     host_loopback: config.hostLoopback,
+    deny: config.deny.map((r) => `${formatIpv4(r.network)}/${r.mask === 0 ? 0 : Math.clz32(~r.mask >>> 0)}`),
+    filter: config.filter?.source ?? null,
     udp_timeout_s: config.udpTimeoutSec,
     max_flows: config.maxFlows,
+    max_forward_flows: config.maxForwardFlows,
+    max_buffer_memory: config.maxBufferBytes,
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
   };
@@ -205,7 +236,7 @@ export interface ApiServerOptions {
   maxEventBacklogBytes?: number;
 }
 
-export type ApiServerErrorCode = 'EADDRINUSE_LIVE' | 'EPATH_NOT_SOCKET' | 'ESYSTEM';
+export type ApiServerErrorCode = 'EADDRINUSE_LIVE' | 'EPATH_NOT_SOCKET' | 'EUNSAFE_DIR' | 'ESYSTEM';
 
 /** Opening the API socket failed. `EADDRINUSE_LIVE`/`EPATH_NOT_SOCKET`: the user's path (exit 2). */
 export class ApiServerError extends Error {
@@ -230,6 +261,7 @@ export function createApiStats() {
 interface Route {
   GET?: Handler;
   POST?: Handler;
+  PUT?: Handler;
   DELETE?: Handler;
 }
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, param: string | undefined) => void | Promise<void>;
@@ -308,7 +340,12 @@ export class ApiServer {
   private async start(): Promise<void> {
     const p = this.path;
     if (Buffer.byteLength(p) > 107) throw new ApiServerError('ESYSTEM', `${p}: path longer than 107 bytes (unix socket limit)`);
-    fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
+    try {
+      checkSocketParent(p);
+    } catch (err) {
+      if (err instanceof RuntimeDirError) throw new ApiServerError('EUNSAFE_DIR', err.message, { cause: err });
+      throw err;
+    }
     await replaceStaleSocket(p);
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
@@ -319,12 +356,15 @@ export class ApiServer {
         );
       };
       this.server.once('error', onError);
-      // The bind happens synchronously inside listen(): under umask 177 the file is born 0600.
-      let oldMask: number | undefined;
+      // The bind happens synchronously inside listen(): under umask 177 the file is born 0600,
+      // so there is no moment when others may connect, and no chmod by path afterwards (which a
+      // file swapped in meanwhile would redirect).
+      let oldMask: number;
       try {
         oldMask = process.umask(0o177);
-      } catch {
-        // umask is not available in worker threads; the chmod below still applies.
+      } catch (err) {
+        reject(new ApiServerError('ESYSTEM', `${p}: cannot set the umask here (a worker thread?): ${(err as Error).message}`, { cause: err }));
+        return;
       }
       try {
         this.server.listen(p, () => {
@@ -332,15 +372,9 @@ export class ApiServer {
           resolve();
         });
       } finally {
-        if (oldMask !== undefined) process.umask(oldMask);
+        process.umask(oldMask);
       }
     });
-    try {
-      fs.chmodSync(p, 0o600);
-    } catch (err) {
-      await this.close();
-      throw new ApiServerError('ESYSTEM', `${p}: chmod: ${(err as Error).message}`, { cause: err });
-    }
     this.identity = fileIdentity(p);
   }
 
@@ -373,6 +407,7 @@ export class ApiServer {
     ['/stats', { GET: (_q, res) => this.json(res, 200, { ...this.backend.stats(), api: this.stats }) }],
     ['/config', { GET: (_q, res) => this.json(res, 200, this.backend.config()) }],
     ['/events', { GET: (req, res) => this.events(req, res) }],
+    ['/filter', { GET: (_q, res) => this.json(res, 200, this.filterBackend().filter()), PUT: (req, res) => this.putFilter(req, res) }],
   ]);
 
   /** `/forwards/NAME`. */
@@ -412,16 +447,16 @@ export class ApiServer {
       }
     }
     if (route === undefined) {
-      throw new HttpError(404, 'not_found', `no such endpoint: ${pathname} (try GET /health, /forwards, /leases, /flows, /stats, /config, /events)`);
+      throw new HttpError(404, 'not_found', `no such endpoint: ${pathname} (try GET /health, /forwards, /leases, /flows, /stats, /config, /filter, /events)`);
     }
     const method = req.method ?? 'GET';
-    const handler = method === 'GET' || method === 'POST' || method === 'DELETE' ? route[method] : undefined;
+    const handler = method === 'GET' || method === 'POST' || method === 'PUT' || method === 'DELETE' ? route[method] : undefined;
     if (handler === undefined) {
       res.setHeader('Allow', Object.keys(route).join(', '));
       throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${pathname} (allowed: ${Object.keys(route).join(', ')})`);
     }
     // Bodies of methods that take none are read and thrown away (bounded by the same limit).
-    if (method !== 'POST') await this.readBody(req);
+    if (method !== 'POST' && method !== 'PUT') await this.readBody(req);
     await handler(req, res, param);
   }
 
@@ -434,11 +469,42 @@ export class ApiServer {
     } catch (err) {
       throw new HttpError(400, 'bad_json', `malformed JSON: ${(err as Error).message}`);
     }
-    const rule = ruleFromJson(body); // ForwardRuleError → 400
-    await this.backend.forwards.add(rule); // ForwardError → 409/400/403
+    const asked = ruleFromJson(body); // ForwardRuleError → 400
+    const rule = await this.backend.forwards.add(asked); // ForwardError → 409/400/403; port 0 bound
     const entry = this.backend.forwards.list().find((e) => e.rule.name === rule.name);
     res.setHeader('Location', `/forwards/${encodeURIComponent(rule.name)}`);
     this.json(res, 201, entry === undefined ? ruleToJson(rule) : entryToJson(entry));
+  }
+
+  private filterBackend(): Required<Pick<ApiBackend, 'filter' | 'replaceFilter'>> {
+    const b = this.backend;
+    if (b.filter === undefined || b.replaceFilter === undefined) throw new HttpError(501, 'not_implemented', 'this vmnat has no filter rules to show or replace');
+    return { filter: () => b.filter!(), replaceFilter: (text, source) => b.replaceFilter!(text, source) };
+  }
+
+  /** PUT /filter: the whole body is the new rule set (text, or JSON {"rules", "source"?}). */
+  private async putFilter(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    // The body first, so that even a 501 leaves the connection clean for the next request.
+    const body = (await this.readBody(req)).toString('utf8');
+    const backend = this.filterBackend();
+    let text = body;
+    let source = 'filter';
+    if (/^application\/json\b/i.test(req.headers['content-type'] ?? '')) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body);
+      } catch (err) {
+        throw new HttpError(400, 'bad_json', `malformed JSON: ${(err as Error).message}`);
+      }
+      const o = (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? parsed : {}) as { rules?: unknown; source?: unknown };
+      if (typeof o.rules !== 'string') throw new HttpError(400, 'bad_request', 'expected a JSON object {"rules": "<rule text>"} (or send the rules as text/plain)');
+      if (o.source !== undefined && (typeof o.source !== 'string' || o.source === '' || o.source.length > 256 || /[\r\n]/.test(o.source))) {
+        throw new HttpError(400, 'bad_request', '"source" must be a one-line name of 1..256 characters');
+      }
+      text = o.rules;
+      source = typeof o.source === 'string' ? o.source : source;
+    }
+    this.json(res, 200, backend.replaceFilter(text, source)); // FilterParseError → 400
   }
 
   private readBody(req: http.IncomingMessage): Promise<Buffer> {
@@ -519,6 +585,8 @@ export class ApiServer {
       ({ status, code, message } = err);
     } else if (err instanceof ForwardRuleError) {
       [status, code, message] = [400, 'bad_rule', err.reason];
+    } else if (err instanceof FilterParseError) {
+      [status, code, message] = [400, 'bad_filter', err.message];
     } else if (err instanceof ForwardError) {
       code = err.code;
       message = err.message;
@@ -532,7 +600,7 @@ export class ApiServer {
     else if (status === 405) this.stats.methodNotAllowed++;
     else if (status === 409) this.stats.conflict++;
     else if (status === 413) this.stats.tooLarge++;
-    else if (status >= 500) this.stats.internalError++;
+    else if (status >= 500 && status !== 501) this.stats.internalError++;
     if (res.headersSent || res.destroyed) {
       res.destroy();
       return;

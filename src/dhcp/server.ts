@@ -138,6 +138,13 @@ export interface DhcpStats {
 export const OFFER_HOLD_MS = 60_000;
 /** How long a declined address is withheld (dnsmasq uses the same 10 minutes). */
 export const DECLINE_HOLD_MS = 600_000;
+/**
+ * Most addresses in the dynamic pool, however big `--net` is: a /8 would otherwise be a pool of
+ * 16 million records for a DISCOVER flood to fill. The rest of a big prefix is for static leases.
+ */
+export const MAX_POOL = 65_536;
+/** Offers outstanding at once: beyond this the oldest is taken back (a flood churns these only). */
+export const MAX_OFFERS = 1024;
 /** Lease times at or above this are infinite (RFC 2131 §3.3). */
 const INFINITE_LEASE = 0xffff_ffff;
 /** IPv4 (no options) + UDP headers, subtracted from maximum message sizes and the MTU. */
@@ -195,8 +202,16 @@ export class DhcpServer {
   /** Sent even when not requested, in this order. */
   private readonly defaultOptions: number[];
   private readonly infiniteLease: boolean;
-  private deadline: number | undefined;
-  private deadlineDirty = false;
+  /** Last address of the dynamic pool (the configured end, capped at MAX_POOL addresses). */
+  private readonly poolEnd: Ipv4Addr;
+  /** The lowest pool address no record has had yet (addresses below it were handed out once). */
+  private cursor: Ipv4Addr;
+  /** Pool addresses handed out before and available again, freed longest ago first. */
+  private readonly released = new Map<Ipv4Addr, true>();
+  /** Records in state `offered`, oldest first (offers are held for a fixed time: expiry order). */
+  private readonly offers = new Map<MacAddr, Binding>();
+  /** Records in state `bound`, in expiry order (one lease time for all: bind order). */
+  private readonly bound = new Map<MacAddr, Binding>();
   /** Per-reply scratch: which option codes were written. */
   private readonly written = new Uint8Array(256);
 
@@ -213,6 +228,8 @@ export class DhcpServer {
     if (!Number.isInteger(config.leaseTimeSec) || config.leaseTimeSec < 1) throw new DhcpConfigError(`lease time ${config.leaseTimeSec} s`);
     if (!Number.isInteger(config.mtu) || config.mtu < 68 || config.mtu > 65535) throw new DhcpConfigError(`MTU ${config.mtu}`);
     this.infiniteLease = config.leaseTimeSec >= INFINITE_LEASE;
+    this.poolEnd = Math.min(config.poolEnd, config.poolStart + MAX_POOL - 1);
+    this.cursor = config.poolStart;
 
     for (const a of [...config.reserved, config.serverIp, config.router, ...config.dnsServers]) this.excluded.add(a >>> 0);
     for (const [mac, ip] of config.staticLeases) {
@@ -283,35 +300,88 @@ export class DhcpServer {
     return out.sort((a, b) => a.ip - b.ip);
   }
 
-  /** Expires offers, leases and declined-address holds due at or before `now`. */
+  /**
+   * Expires offers, leases and declined-address holds due at or before `now`. Each kind is kept in
+   * expiry order, so this costs only what expires.
+   */
   poll(now: number): void {
-    for (const b of this.byMac.values()) {
-      if (b.state === 'free' || b.expiresAt > now) continue;
-      const was = b.state;
-      b.state = 'free';
-      b.freedAt = b.expiresAt;
-      this.deadlineDirty = true;
-      if (was === 'bound') {
-        this.stats.expired++;
-        debug('lease expired: %s %s', formatMac(b.mac), formatIpv4(b.ip));
-        this.onLeaseChange?.('expired', { ...leaseOf(b), state: 'bound' });
-      }
+    for (const b of this.offers.values()) {
+      if (b.expiresAt > now) break;
+      this.setFree(b, b.expiresAt);
+    }
+    for (const b of this.bound.values()) {
+      if (b.expiresAt > now) break;
+      this.setFree(b, b.expiresAt);
+      this.stats.expired++;
+      debug('lease expired: %s %s', formatMac(b.mac), formatIpv4(b.ip));
+      this.onLeaseChange?.('expired', { ...leaseOf(b), state: 'bound' });
     }
     for (const [ip, until] of this.declined) {
-      if (until <= now) { this.declined.delete(ip); this.deadlineDirty = true; }
+      if (until > now) break;
+      this.declined.delete(ip);
+      this.release_(ip);
     }
   }
 
   /** The earliest time `poll` has work to do, or undefined when nothing is pending. */
   nextDeadline(): number | undefined {
-    if (this.deadlineDirty) {
-      let d = Infinity;
-      for (const b of this.byMac.values()) if (b.state !== 'free' && b.expiresAt < d) d = b.expiresAt;
-      for (const until of this.declined.values()) if (until < d) d = until;
-      this.deadline = d === Infinity ? undefined : d;
-      this.deadlineDirty = false;
+    let d = Infinity;
+    for (const b of this.offers.values()) {
+      d = b.expiresAt;
+      break;
     }
-    return this.deadline;
+    for (const b of this.bound.values()) {
+      if (b.expiresAt < d) d = b.expiresAt;
+      break;
+    }
+    for (const until of this.declined.values()) {
+      if (until < d) d = until;
+      break;
+    }
+    return d === Infinity ? undefined : d;
+  }
+
+  // ── record states: every change goes through these, so the ordered maps stay true ──────
+
+  private setOffered(b: Binding, expiresAt: number): void {
+    this.bound.delete(b.mac);
+    this.offers.delete(b.mac);
+    b.state = 'offered';
+    b.expiresAt = expiresAt;
+    this.offers.set(b.mac, b);
+    this.released.delete(b.ip);
+  }
+
+  private setBound(b: Binding, expiresAt: number): void {
+    this.offers.delete(b.mac);
+    this.bound.delete(b.mac);
+    b.state = 'bound';
+    b.expiresAt = expiresAt;
+    this.bound.set(b.mac, b);
+    this.released.delete(b.ip);
+  }
+
+  /** The record stays (the MAC gets its address back if nobody took it); the address is reusable. */
+  private setFree(b: Binding, freedAt: number): void {
+    this.offers.delete(b.mac);
+    this.bound.delete(b.mac);
+    b.state = 'free';
+    b.freedAt = freedAt;
+    this.release_(b.ip);
+  }
+
+  private dropRecord(b: Binding): void {
+    this.offers.delete(b.mac);
+    this.bound.delete(b.mac);
+    if (this.byMac.get(b.mac) === b) this.byMac.delete(b.mac);
+    if (this.byIp.get(b.ip) === b) this.byIp.delete(b.ip);
+  }
+
+  /** `ip` may be handed out again: queued behind the addresses freed before it. */
+  private release_(ip: Ipv4Addr): void {
+    if (!this.isPoolAddress(ip) || this.staticIps.has(ip)) return;
+    this.released.delete(ip);
+    this.released.set(ip, true);
   }
 
   // ── message handlers ────────────────────────────────────────────────────────────────────
@@ -327,12 +397,16 @@ export class DhcpServer {
     }
     const b = this.assign(mac, ip);
     // A client that still holds a lease keeps it; the OFFER only holds addresses not yet bound.
-    if (!(b.state === 'bound' && b.expiresAt > now)) {
-      b.state = 'offered';
-      b.expiresAt = now + OFFER_HOLD_MS;
-    }
+    if (!(b.state === 'bound' && b.expiresAt > now)) this.setOffered(b, now + OFFER_HOLD_MS);
     b.hostname = hostnameOf(msg) ?? b.hostname;
-    this.deadlineDirty = true;
+    if (this.offers.size > MAX_OFFERS) {
+      // A DISCOVER flood from random MACs: take back the oldest offer rather than hold more.
+      for (const oldest of this.offers.values()) {
+        this.stats.offersReclaimed++;
+        this.setFree(oldest, now);
+        break;
+      }
+    }
     this.stats.offer++;
     debug('OFFER %s to %s', formatIpv4(ip), formatMac(mac));
     return this.reply(msg, DhcpMessageType.offer, ip, 0);
@@ -350,7 +424,7 @@ export class DhcpServer {
       if (serverId !== this.cfg.serverIp) {
         this.stats.otherServer++;
         const b = this.byMac.get(mac);
-        if (b?.state === 'offered') { b.state = 'free'; b.freedAt = now; this.deadlineDirty = true; }
+        if (b?.state === 'offered') this.setFree(b, now);
         debug('%s chose server %s', formatMac(mac), formatIpv4(serverId));
         return undefined;
       }
@@ -372,10 +446,8 @@ export class DhcpServer {
       return this.nak(msg, this.inSubnet(ip) ? 'address not available' : 'wrong network');
     }
     const b = this.assign(mac, ip);
-    b.state = 'bound';
-    b.expiresAt = this.infiniteLease ? Infinity : now + this.cfg.leaseTimeSec * 1000;
+    this.setBound(b, this.infiniteLease ? Infinity : now + this.cfg.leaseTimeSec * 1000);
     b.hostname = hostnameOf(msg) ?? b.hostname;
-    this.deadlineDirty = true;
     this.stats.ack++;
     debug('ACK %s to %s', formatIpv4(ip), formatMac(mac));
     const reply = this.reply(msg, DhcpMessageType.ack, ip, ciaddr);
@@ -399,14 +471,15 @@ export class DhcpServer {
       : { mac, ip, expiresAt: now, state: 'offered', static: this.staticIps.get(ip) === mac };
     if (this.staticIps.get(ip) === mac) {
       // The only address this MAC may have: withholding it would leave the VM without one.
-      if (own) { own.state = 'free'; own.freedAt = now; }
+      if (own) this.setFree(own, now);
     } else if (this.isPoolAddress(ip) && !this.staticIps.has(ip)) {
+      this.declined.delete(ip); // re-inserted: the map stays in expiry order
       this.declined.set(ip, now + DECLINE_HOLD_MS);
-      if (own) { this.byIp.delete(ip); this.byMac.delete(mac); }
+      this.released.delete(ip);
+      if (own) this.dropRecord(own);
     } else {
       return this.ignore('DECLINE of an address outside the pool');
     }
-    this.deadlineDirty = true;
     debug('DECLINE %s by %s', formatIpv4(ip), formatMac(mac));
     this.onLeaseChange?.('declined', lease);
     return undefined;
@@ -420,9 +493,7 @@ export class DhcpServer {
     const b = this.byMac.get(mac);
     if (b === undefined || b.ip !== msg.ciaddr || b.state !== 'bound' || b.expiresAt <= now) return this.ignore('RELEASE of no lease');
     const lease: DhcpLease = { ...leaseOf(b), expiresAt: now };
-    b.state = 'free';
-    b.freedAt = now;
-    this.deadlineDirty = true;
+    this.setFree(b, now);
     debug('RELEASE %s by %s', formatIpv4(b.ip), formatMac(mac));
     this.onLeaseChange?.('released', lease);
     return undefined;
@@ -456,29 +527,39 @@ export class DhcpServer {
    * Lowest pool address nobody ever had; else the one freed longest ago; else, when the pool is
    * full, the oldest address that was only offered and never bound. Offers cost nothing to make,
    * so a guest spraying DISCOVERs from random MACs must not lock other guests out for the whole
-   * offer hold time: a bound lease is never taken, an offer is.
+   * offer hold time: a bound lease is never taken, an offer is. Amortized O(1): a cursor over the
+   * never-used addresses and queues in freed and offer order, never a scan of the pool.
    */
   private allocate(now: number): Ipv4Addr | undefined {
-    let oldest: Binding | undefined;
-    let oldestOffer: Binding | undefined;
-    for (let ip = this.cfg.poolStart; ip <= this.cfg.poolEnd; ip++) {
-      if (!this.isPoolAddress(ip) || this.staticIps.has(ip) || this.isDeclined(ip, now)) continue;
-      const b = this.byIp.get(ip);
-      if (b === undefined) return ip;
-      if (!active(b, now)) {
-        if (oldest === undefined || freedTime(b) < freedTime(oldest)) oldest = b;
-      } else if (b.state === 'offered' && (oldestOffer === undefined || b.expiresAt < oldestOffer.expiresAt)) {
-        oldestOffer = b;
+    this.poll(now); // expired offers and leases join the queues first
+    while (this.cursor <= this.poolEnd) {
+      const ip = this.cursor++;
+      if (!this.isPoolAddress(ip) || this.staticIps.has(ip)) continue;
+      if (this.byIp.has(ip) || this.isDeclined(ip, now)) {
+        // Taken by a REQUEST for that address, or withheld: the queue gets it once it is free.
+        if (!this.byIp.has(ip) || !active(this.byIp.get(ip)!, now)) this.release_(ip);
+        continue;
       }
+      return ip;
     }
-    if (oldest === undefined && oldestOffer !== undefined) {
+    for (const ip of this.released.keys()) {
+      this.released.delete(ip);
+      const holder = this.byIp.get(ip);
+      // Not available now: it comes back to the queue when its holder, hold or claim ends.
+      if (this.isDeclined(ip, now) || (holder !== undefined && active(holder, now))) continue;
+      return ip;
+    }
+    for (const oldest of this.offers.values()) {
+      if (!active(oldest, now)) {
+        this.setFree(oldest, oldest.expiresAt);
+        continue;
+      }
       this.stats.offersReclaimed++;
-      oldestOffer.state = 'free';
-      oldestOffer.freedAt = now;
-      this.deadlineDirty = true;
-      return oldestOffer.ip;
+      this.setFree(oldest, now);
+      this.released.delete(oldest.ip);
+      return oldest.ip;
     }
-    return oldest?.ip;
+    return undefined;
   }
 
   /** Whether `ip` may be leased to `mac` now (the rule behind every ACK/NAK). */
@@ -495,12 +576,15 @@ export class DhcpServer {
   private assign(mac: MacAddr, ip: Ipv4Addr): Binding {
     let b = this.byMac.get(mac);
     const prev = this.byIp.get(ip);
-    if (prev !== undefined && prev !== b) this.byMac.delete(prev.mac);
+    if (prev !== undefined && prev !== b) this.dropRecord(prev);
     if (b === undefined) {
       b = { mac, ip, state: 'free', expiresAt: 0, freedAt: 0, hostname: undefined, isStatic: this.staticIps.get(ip) === mac };
       this.byMac.set(mac, b);
     } else if (b.ip !== ip) {
-      if (this.byIp.get(b.ip) === b) this.byIp.delete(b.ip);
+      if (this.byIp.get(b.ip) === b) {
+        this.byIp.delete(b.ip);
+        this.release_(b.ip);
+      }
       b.ip = ip;
     }
     this.byIp.set(ip, b);
@@ -512,7 +596,7 @@ export class DhcpServer {
   }
 
   private isPoolAddress(ip: Ipv4Addr): boolean {
-    return ip >= this.cfg.poolStart && ip <= this.cfg.poolEnd && !this.excluded.has(ip) && this.inSubnet(ip);
+    return ip >= this.cfg.poolStart && ip <= this.poolEnd && !this.excluded.has(ip) && this.inSubnet(ip);
   }
 
   /**
@@ -524,7 +608,7 @@ export class DhcpServer {
   }
 
   unclaim(ip: Ipv4Addr): void {
-    this.claimed.delete(ip >>> 0);
+    if (this.claimed.delete(ip >>> 0) && !this.byIp.has(ip >>> 0) && (ip >>> 0) < this.cursor) this.release_(ip >>> 0);
   }
 
   private isDeclined(ip: Ipv4Addr, now: number): boolean {
@@ -645,10 +729,6 @@ export class DhcpServer {
 
 function active(b: Binding, now: number): boolean {
   return b.state !== 'free' && b.expiresAt > now;
-}
-
-function freedTime(b: Binding): number {
-  return b.state === 'free' ? b.freedAt : b.expiresAt;
 }
 
 function leaseOf(b: Binding): DhcpLease {

@@ -43,7 +43,7 @@
 import { HostModeResolver, HOST_MODE_TTL, systemLookup, type HostLookup } from './hostmode.ts';
 import { DnsHostsTable, type DnsUpstream } from './hosts.ts';
 import { ResolvConfSource } from './resolvconf.ts';
-import { Upstream, upstreamKey, type Ticket, type UpstreamClient } from './upstream.ts';
+import { QUERIES_PER_SOCKET, SOCKET_MAX_AGE_MS, Upstream, upstreamKey, type Ticket, type UpstreamClient } from './upstream.ts';
 import {
   buildHeaderError,
   buildResponse,
@@ -95,6 +95,8 @@ export interface DnsForwarderOptions {
   resolvConfPort?: number;
   /** Minimum time between two stats of resolv.conf (default 1000 ms; tests use 0). */
   resolvConfCheckMs?: number;
+  /** When a UDP socket to an upstream is replaced (default: 100 queries or 10 s; tests shorten it). */
+  upstreamSocketRotation?: { queries: number; maxAgeMs: number };
   /** getaddrinfo replacement for host mode (tests: names that must not reach a real resolver). */
   hostLookup?: HostLookup;
 }
@@ -297,6 +299,7 @@ export class DnsForwarder {
   readonly stats: DnsStats = newStats();
   private readonly maxInFlight: number;
   private readonly maxUdpSize: number;
+  private readonly rotation: { queries: number; maxAgeMs: number };
   private readonly maxTcpUpstream: number;
   private readonly downMs: number;
   private readonly resolvConf: ResolvConfSource | undefined;
@@ -314,6 +317,7 @@ export class DnsForwarder {
   constructor(private readonly opts: DnsForwarderOptions) {
     this.maxInFlight = opts.maxInFlight ?? 1024;
     this.maxUdpSize = Math.max(MIN_UDP_SIZE, Math.min(65535, opts.maxUdpSize ?? 1232));
+    this.rotation = opts.upstreamSocketRotation ?? { queries: QUERIES_PER_SOCKET, maxAgeMs: SOCKET_MAX_AGE_MS };
     this.maxTcpUpstream = opts.maxTcpUpstream ?? 64;
     this.downMs = opts.downMs ?? 30_000;
     if (opts.mode === 'host') {
@@ -536,7 +540,7 @@ export class DnsForwarder {
     for (const s of servers) {
       const key = upstreamKey(s.ip, s.port);
       if (next.has(key)) continue;
-      next.set(key, this.upstreams.get(key) ?? new Upstream(s.ip, s.port, () => this.stats.upstreamMismatch++));
+      next.set(key, this.upstreams.get(key) ?? new Upstream(s.ip, s.port, () => this.stats.upstreamMismatch++, this.rotation));
     }
     for (const [key, u] of this.upstreams) {
       if (next.has(key)) continue;

@@ -8,8 +8,9 @@
  *     (never the guest's), registered on the socket until the guest query finishes, so two guest
  *     queries with the same id never collide and a late answer from an earlier attempt is still
  *     recognised. After `QUERIES_PER_SOCKET` sends the socket is retired (closed once its last
- *     attempt is released) and a new one with a new random source port takes over, so an off-path
- *     spoofer has to guess both a 16-bit id and a port that keeps moving (RFC 5452).
+ *     attempt is released) and a new one with a new random source port takes over; so is a socket
+ *     older than `SOCKET_MAX_AGE_MS`. An off-path spoofer has to guess both a 16-bit id and a port
+ *     that keeps moving (RFC 5452): one port serves at most 100 queries or 10 seconds.
  *   - TCP uses one connection per attempt (RFC 1035 §4.2.2 framing); guest TCP queries are rare
  *     (after a TC answer, zone transfers), and per-query connections need no pipelining state or
  *     idle handling. The forwarder caps how many are open.
@@ -23,7 +24,9 @@ import { randomFillSync } from 'node:crypto';
 import { readId, writeId, writeU16 } from './wire.ts';
 
 /** Sends per UDP socket before it is replaced by one on a fresh random port. */
-export const QUERIES_PER_SOCKET = 1000;
+export const QUERIES_PER_SOCKET = 100;
+/** Age after which a UDP socket takes no new queries, however few it sent (a quiet guest too). */
+export const SOCKET_MAX_AGE_MS = 10_000;
 
 /** What a waiting query attempt is told. `msg` is the raw answer (its id is ours). */
 export interface UpstreamClient {
@@ -65,6 +68,7 @@ class UdpChannel {
   /** Attempts waiting here, by our id; the ticket object is what clients compare. */
   readonly waiting = new Map<number, { client: UpstreamClient; ticket: UdpTicket }>();
   sent = 0;
+  readonly createdAt = performance.now();
   private state: 'connecting' | 'ready' | 'failed' | 'closed' = 'connecting';
   private queue: Array<{ msg: Uint8Array; ticket: UdpTicket; client: UpstreamClient }> = [];
 
@@ -173,6 +177,7 @@ export class Upstream {
     readonly ip: string,
     readonly port: number,
     private readonly onStray: () => void,
+    private readonly rotation: { queries: number; maxAgeMs: number } = { queries: QUERIES_PER_SOCKET, maxAgeMs: SOCKET_MAX_AGE_MS },
   ) {
     this.key = upstreamKey(ip, port);
     this.family = ip.includes(':') ? 6 : 4;
@@ -180,11 +185,13 @@ export class Upstream {
 
   /** Sends `msg` (a private copy the id is written into) over UDP. */
   sendUdp(msg: Uint8Array, client: UpstreamClient): UdpTicket {
-    if (!this.active || !this.active.usable || this.active.sent >= QUERIES_PER_SOCKET) {
-      if (this.active) this.retire(this.active);
-      this.active = new UdpChannel(this, this.onStray);
+    let a = this.active;
+    if (!a || !a.usable || a.sent >= this.rotation.queries || performance.now() - a.createdAt >= this.rotation.maxAgeMs) {
+      if (a) this.retire(a);
+      a = new UdpChannel(this, this.onStray);
+      this.active = a;
     }
-    return this.active.send(msg, client);
+    return a.send(msg, client);
   }
 
   /** Sends `msg` over a new TCP connection with a fresh id; the answer ends the connection. */

@@ -37,10 +37,15 @@ import { IcmpTimeExceededCode, IcmpType, IcmpUnreachCode, Icmpv4View } from '../
 import { adjustChecksum16 } from '../stack/wire/checksum.ts';
 import { formatIpv4, parseIpv4, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
 import { loadNative, type NativePingSocket, type NativePingSocketOptions } from '../link/native.ts';
+import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
 
 export interface IcmpNatOptions {
   idleTimeoutMs: number;
   maxFlows: number;
+  /** The engine's flow table (flows.ts); a NAT made alone keeps a table of its own. */
+  table?: FlowTable;
+  /** The filter's say on each new flow (flows.ts); absent = every flow may open. */
+  admit?: FlowAdmission;
   /** vmnat's gateway address: the source of errors the host itself raises. */
   gateway: Ipv4Addr;
 }
@@ -64,7 +69,7 @@ export function createIcmpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, flowsExpired: 0, flowsEvicted: 0,
     requestsFromGuest: 0, repliesToGuest: 0, errorsToGuest: 0, unreachableToGuest: 0,
-    bytesFromGuest: 0, bytesToGuest: 0, sendErrors: 0, openErrors: 0,
+    bytesFromGuest: 0, bytesToGuest: 0, sendErrors: 0, openErrors: 0, flowLimit: 0, refusedByFilter: 0, closedByFilter: 0,
     dropped: {
       notPermitted: 0, truncated: 0, badChecksum: 0, notEchoRequest: 0, badCode: 0,
       foreignSource: 0, badReply: 0, errorType: 0, errorNoOffender: 0, errorTruncated: 0,
@@ -72,7 +77,10 @@ export function createIcmpNatStats() {
   };
 }
 
-interface IcmpFlow {
+interface IcmpFlow extends FlowEntry {
+  readonly proto: 'icmp';
+  bytesFromGuest: number;
+  bytesToGuest: number;
   /** Position in the LRU map. */
   key: number;
   guestIp: Ipv4Addr;
@@ -103,8 +111,9 @@ export class IcmpNat {
   /** Why ping sockets cannot be used (an errno name), or undefined when they can. */
   notPermitted: string | undefined;
   private readonly flows = new Map<number, IcmpFlow>();
-  /** guestIp*65536+guestIdent → dstIp → flow. */
-  private readonly byGuest = new Map<number, Map<Ipv4Addr, IcmpFlow>>();
+  /** The same flows by (guest address, identifier) and destination, in the engine's flow table. */
+  private readonly index: FlowIndex<IcmpFlow>;
+  private readonly table: FlowTable;
   private readonly idle: IdleSweep;
   private flowSeq = 0;
   private readonly quote = new Uint8Array(IPV4_HLEN + MAX_QUOTED_ICMP);
@@ -118,6 +127,12 @@ export class IcmpNat {
     private readonly log: IcmpNatLog,
   ) {
     this.idle = new IdleSweep(options.idleTimeoutMs);
+    this.table = options.table ?? new FlowTable();
+    this.index = this.table.index<IcmpFlow>('icmp');
+    this.index.closer = (f) => {
+      this.stats.closedByFilter++;
+      this.close(f);
+    };
     this.probe();
   }
 
@@ -174,16 +189,16 @@ export class IcmpNat {
     const guestIp = ip.src;
     const dstIp = ip.dst;
     const guestIdent = icmp.ident;
-    let perGuest = this.byGuest.get(guestIp * 65536 + guestIdent);
-    let flow = perGuest?.get(dstIp);
+    let flow = this.index.get(0, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
     if (flow === undefined) {
+      if (this.options.admit !== undefined && !this.options.admit('icmp', guestIp, guestIdent, dstIp, 0)) {
+        this.stats.refusedByFilter++;
+        this.stack.sendIcmpError(ip, guestMac, this.options.gateway, IcmpType.DestUnreachable, IcmpUnreachCode.AdminProhibited);
+        return;
+      }
       flow = this.open(guestMac, guestIp, guestIdent, dstIp, hostAddress, now);
       if (flow === undefined) return;
-      if (perGuest === undefined) {
-        perGuest = new Map();
-        this.byGuest.set(guestIp * 65536 + guestIdent, perGuest);
-      }
-      perGuest.set(dstIp, flow);
+      this.index.add(flow, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
     } else {
       // Refresh recency: the Map's insertion order is the LRU order.
       this.flows.delete(flow.key);
@@ -194,6 +209,7 @@ export class IcmpNat {
     flow.lastTtl = ip.ttl;
     flow.lastLen = icmp.len;
     flow.requests++;
+    flow.bytesFromGuest += icmp.payloadLen;
     this.stats.requestsFromGuest++;
     this.stats.bytesFromGuest += icmp.payloadLen;
     // The kernel copies the message and rewrites its identifier and checksum: no copy here.
@@ -212,12 +228,16 @@ export class IcmpNat {
   private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestIdent: number, dstIp: Ipv4Addr, hostAddress: string, now: number): IcmpFlow | undefined {
     const hostIp = parseIpv4(hostAddress);
     if (hostIp === undefined) throw new Error(`IcmpNat: not an IPv4 address: ${hostAddress}`); // policy bug
-    if (this.flows.size >= this.options.maxFlows) {
+    if (this.flows.size >= this.options.maxFlows || this.table.guestFull) {
+      // The least recently active flow of ours makes room; with none, the guests' budget is taken
+      // by other protocols' flows and this one is refused.
       const oldest = this.flows.values().next();
-      if (!oldest.done) {
-        this.stats.flowsEvicted++;
-        this.close(oldest.value);
+      if (oldest.done) {
+        this.stats.flowLimit++;
+        return undefined;
       }
+      this.stats.flowsEvicted++;
+      this.close(oldest.value);
     }
     let flow: IcmpFlow | undefined;
     let socket: PingHandle;
@@ -242,6 +262,7 @@ export class IcmpNat {
     }
     const key = ++this.flowSeq;
     flow = {
+      proto: 'icmp', net: 0, guestPort: guestIdent, dstPort: 0, openedAt: now, stateName: 'active', bytesFromGuest: 0, bytesToGuest: 0,
       key, guestIp, guestIdent, guestMac, dstIp, hostAddress, hostIp, socket, hostIdent: socket.ident,
       lastTtl: 64, lastLen: 8, lastActive: now, requests: 0, replies: 0, closed: false,
     };
@@ -265,6 +286,7 @@ export class IcmpNat {
     }
     flow.lastActive = this.now();
     flow.replies++;
+    flow.bytesToGuest += msg.length - 8;
     this.stats.repliesToGuest++;
     this.stats.bytesToGuest += msg.length - 8;
     const seq = (msg[6]! << 8) | msg[7]!;
@@ -319,10 +341,7 @@ export class IcmpNat {
     if (flow.closed) return;
     flow.closed = true;
     this.flows.delete(flow.key);
-    const k = flow.guestIp * 65536 + flow.guestIdent;
-    const perGuest = this.byGuest.get(k);
-    perGuest?.delete(flow.dstIp);
-    if (perGuest?.size === 0) this.byGuest.delete(k);
+    this.index.delete(flow, sideKey(flow.guestIp, flow.guestIdent), sideKey(flow.dstIp, 0));
     flow.socket.close();
     this.stats.flowsClosed++;
   }

@@ -19,7 +19,7 @@ import { TcpNat, type LocalServiceFactory, type TcpNatOptions } from './tcp.ts';
 import type { TcpConfig } from '../stack/tcp/index.ts';
 
 export function createNatStats() {
-  return { ttlExceeded: 0, dropped: { broadcast: 0, multicast: 0, martian: 0, localSubnet: 0 }, refused: 0, unsupportedProtocol: 0, udpMalformed: 0 };
+  return { ttlExceeded: 0, dropped: { broadcast: 0, multicast: 0, martian: 0, localSubnet: 0 }, refused: 0, denied: 0, unsupportedProtocol: 0, udpMalformed: 0 };
 }
 
 export class Nat {
@@ -60,6 +60,16 @@ export class Nat {
     const target = natTarget(this.policy, ip.dst, dstPort);
     if (target.kind === 'drop') {
       this.stats.dropped[target.reason]++;
+      return true;
+    }
+    if (target.kind === 'deny') {
+      // --deny (and link-local by default): what a filtering router says. The guest's TCP gives
+      // up at once (EHOSTUNREACH) rather than retrying a SYN into silence. Never for a RST or an
+      // ICMP error (RFC 1122 §3.2.2: no ICMP error about an ICMP error).
+      this.stats.denied++;
+      if (proto === IpProto.TCP && ip.payloadLen >= 14 && (ip.buf[ip.payloadOff + 13]! & 0x04) !== 0) return true;
+      if (proto === IpProto.ICMP && ip.payloadLen >= 1 && ip.buf[ip.payloadOff]! !== IcmpType.EchoRequest) return true;
+      this.stack.sendIcmpError(ip, srcMac, this.policy.gateway, IcmpType.DestUnreachable, IcmpUnreachCode.AdminProhibited);
       return true;
     }
     if (ip.ttl <= 1 && target.kind === 'host' && ip.dst !== this.policy.gateway) {

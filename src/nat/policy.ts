@@ -8,6 +8,11 @@
  * - Other addresses in the guest's own subnet are guests (switched at L2) or nobody: never NATed.
  * - Broadcast, multicast, "this network" (0/8), loopback (127/8) and the class E range are not
  *   forwarded: the first two belong to the link, the others cannot be meant for the outside.
+ * - Destinations in a denied range (`--deny CIDR`; by default link-local 169.254.0.0/16, where
+ *   clouds serve instance metadata and credentials, unless `--allow-link-local`) are refused with
+ *   ICMP "communication administratively prohibited". Deny applies to addresses the guest reaches
+ *   through the NAT, not to vmnat's own services: the gateway's view of the host's loopback has
+ *   its own switch (`--no-host-loopback`).
  * - Every other address is reached at its real address from an ordinary host socket.
  */
 import { formatIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
@@ -18,12 +23,21 @@ export interface NatPolicyConfig {
   gateway: Ipv4Addr;
   dns: Ipv4Addr;
   hostLoopback: boolean;
+  /** Ranges the guest may never reach through the NAT. */
+  deny?: readonly Ipv4Range[];
+}
+
+/** An IPv4 range: `network` with the host bits of `mask` clear. */
+export interface Ipv4Range {
+  network: Ipv4Addr;
+  mask: Ipv4Addr;
 }
 
 export type NatTarget =
   | { kind: 'host'; address: string }
   | { kind: 'dns' }
   | { kind: 'refuse'; reason: 'noHostLoopback' | 'closedPort' }
+  | { kind: 'deny' }
   | { kind: 'drop'; reason: 'broadcast' | 'multicast' | 'martian' | 'localSubnet' };
 
 const DNS: NatTarget = { kind: 'dns' };
@@ -34,6 +48,7 @@ const DROP_BCAST: NatTarget = { kind: 'drop', reason: 'broadcast' };
 const DROP_MCAST: NatTarget = { kind: 'drop', reason: 'multicast' };
 const DROP_MARTIAN: NatTarget = { kind: 'drop', reason: 'martian' };
 const DROP_LOCAL: NatTarget = { kind: 'drop', reason: 'localSubnet' };
+const DENY: NatTarget = { kind: 'deny' };
 
 export function natTarget(cfg: NatPolicyConfig, dst: Ipv4Addr, dstPort: number): NatTarget {
   if (dst === cfg.gateway) return cfg.hostLoopback ? LOOPBACK : REFUSE_LOOPBACK;
@@ -43,5 +58,6 @@ export function natTarget(cfg: NatPolicyConfig, dst: Ipv4Addr, dstPort: number):
   if (top >= 224 && top < 240) return DROP_MCAST;
   if (top === 0 || top === 127 || top >= 240) return DROP_MARTIAN;
   if ((dst & cfg.netmask) >>> 0 === cfg.network) return DROP_LOCAL;
+  if (cfg.deny !== undefined) for (const r of cfg.deny) if ((dst & r.mask) >>> 0 === r.network) return DENY;
   return { kind: 'host', address: formatIpv4(dst) };
 }

@@ -48,6 +48,7 @@ import {
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
 import type { FaultBarrier } from '../fault.ts';
+import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
 
 const trace = debuglog('vmnat');
 /** How often idle flows are looked for: the timeout is coarse (hours by default), so is this. */
@@ -68,13 +69,28 @@ export interface TcpNatOptions {
   dupFd?: (fd: number) => number;
   /** Where a bug met in one flow is counted and logged (the flow is then reset); see fault.ts. */
   faults?: FaultBarrier;
+  /** The engine's flow table (flows.ts); a NAT made alone keeps a table of its own. */
+  table?: FlowTable;
+  /** The filter's say on each new outbound flow (flows.ts); absent = every flow may open. */
+  admit?: FlowAdmission;
+  /**
+   * Port forwards have a budget apart from the guests' own flows, so that whoever reaches a
+   * forward cannot fill the table and cost the guests their connections: at most this many
+   * forwarded connections, this many still waiting for the guest's SYN-ACK, and this many from
+   * one client address. Defaults: 4096, 128, 256.
+   */
+  maxForwardFlows?: number;
+  maxForwardHalfOpen?: number;
+  maxForwardPerSource?: number;
 }
 
 export function createTcpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, dialsRefused: 0, dialsUnreachable: 0, dialTimeouts: 0,
-    synWhileDialing: 0, halfOpenLimit: 0, idleTimeouts: 0, forwardsOpened: 0, forwardsRewrapped: 0, dialSocketsReused: 0, forwardFailed: 0, flowLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
+    synWhileDialing: 0, halfOpenLimit: 0, idleTimeouts: 0, forwardsOpened: 0, forwardsRewrapped: 0, dialSocketsReused: 0, forwardFailed: 0, flowLimit: 0, localServiceLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
     malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0, internalErrors: 0,
+    refusedByFilter: 0, closedByFilter: 0,
+    forwardLimit: 0, forwardHalfOpenLimit: 0, forwardPerSourceLimit: 0, fdExhausted: 0,
   };
 }
 export type TcpNatStats = ReturnType<typeof createTcpNatStats>;
@@ -101,8 +117,11 @@ export interface HostEvents {
   error(code: string | undefined): void;
 }
 
-/** A factory for local services reached over TCP (10.0.2.3:53 → the DNS forwarder). */
-export type LocalServiceFactory = (events: HostEvents) => HostEndpoint;
+/**
+ * A factory for local services reached over TCP (10.0.2.3:53 → the DNS forwarder); undefined
+ * refuses the connection (the service is at its connection cap): the guest gets a RST.
+ */
+export type LocalServiceFactory = (events: HostEvents) => HostEndpoint | undefined;
 
 class SocketEndpoint implements HostEndpoint {
   /**
@@ -139,6 +158,17 @@ class SocketEndpoint implements HostEndpoint {
   }
   uncork(): void {
     if (!this.stale()) this.socket.uncork();
+  }
+  /**
+   * The host socket's two ends as `ip:port` (what `ss`/netstat show for vmnat's process), so a
+   * user can match a guest flow to a host connection; undefined once the socket is gone or serves
+   * another flow.
+   */
+  ends(): { local: string; peer: string } | undefined {
+    if (this.stale() || this.socket.destroyed) return undefined;
+    const s = this.socket;
+    if (s.localAddress === undefined || s.localPort === undefined || s.remoteAddress === undefined || s.remotePort === undefined) return undefined;
+    return { local: `${s.localAddress}:${s.localPort}`, peer: `${s.remoteAddress}:${s.remotePort}` };
   }
 }
 
@@ -192,7 +222,10 @@ class DialSocket {
     });
   }
 }
-export class TcpFlow implements TcpHost, HostEvents, Scheduled {
+export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
+  readonly proto = 'tcp' as const;
+  /** The guests' network (one today; see flows.ts). */
+  readonly net = 0;
   scheduledAt: number | undefined = undefined;
   conn: TcpConnection | undefined;
   host: HostEndpoint | undefined;
@@ -235,6 +268,8 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
   established: (() => void) | undefined;
   /** The port-forward rule that opened this flow, for listings. */
   forward: string | undefined;
+  /** A forwarded flow the guest has not answered yet (counted against the half-open budget). */
+  forwardHalfOpen = false;
   onEstablished(): void {
     const hook = this.established;
     this.established = undefined;
@@ -369,6 +404,14 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled {
   describe(): string {
     return `${formatIpv4(this.guestIp)}:${this.guestPort} -> ${formatIpv4(this.dstIp)}:${this.dstPort}`;
   }
+
+  get stateName(): string {
+    return this.conn?.state ?? 'dialing';
+  }
+
+  hostSocketEnds(): { local: string; peer: string } | undefined {
+    return this.host instanceof SocketEndpoint ? this.host.ends() : undefined;
+  }
 }
 
 export class TcpNat {
@@ -380,8 +423,13 @@ export class TcpNat {
   readonly writeSlabs = new WriteSlabs();
   /** Flow open/close, for the control API's event stream. */
   onFlowEvent: ((event: 'open' | 'close', flow: TcpFlow, reason?: string) => void) | undefined;
-  private readonly byGuest = new Map<number, Map<number, TcpFlow>>();
-  private count = 0;
+  /** This NAT's flows, filed in the engine's one flow table. */
+  private readonly flows: FlowIndex<TcpFlow>;
+  private readonly table: FlowTable;
+  /** Port-forward flows: in all, still half-open, and by client address (their own budget). */
+  private forwardFlows = 0;
+  private forwardHalfOpen = 0;
+  private readonly forwardsBySource = new Map<string, number>();
   private halfOpen = 0;
   private readonly heap = new DeadlineHeap<TcpFlow>();
   private readonly seg = new TcpSegment();
@@ -406,10 +454,20 @@ export class TcpNat {
     readonly now: () => number,
     private readonly wake: () => void,
     private readonly localService: LocalServiceFactory | undefined,
-  ) {}
+  ) {
+    this.table = options.table ?? new FlowTable();
+    this.flows = this.table.index<TcpFlow>('tcp');
+    this.flows.closer = (f) => {
+      this.stats.closedByFilter++;
+      if (f.conn !== undefined) f.conn.abort(this.now());
+      else this.remove(f, 'filter');
+      f.host?.destroy(true);
+      this.wake();
+    };
+  }
 
   get size(): number {
-    return this.count;
+    return this.flows.size;
   }
 
   /**
@@ -430,7 +488,7 @@ export class TcpNat {
     }
     const guestKey = ip.src * 65536 + view.srcPort;
     const dstKey = ip.dst * 65536 + view.dstPort;
-    const flow = this.byGuest.get(guestKey)?.get(dstKey);
+    const flow = this.flows.get(0, guestKey, dstKey);
     if (flow !== undefined) {
       flow.lastActive = now;
       const conn = flow.conn;
@@ -462,7 +520,13 @@ export class TcpNat {
       this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
       return;
     }
-    if (this.count >= this.options.maxFlows) {
+    // vmnat's own DNS service is not a way out, and is never filtered (as DHCP).
+    if (hostAddress !== 'dns' && this.options.admit !== undefined && !this.options.admit('tcp', ip.src, view.srcPort, ip.dst, view.dstPort)) {
+      this.stats.refusedByFilter++;
+      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      return;
+    }
+    if (this.flows.size - this.forwardFlows >= this.options.maxFlows || this.table.guestFull) {
       this.stats.flowLimit++;
       this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
       return;
@@ -474,8 +538,14 @@ export class TcpNat {
         this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
         return;
       }
+      const endpoint = this.localService(f);
+      if (endpoint === undefined) {
+        this.stats.localServiceLimit++;
+        this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+        return;
+      }
       this.add(f, guestKey, dstKey);
-      f.host = this.localService(f);
+      f.host = endpoint;
       f.conn = TcpConnection.acceptSyn(seg, f, now, { config: this.config, stats: this.tcpStats });
       this.touchedNoWake(f);
       return;
@@ -490,13 +560,7 @@ export class TcpNat {
 
   private add(f: TcpFlow, guestKey: number, dstKey: number): void {
     if (this.nextSweep === undefined && this.options.idleTimeoutMs > 0) this.nextSweep = f.openedAt + this.sweepMs();
-    let perGuest = this.byGuest.get(guestKey);
-    if (perGuest === undefined) {
-      perGuest = new Map();
-      this.byGuest.set(guestKey, perGuest);
-    }
-    perGuest.set(dstKey, f);
-    this.count++;
+    this.flows.add(f, guestKey, dstKey);
     this.stats.flowsOpened++;
     this.onFlowEvent?.('open', f);
   }
@@ -544,7 +608,11 @@ export class TcpNat {
     this.remove(f, code === 'ECONNREFUSED' ? 'refused' : code === 'GUEST_RST' ? 'rst' : 'unreachable');
     f.host?.destroy(false);
     if (code === 'GUEST_RST') return;
-    if (code === 'ECONNREFUSED') {
+    if (code === 'EMFILE' || code === 'ENFILE') {
+      // Out of descriptors here, not a fault of the destination: refuse at once (RST), counted.
+      this.stats.fdExhausted++;
+      if (rstForSegment(syn, this.rst)) this.stack.sendTcp(f.guestMac, f.dstIp, f.dstPort, f.guestIp, f.guestPort, this.rst);
+    } else if (code === 'ECONNREFUSED') {
       this.stats.dialsRefused++;
       if (rstForSegment(syn, this.rst)) this.stack.sendTcp(f.guestMac, f.dstIp, f.dstPort, f.guestIp, f.guestPort, this.rst);
     } else {
@@ -571,18 +639,32 @@ export class TcpNat {
   openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string): net.Socket | undefined {
     const guestMac = this.stack.neighbours.lookup(guestIp);
     const srcPort = guestMac === undefined ? undefined : this.ephemeralPort(guestIp, guestPort, srcIp);
-    if (guestMac === undefined || srcPort === undefined || this.count >= this.options.maxFlows) {
+    const client = accepted.remoteAddress ?? '';
+    const fromClient = this.forwardsBySource.get(client) ?? 0;
+    let limit: 'forwardLimit' | 'forwardHalfOpenLimit' | 'forwardPerSourceLimit' | undefined;
+    if (this.forwardFlows >= (this.options.maxForwardFlows ?? 4096)) limit = 'forwardLimit';
+    else if (this.forwardHalfOpen >= (this.options.maxForwardHalfOpen ?? 128)) limit = 'forwardHalfOpenLimit';
+    else if (fromClient >= (this.options.maxForwardPerSource ?? 256)) limit = 'forwardPerSourceLimit';
+    if (guestMac === undefined || srcPort === undefined || limit !== undefined) {
+      if (limit !== undefined) this.stats[limit]++;
       this.stats.forwardFailed++;
       accepted.resetAndDestroy();
       return undefined;
     }
     const now = this.now();
-    const f = new TcpFlow(this, guestMac, guestIp, guestPort, srcIp, srcPort, `${accepted.remoteAddress ?? ''}`, now);
+    const f = new TcpFlow(this, guestMac, guestIp, guestPort, srcIp, srcPort, client, now);
     f.forward = forward;
+    f.forwardHalfOpen = true;
+    this.forwardFlows++;
+    this.forwardHalfOpen++;
+    this.forwardsBySource.set(client, fromClient + 1);
     const rewrapped = this.rewrapWithOnread(accepted, f);
     const socket = rewrapped ?? accepted;
     f.host = new SocketEndpoint(socket);
-    f.established = () => socket.resume();
+    f.established = () => {
+      this.forwardEstablished(f);
+      socket.resume();
+    };
     // Explicitly paused: adding a 'data' listener would otherwise start the flow of host bytes
     // (and 'end') before the guest has even answered our SYN.
     socket.pause();
@@ -649,7 +731,7 @@ export class TcpNat {
 
   /** A free source port on `srcIp` for a new flow to guestIp:guestPort (49152..65535, rotating). */
   private ephemeralPort(guestIp: Ipv4Addr, guestPort: number, srcIp: Ipv4Addr): number | undefined {
-    const perGuest = this.byGuest.get(guestIp * 65536 + guestPort);
+    const perGuest = this.flows.ofGuest(0, sideKey(guestIp, guestPort));
     for (let i = 0; i < 16384; i++) {
       this.nextEphemeral = this.nextEphemeral >= 65535 ? 49152 : this.nextEphemeral + 1;
       if (perGuest?.get(srcIp * 65536 + this.nextEphemeral) === undefined) return this.nextEphemeral;
@@ -658,22 +740,30 @@ export class TcpNat {
   }
 
   /** Removes a flow from the table (its connection is closed or never existed). */
+  /** A forwarded flow's guest answered: it no longer counts as half-open. */
+  private forwardEstablished(f: TcpFlow): void {
+    if (!f.forwardHalfOpen) return;
+    f.forwardHalfOpen = false;
+    this.forwardHalfOpen--;
+  }
+
   remove(f: TcpFlow, reason = 'closed'): void {
     if (f.closed) return;
     f.closed = true;
+    if (f.forward !== undefined) {
+      this.forwardEstablished(f);
+      this.forwardFlows--;
+      const n = (this.forwardsBySource.get(f.hostAddress) ?? 1) - 1;
+      if (n <= 0) this.forwardsBySource.delete(f.hostAddress);
+      else this.forwardsBySource.set(f.hostAddress, n);
+    }
     if (f.syn !== undefined) {
       this.halfOpen--;
       clearTimeout(f.dialTimer);
       f.syn = undefined;
     }
     f.scheduledAt = undefined;
-    const guestKey = f.guestIp * 65536 + f.guestPort;
-    const perGuest = this.byGuest.get(guestKey);
-    if (perGuest !== undefined) {
-      perGuest.delete(f.dstIp * 65536 + f.dstPort);
-      if (perGuest.size === 0) this.byGuest.delete(guestKey);
-    }
-    this.count--;
+    this.flows.delete(f, sideKey(f.guestIp, f.guestPort), sideKey(f.dstIp, f.dstPort));
     this.stats.flowsClosed++;
     this.onFlowEvent?.('close', f, reason);
   }
@@ -762,46 +852,26 @@ export class TcpNat {
   /** Resets flows idle for longer than the idle timeout (both ways: RST to the guest and the host). */
   private sweepIdle(now: number): void {
     const limit = now - this.options.idleTimeoutMs;
-    for (const perGuest of [...this.byGuest.values()]) {
-      for (const f of [...perGuest.values()]) {
-        if (f.lastActive > limit || f.conn === undefined) continue;
-        this.stats.idleTimeouts++;
-        f.conn.abort(now);
-      }
+    for (const f of [...this.flows.values()]) {
+      if (f.lastActive > limit || f.conn === undefined) continue;
+      this.stats.idleTimeouts++;
+      f.conn.abort(now);
     }
-    this.nextSweep = this.count > 0 ? now + this.sweepMs() : undefined;
+    this.nextSweep = this.flows.size > 0 ? now + this.sweepMs() : undefined;
   }
 
-  list(): { proto: 'tcp'; guest: string; destination: string; host: string; state: string; forward: string | undefined; bytesFromGuest: number; bytesToGuest: number; ageMs: number }[] {
-    const out = [];
-    const now = this.now();
-    for (const perGuest of this.byGuest.values()) {
-      for (const f of perGuest.values()) {
-        out.push({
-          proto: 'tcp' as const,
-          guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
-          destination: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
-          host: `${f.hostAddress}:${f.dstPort}`,
-          state: f.conn?.state ?? 'dialing',
-          forward: f.forward,
-          bytesFromGuest: f.bytesFromGuest,
-          bytesToGuest: f.bytesToGuest,
-          ageMs: now - f.openedAt,
-        });
-      }
-    }
-    return out;
+  /** This NAT's flows (the engine lists every protocol's through the flow table). */
+  values(): IterableIterator<TcpFlow> {
+    return this.flows.values();
   }
 
   /** Exit: reset every guest connection and close every host socket. */
   closeAll(): void {
     const now = this.now();
-    for (const perGuest of [...this.byGuest.values()]) {
-      for (const f of [...perGuest.values()]) {
-        if (f.conn !== undefined) f.conn.abort(now);
-        else this.remove(f);
-        f.host?.destroy(true);
-      }
+    for (const f of [...this.flows.values()]) {
+      if (f.conn !== undefined) f.conn.abort(now);
+      else this.remove(f);
+      f.host?.destroy(true);
     }
   }
 }

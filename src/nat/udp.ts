@@ -24,21 +24,27 @@ import type { Stack } from '../stack/stack.ts';
 import { IdleSweep } from './idle.ts';
 import { IcmpType, IcmpUnreachCode } from '../stack/wire/icmpv4.ts';
 import { IpProto, writeIpv4 } from '../stack/wire/ipv4.ts';
+import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
 
 export interface UdpNatOptions {
   idleTimeoutMs: number;
   maxFlows: number;
+  /** The engine's flow table (flows.ts); a NAT made alone keeps a table of its own. */
+  table?: FlowTable;
+  /** The filter's say on each new flow (flows.ts); absent = every flow may open. */
+  admit?: FlowAdmission;
 }
 
 export function createUdpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, flowsExpired: 0, flowsEvicted: 0,
     datagramsFromGuest: 0, datagramsToGuest: 0, bytesFromGuest: 0, bytesToGuest: 0,
-    refused: 0, sendErrors: 0, pendingDropped: 0, badPort: 0, connectFailed: 0,
+    refused: 0, sendErrors: 0, pendingDropped: 0, badPort: 0, connectFailed: 0, flowLimit: 0, refusedByFilter: 0, closedByFilter: 0,
   };
 }
 
-interface UdpFlow {
+interface UdpFlow extends FlowEntry {
+  readonly proto: 'udp';
   /** Position in the LRU map. */
   key: number;
   guestIp: Ipv4Addr;
@@ -60,9 +66,11 @@ const MAX_PENDING = 64;
 
 export class UdpNat {
   readonly stats = createUdpNatStats();
-  /** Keyed by guestIp*65536+guestPort, then dstIp*65536+dstPort. Map order = recency (LRU). */
+  /** By creation number; Map order = recency (LRU), for eviction. */
   private readonly flows = new Map<number, UdpFlow>();
-  private readonly byGuest = new Map<number, Map<number, UdpFlow>>();
+  /** The same flows by their two sides, in the engine's flow table. */
+  private readonly index: FlowIndex<UdpFlow>;
+  private readonly table: FlowTable;
   private readonly idle: IdleSweep;
   private flowSeq = 0;
 
@@ -73,6 +81,12 @@ export class UdpNat {
     private readonly wake: () => void,
   ) {
     this.idle = new IdleSweep(options.idleTimeoutMs);
+    this.table = options.table ?? new FlowTable();
+    this.index = this.table.index<UdpFlow>('udp');
+    this.index.closer = (f) => {
+      this.stats.closedByFilter++;
+      this.close(f);
+    };
   }
 
   get size(): number {
@@ -88,15 +102,16 @@ export class UdpNat {
       this.portUnreachable(guestMac, guestIp, guestPort, dstIp, dstPort);
       return;
     }
-    let perGuest = this.byGuest.get(guestIp * 65536 + guestPort);
-    let flow = perGuest?.get(dstIp * 65536 + dstPort);
+    let flow = this.index.get(0, sideKey(guestIp, guestPort), sideKey(dstIp, dstPort));
     if (flow === undefined) {
-      flow = this.open(guestMac, guestIp, guestPort, dstIp, dstPort, hostAddress, now);
-      if (perGuest === undefined) {
-        perGuest = new Map();
-        this.byGuest.set(guestIp * 65536 + guestPort, perGuest);
+      if (this.options.admit !== undefined && !this.options.admit('udp', guestIp, guestPort, dstIp, dstPort)) {
+        this.stats.refusedByFilter++;
+        this.unreachable(guestMac, guestIp, guestPort, dstIp, dstPort, IcmpUnreachCode.AdminProhibited);
+        return;
       }
-      perGuest.set(dstIp * 65536 + dstPort, flow);
+      flow = this.open(guestMac, guestIp, guestPort, dstIp, dstPort, hostAddress, now);
+      if (flow === undefined) return;
+      this.index.add(flow, sideKey(guestIp, guestPort), sideKey(dstIp, dstPort));
     } else {
       // Refresh recency: the Map's insertion order is the LRU order.
       this.flows.delete(flow.key);
@@ -127,17 +142,22 @@ export class UdpNat {
     }
   }
 
-  private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, now: number): UdpFlow {
-    if (this.flows.size >= this.options.maxFlows) {
+  private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, now: number): UdpFlow | undefined {
+    if (this.flows.size >= this.options.maxFlows || this.table.guestFull) {
+      // The least recently active flow of ours makes room; with none, the guests' budget is taken
+      // by other protocols' flows and this one is refused.
       const oldest = this.flows.values().next();
-      if (!oldest.done) {
-        this.stats.flowsEvicted++;
-        this.close(oldest.value);
+      if (oldest.done) {
+        this.stats.flowLimit++;
+        return undefined;
       }
+      this.stats.flowsEvicted++;
+      this.close(oldest.value);
     }
     const socket = dgram.createSocket({ type: 'udp4' });
     const key = ++this.flowSeq;
     const flow: UdpFlow = {
+      proto: 'udp', net: 0, openedAt: now, stateName: 'active',
       key,
       guestIp, guestPort, guestMac, dstIp, dstPort, hostAddress, socket,
       connected: false, pending: [], lastActive: now, bytesFromGuest: 0, bytesToGuest: 0, closed: false,
@@ -219,9 +239,7 @@ export class UdpNat {
     if (flow.closed) return;
     flow.closed = true;
     this.flows.delete(flow.key);
-    const perGuest = this.byGuest.get(flow.guestIp * 65536 + flow.guestPort);
-    perGuest?.delete(flow.dstIp * 65536 + flow.dstPort);
-    if (perGuest?.size === 0) this.byGuest.delete(flow.guestIp * 65536 + flow.guestPort);
+    this.index.delete(flow, sideKey(flow.guestIp, flow.guestPort), sideKey(flow.dstIp, flow.dstPort));
     flow.socket.close();
     this.stats.flowsClosed++;
   }
@@ -240,20 +258,6 @@ export class UdpNat {
 
   nextDeadline(): number | undefined {
     return this.idle.deadline;
-  }
-
-  /** Open flows for the API and the logs. */
-  list(): { proto: 'udp'; guest: string; destination: string; host: string; bytesFromGuest: number; bytesToGuest: number; idleMs: number }[] {
-    const now = this.now();
-    return [...this.flows.values()].map((f) => ({
-      proto: 'udp' as const,
-      guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
-      destination: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
-      host: `${f.hostAddress}:${f.dstPort}`,
-      bytesFromGuest: f.bytesFromGuest,
-      bytesToGuest: f.bytesToGuest,
-      idleMs: Math.round(now - f.lastActive),
-    }));
   }
 
   closeAll(): void {

@@ -12,7 +12,7 @@
 import type net from 'node:net';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpNat } from '../nat/tcp.ts';
-import type { Ipv4Addr } from '../stack/wire/addr.ts';
+import { parseIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
 import type { ForwardTarget, GuestDialer, GuestUdpFlow, HostUdpPeer } from './forwarder.ts';
 
 export class NatGuestDialer implements GuestDialer {
@@ -24,6 +24,11 @@ export class NatGuestDialer implements GuestDialer {
     private readonly gateway: Ipv4Addr,
     /** The address leased most recently (the default guest of a forward), if any. */
     private readonly currentLease: () => Ipv4Addr | undefined,
+    /**
+     * The filter's say on a connection into the guest (`in`), from the host client's own address
+     * (IPv4, or undefined for an IPv6 client); absent = every forward may open.
+     */
+    private readonly admitIn?: (proto: 'tcp', clientIp: Ipv4Addr | undefined, clientPort: number, guestIp: Ipv4Addr, guestPort: number) => boolean,
   ) {}
 
   dialTcp(socket: net.Socket, target: ForwardTarget): net.Socket | undefined {
@@ -31,6 +36,14 @@ export class NatGuestDialer implements GuestDialer {
     if (guestIp === undefined) {
       socket.resetAndDestroy();
       return undefined;
+    }
+    if (this.admitIn !== undefined) {
+      const text = socket.remoteAddress ?? '';
+      const clientIp = parseIpv4(text.startsWith('::ffff:') ? text.slice(7) : text);
+      if (!this.admitIn('tcp', clientIp, socket.remotePort ?? 0, guestIp, target.guestPort)) {
+        socket.resetAndDestroy(); // the host client hears "refused" at once
+        return undefined;
+      }
     }
     return this.tcp.openToGuest(socket, this.gateway, guestIp, target.guestPort, target.rule);
   }

@@ -28,6 +28,7 @@ import { debuglog } from 'node:util';
 import { parseIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
 import {
   checkRuleForNetwork,
+  defaultRuleName,
   formatHostSide,
   guestPortFor,
   ruleToJson,
@@ -185,16 +186,21 @@ export class PortForwarder {
   /**
    * Opens the rule's host listeners and adds it. Rejects with ForwardRuleError (guest address not
    * in the network) or ForwardError (`EEXIST` name taken, `EADDRINUSE` port taken, `EACCES`,
-   * `EADDRNOTAVAIL`, …); on rejection nothing stays open.
+   * `EADDRNOTAVAIL`, …); on rejection nothing stays open. Resolves to the rule as added: host
+   * port 0 replaced by the port bound (and a generated name by one naming that port).
    */
-  async add(rule: ForwardRule): Promise<void> {
+  async add(rule: ForwardRule): Promise<ForwardRule> {
     if (this.closed) throw new ForwardError('ECLOSED', rule.name, 'vmnat is shutting down');
     if (this.options.guestNetwork !== undefined) checkRuleForNetwork(rule, this.options.guestNetwork);
-    if (this.entries.has(rule.name) || this.pending.has(rule.name)) {
+    // Host port 0 with a generated name: named after the port the kernel picks, once bound.
+    const anyPort = rule.hostPort === 0;
+    const renamed = anyPort && rule.name === defaultRuleName(rule.proto, rule.hostAddr, 0, rule.portCount);
+    if (!renamed && (this.entries.has(rule.name) || this.pending.has(rule.name))) {
       this.stats.addFailed++;
       throw new ForwardError('EEXIST', rule.name, `a forward named ${rule.name} already exists`);
     }
-    this.pending.add(rule.name);
+    const pendingName = renamed ? undefined : rule.name;
+    if (pendingName !== undefined) this.pending.add(pendingName);
     const entry: Entry = { rule: { ...rule }, servers: [], sockets: [], tcpAccepted: 0, tcpActive: 0, udpFlows: new Set() };
     try {
       for (let i = 0; i < rule.portCount; i++) {
@@ -202,18 +208,25 @@ export class PortForwarder {
         if (rule.proto === 'tcp') entry.servers.push(await this.listenTcp(entry, port));
         else entry.sockets.push(await this.bindUdp(entry, port));
       }
+      if (anyPort) {
+        const bound = rule.proto === 'tcp' ? (entry.servers[0]!.address() as net.AddressInfo).port : entry.sockets[0]!.address().port;
+        entry.rule.hostPort = bound;
+        if (renamed) entry.rule.name = defaultRuleName(rule.proto, rule.hostAddr, bound, 1);
+        if (this.entries.has(entry.rule.name)) throw new ForwardError('EEXIST', entry.rule.name, `a forward named ${entry.rule.name} already exists`);
+      }
       if (this.closed) throw new ForwardError('ECLOSED', rule.name, 'vmnat is shutting down');
     } catch (err) {
       this.stats.addFailed++;
       await this.closeListeners(entry);
       throw err;
     } finally {
-      this.pending.delete(rule.name);
+      if (pendingName !== undefined) this.pending.delete(pendingName);
     }
-    this.entries.set(rule.name, entry);
+    this.entries.set(entry.rule.name, entry);
     this.stats.rulesAdded++;
-    trace('added %s %s', rule.name, formatHostSide(rule));
-    this.emit({ type: 'forward', event: 'added', rule: ruleToJson(rule) });
+    trace('added %s %s', entry.rule.name, formatHostSide(entry.rule));
+    this.emit({ type: 'forward', event: 'added', rule: ruleToJson(entry.rule) });
+    return { ...entry.rule };
   }
 
   /**
@@ -282,12 +295,15 @@ export class PortForwarder {
   private listenTcp(entry: Entry, port: number): Promise<net.Server> {
     const rule = entry.rule;
     // allowHalfOpen: a client that half-closes must still get the rest of the guest's reply.
-    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => this.onTcpConnection(entry, port, socket));
+    // `port` 0: the kernel picks one; connections are told the port actually bound.
+    let bound = port;
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => this.onTcpConnection(entry, bound, socket));
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(listenError(rule, port, err));
       server.once('error', onError);
       server.listen({ host: rule.hostAddr, port, ipv6Only: rule.hostAddr.includes(':'), exclusive: true }, () => {
         server.off('error', onError);
+        bound = (server.address() as net.AddressInfo).port;
         server.on('error', (err) => {
           this.stats.listenerErrors++;
           trace('listener %s:%d: %o', rule.hostAddr, port, err);
@@ -334,7 +350,8 @@ export class PortForwarder {
           this.stats.listenerErrors++;
           trace('udp %s:%d: %o', rule.hostAddr, port, err);
         });
-        socket.on('message', (msg, rinfo) => this.onDatagram(entry, port, socket, msg, rinfo));
+        const bound = socket.address().port; // differs from `port` when that is 0
+        socket.on('message', (msg, rinfo) => this.onDatagram(entry, bound, socket, msg, rinfo));
         resolve(socket);
       });
     });
@@ -362,7 +379,10 @@ export class PortForwarder {
           state.lastActive = Date.now();
           this.stats.datagramsToHost++;
           this.stats.bytesToHost += payload.length;
-          socket.send(payload, rinfo.port, rinfo.address, (err) => {
+          // A copy: `payload` is a view into the link's receive buffer, which the next batch of
+          // frames overwrites, and dgram reads it later (after its address lookup, or from
+          // libuv's queue when the socket buffer is full).
+          socket.send(Buffer.from(payload), rinfo.port, rinfo.address, (err) => {
             if (err) this.stats.udpSendErrors++;
           });
         },

@@ -21,6 +21,9 @@
  *     listening socket). A `-` inside a port is rejected with a hint (the `-` separates the sides).
  *   - Names: natpf's NAME, else a stable generated `PROTO-HOSTADDR-HOSTPORT[..END]` (unique among
  *     live rules, since two rules cannot listen on the same address and port).
+ *   - Host port 0: the kernel picks a free port when the forward is added (`tcp::0-:22`); the added
+ *     rule (its generated name too) carries the bound port, and the ready line and the API report
+ *     it. Binding port 0 is the only race-free way to get a free port.
  */
 import { formatIpv4, parseIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
 import { formatIpv6, parseIpv6 } from '../dns/hosts.ts';
@@ -119,7 +122,9 @@ function checkGuestAddr(text: string): string | undefined {
 }
 
 function checkPort(side: 'host' | 'guest', n: number, shown: string): number {
-  if (!Number.isInteger(n) || n < 1 || n > 65535) fail(`${side} port ${shown} is not in 1..65535`);
+  // Host port 0: any free port, chosen by the kernel when the listener binds (single ports only).
+  if (side === 'host' && n === 0) return 0;
+  if (!Number.isInteger(n) || n < 1 || n > 65535) fail(`${side} port ${shown} is not in ${side === 'host' ? '0' : '1'}..65535`);
   return n;
 }
 
@@ -132,6 +137,7 @@ function checkPortText(side: 'host' | 'guest', text: string): { port: number; co
   const first = checkPort(side, Number(m[1]), m[1]!);
   if (m[2] === undefined) return { port: first, count: 1 };
   const last = checkPort(side, Number(m[2]), m[2]);
+  if (first === 0) fail(`${side} port range ${text}: port 0 (any free port) cannot start a range`);
   if (last < first) fail(`${side} port range ${text} is reversed`);
   const count = last - first + 1;
   if (count > MAX_PORT_RANGE) fail(`${side} port range ${text} has ${count} ports (at most ${MAX_PORT_RANGE})`);
@@ -274,6 +280,7 @@ export function ruleFromJson(value: unknown): ForwardRule {
   const guestAddr = checkGuestAddr(str('guest_addr', true) ?? '');
   const guestPort = checkPort('guest', int('guest_port', false)!, String(o['guest_port']));
   if (hostPort + count - 1 > 65535) fail(`host port range ${formatPorts(hostPort, count)} goes past 65535`);
+  if (hostPort === 0 && count > 1) fail('host port 0 (any free port) cannot start a range');
   return build(name, proto, hostAddr, { port: hostPort, count }, guestAddr, { port: guestPort, count });
 }
 

@@ -45,7 +45,7 @@ export interface SwitchConfig {
 export const DEFAULT_SWITCH = { isolate: false, antiSpoof: true, maxMacs: 4096, macAgeMs: 300_000 } as const;
 
 export function createPortDrops() {
-  return { macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, runt: 0 };
+  return { macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, filtered: 0, runt: 0 };
 }
 export type PortDropReason = keyof ReturnType<typeof createPortDrops>;
 
@@ -94,6 +94,12 @@ export class Switch {
   private nextSweep: number | undefined;
   /** The port whose frame is being handled (the stack's broadcast answers go back to it only). */
   current: SwitchPort | undefined;
+  /**
+   * The filter's say on a unicast frame from one guest to another (the engine checks the rules,
+   * `out` for the sender and `in` for the receiver); false drops it, counted as `filtered`.
+   * Absent = every frame passes.
+   */
+  guestToGuest: ((frame: Uint8Array, from: SwitchPort, to: SwitchPort) => boolean) | undefined;
 
   constructor(
     private readonly cfg: SwitchConfig,
@@ -198,6 +204,10 @@ export class Switch {
     if (to !== undefined && to !== port) {
       if (this.cfg.isolate) {
         st.drops.isolated++;
+        return;
+      }
+      if (this.guestToGuest !== undefined && !this.guestToGuest(frame, port, to)) {
+        st.drops.filtered++;
         return;
       }
       this.stats.guestToGuest++;

@@ -44,6 +44,10 @@ describe('bad flags', () => {
     [['--dns-host', 'nameonly'], /^vmnat: --dns-host: /],
     [['--dns-hosts', '/nonexistent/hosts'], /^vmnat: --dns-hosts: cannot read \/nonexistent\/hosts: ENOENT$/],
     [['--dns-mode', 'magic'], /^vmnat: --dns-mode: "magic" is not one of forward\|host$/],
+    [['--deny', '10.0.0.0/33'], /^vmnat: --deny: "10\.0\.0\.0\/33" is not an IPv4 CIDR/],
+    [['--deny', 'example.com'], /^vmnat: --deny: "example\.com" is not an IPv4 CIDR/],
+    [['--deny', '192.168.1.1/24'], /^vmnat: --deny: 192\.168\.1\.1\/24 has host bits set \(did you mean 192\.168\.1\.0\/24\?\)$/],
+    [['--allow-link-local=yes'], /^vmnat: --allow-link-local: /],
   ];
   for (const [args, want] of cases) {
     test(args.join(' '), async () => {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createNetns, leaseWithUdhcpc, type Netns } from '../helpers/netns.ts';
 import { spawn } from 'node:child_process';
-import { killAll, startVmnat, type VmnatProcess } from '../helpers/proc.ts';
+import { killAll, run, startVmnat, type VmnatProcess } from '../helpers/proc.ts';
 import { blob, sha256, startBlobServer, type BlobServer } from '../helpers/hostservers.ts';
 import { startTestDns, type TestDns } from '../helpers/dnsserver.ts';
 
@@ -200,6 +200,89 @@ print('sent')
     expect(attackerPort.drops['arpSpoof']).toBeGreaterThanOrEqual(5);
     const squatterPort = stats.ports.find((p) => p.ip === null)!;
     expect((squatterPort.drops['ipSpoof'] ?? 0) + (squatterPort.drops['arpSpoof'] ?? 0)).toBeGreaterThan(0);
-    expect(stats.ports.find((p) => p.ip === victim.ip)!.drops).toEqual({ macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, runt: 0 });
+    expect(stats.ports.find((p) => p.ip === victim.ip)!.drops).toEqual({ macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, filtered: 0, runt: 0 });
+  });
+});
+
+describe('filter rules', () => {
+  test('block out proto tcp to 10.0.2.2 port N refuses that service at once, and nothing else', async () => {
+    const other = await startBlobServer(blob(50_000, 8));
+    cleanups.push(() => other.close());
+    const blocked = await startBlobServer(blob(50_000, 9));
+    cleanups.push(() => blocked.close());
+    const rules = path.join(fs.mkdtempSync(path.join('/tmp', 'vmnat-filter-')), 'rules.conf');
+    cleanups.push(() => fs.rmSync(path.dirname(rules), { recursive: true, force: true }));
+    fs.writeFileSync(rules, `# the one service the guest may not use\nblock out proto tcp to 10.0.2.2 port ${blocked.port}\n`);
+    const { vmnat, guests } = await network(1, ['--filter', rules]);
+    const g = guests[0]!;
+    const t0 = Date.now();
+    const refused = await g.ns.exec(['curl', '-sS', '--max-time', '10', '-o', '/dev/null', `http://10.0.2.2:${blocked.port}/`]);
+    expect(refused.code).toBe(7); // curl: couldn't connect (a RST, not a timeout)
+    expect(Date.now() - t0).toBeLessThan(3000);
+    const fine = await fetchSha(g, `http://10.0.2.2:${other.port}/`);
+    expect(fine.code, fine.stderr).toBe(0);
+    const ping = await g.ns.exec(['busybox', 'ping', '-c', '1', '-W', '2', '10.0.2.2']);
+    expect(ping.code).toBe(0);
+    const stats = (await vmnat.stats()) as { tcpNat: { refusedByFilter: number }; filter: { blocked: number } };
+    expect(stats.tcpNat.refusedByFilter).toBe(1);
+    expect(stats.filter.blocked).toBe(1);
+  });
+
+  test('a rule set swapped through the API: atomic (a bad one is refused), blocks new flows at once, spares a transfer it does not block; block local', async () => {
+    const dir = fs.mkdtempSync(path.join('/tmp', 'vmnat-filter-'));
+    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const api = path.join(dir, 'api.sock');
+    const { vmnat, guests, hostHttp } = await network(2, ['--api-socket', api]);
+    const [a, b] = guests as [Guest, Guest];
+    await serveInGuest(b, blob(20_000, 4));
+    const events = spawn('curl', ['-sN', '--unix-socket', api, 'http://vmnat/events'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let eventText = '';
+    events.stdout.on('data', (d: Buffer) => (eventText += d.toString()));
+    cleanups.push(() => {
+      events.kill('SIGKILL');
+    });
+    const put = (text: string) =>
+      run(['curl', '-sS', '-X', 'PUT', '--unix-socket', api, '--data-binary', text, '-H', 'content-type: text/plain', '-w', '\n%{http_code}', 'http://vmnat/filter']);
+    const status = (r: { stdout: string }) => r.stdout.trim().split('\n').at(-1);
+
+    // A slow download from the host that the next rule set does not block: it must complete.
+    const big = blob(8 << 20, 12);
+    const slow = await startBlobServer(big);
+    cleanups.push(() => slow.close());
+    const out = path.join(a.ns.dir, 'slow.bin');
+    const download = a.ns.exec(['curl', '-sS', '--limit-rate', '4M', '--max-time', '30', '-o', out, `http://10.0.2.2:${slow.port}/`], { timeoutMs: 40_000 });
+    await new Promise((r) => setTimeout(r, 500));
+
+    const bad = await put('block out proto tcpp\n');
+    expect(status(bad)).toBe('400');
+    expect(bad.stdout).toContain('tcpp');
+    const good = await put(`block out proto tcp to 10.0.2.2 port ${hostHttp.port}\nblock out proto tcp to 10.0.2.0/24 port 8080\nblock out proto icmp to 10.0.2.0/24\n`);
+    expect(status(good), good.stdout).toBe('200');
+    const g2g = await a.ns.exec(['curl', '-sS', '--max-time', '5', '-o', '/dev/null', `http://${b.ip}:8080/page.bin`]);
+    expect(g2g.code).not.toBe(0);
+    const ping = await a.ns.exec(['busybox', 'ping', '-c', '1', '-W', '2', b.ip]);
+    expect(ping.code).not.toBe(0);
+    const toHost = await a.ns.exec(['curl', '-sS', '--max-time', '5', '-o', '/dev/null', `http://10.0.2.2:${hostHttp.port}/`]);
+    expect(toHost.code).toBe(7);
+    const done = await download;
+    expect(done.code, done.stderr).toBe(0);
+    expect(sha256(fs.readFileSync(out))).toBe(sha256(big));
+
+    // block local: guest-to-guest and guest-to-host both refused; an empty set lifts it.
+    expect(status(await put('block local\n'))).toBe('200');
+    const toHost2 = await b.ns.exec(['curl', '-sS', '--max-time', '5', '-o', '/dev/null', `http://10.0.2.2:${hostHttp.port}/`]);
+    expect(toHost2.code).toBe(7);
+    const g2g2 = await b.ns.exec(['busybox', 'ping', '-c', '1', '-W', '2', a.ip]);
+    expect(g2g2.code).not.toBe(0);
+    expect(status(await put(''))).toBe('200');
+    const again = await fetchSha(b, `http://10.0.2.2:${hostHttp.port}/`);
+    expect(again.code, again.stderr).toBe(0);
+
+    const rules = JSON.parse((await run(['curl', '-sS', '--unix-socket', api, 'http://vmnat/filter'])).stdout) as { rules: unknown[]; version: number };
+    expect(rules.rules).toEqual([]);
+    expect(rules.version).toBe(3);
+    expect(eventText).toMatch(/"type":"filter"/);
+    const stats = (await vmnat.stats()) as { ports: { drops: Record<string, number> }[] };
+    expect(stats.ports.reduce((n, p) => n + (p.drops['filtered'] ?? 0), 0)).toBeGreaterThan(0);
   });
 });

@@ -91,9 +91,12 @@ function connectOutcome(port: number): Promise<string> {
 beforeAll(async () => {
   ns = await createNetns();
   api = path.join(ns.dir, 'api.sock');
-  tcpPort = await closedTcpPort();
-  udpPort = await closedTcpPort();
-  vmnat = await startVmnat(['--tap', 'tap0', '--netns', ns.path, '--api-socket', api, '--hostfwd', `tcp::${tcpPort}-:8000`, '--natpf', `dns-like,udp,,${udpPort},,9000`]);
+  // Host port 0: vmnat binds free ports and names them in its ready line (no port chosen here
+  // and bound later, which another test file running meanwhile could take).
+  vmnat = await startVmnat(['--tap', 'tap0', '--netns', ns.path, '--api-socket', api, '--hostfwd', 'tcp::0-:8000', '--natpf', 'dns-like,udp,,0,,9000']);
+  const forwards = vmnat.ready['forwards'] as unknown as { name: string; host_port: number }[];
+  tcpPort = forwards.find((f) => f.name.startsWith('tcp-'))!.host_port;
+  udpPort = forwards.find((f) => f.name === 'dns-like')!.host_port;
   await leaseWithUdhcpc(ns);
   guestServers = spawn('ip', ['netns', 'exec', ns.name, 'python3', path.join(ROOT, 'test/helpers/guestservers.py'), '8000', '9000'], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
@@ -144,9 +147,10 @@ describe.sequential('forwards into the netns guest', () => {
   });
 
   test('the API adds a forward (201), lists it, and DELETE closes its listener while an open connection finishes', async () => {
-    const port = await closedTcpPort();
-    const add = await apiCall('POST', '/forwards', { name: 'web', proto: 'tcp', host_port: port, guest_port: 8000 });
+    const add = await apiCall('POST', '/forwards', { name: 'web', proto: 'tcp', host_port: 0, guest_port: 8000 });
     expect(add.status, add.text).toBe(201);
+    const port = (add.json as { host_port: number }).host_port;
+    expect(port).toBeGreaterThan(0);
     expect(add.json).toMatchObject({ name: 'web', proto: 'tcp', host_port: port, guest_port: 8000 });
     const list = await apiCall('GET', '/forwards');
     expect(JSON.stringify(list.json)).toContain('"web"');
@@ -194,17 +198,18 @@ describe.sequential('forwards into the netns guest', () => {
   });
 
   test('a guest port nobody listens on: the host client is reset', async () => {
-    const port = await closedTcpPort();
-    expect((await apiCall('POST', '/forwards', { name: 'nothing', proto: 'tcp', host_port: port, guest_port: 8999 })).status).toBe(201);
+    const add = await apiCall('POST', '/forwards', { name: 'nothing', proto: 'tcp', host_port: 0, guest_port: 8999 });
+    expect(add.status).toBe(201);
+    const port = (add.json as { host_port: number }).host_port;
     expect(await connectOutcome(port)).toMatch(/ECONNRESET|end/);
     await apiCall('DELETE', '/forwards/nothing');
   });
 
   test('vmnat ctl forward add/ls/rm, and GET /leases, /flows, /stats, /health', async () => {
-    const port = await closedTcpPort();
     const ctl = (args: string[]) => run([process.execPath, VMNAT_BIN, 'ctl', '--api-socket', api, ...args], { timeoutMs: 20_000 });
-    const add = await ctl(['forward', 'add', `tcp::${port}-:8000`]);
+    const add = await ctl(['--json', 'forward', 'add', 'tcp::0-:8000']);
     expect(add.code, add.stderr).toBe(0);
+    const port = (JSON.parse(add.stdout) as { host_port: number }).host_port;
     const ls = await ctl(['forward', 'ls']);
     expect(ls.stdout).toContain(`tcp-127.0.0.1-${port}`);
     const lsJson = JSON.parse((await ctl(['--json', 'forward', 'ls'])).stdout) as unknown[];
@@ -232,16 +237,20 @@ describe('start-up errors and syntaxes', () => {
   });
 
   test('the qemu and VBoxManage syntaxes of one rule give the same rule', async () => {
-    const port = await closedTcpPort();
     const lists: string[] = [];
-    for (const flag of [['--hostfwd', `tcp::${port}-:22`], ['--natpf', `tcp-127.0.0.1-${port},tcp,,${port},,22`]]) {
+    const ports: number[] = [];
+    // Port 0 in both (a port picked here and bound twice later could be taken meanwhile); the
+    // generated names and bound ports are then compared with the port written out.
+    for (const flag of [['--hostfwd', 'tcp::0-:22'], ['--natpf', ',tcp,,0,,22']]) {
       const sock = path.join(ns.dir, `syn-${lists.length}.api`);
       const v = await startVmnat(['--socket', path.join(ns.dir, `syn-${lists.length}.sock`), '--api-socket', sock, ...flag]);
       const r = await run([process.execPath, VMNAT_BIN, 'ctl', '--api-socket', sock, '--json', 'forward', 'ls'], { timeoutMs: 20_000 });
-      lists.push(r.stdout);
+      const port = (JSON.parse(r.stdout) as { host_port: number }[])[0]!.host_port;
+      ports.push(port);
+      lists.push(r.stdout.split(String(port)).join('PORT'));
+      expect(JSON.parse(r.stdout)).toEqual([expect.objectContaining({ name: `tcp-127.0.0.1-${port}`, proto: 'tcp', host_port: port, guest_port: 22 })]);
       await v.stop();
     }
     expect(lists[0]).toBe(lists[1]);
-    expect(JSON.parse(lists[0]!)).toEqual([expect.objectContaining({ name: `tcp-127.0.0.1-${port}`, proto: 'tcp', host_port: port, guest_port: 22 })]);
   });
 });

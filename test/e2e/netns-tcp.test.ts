@@ -9,7 +9,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { createNetns, leaseWithUdhcpc, writeScript, type Netns } from '../helpers/netns.ts';
 import { killAll, sleep, startVmnat, type VmnatProcess } from '../helpers/proc.ts';
-import { blob, closedTcpPort, sha256, startBlobServer, startEchoServer, type BlobServer } from '../helpers/hostservers.ts';
+import { blob, closedTcpPort, sha256, startBlobServer, startEchoServer, startIperfServer, type BlobServer } from '../helpers/hostservers.ts';
 
 const MB = 1 << 20;
 let ns: Netns;
@@ -44,10 +44,8 @@ type Stats = Record<string, Record<string, number>>;
 async function iperf(n: Netns, v: VmnatProcess, bytes: number, reverse: boolean): Promise<number> {
   const counter = reverse ? 'bytesToGuest' : 'bytesFromGuest';
   const before = ((await v.stats()) as Stats).tcpNat![counter]!;
-  const port = await closedTcpPort();
-  const server = spawn('iperf3', ['-s', '-1', '-B', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  const { port, child: server } = await startIperfServer();
   try {
-    await sleep(300);
     const r = await n.exec(['iperf3', '-c', '10.0.2.2', '-p', String(port), '-n', String(bytes), '-J', ...(reverse ? ['-R'] : [])], { timeoutMs: 90_000 });
     const j = JSON.parse(r.stdout) as { end: { sum_sent: { bytes: number }; sum_received: { bytes: number; bits_per_second: number } } };
     expect(j.end.sum_sent.bytes).toBe(bytes);

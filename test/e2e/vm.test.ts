@@ -33,14 +33,6 @@ import { nativeVariant } from '../../src/link/native.ts';
 
 const VM_TEST_MS = 120_000;
 
-async function freeTcpPort(): Promise<number> {
-  const net = await import('node:net');
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as import('node:net').AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 /** Deterministic bytes: a download whose hash cannot match by accident. */
 function blobBytes(size: number): Buffer {
@@ -292,8 +284,10 @@ describe.sequential('real VM guest (qemu, TCG)', () => {
     it('--socket: the host reaches the guest\'s httpd through a --hostfwd forward', async () => {
       const dir = tempDir('fwd');
       const enginePath = `${dir}/engine.sock`;
-      const hostPort = await freeTcpPort();
-      engine = await startVmnat(['--socket', enginePath, '--hostfwd', `tcp::${hostPort}-:80`]);
+      // Host port 0: vmnat binds a free port and names it in its ready line. (A port found free
+      // here and bound later was taken meanwhile by another test file: EADDRINUSE, once.)
+      engine = await startVmnat(['--socket', enginePath, '--hostfwd', 'tcp::0-:80']);
+      const hostPort = (engine.ready['forwards'] as unknown as { host_port: number }[])[0]!.host_port;
       const body = 'hello from the VM over a vmnat forward';
       const fetched = (async () => {
         // Poll through the forward until the guest's httpd answers (the guest boots meanwhile).

@@ -5,6 +5,7 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
+import { spawn, type ChildProcess } from 'node:child_process';
 
 export function sha256(data: Uint8Array): string {
   return crypto.createHash('sha256').update(data).digest('hex');
@@ -92,4 +93,32 @@ export async function closedTcpPort(): Promise<number> {
   const port = (s.address() as net.AddressInfo).port;
   await new Promise<void>((r) => s.close(() => r()));
   return port;
+}
+
+/**
+ * `iperf3 -s -1` on 127.0.0.1. iperf3 cannot bind port 0 and report it, so the port is one that
+ * was free a moment ago — and if another test took it meanwhile (iperf3 exits: address in use),
+ * another is tried, until iperf3 says it is listening. Never a sleep-and-hope.
+ */
+export async function startIperfServer(): Promise<{ port: number; child: ChildProcess }> {
+  for (let attempt = 0; ; attempt++) {
+    const port = await closedTcpPort();
+    const child = spawn('iperf3', ['-s', '-1', '-B', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const listening = await new Promise<boolean>((resolve) => {
+      let out = '';
+      const onData = (d: Buffer) => {
+        out += d.toString();
+        if (/Server listening on/.test(out)) resolve(true);
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      child.once('exit', () => resolve(false));
+    });
+    if (listening) {
+      child.stdout!.resume();
+      child.stderr!.resume();
+      return { port, child };
+    }
+    if (attempt >= 20) throw new Error('iperf3 -s could not listen on any port');
+  }
 }

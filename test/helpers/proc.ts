@@ -11,6 +11,19 @@ export const VMNAT_BIN = path.join(ROOT, 'bin/vmnat.mjs');
 
 const live = new Set<ChildProcess>();
 
+/**
+ * The environment children get by default: this one without sudo's SUDO_UID/SUDO_GID/SUDO_USER.
+ * Run as `sudo npm test`, vmnat would otherwise drop to the invoking user once set up (as it
+ * should for people); the tests that check that drop pass those variables themselves.
+ */
+export function testEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env['SUDO_UID'];
+  delete env['SUDO_GID'];
+  delete env['SUDO_USER'];
+  return env;
+}
+
 export interface RunResult {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -21,7 +34,7 @@ export interface RunResult {
 /** Runs `cmd` and collects its output; kills it (SIGKILL) after `timeoutMs`. */
 export function run(cmd: string[], opts: { timeoutMs?: number; input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? testEnv() });
     live.add(child);
     let stdout = '';
     let stderr = '';
@@ -63,7 +76,7 @@ export interface VmnatProcess {
 export function startVmnat(args: string[], opts: { timeoutMs?: number; spawn?: SpawnOptions; prefix?: string[] } = {}): Promise<VmnatProcess> {
   return new Promise((resolve, reject) => {
     const argv = [...(opts.prefix ?? []), process.execPath, VMNAT_BIN, ...args];
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], ...opts.spawn });
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: testEnv(), ...opts.spawn });
     live.add(child);
     let stdout = '';
     let stderr = '';

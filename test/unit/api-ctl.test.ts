@@ -8,7 +8,7 @@ import { ApiServer } from '../../src/api/server.ts';
 import { PortForwarder } from '../../src/portfwd/forwarder.ts';
 import { runCtl, CTL_USAGE, table, bytes } from '../../src/ctl.ts';
 import { FakeBackend } from './api-fakes.ts';
-import { LoopbackDialer, freePort, waitFor } from './portfwd-fakes.ts';
+import { LoopbackDialer, waitFor } from './portfwd-fakes.ts';
 
 let dir: string;
 let sock: string;
@@ -56,8 +56,8 @@ const S = () => ['--api-socket', sock];
 
 describe('forward add / ls / rm', () => {
   test('add in qemu syntax, list as a table, remove by name', async () => {
-    const port = await freePort();
-    const add = await ctl([...S(), 'forward', 'add', `tcp::${port}-:80`]);
+    const add = await ctl([...S(), 'forward', 'add', 'tcp::0-:80']);
+    const port = fwd.list()[0]!.rule.hostPort; // 0: the port the kernel picked
     expect(add).toEqual({ code: 0, out: `added tcp-127.0.0.1-${port}: tcp 127.0.0.1:${port} -> guest (lease):80\n`, err: '' });
     expect(fwd.get(`tcp-127.0.0.1-${port}`)).toBeDefined();
 
@@ -74,10 +74,10 @@ describe('forward add / ls / rm', () => {
   });
 
   test('add in VBoxManage syntax (flag or bare), and --name', async () => {
-    const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()];
-    expect((await ctl([...S(), 'forward', 'add', '--natpf', `ssh,tcp,,${p1},10.0.2.15,22`])).code).toBe(0);
-    expect((await ctl([...S(), 'forward', 'add', `dns,udp,,${p2},,53`])).code).toBe(0);
-    expect((await ctl([...S(), 'forward', 'add', '--name', 'web', '--hostfwd', `tcp::${p3}-:80`])).code).toBe(0);
+    expect((await ctl([...S(), 'forward', 'add', '--natpf', 'ssh,tcp,,0,10.0.2.15,22'])).code).toBe(0);
+    expect((await ctl([...S(), 'forward', 'add', 'dns,udp,,0,,53'])).code).toBe(0);
+    expect((await ctl([...S(), 'forward', 'add', '--name', 'web', '--hostfwd', 'tcp::0-:80'])).code).toBe(0);
+    const [p1, p2, p3] = ['ssh', 'dns', 'web'].map((n) => fwd.get(n)!.hostPort);
     expect(fwd.list().map((e) => [e.rule.name, e.rule.proto, e.rule.guestAddr])).toEqual([
       ['ssh', 'tcp', '10.0.2.15'],
       ['dns', 'udp', undefined],
@@ -86,16 +86,16 @@ describe('forward add / ls / rm', () => {
   });
 
   test('--json prints the API objects', async () => {
-    const port = await freePort();
-    const add = await ctl([...S(), '--json', 'forward', 'add', `udp:0.0.0.0:${port}-10.0.2.15:53`]);
+    const add = await ctl([...S(), '--json', 'forward', 'add', 'udp:0.0.0.0:0-10.0.2.15:53']);
+    const port = fwd.list()[0]!.rule.hostPort;
     expect(JSON.parse(add.out)).toEqual({ name: `udp-0.0.0.0-${port}`, proto: 'udp', host_addr: '0.0.0.0', host_port: port, guest_addr: '10.0.2.15', guest_port: 53, port_count: 1, tcp_accepted: 0, tcp_active: 0, udp_flows: 0 });
     const ls = await ctl(['forward', 'ls', '--json', ...S()]);
     expect(JSON.parse(ls.out)).toEqual([JSON.parse(add.out)]);
   });
 
   test('rm accepts the rule itself', async () => {
-    const port = await freePort();
-    await ctl([...S(), 'forward', 'add', `tcp::${port}-:80`]);
+    await ctl([...S(), 'forward', 'add', 'tcp::0-:80']);
+    const port = fwd.list()[0]!.rule.hostPort;
     expect((await ctl([...S(), 'forward', 'rm', `tcp::${port}-:80`])).code).toBe(0);
     expect(fwd.list()).toEqual([]);
   });
@@ -141,11 +141,16 @@ describe('reading', () => {
 
   test('flows as a table with readable byte counts', async () => {
     backend.flowList.push({ proto: 'udp', guest: '10.0.2.15:5353', remote: '10.0.2.2:40000', forward: 'dns', bytes_from_guest: 3 * 1024 * 1024, bytes_to_guest: 1536 });
+    backend.flowList.push({ proto: 'tcp', guest: '10.0.2.15:40001', remote: '10.0.2.2:8080', host: '127.0.0.1:8080', host_local: '127.0.0.1:54321', state: 'established', bytes_from_guest: 80, bytes_to_guest: 0 });
+    backend.flowList.push({ proto: 'tcp', guest: '10.0.2.15:22', remote: '10.0.2.2:61000', forward: 'ssh', host: '127.0.0.1:45000', host_local: '127.0.0.1:2222', state: 'established', bytes_from_guest: 0, bytes_to_guest: 0 });
     const r = await ctl([...S(), 'flows']);
     const lines = r.out.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^PROTO\s+GUEST\s+REMOTE\s+FORWARD\s+STATE\s+FROM GUEST\s+TO GUEST$/);
-    expect(lines[1]).toMatch(/^tcp\s+10\.0\.2\.15:40000\s+192\.0\.2\.1:443\s+-\s+established\s+100 B\s+2\.0 KiB$/);
-    expect(lines[2]).toMatch(/^udp\s+10\.0\.2\.15:5353\s+10\.0\.2\.2:40000\s+dns\s+-\s+3\.0 MiB\s+1\.5 KiB$/);
+    expect(lines[0]).toMatch(/^PROTO\s+GUEST\s+REMOTE\s+FORWARD\s+STATE\s+FROM GUEST\s+TO GUEST\s+HOST SOCKET$/);
+    expect(lines[1]).toMatch(/^tcp\s+10\.0\.2\.15:40000\s+192\.0\.2\.1:443\s+-\s+established\s+100 B\s+2\.0 KiB\s+-$/);
+    expect(lines[2]).toMatch(/^udp\s+10\.0\.2\.15:5353\s+10\.0\.2\.2:40000\s+dns\s+-\s+3\.0 MiB\s+1\.5 KiB\s+-$/);
+    // netstat's view of vmnat: which host socket carries each guest connection, and which way.
+    expect(lines[3]).toMatch(/\s127\.0\.0\.1:54321 -> 127\.0\.0\.1:8080$/);
+    expect(lines[4]).toMatch(/\s127\.0\.0\.1:2222 <- 127\.0\.0\.1:45000$/);
     backend.flowList = [];
     expect((await ctl([...S(), 'flows'])).out).toBe('no open flows\n');
   });
@@ -172,7 +177,6 @@ describe('reading', () => {
 describe('events', () => {
   test('one readable line per event until interrupted', async () => {
     const ac = new AbortController();
-    const port = await freePort();
     const running = ctl([...S(), 'events'], {
       signal: ac.signal,
       onOut: (out) => {
@@ -181,7 +185,7 @@ describe('events', () => {
     });
     await waitFor(() => backend.listeners.size === 1);
     backend.emit({ type: 'lease', event: 'released', ip: '10.0.2.15', mac: '52:54:00:12:34:56' });
-    await fwd.add({ name: 'e', proto: 'tcp', hostAddr: '127.0.0.1', hostPort: port, guestAddr: undefined, guestPort: 22, portCount: 1 });
+    const port = (await fwd.add({ name: 'e', proto: 'tcp', hostAddr: '127.0.0.1', hostPort: 0, guestAddr: undefined, guestPort: 22, portCount: 1 })).hostPort;
     backend.emit({ type: 'flow', event: 'close', reason: 'fin', flow: { proto: 'tcp', guest: '10.0.2.15:22', remote: '10.0.2.2:50000', forward: 'e', bytes_from_guest: 2048, bytes_to_guest: 10 } });
     const r = await running;
     expect(r.code).toBe(0);

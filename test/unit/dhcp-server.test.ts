@@ -22,6 +22,8 @@ import {
   DECLINE_HOLD_MS,
   DhcpConfigError,
   DhcpServer,
+  MAX_OFFERS,
+  MAX_POOL,
   OFFER_HOLD_MS,
   type DhcpLease,
   type DhcpLeaseEvent,
@@ -687,3 +689,59 @@ describe('malformed input', () => {
     expect(s.stats.received).toBeGreaterThanOrEqual(3000);
   });
 });
+
+describe('a DISCOVER flood with random MACs on a big --net', () => {
+  const bigNet = (): DhcpServerConfig =>
+    config({ netmask: ip('255.0.0.0'), poolStart: ip('10.0.0.15'), poolEnd: ip('10.255.255.254') });
+
+  it('holds at most MAX_OFFERS offers, costs O(1) per DISCOVER, and a real client still leases', () => {
+    const s = new DhcpServer(bigNet());
+    const discover = cap('UDHCPC_DISCOVER');
+    const started = performance.now();
+    const FLOOD = 50_000;
+    for (let i = 0; i < FLOOD; i++) {
+      // A fresh locally administered unicast MAC per message.
+      discover.set([0x02, (i >>> 24) & 0xff, (i >>> 16) & 0xff, (i >>> 8) & 0xff, i & 0xff, 0x01], BootpOff.chaddr);
+      s.handle(discover, 0, T0 + i / 100);
+    }
+    const ms = performance.now() - started;
+    // The old code scanned every address handed out so far per DISCOVER (~1e9 steps here).
+    expect(ms).toBeLessThan(20_000);
+    expect(s.stats.offer).toBe(FLOOD);
+    expect(s.leases(T0 + FLOOD / 100).length).toBeLessThanOrEqual(MAX_OFFERS);
+    expect(s.stats.offersReclaimed).toBeGreaterThanOrEqual(FLOOD - MAX_OFFERS);
+    // The flood only churned MAX_OFFERS addresses (plus the cursor's walk): a real client leases.
+    const offer = parsed(s.handle(cap('UDHCPC_DISCOVER'), 0, T0 + 2000));
+    const ack = parsed(s.handle(withRequested(cap('UDHCPC_REQUEST_SELECTING'), formatIpv4(offer.yiaddr)), 0, T0 + 2001));
+    expect(ack.messageType).toBe(DhcpMessageType.ack);
+    expect(ack.yiaddr).toBe(offer.yiaddr);
+  });
+
+  it('the dynamic pool is capped at MAX_POOL addresses: a full pool answers at once, without a scan of the prefix', () => {
+    const s = new DhcpServer(bigNet());
+    const req = cap('UDHCPC_REQUEST_SELECTING');
+    const last = ip('10.0.0.15') + MAX_POOL - 1;
+    const beyond = withRequested(asMac(cap('UDHCPC_REQUEST_SELECTING'), '02:00:00:00:00:09'), formatIpv4(last + 1));
+    expect(parsed(s.handle(beyond, 0, T0)).messageType).toBe(DhcpMessageType.nak);
+    // Bind the whole pool, one client per address.
+    for (let i = 0; i < MAX_POOL; i++) {
+      if (ip('10.0.0.15') + i === ip('10.0.2.2') || ip('10.0.0.15') + i === ip('10.0.2.3')) continue; // server, DNS
+      req.set([0x02, 0, (i >>> 16) & 0xff, (i >>> 8) & 0xff, i & 0xff, 0x02], BootpOff.chaddr);
+      withRequested(req, formatIpv4(ip('10.0.0.15') + i));
+      s.handle(req, 0, T0);
+    }
+    expect(s.stats.ack).toBe(MAX_POOL - 2);
+    expect(s.stats.nak).toBe(1);
+    const discover = cap('UDHCPC_DISCOVER');
+    const started = performance.now();
+    for (let i = 0; i < 10_000; i++) {
+      discover.set([0x02, 0x77, (i >>> 16) & 0xff, (i >>> 8) & 0xff, i & 0xff, 0x03], BootpOff.chaddr);
+      s.handle(discover, 0, T0 + 1);
+    }
+    expect(s.stats.offer).toBe(0);
+    // Without the cap, each of these walked the /8 (16 million addresses).
+    expect(performance.now() - started).toBeLessThan(20_000);
+    expect(s.stats.poolExhausted).toBe(10_000);
+  });
+});
+

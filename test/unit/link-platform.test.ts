@@ -54,17 +54,22 @@ describe('flags on macOS', () => {
 });
 
 describe('default runtime directory', () => {
-  const saved = process.env['TMPDIR'];
+  const saved = { TMPDIR: process.env['TMPDIR'], XDG_RUNTIME_DIR: process.env['XDG_RUNTIME_DIR'] };
   afterEach(() => {
-    if (saved === undefined) delete process.env['TMPDIR'];
-    else process.env['TMPDIR'] = saved;
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
   });
 
-  it('is under $TMPDIR (per user on macOS: /var/folders/…/T/), named by uid', () => {
+  it('is under $TMPDIR on macOS (no XDG_RUNTIME_DIR there; $TMPDIR is per user: /var/folders/…/T/), named by uid', () => {
+    // macOS's environment: TMPDIR set per user, XDG_RUNTIME_DIR not at all.
     process.env['TMPDIR'] = '/var/folders/zz/abc123/T/';
-    expect(defaultSocketPath()).toBe(`/var/folders/zz/abc123/T/vmnat-${process.getuid!()}/net.sock`);
+    delete process.env['XDG_RUNTIME_DIR'];
+    const want = `/var/folders/zz/abc123/T/vmnat-${process.getuid!()}/net.sock`;
+    expect(defaultSocketPath()).toBe(want);
     const argv = parseArgs([], 'darwin');
-    expect(argv.action === 'run' && argv.config.links).toEqual([{ kind: 'socket', path: `/var/folders/zz/abc123/T/vmnat-${process.getuid!()}/net.sock` }]);
+    expect(argv.action === 'run' && argv.config.links).toEqual([{ kind: 'socket', path: want }]);
     delete process.env['TMPDIR'];
     expect(defaultSocketPath()).toBe(path.join(os.tmpdir(), `vmnat-${process.getuid!()}`, 'net.sock'));
   });

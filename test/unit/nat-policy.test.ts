@@ -28,3 +28,24 @@ describe('natTarget', () => {
     });
   }
 });
+
+describe('natTarget with denied ranges', () => {
+  const deny = { ...cfg, deny: [{ network: ip('169.254.0.0'), mask: ip('255.255.0.0') }, { network: ip('192.168.1.7'), mask: ip('255.255.255.255') }] };
+  const table: [string, number, unknown][] = [
+    ['169.254.169.254', 80, { kind: 'deny' }],
+    ['169.254.0.1', 53, { kind: 'deny' }],
+    ['169.255.0.1', 80, { kind: 'host', address: '169.255.0.1' }],
+    ['192.168.1.7', 22, { kind: 'deny' }],
+    ['192.168.1.8', 22, { kind: 'host', address: '192.168.1.8' }],
+    // vmnat's own services are not NAT destinations: --no-host-loopback governs the gateway.
+    ['10.0.2.2', 80, { kind: 'host', address: '127.0.0.1' }],
+    ['10.0.2.3', 53, { kind: 'dns' }],
+  ];
+  for (const [dst, port, want] of table) {
+    test(`${dst}:${port}`, () => expect(natTarget(deny, ip(dst), port)).toEqual(want));
+  }
+  test('0.0.0.0/0 denies every outside address', () => {
+    expect(natTarget({ ...cfg, deny: [{ network: 0, mask: 0 }] }, ip('8.8.8.8'), 53)).toEqual({ kind: 'deny' });
+  });
+});
+

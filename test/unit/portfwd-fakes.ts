@@ -105,7 +105,24 @@ export async function freePort(): Promise<number> {
   }
 }
 
-/** `count` consecutive free ports. */
+/**
+ * Adds a port-range rule made by `make(first)` on `count` consecutive ports that were free a
+ * moment ago, trying another range if one was taken meanwhile (a range cannot bind port 0, so
+ * it can only be retried, never chosen race-free). Returns the first port.
+ */
+export async function addRange(add: (first: number) => Promise<unknown>, count: number): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const first = await freePortRange(count);
+    try {
+      await add(first);
+      return first;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt >= 20) throw err;
+    }
+  }
+}
+
+/** `count` consecutive ports free a moment ago (see addRange: bound later, they may be taken). */
 export async function freePortRange(count: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const first = await freePort();

@@ -3,10 +3,10 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import os from 'node:os';
 import { once } from 'node:events';
-import { ForwardError, PortForwarder, type ForwardEvent } from '../../src/portfwd/forwarder.ts';
+import { ForwardError, PortForwarder, type ForwardEvent, type GuestDialer, type HostUdpPeer } from '../../src/portfwd/forwarder.ts';
 import { ForwardRuleError, parseHostfwd, parseNatpf } from '../../src/portfwd/rules.ts';
 import { parseIpv4 } from '../../src/stack/wire/addr.ts';
-import { LoopbackDialer, connect, freePort, freePortRange, roundTrip, sleep, tcpEcho, udpEcho, udpRoundTrip, waitFor } from './portfwd-fakes.ts';
+import { LoopbackDialer, addRange, connect, freePort, freePortRange, roundTrip, sleep, tcpEcho, udpEcho, udpRoundTrip, waitFor } from './portfwd-fakes.ts';
 
 let dialer: LoopbackDialer;
 let fwd: PortForwarder;
@@ -41,8 +41,7 @@ const hasIpv6Loopback = Object.values(os.networkInterfaces()).some((list) => lis
 describe('TCP forwards', () => {
   test('a host connection reaches the guest service and data flows both ways', async () => {
     const guest = await echo();
-    const port = await freePort();
-    await fwd.add(parseHostfwd(`tcp::${port}-:${guest.port}`));
+    const port = (await fwd.add(parseHostfwd(`tcp::0-:${guest.port}`))).hostPort;
     const s = await connect(port);
     const data = Buffer.alloc(256 * 1024, 7);
     data.write('hello');
@@ -57,8 +56,7 @@ describe('TCP forwards', () => {
 
   test('100 host clients in parallel all get their own bytes back', async () => {
     const guest = await echo();
-    const port = await freePort();
-    await fwd.add(parseHostfwd(`tcp::${port}-:${guest.port}`));
+    const port = (await fwd.add(parseHostfwd(`tcp::0-:${guest.port}`))).hostPort;
     const results = await Promise.all(
       Array.from({ length: 100 }, async (_, i) => {
         const s = await connect(port);
@@ -74,8 +72,7 @@ describe('TCP forwards', () => {
 
   test('a fixed guest address reaches the dialer as a number', async () => {
     const guest = await echo();
-    const port = await freePort();
-    await fwd.add(parseHostfwd(`tcp::${port}-10.0.2.15:${guest.port}`));
+    const port = (await fwd.add(parseHostfwd(`tcp::0-10.0.2.15:${guest.port}`))).hostPort;
     const s = await connect(port);
     await roundTrip(s, Buffer.from('x'));
     s.destroy();
@@ -84,9 +81,8 @@ describe('TCP forwards', () => {
 
   test('the empty host address listens on 127.0.0.1 only; 0.0.0.0 listens everywhere', async () => {
     const guest = await echo();
-    const [p1, p2] = [await freePort(), await freePort()];
-    await fwd.add(parseHostfwd(`tcp::${p1}-:${guest.port}`));
-    await fwd.add(parseHostfwd(`tcp:0.0.0.0:${p2}-:${guest.port}`));
+    const p1 = (await fwd.add(parseHostfwd(`tcp::0-:${guest.port}`))).hostPort;
+    const p2 = (await fwd.add(parseHostfwd(`tcp:0.0.0.0:0-:${guest.port}`))).hostPort;
     // 127.0.0.2 is another local address (all of 127/8 is loopback on Linux).
     expect((await errorOf(connect(p1, '127.0.0.2'))).code).toBe('ECONNREFUSED');
     const s = await connect(p2, '127.0.0.2');
@@ -110,23 +106,31 @@ describe('TCP forwards', () => {
   });
 
   test('a range with a taken port in the middle closes the ports it had opened', async () => {
-    const first = await freePortRange(3);
-    const blocker = net.createServer();
-    blocker.listen(first + 2, '127.0.0.1');
-    await once(blocker, 'listening');
-    cleanups.push(() => new Promise((r) => blocker.close(r)));
-    const err = await errorOf(fwd.add(parseHostfwd(`tcp::${first}..${first + 2}-:80..82`)));
-    expect(err.code).toBe('EADDRINUSE');
-    expect(err.message).toContain(`127.0.0.1:${first + 2} is already in use`);
-    for (const p of [first, first + 1]) expect((await errorOf(connect(p))).code).toBe('ECONNREFUSED');
+    // The blocker holds the third port for the whole test; should another process take one of the
+    // first two meanwhile (they were only free a moment ago), the test takes another range.
+    for (let attempt = 0; ; attempt++) {
+      const first = await freePortRange(3);
+      const blocker = net.createServer();
+      const listening = await new Promise<boolean>((resolve) => {
+        blocker.once('error', () => resolve(false));
+        blocker.listen(first + 2, '127.0.0.1', () => resolve(true));
+      });
+      if (!listening) continue;
+      cleanups.push(() => new Promise((r) => blocker.close(r)));
+      const err = await errorOf(fwd.add(parseHostfwd(`tcp::${first}..${first + 2}-:80..82`)));
+      expect(err.code).toBe('EADDRINUSE');
+      if (!err.message.includes(`127.0.0.1:${first + 2} is already in use`) && attempt < 20) continue;
+      expect(err.message).toContain(`127.0.0.1:${first + 2} is already in use`);
+      for (const p of [first, first + 1]) expect((await errorOf(connect(p))).code).toBe('ECONNREFUSED');
+      break;
+    }
   });
 
   test('a port range maps each host port to its guest port', async () => {
     const guests = [await echo(), await echo(), await echo()];
-    const first = await freePortRange(3);
     // Guest ports are consecutive only in the rule; the fake maps guest port N to 127.0.0.1:N,
     // so check the mapping through the targets the dialer saw.
-    await fwd.add(parseHostfwd(`tcp::${first}..${first + 2}-:40000..40002`));
+    const first = await addRange((f) => fwd.add(parseHostfwd(`tcp::${f}..${f + 2}-:40000..40002`)), 3);
     for (let i = 0; i < 3; i++) {
       const s = new net.Socket();
       s.on('error', () => undefined);
@@ -145,9 +149,8 @@ describe('TCP forwards', () => {
 
   test('remove closes the listener (ECONNREFUSED) while an open connection still finishes', async () => {
     const guest = await echo();
-    const port = await freePort();
-    const rule = parseHostfwd(`tcp::${port}-:${guest.port}`);
-    await fwd.add(rule);
+    const rule = await fwd.add(parseHostfwd(`tcp::0-:${guest.port}`));
+    const port = rule.hostPort;
     const open = await connect(port);
     expect((await roundTrip(open, Buffer.from('before'))).toString()).toBe('before');
 
@@ -164,8 +167,7 @@ describe('TCP forwards', () => {
 
   test('the guest refusing resets the host client', async () => {
     const closedGuestPort = await freePort();
-    const port = await freePort();
-    await fwd.add(parseHostfwd(`tcp::${port}-:${closedGuestPort}`));
+    const port = (await fwd.add(parseHostfwd(`tcp::0-:${closedGuestPort}`))).hostPort;
     const s = net.connect(port, '127.0.0.1');
     const [err] = (await once(s, 'error')) as [NodeJS.ErrnoException];
     expect(err.code).toBe('ECONNRESET');
@@ -173,8 +175,7 @@ describe('TCP forwards', () => {
 
   test('a dialer that throws is counted; the client is reset and the forwarder keeps going', async () => {
     const guest = await echo();
-    const port = await freePort();
-    await fwd.add(parseHostfwd(`tcp::${port}-:${guest.port}`));
+    const port = (await fwd.add(parseHostfwd(`tcp::0-:${guest.port}`))).hostPort;
     dialer.throwOnDial = true;
     // The reset may come before or after the client saw its connect complete.
     const s = net.connect(port, '127.0.0.1');
@@ -187,25 +188,39 @@ describe('TCP forwards', () => {
     s2.destroy();
   });
 
+  test('host port 0: the kernel picks a free port; the rule as added (and its generated name) carries it', async () => {
+    const guest = await echo();
+    const a = await fwd.add(parseHostfwd(`tcp::0-:${guest.port}`));
+    const b = await fwd.add(parseHostfwd(`tcp::0-:${guest.port}`));
+    expect(a.hostPort).toBeGreaterThan(0);
+    expect(b.hostPort).not.toBe(a.hostPort);
+    expect(a.name).toBe(`tcp-127.0.0.1-${a.hostPort}`);
+    expect(fwd.list().map((e) => e.rule.hostPort)).toEqual([a.hostPort, b.hostPort]);
+    const s = await connect(b.hostPort);
+    expect((await roundTrip(s, Buffer.from('via port 0'))).toString()).toBe('via port 0');
+    s.destroy();
+    expect(dialer.tcpTargets[0]!.hostPort).toBe(b.hostPort);
+    expect(() => parseHostfwd('tcp::0..3-:80..83')).toThrow(/port 0/);
+  });
+
   test('a second rule with the same name is refused with EEXIST', async () => {
-    const [p1, p2] = [await freePort(), await freePort()];
-    await fwd.add(parseNatpf(`web,tcp,,${p1},,80`));
-    const err = await errorOf(fwd.add(parseNatpf(`web,tcp,,${p2},,80`)));
+    await fwd.add(parseNatpf('web,tcp,,0,,80'));
+    const err = await errorOf(fwd.add(parseNatpf('web,tcp,,0,,80')));
     expect(err.code).toBe('EEXIST');
-    // and the loser's port was never opened
-    expect((await errorOf(connect(p2))).code).toBe('ECONNREFUSED');
+    // and the loser never opened a listener
+    expect(fwd.list()).toHaveLength(1);
+    expect(fwd.stats.addFailed).toBe(1);
   });
 
   test('concurrent adds of one name: exactly one wins', async () => {
-    const [p1, p2] = [await freePort(), await freePort()];
-    const results = await Promise.allSettled([fwd.add(parseNatpf(`x,tcp,,${p1},,80`)), fwd.add(parseNatpf(`x,tcp,,${p2},,80`))]);
+    const results = await Promise.allSettled([fwd.add(parseNatpf('x,tcp,,0,,80')), fwd.add(parseNatpf('x,tcp,,0,,80'))]);
     expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
     expect(fwd.list()).toHaveLength(1);
   });
 
   test('a guest address outside the guest network is a bad rule', async () => {
     const f = new PortForwarder({ dialer, guestNetwork: { network: parseIpv4('10.0.2.0')!, netmask: parseIpv4('255.255.255.0')!, reserved: [parseIpv4('10.0.2.2')!] } });
-    await expect(f.add(parseHostfwd(`tcp::${await freePort()}-10.9.9.9:80`))).rejects.toThrow(ForwardRuleError);
+    await expect(f.add(parseHostfwd('tcp::0-10.9.9.9:80'))).rejects.toThrow(ForwardRuleError);
     await f.close();
   });
 
@@ -217,8 +232,7 @@ describe('TCP forwards', () => {
 
   test.skipIf(!hasIpv6Loopback)('an IPv6 listener on [::1]', async () => {
     const guest = await echo();
-    const port = await freePort();
-    await fwd.add(parseHostfwd(`tcp:[::1]:${port}-:${guest.port}`));
+    const port = (await fwd.add(parseHostfwd(`tcp:[::1]:0-:${guest.port}`))).hostPort;
     const s = await connect(port, '::1');
     expect((await roundTrip(s, Buffer.from('v6'))).toString()).toBe('v6');
     s.destroy();
@@ -230,8 +244,7 @@ describe('TCP forwards', () => {
   test('events: added and removed, with the rule', async () => {
     const events: ForwardEvent[] = [];
     const unsubscribe = fwd.subscribe((e) => events.push(e));
-    const port = await freePort();
-    await fwd.add(parseNatpf(`ev,udp,,${port},10.0.2.15,53`));
+    const port = (await fwd.add(parseNatpf(`ev,udp,,0,10.0.2.15,53`))).hostPort;
     await fwd.remove('ev');
     unsubscribe();
     await fwd.add(parseNatpf(`ev2,udp,,${port},,53`));
@@ -255,8 +268,7 @@ describe('UDP forwards', () => {
   test('one flow per host client; replies come from the forwarded port', async () => {
     const guest = await udpEcho();
     cleanups.push(() => guest.close());
-    const port = await freePort();
-    await fwd.add(parseHostfwd(`udp::${port}-:${guest.port}`));
+    const port = (await fwd.add(parseHostfwd(`udp::0-:${guest.port}`))).hostPort;
     const [a, b] = [await client(), await client()];
     for (let i = 0; i < 3; i++) {
       const r = await udpRoundTrip(a, port, Buffer.from(`a${i}`));
@@ -274,8 +286,7 @@ describe('UDP forwards', () => {
     cleanups.push(() => f.close());
     const guest = await udpEcho();
     cleanups.push(() => guest.close());
-    const port = await freePort();
-    await f.add(parseHostfwd(`udp::${port}-:${guest.port}`));
+    const port = (await f.add(parseHostfwd(`udp::0-:${guest.port}`))).hostPort;
     const a = await client();
     await udpRoundTrip(a, port, Buffer.from('1'));
     // traffic keeps it alive
@@ -296,8 +307,7 @@ describe('UDP forwards', () => {
     cleanups.push(() => f.close());
     const guest = await udpEcho();
     cleanups.push(() => guest.close());
-    const port = await freePort();
-    await f.add(parseHostfwd(`udp::${port}-:${guest.port}`));
+    const port = (await f.add(parseHostfwd(`udp::0-:${guest.port}`))).hostPort;
     const [a, b, c] = [await client(), await client(), await client()];
     await udpRoundTrip(a, port, Buffer.from('a'));
     await udpRoundTrip(b, port, Buffer.from('b'));
@@ -309,8 +319,7 @@ describe('UDP forwards', () => {
 
   test('a refused flow (no lease) drops the datagram and counts it', async () => {
     dialer.refuseUdp = true;
-    const port = await freePort();
-    await fwd.add(parseHostfwd(`udp::${port}-:53`));
+    const port = (await fwd.add(parseHostfwd(`udp::0-:53`))).hostPort;
     const a = await client();
     await expect(udpRoundTrip(a, port, Buffer.from('q'), '127.0.0.1', 200)).rejects.toThrow('no UDP reply');
     expect(fwd.stats.udpRefused).toBe(1);
@@ -319,9 +328,8 @@ describe('UDP forwards', () => {
   test('remove ends the flows and frees the port', async () => {
     const guest = await udpEcho();
     cleanups.push(() => guest.close());
-    const port = await freePort();
-    const rule = parseHostfwd(`udp::${port}-:${guest.port}`);
-    await fwd.add(rule);
+    const rule = await fwd.add(parseHostfwd(`udp::0-:${guest.port}`));
+    const port = rule.hostPort;
     const a = await client();
     await udpRoundTrip(a, port, Buffer.from('x'));
     await fwd.remove(rule.name);
@@ -332,6 +340,31 @@ describe('UDP forwards', () => {
       again.bind(port, '127.0.0.1', () => resolve());
     });
     again.close();
+  });
+
+  test('a reply from the guest is copied before the send: the link reusing its buffer does not change it', async () => {
+    // The dialer hands over a view into the link's receive buffer, which the next batch overwrites;
+    // dgram.send reads it later (after the address lookup, or from libuv's queue).
+    let peer: HostUdpPeer | undefined;
+    const capturing: GuestDialer = {
+      dialTcp: () => undefined,
+      openUdp: (_t, host) => {
+        peer = host;
+        return { send: () => undefined, close: () => undefined };
+      },
+    };
+    const f = new PortForwarder({ dialer: capturing });
+    cleanups.push(() => f.close());
+    const port = (await f.add(parseHostfwd(`udp::0-:53`))).hostPort;
+    const a = await client();
+    a.send(Buffer.from('open'), port, '127.0.0.1');
+    await waitFor(() => peer !== undefined);
+    const got = once(a, 'message');
+    const linkBuffer = Buffer.from('the guest answer');
+    peer!.send(linkBuffer.subarray(4));
+    linkBuffer.fill(0x78); // the next batch of frames lands here
+    const [msg] = (await got) as [Buffer];
+    expect(msg.toString()).toBe('guest answer');
   });
 
   test('a taken UDP port rejects with EADDRINUSE', async () => {
@@ -345,9 +378,8 @@ describe('UDP forwards', () => {
 });
 
 test('close() closes every listener', async () => {
-  const [p1, p2] = [await freePort(), await freePort()];
-  await fwd.add(parseHostfwd(`tcp::${p1}-:80`));
-  await fwd.add(parseHostfwd(`tcp::${p2}-:80`));
+  const p1 = (await fwd.add(parseHostfwd('tcp::0-:80'))).hostPort;
+  const p2 = (await fwd.add(parseHostfwd('tcp::0-:80'))).hostPort;
   await fwd.close();
   for (const p of [p1, p2]) expect((await errorOf(connect(p))).code).toBe('ECONNREFUSED');
   await expect(fwd.add(parseHostfwd(`tcp::${p1}-:80`))).rejects.toMatchObject({ code: 'ECLOSED' });
