@@ -73,17 +73,22 @@ const UDP = `
 import socket, sys, time, json
 port, secs = int(sys.argv[1]), float(sys.argv[2])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
-ok = lost = bad = 0; end = time.time() + secs; i = 0
+ok = lost = bad = dup = 0; end = time.time() + secs; i = 0
 while time.time() < end:
-    msg = b'%08d' % i + b'u' * 500; i += 1
+    msg = b'%08d' % i + b'u' * 500
     s.sendto(msg, ('10.0.2.2', port))
     try:
-        r, _ = s.recvfrom(2048)
-        if r == msg: ok += 1
-        else: bad += 1
+        while True:
+            r, _ = s.recvfrom(2048)
+            if r == msg: ok += 1; break
+            # A late or duplicated echo of an earlier datagram (the relay duplicates and reorders):
+            # counted apart; anything else is damage.
+            if len(r) == len(msg) and r[8:] == msg[8:] and r[:8].isdigit() and int(r[:8]) < i: dup += 1; continue
+            bad += 1; break
     except OSError: lost += 1
+    i += 1
     time.sleep(0.005)
-print(json.dumps({'udp_ok': ok, 'udp_lost': lost, 'udp_bad': bad}))
+print(json.dumps({'udp_ok': ok, 'udp_lost': lost, 'udp_bad': bad, 'udp_late_or_dup': dup}))
 `;
 
 interface Guest {
@@ -213,7 +218,7 @@ async function main(): Promise<void> {
       rss_mb: { start: +(rss[0]! / 1024).toFixed(1), max: +(Math.max(...rss) / 1024).toFixed(1), end: +(rss.at(-1)! / 1024).toFixed(1) },
       buffer_budget_mb: mem ? { budget: mem.budget / 2 ** 20, peak: +(mem.peak / 2 ** 20).toFixed(1) } : undefined,
       transfers: tally,
-      all_hashes_matched: !Object.keys(tally).some((k) => k.endsWith('_bad')),
+      all_hashes_matched: !Object.entries(tally).some(([k, n]) => k.endsWith('_bad') && n > 0),
       error_like_counters: interesting,
       relay: relay.stdout().trim().split('\n').at(-1),
     };
