@@ -15,6 +15,7 @@ import { defaultRuntimeDir } from './runtime-dir.ts';
 import type { Ipv4Range } from './nat/policy.ts';
 import { resolveDropTarget, type DropTarget } from './privileges.ts';
 import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
 import { FilterParseError, STDIN_SOURCE, parseFilter, type FilterRules } from './filter/rules.ts';
@@ -70,7 +71,12 @@ export interface Config extends NetworkConfig {
   /** --no-tso: one MSS per TCP segment, checksummed by vmnat, even where the link could offload (for comparison). */
   noTso: boolean;
   udpTimeoutSec: number;
+  /** Most flows the guests may open, all protocols together (default: from the descriptor limit). */
   maxFlows: number;
+  /** --max-buffer-memory: bytes all TCP connections may buffer together (stack/tcp/budget.ts). */
+  maxBufferBytes: number;
+  /** Most connections port forwards may carry into the guests at once (a budget of their own). */
+  maxForwardFlows: number;
   tcpIdleTimeoutSec: number;
   /** Seconds a guest's SYN waits for the host's connect before the guest gets host unreachable. */
   tcpConnectTimeoutSec: number;
@@ -175,7 +181,12 @@ NAT:
   --allow-link-local    let the guest reach 169.254.0.0/16 (denied by default:
                         cloud instance metadata and credentials live there)
   --udp-timeout S       idle timeout of a UDP flow in seconds (default 60)
-  --max-flows N         most flows at once per protocol (default 16384)
+  --max-flows N         most flows the guests may have open, TCP, UDP and ICMP
+                        together (default: 3/4 of the descriptors left after a
+                        reserve of 256, at most 16384)
+  --max-forward-flows N most connections port forwards carry at once, apart from
+                        the guests' own (default: the rest of the descriptors, at
+                        most 4096; also 128 half-open and 256 per client address)
   --tcp-idle-timeout S  reset a TCP flow silent for S seconds both ways
                         (default 7440, RFC 5382; 0 = never)
   --tcp-connect-timeout S  give up a host connect after S seconds and send the
@@ -183,6 +194,10 @@ NAT:
   --tcp-keepalive S     probe a guest connection after S idle seconds (0 = off)
   --tcp-buffer SIZE     per-flow TCP buffer each way, e.g. 256K or 4M
                         (default 1M, 4M above MTU 9000)
+  --max-buffer-memory SIZE  what all TCP connections may buffer together
+                        (default 256M): past it, out-of-order data is refused
+                        first (the guest resends it), send buffers stop growing
+                        and windows stop opening; --max-flows follows it too
   --no-tso              on --tap, send one MSS per frame with its checksum, instead
                         of 64 KiB GSO frames that the kernel cuts and checksums
 
@@ -213,7 +228,7 @@ with -- COMMAND, the command's status.
 
 const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local']);
 const takesValue = new Set([
-  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
+  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
 ]);
@@ -266,6 +281,57 @@ function parseTransport(t: { flag: string; value: string; netns?: string; netnsP
       return link;
     }
   }
+}
+
+/** A memory size such as 268435456, 256M or 1G, within 1M..64G. */
+function parseMemory(flag: string, text: string): number {
+  const m = /^(\d+)([KkMmGg]?)$/.exec(text);
+  if (!m) throw new ConfigError(flag, `${JSON.stringify(text)} is not a size such as 256M or 1G`);
+  const unit = m[2]!.toLowerCase();
+  const n = Number(m[1]) * (unit === '' ? 1 : unit === 'k' ? 1024 : unit === 'm' ? 1 << 20 : 1 << 30);
+  if (n < 1 << 20 || n > 64 * 2 ** 30) throw new ConfigError(flag, `${text} is not in 1M..64G`);
+  return n;
+}
+
+/** Descriptors kept for vmnat itself: DNS sockets, the API, listeners, links, the pcap file. */
+const FD_RESERVE = 256;
+
+/**
+ * The process's open-file limit (soft; Node raises it to the hard limit at start): /proc on Linux,
+ * the shell's `ulimit -n` elsewhere; undefined if neither answers.
+ */
+export function descriptorLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (m) return Number(m[1]);
+  } catch {
+    // not Linux
+  }
+  try {
+    const out = execFileSync('/bin/sh', ['-c', 'ulimit -n'], { encoding: 'utf8', timeout: 2000 }).trim();
+    return /^\d+$/.test(out) ? Number(out) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * --max-flows and --max-forward-flows, or their defaults from the descriptor limit: every flow
+ * holds a host descriptor, and running out of them (EMFILE) would fail flows at random, so the
+ * two budgets together stay below the limit minus FD_RESERVE. A larger value given by hand is
+ * taken, with a warning.
+ */
+function flowBudgets(maxFlowsText: string | undefined, maxForwardText: string | undefined, bufferBytes: number, warnings: string[]): { maxFlows: number; maxForwardFlows: number } {
+  const limit = descriptorLimit();
+  const available = limit === undefined ? 20_480 : Math.max(128, limit - FD_RESERVE);
+  // Each connection may always buffer 16 KiB (budget.ts): no more flows than the budget holds so.
+  const byMemory = Math.floor(bufferBytes / (16 * 1024));
+  const maxFlows = maxFlowsText !== undefined ? parseIntStrict('--max-flows', maxFlowsText, 1, 1_000_000) : Math.min(16_384, byMemory, Math.max(64, Math.floor(available * 0.75)));
+  const maxForwardFlows = maxForwardText !== undefined ? parseIntStrict('--max-forward-flows', maxForwardText, 1, 1_000_000) : Math.min(4096, Math.max(16, available - maxFlows));
+  if (limit !== undefined && maxFlows + maxForwardFlows > limit - FD_RESERVE) {
+    warnings.push(`--max-flows ${maxFlows} + --max-forward-flows ${maxForwardFlows} exceed the ${limit} open files this process may have (less ${FD_RESERVE} for vmnat itself): flows beyond that are refused when descriptors run out (raise it with ulimit -n)`);
+  }
+  return { maxFlows, maxForwardFlows };
 }
 
 /** The default --socket: net.sock in the runtime directory (runtime-dir.ts). */
@@ -453,6 +519,8 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   const level = single('--log-level') ?? 'info';
   if (!(LogLevels as readonly string[]).includes(level)) throw new ConfigError('--log-level', `${JSON.stringify(level)} is not one of ${LogLevels.join('|')}`);
 
+  const maxBufferBytes = parseMemory('--max-buffer-memory', single('--max-buffer-memory') ?? '256M');
+  const flowBudget = flowBudgets(single('--max-flows'), single('--max-forward-flows'), maxBufferBytes, warnings);
   const antiSpoofText = single('--anti-spoof') ?? 'on';
   if (antiSpoofText !== 'on' && antiSpoofText !== 'off') throw new ConfigError('--anti-spoof', `${JSON.stringify(antiSpoofText)} is not one of on|off`);
 
@@ -476,7 +544,9 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     deny,
     noTso: values.has('--no-tso'),
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
-    maxFlows: parseIntStrict('--max-flows', single('--max-flows') ?? '16384', 1, 1_000_000),
+    maxFlows: flowBudget.maxFlows,
+    maxBufferBytes,
+    maxForwardFlows: flowBudget.maxForwardFlows,
     tcpIdleTimeoutSec: parseIntStrict('--tcp-idle-timeout', single('--tcp-idle-timeout') ?? '7440', 0, 30 * 86400),
     tcpConnectTimeoutSec: parseIntStrict('--tcp-connect-timeout', single('--tcp-connect-timeout') ?? '10', 1, 600),
     tcpKeepaliveSec: parseIntStrict('--tcp-keepalive', single('--tcp-keepalive') ?? '0', 0, 86400),

@@ -404,9 +404,20 @@ function portsTable(ports: readonly ApiPort[]): string {
 
 function flowsTable(flows: readonly ApiFlow[]): string {
   return table(
-    ['PROTO', 'GUEST', 'REMOTE', 'FORWARD', 'STATE', 'FROM GUEST', 'TO GUEST'],
-    flows.map((f) => [f.proto, f.guest, f.remote, f.forward ?? '-', f.state ?? '-', bytes(f.bytes_from_guest), bytes(f.bytes_to_guest)]),
+    ['PROTO', 'GUEST', 'REMOTE', 'FORWARD', 'STATE', 'FROM GUEST', 'TO GUEST', 'HOST SOCKET'],
+    flows.map((f) => [f.proto, f.guest, f.remote, f.forward ?? '-', f.state ?? '-', bytes(f.bytes_from_guest), bytes(f.bytes_to_guest), hostSocket(f)]),
   );
+}
+
+/**
+ * The host socket behind a flow, as netstat/ss would show it for vmnat's process: `local -> peer`
+ * for a connection vmnat dialed, `local <- peer` for one a forward accepted; just the peer when
+ * vmnat does not know its own end (UDP, local services).
+ */
+function hostSocket(f: ApiFlow): string {
+  if (f.host === undefined) return '-';
+  if (f.host_local === undefined) return f.host;
+  return f.forward !== undefined ? `${f.host_local} <- ${f.host}` : `${f.host_local} -> ${f.host}`;
 }
 
 function plural(n: number, word: string): string {

@@ -30,6 +30,7 @@ import { NatGuestDialer } from './portfwd/dialer.ts';
 import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type ApiPort, type FlowEvent, type LeaseEvent } from './api/server.ts';
 import type { TcpFlow } from './nat/tcp.ts';
 import { FaultBarrier } from './fault.ts';
+import { BufferBudget } from './stack/tcp/budget.ts';
 import { Services, service } from './service.ts';
 import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
 import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJson } from './filter/filter.ts';
@@ -39,9 +40,11 @@ import { IPV4_ANY, parseIpv4 as parseIpv4Text } from './stack/wire/addr.ts';
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
  * enough segments in flight; 1 MiB serves MTU 1500.
  */
-function tcpConfigFor(config: Config): Partial<TcpConfig> {
+function tcpConfigFor(config: Config, budget: BufferBudget): Partial<TcpConfig> {
   const buffer = config.tcpBufferBytes || (config.mtu > 9000 ? 4 << 20 : 1 << 20);
-  const out: Partial<TcpConfig> = { mss: config.mtu - 40, recvWindow: buffer, sendBufferSize: buffer };
+  // Out-of-order data per flow: half the window (a hostile guest's cheapest way to pin memory; a
+  // loss burst of half a window still recovers with SACK).
+  const out: Partial<TcpConfig> = { mss: config.mtu - 40, recvWindow: buffer, sendBufferSize: buffer, budget, maxOooBytes: buffer >>> 1 };
   if (config.tcpKeepaliveSec > 0) {
     // Linux's shape: after the idle time, 9 probes 75 s apart (shortened for short idle times).
     out.keepalive = { idleMs: config.tcpKeepaliveSec * 1000, intervalMs: Math.min(75, config.tcpKeepaliveSec) * 1000, count: 9 };
@@ -89,6 +92,8 @@ export class Engine implements ApiBackend {
   /** Everything with timers and counters (service.ts), polled on the one timer. */
   readonly services = new Services();
   readonly switch: Switch;
+  /** What all TCP connections may buffer together (--max-buffer-memory; stack/tcp/budget.ts). */
+  readonly memory: BufferBudget;
   /** Every NAT flow, TCP, UDP and ICMP (nat/flows.ts). */
   readonly flowTable = new FlowTable();
   private runts = 0;
@@ -122,6 +127,7 @@ export class Engine implements ApiBackend {
     // The network part (addresses, leases, MTU, DNS, policy) builds the switch, stack, DHCP and
     // DNS; the rest of `config` says how vmnat runs (NAT limits, forwards, links).
     const net = networkOf(cfg);
+    this.memory = new BufferBudget(config.maxBufferBytes);
     this.offload = config.links.every((l) => l.kind === 'tap') && !config.noTso;
     this.stack = new Stack(
       { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu },
@@ -190,6 +196,7 @@ export class Engine implements ApiBackend {
     };
     this.stack.bindUdp(IPV4_BROADCAST, 67, onDhcp);
     this.stack.bindUdp(net.gateway, 67, onDhcp);
+    this.flowTable.guestLimit = config.maxFlows;
     this.filterSet = new FilterSet(net.filter);
     const admitOut: FlowAdmission = (proto, guestIp, guestPort, dstIp, dstPort) =>
       this.filterCheck('out', proto, guestIp, proto === 'icmp' ? 0 : guestPort, dstIp, dstPort, true);
@@ -198,8 +205,8 @@ export class Engine implements ApiBackend {
       this.stack,
       { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, hostLoopback: net.hostLoopback, deny: net.deny },
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
-      resolveTcpConfig({ ...tcpConfigFor(config), tsoMaxBytes: this.offload && net.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut },
+      resolveTcpConfig({ ...tcpConfigFor(config, this.memory), tsoMaxBytes: this.offload && net.mtu < 65_000 ? 65_000 : 0 }),
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows },
       (events) => this.dnsTcp.open(events),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -242,6 +249,7 @@ export class Engine implements ApiBackend {
     sv.register(service('tcp', {}, () => this.nat.tcp.tcpStats));
     sv.register(service('icmpNat', this.icmpNat, () => this.icmpNat.stats, () => this.icmpNat.closeAll()));
     sv.register(service('flows', {}, () => this.flowTable.counts()));
+    sv.register(service('memory', {}, () => ({ budget: this.memory.limit, used: this.memory.used, peak: this.memory.peak, ...this.memory.stats })));
     sv.register(service('dns', {}, () => this.dns.stats, () => this.dns.close()));
     sv.register(service('dnsTcp', {}, () => this.dnsTcp.stats));
     sv.register(service('switch', this.switch, () => ({ ...this.switch.stats, runts: this.runts })));

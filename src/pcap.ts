@@ -5,8 +5,10 @@
  * sends to a guest. Records are appended to one in-memory chunk and written to the file with a
  * synchronous write when the chunk fills or when the engine flushes at the end of each batch, so
  * capture costs one memcpy per frame and one syscall per batch. Frames are copied: callers' buffers
- * are reused right after. Timestamps come from the engine's clock (ms) plus a microsecond part
- * from hrtime so that frames within one millisecond keep their order in readers.
+ * are reused right after. Timestamps are the wall clock read once at open plus the monotonic
+ * hrtime elapsed since: microsecond resolution, and never backwards, so readers show frames in the
+ * order they were written (a millisecond wall clock with hrtime's microseconds pasted in went
+ * backwards within a millisecond whenever hrtime's digits wrapped).
  */
 import fs from 'node:fs';
 
@@ -50,6 +52,8 @@ export class PcapWriter {
   private chunk = Buffer.allocUnsafe(CHUNK);
   private used = 0;
   framesWritten = 0;
+  /** Wall-clock µs at hrtime 0: wall time of a frame = this + hrtime µs. */
+  private readonly epochUs = BigInt(Date.now()) * 1000n - process.hrtime.bigint() / 1000n;
 
   constructor(file: string) {
     this.fd = openPcapFile(file);
@@ -72,8 +76,7 @@ export class PcapWriter {
     const len = Math.min(frame.length, SNAPLEN);
     if (this.used + 16 + len > CHUNK) this.flush();
     if (16 + len > CHUNK) return; // cannot happen with SNAPLEN < CHUNK; guards the arithmetic
-    const nowNs = process.hrtime.bigint();
-    const wallUs = BigInt(Date.now()) * 1000n + ((nowNs / 1000n) % 1000n);
+    const wallUs = this.epochUs + process.hrtime.bigint() / 1000n;
     const c = this.chunk;
     c.writeUInt32LE(Number(wallUs / 1_000_000n), this.used);
     c.writeUInt32LE(Number(wallUs % 1_000_000n), this.used + 4);

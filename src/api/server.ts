@@ -76,6 +76,11 @@ export interface ApiFlow {
   remote: string;
   /** The host socket's peer, when it differs from `remote` (gateway → 127.0.0.1, forwards). */
   host?: string;
+  /**
+   * The host socket's own end (`127.0.0.1:54321`): with `host`, the connection as `ss -tnp` lists
+   * it for vmnat's process (for a forward, `host` is the client that connected to it).
+   */
+  host_local?: string;
   forward?: string;
   state?: string;
   bytes_from_guest: number;
@@ -211,6 +216,8 @@ export function configToApi(config: Config): Record<string, unknown> {
     filter: config.filter?.source ?? null,
     udp_timeout_s: config.udpTimeoutSec,
     max_flows: config.maxFlows,
+    max_forward_flows: config.maxForwardFlows,
+    max_buffer_memory: config.maxBufferBytes,
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
   };

@@ -6,8 +6,10 @@
  * (address, port; 0 for ICMP), plus where the host side goes (`hostAddress`), its byte counts
  * and its lifecycle (`state`, opened, last active). Each protocol's NAT machine keeps its own
  * flow objects and lifecycle (TCP's connection states, UDP's and ICMP's idle LRU) and files them
- * here through a typed `FlowIndex` of its type; the table answers for all of them: one count,
- * one listing for the API's `/flows`, and one way to end flows a new filter rule set blocks.
+ * here through a typed `FlowIndex` of its type; the table answers for all of them: one count
+ * under one limit for the guests' own flows (`guestLimit`, below the descriptor limit; forwarded
+ * flows have their budget in the TCP NAT), one listing for the API's `/flows`, and one way to end
+ * flows a new filter rule set blocks.
  *
  * Keys: per index, network → guest side → remote side, each a `Map`, so a lookup is three map
  * reads and never a scan. A side's key is `address * 65536 + port` for IPv4 (exact in a double);
@@ -48,6 +50,11 @@ export interface FlowEntry {
   readonly stateName: string;
   /** The port forward that opened it, if any. */
   readonly forward?: string | undefined;
+  /**
+   * The ends of the host socket that carries the flow (`ip:port` each), while it has a connected
+   * one of its own (TCP): what `ss -tnp` lists for vmnat's process.
+   */
+  hostSocketEnds?(): { local: string; peer: string } | undefined;
 }
 
 /** One flow as the API lists it. */
@@ -56,6 +63,8 @@ export interface FlowListing {
   guest: string;
   remote: string;
   host: string;
+  /** The host socket's own end, when `hostSocketEnds` knows it. */
+  host_local?: string;
   state: string;
   forward?: string;
   bytes_from_guest: number;
@@ -107,6 +116,7 @@ export class FlowIndex<F extends FlowEntry> {
     if (!perGuest.has(remote)) {
       this.n++;
       this.table.count++;
+      if (f.forward !== undefined) this.table.forwardCount++;
     }
     perGuest.set(remote, f);
   }
@@ -118,6 +128,7 @@ export class FlowIndex<F extends FlowEntry> {
     perGuest.delete(remote);
     this.n--;
     this.table.count--;
+    if (f.forward !== undefined) this.table.forwardCount--;
     if (perGuest.size === 0) perNet!.delete(guest);
     if (perNet!.size === 0) this.byNet.delete(f.net);
   }
@@ -130,6 +141,18 @@ export class FlowIndex<F extends FlowEntry> {
 export class FlowTable {
   /** Flows of every protocol. */
   count = 0;
+  /** Of those, flows a port forward opened into a guest (they have a budget of their own). */
+  forwardCount = 0;
+  /**
+   * The most flows the guests may open, all protocols together (`--max-flows`): each holds a host
+   * descriptor, so the default keeps the sum below the process's descriptor limit.
+   */
+  guestLimit = Infinity;
+
+  /** The guests' own flows fill their budget: a new one is refused (or, UDP/ICMP, evicts). */
+  get guestFull(): boolean {
+    return this.count - this.forwardCount >= this.guestLimit;
+  }
   private readonly indexes: FlowIndex<FlowEntry>[] = [];
 
   index<F extends FlowEntry>(proto: FlowProto): FlowIndex<F> {
@@ -144,11 +167,15 @@ export class FlowTable {
     for (const idx of this.indexes) {
       for (const f of idx.values()) {
         const port = (p: number) => (f.proto === 'icmp' ? `id ${p}` : String(p));
+        const ends = f.hostSocketEnds?.();
+        // Without a live socket only the host side's address is known; for a forward, dstPort is
+        // vmnat's own port toward the guest, not the host client's, so it is left out.
+        const host = ends?.peer ?? (f.proto === 'icmp' || f.forward !== undefined ? f.hostAddress : `${f.hostAddress}:${f.dstPort}`);
         const item: FlowListing = {
           proto: f.proto,
           guest: `${formatIpv4(f.guestIp)}:${port(f.guestPort)}`,
           remote: f.proto === 'icmp' ? formatIpv4(f.dstIp) : `${formatIpv4(f.dstIp)}:${f.dstPort}`,
-          host: f.proto === 'icmp' ? f.hostAddress : `${f.hostAddress}:${f.dstPort}`,
+          host,
           state: f.stateName,
           bytes_from_guest: f.bytesFromGuest,
           bytes_to_guest: f.bytesToGuest,
@@ -156,6 +183,7 @@ export class FlowTable {
           idle_s: Math.round((now - f.lastActive) / 1000),
         };
         if (f.forward !== undefined) item.forward = f.forward;
+        if (ends !== undefined) item.host_local = ends.local;
         out.push(item);
       }
     }
@@ -182,7 +210,7 @@ export class FlowTable {
 
   /** Flows per protocol and in all, for the stats. */
   counts(): Record<string, number> {
-    const out: Record<string, number> = { total: this.count };
+    const out: Record<string, number> = { total: this.count, forwarded: this.forwardCount };
     for (const idx of this.indexes) out[idx.proto] = idx.size;
     return out;
   }

@@ -69,7 +69,7 @@ export function createIcmpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, flowsExpired: 0, flowsEvicted: 0,
     requestsFromGuest: 0, repliesToGuest: 0, errorsToGuest: 0, unreachableToGuest: 0,
-    bytesFromGuest: 0, bytesToGuest: 0, sendErrors: 0, openErrors: 0, refusedByFilter: 0, closedByFilter: 0,
+    bytesFromGuest: 0, bytesToGuest: 0, sendErrors: 0, openErrors: 0, flowLimit: 0, refusedByFilter: 0, closedByFilter: 0,
     dropped: {
       notPermitted: 0, truncated: 0, badChecksum: 0, notEchoRequest: 0, badCode: 0,
       foreignSource: 0, badReply: 0, errorType: 0, errorNoOffender: 0, errorTruncated: 0,
@@ -113,6 +113,7 @@ export class IcmpNat {
   private readonly flows = new Map<number, IcmpFlow>();
   /** The same flows by (guest address, identifier) and destination, in the engine's flow table. */
   private readonly index: FlowIndex<IcmpFlow>;
+  private readonly table: FlowTable;
   private readonly idle: IdleSweep;
   private flowSeq = 0;
   private readonly quote = new Uint8Array(IPV4_HLEN + MAX_QUOTED_ICMP);
@@ -126,7 +127,8 @@ export class IcmpNat {
     private readonly log: IcmpNatLog,
   ) {
     this.idle = new IdleSweep(options.idleTimeoutMs);
-    this.index = (options.table ?? new FlowTable()).index<IcmpFlow>('icmp');
+    this.table = options.table ?? new FlowTable();
+    this.index = this.table.index<IcmpFlow>('icmp');
     this.index.closer = (f) => {
       this.stats.closedByFilter++;
       this.close(f);
@@ -224,12 +226,16 @@ export class IcmpNat {
   private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestIdent: number, dstIp: Ipv4Addr, hostAddress: string, now: number): IcmpFlow | undefined {
     const hostIp = parseIpv4(hostAddress);
     if (hostIp === undefined) throw new Error(`IcmpNat: not an IPv4 address: ${hostAddress}`); // policy bug
-    if (this.flows.size >= this.options.maxFlows) {
+    if (this.flows.size >= this.options.maxFlows || this.table.guestFull) {
+      // The least recently active flow of ours makes room; with none, the guests' budget is taken
+      // by other protocols' flows and this one is refused.
       const oldest = this.flows.values().next();
-      if (!oldest.done) {
-        this.stats.flowsEvicted++;
-        this.close(oldest.value);
+      if (oldest.done) {
+        this.stats.flowLimit++;
+        return undefined;
       }
+      this.stats.flowsEvicted++;
+      this.close(oldest.value);
     }
     let flow: IcmpFlow | undefined;
     let socket: PingHandle;

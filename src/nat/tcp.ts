@@ -73,6 +73,15 @@ export interface TcpNatOptions {
   table?: FlowTable;
   /** The filter's say on each new outbound flow (flows.ts); absent = every flow may open. */
   admit?: FlowAdmission;
+  /**
+   * Port forwards have a budget apart from the guests' own flows, so that whoever reaches a
+   * forward cannot fill the table and cost the guests their connections: at most this many
+   * forwarded connections, this many still waiting for the guest's SYN-ACK, and this many from
+   * one client address. Defaults: 4096, 128, 256.
+   */
+  maxForwardFlows?: number;
+  maxForwardHalfOpen?: number;
+  maxForwardPerSource?: number;
 }
 
 export function createTcpNatStats() {
@@ -81,6 +90,7 @@ export function createTcpNatStats() {
     synWhileDialing: 0, halfOpenLimit: 0, idleTimeouts: 0, forwardsOpened: 0, forwardsRewrapped: 0, dialSocketsReused: 0, forwardFailed: 0, flowLimit: 0, localServiceLimit: 0, refusedByPolicy: 0, rstForUnknown: 0,
     malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0, internalErrors: 0,
     refusedByFilter: 0, closedByFilter: 0,
+    forwardLimit: 0, forwardHalfOpenLimit: 0, forwardPerSourceLimit: 0, fdExhausted: 0,
   };
 }
 export type TcpNatStats = ReturnType<typeof createTcpNatStats>;
@@ -148,6 +158,17 @@ class SocketEndpoint implements HostEndpoint {
   }
   uncork(): void {
     if (!this.stale()) this.socket.uncork();
+  }
+  /**
+   * The host socket's two ends as `ip:port` (what `ss`/netstat show for vmnat's process), so a
+   * user can match a guest flow to a host connection; undefined once the socket is gone or serves
+   * another flow.
+   */
+  ends(): { local: string; peer: string } | undefined {
+    if (this.stale() || this.socket.destroyed) return undefined;
+    const s = this.socket;
+    if (s.localAddress === undefined || s.localPort === undefined || s.remoteAddress === undefined || s.remotePort === undefined) return undefined;
+    return { local: `${s.localAddress}:${s.localPort}`, peer: `${s.remoteAddress}:${s.remotePort}` };
   }
 }
 
@@ -247,6 +268,8 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
   established: (() => void) | undefined;
   /** The port-forward rule that opened this flow, for listings. */
   forward: string | undefined;
+  /** A forwarded flow the guest has not answered yet (counted against the half-open budget). */
+  forwardHalfOpen = false;
   onEstablished(): void {
     const hook = this.established;
     this.established = undefined;
@@ -385,6 +408,10 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
   get stateName(): string {
     return this.conn?.state ?? 'dialing';
   }
+
+  hostSocketEnds(): { local: string; peer: string } | undefined {
+    return this.host instanceof SocketEndpoint ? this.host.ends() : undefined;
+  }
 }
 
 export class TcpNat {
@@ -398,6 +425,11 @@ export class TcpNat {
   onFlowEvent: ((event: 'open' | 'close', flow: TcpFlow, reason?: string) => void) | undefined;
   /** This NAT's flows, filed in the engine's one flow table. */
   private readonly flows: FlowIndex<TcpFlow>;
+  private readonly table: FlowTable;
+  /** Port-forward flows: in all, still half-open, and by client address (their own budget). */
+  private forwardFlows = 0;
+  private forwardHalfOpen = 0;
+  private readonly forwardsBySource = new Map<string, number>();
   private halfOpen = 0;
   private readonly heap = new DeadlineHeap<TcpFlow>();
   private readonly seg = new TcpSegment();
@@ -423,7 +455,8 @@ export class TcpNat {
     private readonly wake: () => void,
     private readonly localService: LocalServiceFactory | undefined,
   ) {
-    this.flows = (options.table ?? new FlowTable()).index<TcpFlow>('tcp');
+    this.table = options.table ?? new FlowTable();
+    this.flows = this.table.index<TcpFlow>('tcp');
     this.flows.closer = (f) => {
       this.stats.closedByFilter++;
       if (f.conn !== undefined) f.conn.abort(this.now());
@@ -493,7 +526,7 @@ export class TcpNat {
       this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
       return;
     }
-    if (this.flows.size >= this.options.maxFlows) {
+    if (this.flows.size - this.forwardFlows >= this.options.maxFlows || this.table.guestFull) {
       this.stats.flowLimit++;
       this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
       return;
@@ -575,7 +608,11 @@ export class TcpNat {
     this.remove(f, code === 'ECONNREFUSED' ? 'refused' : code === 'GUEST_RST' ? 'rst' : 'unreachable');
     f.host?.destroy(false);
     if (code === 'GUEST_RST') return;
-    if (code === 'ECONNREFUSED') {
+    if (code === 'EMFILE' || code === 'ENFILE') {
+      // Out of descriptors here, not a fault of the destination: refuse at once (RST), counted.
+      this.stats.fdExhausted++;
+      if (rstForSegment(syn, this.rst)) this.stack.sendTcp(f.guestMac, f.dstIp, f.dstPort, f.guestIp, f.guestPort, this.rst);
+    } else if (code === 'ECONNREFUSED') {
       this.stats.dialsRefused++;
       if (rstForSegment(syn, this.rst)) this.stack.sendTcp(f.guestMac, f.dstIp, f.dstPort, f.guestIp, f.guestPort, this.rst);
     } else {
@@ -602,18 +639,32 @@ export class TcpNat {
   openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string): net.Socket | undefined {
     const guestMac = this.stack.neighbours.lookup(guestIp);
     const srcPort = guestMac === undefined ? undefined : this.ephemeralPort(guestIp, guestPort, srcIp);
-    if (guestMac === undefined || srcPort === undefined || this.flows.size >= this.options.maxFlows) {
+    const client = accepted.remoteAddress ?? '';
+    const fromClient = this.forwardsBySource.get(client) ?? 0;
+    let limit: 'forwardLimit' | 'forwardHalfOpenLimit' | 'forwardPerSourceLimit' | undefined;
+    if (this.forwardFlows >= (this.options.maxForwardFlows ?? 4096)) limit = 'forwardLimit';
+    else if (this.forwardHalfOpen >= (this.options.maxForwardHalfOpen ?? 128)) limit = 'forwardHalfOpenLimit';
+    else if (fromClient >= (this.options.maxForwardPerSource ?? 256)) limit = 'forwardPerSourceLimit';
+    if (guestMac === undefined || srcPort === undefined || limit !== undefined) {
+      if (limit !== undefined) this.stats[limit]++;
       this.stats.forwardFailed++;
       accepted.resetAndDestroy();
       return undefined;
     }
     const now = this.now();
-    const f = new TcpFlow(this, guestMac, guestIp, guestPort, srcIp, srcPort, `${accepted.remoteAddress ?? ''}`, now);
+    const f = new TcpFlow(this, guestMac, guestIp, guestPort, srcIp, srcPort, client, now);
     f.forward = forward;
+    f.forwardHalfOpen = true;
+    this.forwardFlows++;
+    this.forwardHalfOpen++;
+    this.forwardsBySource.set(client, fromClient + 1);
     const rewrapped = this.rewrapWithOnread(accepted, f);
     const socket = rewrapped ?? accepted;
     f.host = new SocketEndpoint(socket);
-    f.established = () => socket.resume();
+    f.established = () => {
+      this.forwardEstablished(f);
+      socket.resume();
+    };
     // Explicitly paused: adding a 'data' listener would otherwise start the flow of host bytes
     // (and 'end') before the guest has even answered our SYN.
     socket.pause();
@@ -689,9 +740,23 @@ export class TcpNat {
   }
 
   /** Removes a flow from the table (its connection is closed or never existed). */
+  /** A forwarded flow's guest answered: it no longer counts as half-open. */
+  private forwardEstablished(f: TcpFlow): void {
+    if (!f.forwardHalfOpen) return;
+    f.forwardHalfOpen = false;
+    this.forwardHalfOpen--;
+  }
+
   remove(f: TcpFlow, reason = 'closed'): void {
     if (f.closed) return;
     f.closed = true;
+    if (f.forward !== undefined) {
+      this.forwardEstablished(f);
+      this.forwardFlows--;
+      const n = (this.forwardsBySource.get(f.hostAddress) ?? 1) - 1;
+      if (n <= 0) this.forwardsBySource.delete(f.hostAddress);
+      else this.forwardsBySource.set(f.hostAddress, n);
+    }
     if (f.syn !== undefined) {
       this.halfOpen--;
       clearTimeout(f.dialTimer);

@@ -54,7 +54,7 @@ export function createUdpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, flowsExpired: 0, flowsEvicted: 0,
     datagramsFromGuest: 0, datagramsToGuest: 0, bytesFromGuest: 0, bytesToGuest: 0,
-    refused: 0, sendErrors: 0, pendingDropped: 0, badPort: 0, connectFailed: 0, refusedByFilter: 0, closedByFilter: 0,
+    refused: 0, sendErrors: 0, pendingDropped: 0, badPort: 0, connectFailed: 0, flowLimit: 0, refusedByFilter: 0, closedByFilter: 0,
     /** Datagrams dropped: their flow had maxQueuedBytesPerFlow queued / all flows had maxQueuedBytes. */
     flowQueueFull: 0, totalQueueFull: 0,
     /** Gauge: bytes queued towards host sockets now, all flows. */
@@ -91,6 +91,7 @@ export class UdpNat {
   private readonly flows = new Map<number, UdpFlow>();
   /** The same flows by their two sides, in the engine's flow table. */
   private readonly index: FlowIndex<UdpFlow>;
+  private readonly table: FlowTable;
   private readonly idle: IdleSweep;
   private flowSeq = 0;
   private readonly maxPerFlow: number;
@@ -105,7 +106,8 @@ export class UdpNat {
     this.idle = new IdleSweep(options.idleTimeoutMs);
     this.maxPerFlow = options.maxQueuedBytesPerFlow ?? UDP_MAX_QUEUED_PER_FLOW;
     this.maxTotal = options.maxQueuedBytes ?? UDP_MAX_QUEUED_TOTAL;
-    this.index = (options.table ?? new FlowTable()).index<UdpFlow>('udp');
+    this.table = options.table ?? new FlowTable();
+    this.index = this.table.index<UdpFlow>('udp');
     this.index.closer = (f) => {
       this.stats.closedByFilter++;
       this.close(f);
@@ -133,6 +135,7 @@ export class UdpNat {
         return;
       }
       flow = this.open(guestMac, guestIp, guestPort, dstIp, dstPort, hostAddress, now);
+      if (flow === undefined) return;
       this.index.add(flow, sideKey(guestIp, guestPort), sideKey(dstIp, dstPort));
     } else {
       // Refresh recency: the Map's insertion order is the LRU order.
@@ -197,13 +200,17 @@ export class UdpNat {
     flow.pending = [];
   }
 
-  private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, now: number): UdpFlow {
-    if (this.flows.size >= this.options.maxFlows) {
+  private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, now: number): UdpFlow | undefined {
+    if (this.flows.size >= this.options.maxFlows || this.table.guestFull) {
+      // The least recently active flow of ours makes room; with none, the guests' budget is taken
+      // by other protocols' flows and this one is refused.
       const oldest = this.flows.values().next();
-      if (!oldest.done) {
-        this.stats.flowsEvicted++;
-        this.close(oldest.value);
+      if (oldest.done) {
+        this.stats.flowLimit++;
+        return undefined;
       }
+      this.stats.flowsEvicted++;
+      this.close(oldest.value);
     }
     const socket = dgram.createSocket({ type: 'udp4' });
     const key = ++this.flowSeq;

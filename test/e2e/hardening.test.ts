@@ -150,3 +150,72 @@ test('MTU 65520: full-sized segments with two SACK blocks fit the MTU (options c
   expect(stats.engine.internalErrors).toBe(0);
   guest.send(CraftedGuest.tcp(GW_IP, 40000, port, rcvNext, acked, 0x04, 0));
 });
+
+test('memory budget: 100 connections stuffed with out-of-order data stay within --max-buffer-memory; the data still arrives once the holes fill', async () => {
+  const LIMIT = 16 << 20;
+  const got = new Map<number, Buffer[]>();
+  const server = net.createServer((s) => {
+    const chunks: Buffer[] = [];
+    got.set(s.remotePort ?? 0, chunks);
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+  const port = (server.address() as net.AddressInfo).port;
+  const { vmnat, guest } = await vmnatWithGuest(['--max-buffer-memory', '16M']);
+  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${vmnat.child.pid}/status`, 'utf8'))![1]) * 1024;
+  const rssBefore = rss();
+
+  const CONNS = 100;
+  const SEG = 1400;
+  const HOLE = SEG; // the first segment's bytes are withheld: everything after it is out of order
+  const isn = (i: number) => 100_000 + i * 10_000_000;
+  const synOpts = [2, 4, 0x05, 0xb4, 1, 3, 3, 7, 4, 2, 1, 1]; // MSS 1460, wscale 7, SACK ok
+  for (let i = 0; i < CONNS; i++) guest.send(CraftedGuest.tcp(GW_IP, 20000 + i, port, isn(i), 0, 0x02, 65535, synOpts));
+  await guest.waitFor((fs) => fs.filter((f) => f.proto === 6 && (f.l4![13]! & 0x12) === 0x12).length >= CONNS, 'every SYN-ACK', 15_000);
+  const hostIss = new Map<number, number>();
+  for (const f of guest.frames()) {
+    if (f.proto !== 6 || (f.l4![13]! & 0x12) !== 0x12) continue;
+    const t = tcpFields(f.l4!);
+    hostIss.set(t.dport, t.seq);
+  }
+  // Up to 1 MiB (the window) of out-of-order data on every connection: first one segment each, so
+  // that vmnat's ACK opens the window past the SYN-ACK's unscaled 64 KiB, then the rest.
+  const payload = (i: number, k: number) => Buffer.alloc(SEG, (i * 31 + k) & 0xff);
+  for (let i = 0; i < CONNS; i++) {
+    const ack = hostIss.get(20000 + i)! + 1;
+    guest.send(CraftedGuest.tcp(GW_IP, 20000 + i, port, isn(i) + 1, ack, 0x10, 65535), CraftedGuest.tcp(GW_IP, 20000 + i, port, isn(i) + 1 + SEG, ack, 0x10, 65535, [], payload(i, 1)));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  guest.clear();
+  for (let i = 0; i < CONNS; i++) {
+    const ack = hostIss.get(20000 + i)! + 1;
+    const frames: Uint8Array[] = [];
+    for (let k = 2; k * SEG < (1 << 20) - SEG; k++) frames.push(CraftedGuest.tcp(GW_IP, 20000 + i, port, isn(i) + 1 + k * SEG, ack, 0x10, 65535, [], payload(i, k)));
+    guest.send(...frames);
+    guest.clear();
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  const mid = (await vmnat.stats()) as { memory: { used: number; peak: number; budget: number; oooRefused: number }; engine: { internalErrors: number } };
+  expect(mid.memory.budget).toBe(LIMIT);
+  expect(mid.memory.peak).toBeLessThanOrEqual(LIMIT);
+  expect(mid.memory.oooRefused).toBeGreaterThan(0);
+  expect(rss() - rssBefore).toBeLessThan(80 << 20);
+
+  // Fill the hole of connection 0: what vmnat kept is delivered in order, then the guest resends
+  // the rest (as its TCP would) and the host gets every byte.
+  const ack0 = hostIss.get(20000)! + 1;
+  const frames = [CraftedGuest.tcp(GW_IP, 20000, port, isn(0) + 1, ack0, 0x18, 65535, [], payload(0, 0))];
+  for (let k = 1; k < 20; k++) frames.push(CraftedGuest.tcp(GW_IP, 20000, port, isn(0) + 1 + k * SEG, ack0, 0x18, 65535, [], payload(0, k)));
+  guest.send(...frames);
+  await new Promise((r) => setTimeout(r, 500));
+  const want = Buffer.concat(Array.from({ length: 20 }, (_, k) => payload(0, k)));
+  const conn0 = [...got.values()].find((c) => c.length > 0 && c[0]![0] === payload(0, 0)[0] && Buffer.concat(c).length >= want.length);
+  expect(conn0, 'connection 0 delivered').toBeDefined();
+  expect(createHash('sha256').update(Buffer.concat(conn0!).subarray(0, want.length)).digest('hex')).toBe(createHash('sha256').update(want).digest('hex'));
+  const end = (await vmnat.stats()) as { engine: { internalErrors: number } };
+  expect(end.engine.internalErrors).toBe(0);
+  expect(vmnat.child.exitCode).toBeNull();
+});

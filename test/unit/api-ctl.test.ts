@@ -141,11 +141,16 @@ describe('reading', () => {
 
   test('flows as a table with readable byte counts', async () => {
     backend.flowList.push({ proto: 'udp', guest: '10.0.2.15:5353', remote: '10.0.2.2:40000', forward: 'dns', bytes_from_guest: 3 * 1024 * 1024, bytes_to_guest: 1536 });
+    backend.flowList.push({ proto: 'tcp', guest: '10.0.2.15:40001', remote: '10.0.2.2:8080', host: '127.0.0.1:8080', host_local: '127.0.0.1:54321', state: 'established', bytes_from_guest: 80, bytes_to_guest: 0 });
+    backend.flowList.push({ proto: 'tcp', guest: '10.0.2.15:22', remote: '10.0.2.2:61000', forward: 'ssh', host: '127.0.0.1:45000', host_local: '127.0.0.1:2222', state: 'established', bytes_from_guest: 0, bytes_to_guest: 0 });
     const r = await ctl([...S(), 'flows']);
     const lines = r.out.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^PROTO\s+GUEST\s+REMOTE\s+FORWARD\s+STATE\s+FROM GUEST\s+TO GUEST$/);
-    expect(lines[1]).toMatch(/^tcp\s+10\.0\.2\.15:40000\s+192\.0\.2\.1:443\s+-\s+established\s+100 B\s+2\.0 KiB$/);
-    expect(lines[2]).toMatch(/^udp\s+10\.0\.2\.15:5353\s+10\.0\.2\.2:40000\s+dns\s+-\s+3\.0 MiB\s+1\.5 KiB$/);
+    expect(lines[0]).toMatch(/^PROTO\s+GUEST\s+REMOTE\s+FORWARD\s+STATE\s+FROM GUEST\s+TO GUEST\s+HOST SOCKET$/);
+    expect(lines[1]).toMatch(/^tcp\s+10\.0\.2\.15:40000\s+192\.0\.2\.1:443\s+-\s+established\s+100 B\s+2\.0 KiB\s+-$/);
+    expect(lines[2]).toMatch(/^udp\s+10\.0\.2\.15:5353\s+10\.0\.2\.2:40000\s+dns\s+-\s+3\.0 MiB\s+1\.5 KiB\s+-$/);
+    // netstat's view of vmnat: which host socket carries each guest connection, and which way.
+    expect(lines[3]).toMatch(/\s127\.0\.0\.1:54321 -> 127\.0\.0\.1:8080$/);
+    expect(lines[4]).toMatch(/\s127\.0\.0\.1:2222 <- 127\.0\.0\.1:45000$/);
     backend.flowList = [];
     expect((await ctl([...S(), 'flows'])).out).toBe('no open flows\n');
   });

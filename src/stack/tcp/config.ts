@@ -7,6 +7,7 @@
  * microseconds, loss comes only from full queues, and the peer is a guest kernel (Linux, usually)
  * that offers MSS, window scaling and SACK.
  */
+import type { BufferBudget } from './budget.ts';
 
 export interface TcpKeepaliveConfig {
   /** Idle time (nothing received) before the first probe, ms. */
@@ -49,8 +50,12 @@ export interface TcpConfig {
   keepalive: TcpKeepaliveConfig | undefined;
   /** TIME-WAIT duration, ms. */
   timeWaitMs: number;
-  /** Out-of-order budget: most distinct chunks held (bytes are bounded by the window). */
+  /** Out-of-order budget: most distinct chunks held. */
   maxOooChunks: number;
+  /** Most out-of-order bytes one connection holds; 0 = the whole window. */
+  maxOooBytes: number;
+  /** The engine-wide budget every connection's buffers are charged to (budget.ts); none = unbounded. */
+  budget: BufferBudget | undefined;
   /** Challenge ACKs (RFC 5961) per connection per second. */
   challengeAckPerSecond: number;
   /**
@@ -77,6 +82,8 @@ export const TCP_DEFAULTS: Readonly<TcpConfig> = Object.freeze({
   keepalive: undefined,
   timeWaitMs: 1000,
   maxOooChunks: 1024,
+  maxOooBytes: 0,
+  budget: undefined,
   challengeAckPerSecond: 10,
   tsoMaxBytes: 0,
 });
@@ -105,6 +112,7 @@ export function resolveTcpConfig(overrides: Partial<TcpConfig> = {}): TcpConfig 
   c.tlpMinMs = Math.max(0, c.tlpMinMs);
   c.timeWaitMs = Math.max(0, c.timeWaitMs);
   c.maxOooChunks = clampInt(c.maxOooChunks, 0, 1 << 20);
+  c.maxOooBytes = c.maxOooBytes > 0 ? clampInt(c.maxOooBytes, 1, c.recvWindow) : c.recvWindow;
   c.challengeAckPerSecond = clampInt(c.challengeAckPerSecond, 0, 1 << 20);
   c.tsoMaxBytes = clampInt(c.tsoMaxBytes, 0, 65_000);
   if (c.keepalive !== undefined) {

@@ -8,12 +8,14 @@
  * runs are what SACK reports. The first SACK block is the run holding the most recently received
  * segment, then the other recently changed runs, then the rest (RFC 2018 §4).
  *
- * Limits: bytes are bounded by the receive window (the receiver only inserts in-window data), and
- * the number of chunks by `maxChunks` (a guest sending many tiny out-of-order segments cannot make
+ * Limits: bytes are bounded by the receive window (the receiver only inserts in-window data), by
+ * `maxBytes` per connection and by the engine-wide budget (budget.ts: out-of-order data is the
+ * first thing refused under memory pressure), and the number of chunks by `maxChunks` (a guest sending many tiny out-of-order segments cannot make
  * us keep unbounded bookkeeping). Past the chunk budget new out-of-order data is refused and
  * counted; the peer retransmits it later. Copies happen only on this loss/reorder path.
  */
 import { type Seq, seqAdd, seqGe, seqGt, seqLe, seqLt, seqSub } from './seq.ts';
+import type { BufferBudget } from './budget.ts';
 
 export interface OooChunk {
   start: Seq;
@@ -36,7 +38,13 @@ export class Reassembly {
   private runStart: Seq[] = [];
   private runEnd: Seq[] = [];
 
-  constructor(private readonly maxChunks: number) {}
+  constructor(
+    private readonly maxChunks: number,
+    /** Most bytes held (a per-connection cap, below the window). */
+    private readonly maxBytes = Infinity,
+    /** The engine-wide buffer budget, charged per byte held (budget.ts). */
+    private readonly budget?: BufferBudget,
+  ) {}
 
   get isEmpty(): boolean {
     return this.chunks.length === 0;
@@ -74,7 +82,8 @@ export class Reassembly {
       }
       const gapEnd = c !== undefined && seqLt(c.start, end) ? c.start : end;
       const n = seqSub(gapEnd, cur);
-      if (chunks.length >= this.maxChunks) {
+      if (chunks.length >= this.maxChunks || this.bytes + n > this.maxBytes || (this.budget !== undefined && !this.budget.tryCharge(n))) {
+        if (this.budget !== undefined && chunks.length < this.maxChunks && this.bytes + n <= this.maxBytes) this.budget.stats.oooRefused++;
         refused += n;
       } else {
         const from = off + seqSub(cur, start);
@@ -101,6 +110,7 @@ export class Reassembly {
       if (c === undefined || seqGt(c.start, rcvNxt)) return undefined;
       this.chunks.shift();
       this.bytes -= c.data.length;
+      this.budget?.refund(c.data.length);
       this.runsDirty = true;
       if (seqGt(c.end, rcvNxt)) return c;
     }
@@ -108,6 +118,7 @@ export class Reassembly {
 
   /** Drops everything. */
   clear(): void {
+    this.budget?.refund(this.bytes);
     this.chunks = [];
     this.bytes = 0;
     this.recent.length = 0;

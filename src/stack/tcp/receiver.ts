@@ -24,6 +24,7 @@ import { type Seq, seqAdd, seqGt, seqInRange, seqLt, seqOf, seqSub } from './seq
 import { TcpFlag, type TcpSegment } from './segment.ts';
 import type { TcpConfig, TcpStats } from './config.ts';
 import { Reassembly } from './reassembly.ts';
+import { PRESSURE_WINDOW } from './budget.ts';
 
 /** What the receiver calls for in-order data. */
 export interface ReceiverSink {
@@ -80,7 +81,10 @@ export class TcpReceiver {
 
   /** Free credit: what the window could be now. */
   space(): number {
-    return Math.max(0, this.config.recvWindow - this.held);
+    const free = Math.max(0, this.config.recvWindow - this.held);
+    // Under memory pressure the window stops growing past PRESSURE_WINDOW (it never shrinks:
+    // the right edge already advertised stays).
+    return this.config.budget?.pressure === true ? Math.min(free, PRESSURE_WINDOW) : free;
   }
 
   /** The window field for a SYN or SYN-ACK (never scaled, RFC 7323 §2.2). */
@@ -185,7 +189,7 @@ export class TcpReceiver {
       // Out of order: keep a copy, ACK at once so the peer sees the hole (RFC 5681 §4.2).
       this.stats.oooSegs++;
       if (len > 0) {
-        const q = (this.ooo ??= new Reassembly(this.config.maxOooChunks));
+        const q = (this.ooo ??= new Reassembly(this.config.maxOooChunks, this.config.maxOooBytes, this.config.budget));
         q.insert(seq, seg.payload, off, len);
         if (q.lastRefused > 0) this.stats.oooDropped++;
         if (q.isEmpty) this.ooo = undefined;
@@ -221,7 +225,7 @@ export class TcpReceiver {
     this.nxt = seqAdd(this.nxt, 1);
     this.finReceived = true;
     this.ackNow = true;
-    this.ooo = undefined; // nothing can lie beyond the FIN
+    this.clearOoo(); // nothing can lie beyond the FIN
     return true;
   }
 
@@ -232,6 +236,7 @@ export class TcpReceiver {
 
   /** Drops the out-of-order queue (the connection can no longer use it). */
   clearOoo(): void {
+    this.ooo?.clear(); // refunds the budget
     this.ooo = undefined;
   }
 

@@ -11,8 +11,12 @@
  * Limits: capacity starts at 0 and grows by doubling (from 16 KiB) only as data is queued, up to
  * `limit` bytes — idle connections cost nothing, bulk ones reach the full size. The ring is never
  * shrunk while the connection lives; `release()` frees it when the connection can no longer send.
- * `write` accepts at most `free` bytes and returns how many it took (no unbounded growth).
+ * `write` accepts at most `free` bytes and returns how many it took (no unbounded growth); with
+ * an engine-wide budget (budget.ts) the ring grows only while the budget allows, past a floor
+ * of 16 KiB, so `write` may take fewer.
  */
+
+import type { BufferBudget } from './budget.ts';
 
 const EMPTY = new Uint8Array(0);
 const MIN_CAPACITY = 16 * 1024;
@@ -24,7 +28,11 @@ export class SendBuffer {
   /** Offset into `buffer` of the run returned by the last `view` call. */
   viewOff = 0;
 
-  constructor(readonly limit: number) {}
+  constructor(
+    readonly limit: number,
+    /** The engine-wide buffer budget, charged per byte of ring capacity (budget.ts). */
+    private readonly budget?: BufferBudget,
+  ) {}
 
   /** Bytes queued (unacknowledged, sent or not). */
   get length(): number {
@@ -43,9 +51,13 @@ export class SendBuffer {
 
   /** Copies up to `free` bytes of src[off, off+len); returns the count taken. */
   write(src: Uint8Array, off: number, len: number): number {
-    const n = Math.min(len, this.limit - this.size);
+    let n = Math.min(len, this.limit - this.size);
     if (n <= 0) return 0;
-    if (this.size + n > this.ring.length) this.grow(this.size + n);
+    if (this.size + n > this.ring.length) {
+      this.grow(this.size + n);
+      n = Math.min(n, this.ring.length - this.size); // the budget may have allowed less
+      if (n <= 0) return 0;
+    }
     const cap = this.ring.length;
     let tail = this.head + this.size;
     if (tail >= cap) tail -= cap;
@@ -87,6 +99,7 @@ export class SendBuffer {
 
   /** Frees the storage and forgets all data (the connection will send no more). */
   release(): void {
+    this.budget?.refund(this.ring.length);
     this.ring = EMPTY;
     this.head = 0;
     this.size = 0;
@@ -96,6 +109,20 @@ export class SendBuffer {
     let cap = Math.max(MIN_CAPACITY, this.ring.length * 2);
     while (cap < needed) cap *= 2;
     cap = Math.min(cap, this.limit);
+    const budget = this.budget;
+    if (budget !== undefined) {
+      const old = this.ring.length;
+      if (old === 0) {
+        budget.charge(Math.min(cap, MIN_CAPACITY)); // every connection's floor
+        if (cap > MIN_CAPACITY && !budget.tryCharge(cap - MIN_CAPACITY)) {
+          budget.stats.sendGrowthRefused++;
+          cap = MIN_CAPACITY;
+        }
+      } else if (!budget.tryCharge(cap - old)) {
+        budget.stats.sendGrowthRefused++;
+        return; // keep the ring as it is: the host socket is read more slowly
+      }
+    }
     const next = new Uint8Array(cap);
     // Linearise: oldest byte at index 0.
     const old = this.ring;

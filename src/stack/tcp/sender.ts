@@ -133,7 +133,7 @@ export class TcpSender {
     this.rttSeq = iss;
     this.tlpHigh = iss;
     this.mss = Math.min(config.mss, 536);
-    this.buf = new SendBuffer(config.sendBufferSize);
+    this.buf = new SendBuffer(config.sendBufferSize, config.budget);
     this.cc = new NewReno(this.mss, config.initialCwndSegments, config.sendBufferSize, iss);
     this.rto = new RtoEstimator(config.initialRtoMs, config.minRtoMs, config.maxRtoMs);
   }
