@@ -1,7 +1,7 @@
 /**
  * Frames per second the native links sustain (a script, not a test).
  *
- *   node --import tsx bench/link-fps.ts [--seconds 2] [--runs 3] [--sizes 1514,65536]
+ *   node --import tsx bench/link-fps.ts [--seconds 2] [--runs 3] [--sizes 1514,65536] [--builds default,portable]
  *
  * Theory of operation: for each case a peer blasts fixed-size frames as fast as the kernel takes
  * them (batched sendmmsg through the addon, backing off 1 ms when its queue is full) and the other
@@ -11,19 +11,26 @@
  * flush into a counting child. "1proc" puts both ends in this process (one event loop: the cost
  * of sending and receiving together). Medians over --runs. Check `uptime` first: on a 2-vCPU
  * machine shared with other work the numbers mean little.
+ *
+ * Builds: each case runs against each addon build in --builds (default: the normal one, and the
+ * portable one when native/portable/build exists — `VMNAT_PORTABLE=1 npm run build:native`), one
+ * child process of this script per build and run with VMNAT_NATIVE set, the builds alternating
+ * run by run, so that the table shows the portable path (the macOS code: a recvmsg/sendmsg loop)
+ * beside the Linux one (recvmmsg/sendmmsg) measured in the same minutes under the same load. The
+ * column "vs default" is the portable rate over the normal one.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadNative } from '../src/link/native.ts';
+import { loadNative, nativeAddonPath, nativeVariant } from '../src/link/native.ts';
 import { FdLink } from '../src/link/fd.ts';
 import { SocketLink } from '../src/link/socket.ts';
 import type { Link } from '../src/link/types.ts';
 
 const native = loadNative();
-const addonPath = fileURLToPath(new URL('../native/build/Release/vmnat.node', import.meta.url));
+const addonPath = nativeAddonPath();
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -180,8 +187,17 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
-async function main(): Promise<void> {
-  console.log(`link-fps: node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}, ${seconds}s × ${runs} runs (median)`);
+interface Row {
+  build: string;
+  name: string;
+  size: number;
+  fps: number;
+  /** NaN where not measured (JSON carries it as null). */
+  batch: number | null;
+}
+
+/** Runs every case against the addon this process loaded; one JSON line of rows on stdout. */
+async function measureAll(): Promise<Row[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vmnat-bench-${process.pid}-`));
   const cases: [string, (size: number) => Promise<Result>][] = [
     ['rx fd (socketpair, 2 procs)', rxFd],
@@ -189,22 +205,73 @@ async function main(): Promise<void> {
     ['rx fd (1 proc, both ends)', rxOneProcess],
     ['tx fd (Link.send, 2 procs)', txFd],
   ];
-  const rows: string[][] = [['case', 'frame B', 'frames/s', 'Gbit/s', 'frames/batch']];
+  const rows: Row[] = [];
   try {
     for (const [name, fn] of cases) {
       for (const size of sizes) {
         const rs: Result[] = [];
         for (let i = 0; i < runs; i++) rs.push(await fn(size));
-        const fps = median(rs.map((r) => r.fps));
-        const batch = median(rs.map((r) => r.batch));
-        rows.push([name, String(size), Math.round(fps).toLocaleString('en-US'), ((fps * size * 8) / 1e9).toFixed(2), Number.isNaN(batch) ? '-' : batch.toFixed(1)]);
+        rows.push({ build: nativeVariant(), name, size, fps: median(rs.map((r) => r.fps)), batch: median(rs.map((r) => r.batch)) });
       }
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+  return rows;
+}
+
+async function main(): Promise<void> {
+  if (process.env['VMNAT_BENCH_CHILD'] === '1') {
+    process.stdout.write(JSON.stringify(await measureAll()) + '\n');
+    return;
+  }
+  const portableBuilt = fs.existsSync(nativeAddonPath({ VMNAT_NATIVE: 'portable' }));
+  const builds = arg('builds', portableBuilt ? 'default,portable' : 'default').split(',');
+  console.log(`link-fps: node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}, ${seconds}s × ${runs} runs (median), builds ${builds.join(', ')} (${native.build.flavor} here)`);
+  // Runs alternate between the builds (one child per build per run, each measuring every case
+  // once), so that load from elsewhere falls on both alike; medians are taken here.
+  const samples: Row[] = [];
+  for (let run = 0; run < runs; run++) {
+    for (const build of builds) {
+      const argv = [...process.argv.slice(2).filter((a, i, xs) => a !== '--runs' && xs[i - 1] !== '--runs'), '--runs', '1'];
+      const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), ...argv], {
+        env: { ...process.env, VMNAT_NATIVE: build, VMNAT_BENCH_CHILD: '1' },
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      const line = r.stdout.trim().split('\n').pop() ?? '';
+      if (r.status !== 0 || !line.startsWith('[')) throw new Error(`build ${build}: bench child failed (${r.status}): ${r.stdout}`);
+      samples.push(...(JSON.parse(line) as Row[]));
+    }
+  }
+  const all: Row[] = [];
+  for (const build of builds) {
+    for (const key of [...new Set(samples.map((x) => `${x.name}/${x.size}`))]) {
+      const xs = samples.filter((x) => x.build === build && `${x.name}/${x.size}` === key);
+      if (xs.length === 0) continue;
+      const batches = xs.map((x) => x.batch ?? NaN);
+      all.push({ build, name: xs[0]!.name, size: xs[0]!.size, fps: median(xs.map((x) => x.fps)), batch: median(batches) });
+    }
+  }
+  const rows: string[][] = [['case', 'frame B', 'build', 'frames/s', 'Gbit/s', 'frames/batch', 'vs default']];
+  const byKey = new Map(all.filter((x) => x.build === 'default').map((x) => [`${x.name}/${x.size}`, x.fps]));
+  const order = [...new Set(all.map((x) => `${x.name}/${x.size}`))];
+  for (const key of order) {
+    for (const x of all.filter((y) => `${y.name}/${y.size}` === key)) {
+      const base = byKey.get(key);
+      rows.push([
+        x.name,
+        String(x.size),
+        x.build,
+        Math.round(x.fps).toLocaleString('en-US'),
+        ((x.fps * x.size * 8) / 1e9).toFixed(2),
+        x.batch === null || Number.isNaN(x.batch) ? '-' : x.batch.toFixed(1),
+        x.build === 'default' || base === undefined ? '' : `${((x.fps / base) * 100).toFixed(0)} %`,
+      ]);
+    }
+  }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  for (const r of rows) console.log(r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '));
+  for (const r of rows) console.log(r.map((cell, c) => (c === 0 || c === 2 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '));
 }
 
 await main();

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what vmnat's tests and benchmarks need on a fresh Debian 12 machine (run as root):
 # the real peers (busybox udhcpc, ISC dhclient, curl, iperf3, dig, tcpdump), the reference engines
-# (slirp4netns, passt/pasta), qemu for the real-VM tests, ssh for the labs, and then builds the test
-# VM's kernel and initramfs from Debian packages into .cache/guest (scripts/build-guest.sh), and the
-# guest's SSH server archive for the labs (scripts/build-guest-ssh.sh).
+# (slirp4netns, passt/pasta), qemu for the real-VM tests, ssh for the labs, binutils (nm: the
+# portable-build symbol check), and then builds the test VM's kernel and initramfs from Debian
+# packages into .cache/guest (scripts/build-guest.sh), and the guest's SSH server archive for the
+# labs (scripts/build-guest-ssh.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,7 @@ packages=(
   iproute2 busybox-static isc-dhcp-client curl iperf3 bind9-dnsutils tcpdump
   slirp4netns passt
   qemu-system-x86 cpio xz-utils kmod
-  openssh-client
+  openssh-client binutils
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -16,6 +16,8 @@ import { Engine } from './engine.ts';
 import { ApiServer } from './api/server.ts';
 import { openLink, prepareSpawnWithSocketpair, type LinkError } from './link/index.ts';
 import type { Link } from './link/types.ts';
+import { NativePortLink } from './link/native-link.ts';
+import { socketBufferAdvice } from './link/buffers.ts';
 import { formatIpv4, formatMac } from './stack/wire/addr.ts';
 import { log, setLogLevel } from './log.ts';
 import { PcapOpenError } from './pcap.ts';
@@ -107,6 +109,15 @@ async function main(argv: string[]): Promise<void> {
     } catch (err) {
       await Promise.all(links.map((l) => l.close()));
       linkError(spec, err);
+    }
+  }
+  // A datagram link whose buffers the system kept small loses big frames: say once what to raise.
+  for (const l of links) {
+    const buffers = l instanceof NativePortLink ? l.socketBuffers() : undefined;
+    const advice = buffers === undefined ? undefined : socketBufferAdvice(process.platform, buffers, config.mtu);
+    if (advice !== undefined) {
+      log.warn(advice);
+      break;
     }
   }
   if (config.apiSocket !== undefined) {

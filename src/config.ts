@@ -6,6 +6,13 @@
  * 68..65520`) and exit status 2, never a stack trace. The result is a plain immutable `Config`
  * the engine builds itself from. Defaults follow VirtualBox's NAT layout: network 10.0.2.0/24,
  * gateway .2 (which reaches the host's loopback), DNS .3, first lease .15.
+ *
+ * Platform: parsing takes the platform as a parameter (default process.platform), so the macOS
+ * rules are tested on Linux. On macOS --tap, --netns and --netns-pid are refused (no TAP devices,
+ * no network namespaces there) and unix socket paths are limited to 103 bytes (sun_path is 104
+ * bytes there, 108 on Linux). The default socket lives in the runtime directory (runtime-dir.ts):
+ * macOS sets no XDG_RUNTIME_DIR, so there it is $TMPDIR/vmnat-$UID, and macOS makes $TMPDIR per
+ * user (/var/folders/…/T/).
  */
 import path from 'node:path';
 import { Address4 } from 'ip-address';
@@ -137,7 +144,7 @@ without XDG_RUNTIME_DIR; that directory must be ours, mode 0700, not a symlink):
   --fd N                inherited SOCK_DGRAM socketpair end (vmnet-helper --fd)
   --stream PATH         unix stream socket with qemu's framing (-netdev stream);
                         every connection is a guest of its own
-  --tap NAME            Linux TAP device (created if missing)
+  --tap NAME            TAP device (created if missing; Linux only)
     --netns PATH        ... opened inside this network namespace (/run/netns/NAME);
                         applies to the --tap just before it
     --netns-pid PID     ... or inside the network namespace of this process
@@ -260,12 +267,25 @@ function checkDomain(flag: string, text: string): string {
   return name;
 }
 
+/** Longest unix socket path in bytes (sun_path less its terminating NUL). */
+export function maxUnixPathBytes(platform: NodeJS.Platform): number {
+  return platform === 'linux' ? 107 : 103;
+}
+
+/** Flags that need Linux (TAP devices, network namespaces); refused elsewhere with one line. */
+export const LINUX_ONLY_FLAGS = ['--tap', '--netns', '--netns-pid'] as const;
+
+function platformName(platform: NodeJS.Platform): string {
+  return platform === 'darwin' ? 'macOS (darwin)' : platform;
+}
+
 /** One transport flag (with its --netns/--netns-pid, for a --tap) → its link configuration. */
-function parseTransport(t: { flag: string; value: string; netns?: string; netnsPid?: string }): LinkConfig {
+function parseTransport(t: { flag: string; value: string; netns?: string; netnsPid?: string }, platform: NodeJS.Platform): LinkConfig {
   switch (t.flag) {
     case '--socket':
     case '--stream': {
-      if (t.value.length === 0 || Buffer.byteLength(t.value) > 107) throw new ConfigError(t.flag, `path must be 1..107 bytes (unix socket limit)`);
+      const maxPath = maxUnixPathBytes(platform);
+      if (t.value.length === 0 || Buffer.byteLength(t.value) > maxPath) throw new ConfigError(t.flag, `path must be 1..${maxPath} bytes (unix socket limit)`);
       return { kind: t.flag === '--socket' ? 'socket' : 'stream', path: path.resolve(t.value) };
     }
     case '--fd':
@@ -353,7 +373,7 @@ function parseCidr(flag: string, text: string): Ipv4Range {
   return { network: base, mask };
 }
 
-export function parseArgs(argv: readonly string[]): ParseOutcome {
+export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = process.platform): ParseOutcome {
   const values = new Map<string, string[]>();
   /** Transport flags in command-line order (a --netns belongs to the --tap before it). */
   const ordered: { flag: string; value: string; netns?: string; netnsPid?: string }[] = [];
@@ -380,6 +400,9 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
     if (!takesValue.has(arg)) {
       throw new ConfigError(arg, arg.startsWith('-') ? 'unknown flag (see vmnat --help)' : 'unexpected argument (see vmnat --help)');
     }
+    if (platform !== 'linux' && (LINUX_ONLY_FLAGS as readonly string[]).includes(arg)) {
+      throw new ConfigError(arg, `TAP devices and network namespaces are Linux-only; not available on ${platformName(platform)} (use --socket, --fd or --stream)`);
+    }
     const value = inline ?? argv[++i];
     if (value === undefined) throw new ConfigError(arg, 'needs a value');
     if (arg === '--socket' || arg === '--fd' || arg === '--stream' || arg === '--tap') ordered.push({ flag: arg, value });
@@ -405,7 +428,7 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
 
   // Transports: every one given is a port (or a source of ports) of the switch.
   const links: LinkConfig[] = [];
-  for (const t of ordered) links.push(parseTransport(t));
+  for (const t of ordered) links.push(parseTransport(t, platform));
   if (command) links.push({ kind: 'spawn', command });
   /** Set when the socket goes in the default runtime directory, which must then be private. */
   let runtimeDir: string | undefined;
@@ -501,7 +524,8 @@ export function parseArgs(argv: readonly string[]): ParseOutcome {
   const filterFile = single('--filter');
   const filter = filterFile === undefined ? undefined : readFilterFlag(filterFile);
   const apiSocket = single('--api-socket');
-  if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > 107)) throw new ConfigError('--api-socket', 'path must be 1..107 bytes (unix socket limit)');
+  const maxPath = maxUnixPathBytes(platform);
+  if (apiSocket !== undefined && (apiSocket.length === 0 || Buffer.byteLength(apiSocket) > maxPath)) throw new ConfigError('--api-socket', `path must be 1..${maxPath} bytes (unix socket limit)`);
 
   // Root (sudo vmnat --tap …) becomes --user, or the user sudo names, once set up.
   const userFlag = single('--user');

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include "frame_port.h"
+#include "platform.h"
 #include "sockets.h"
 
 namespace vmnat {
@@ -15,6 +16,16 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vmnat::InitTap(env, exports);
   vmnat::InitIcmp(env, exports);
   exports.Set("FramePort", vmnat::FramePort::Init(env));
+  // Which side of the platform guards this binary was built with: tests check they load the
+  // build they mean to test.
+  Napi::Object build = Napi::Object::New(env);
+  build.Set("flavor", Napi::String::New(env, vmnat::kBuildFlavor));
+#ifdef __APPLE__
+  build.Set("platform", Napi::String::New(env, "darwin"));
+#else
+  build.Set("platform", Napi::String::New(env, "linux"));
+#endif
+  exports.Set("build", build);
   return exports;
 }
 

@@ -1,7 +1,10 @@
 #include "common.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 namespace vmnat {
@@ -30,14 +33,96 @@ void ThrowType(Napi::Env env, const char* message) {
   Napi::TypeError::New(env, message).ThrowAsJavaScriptException();
 }
 
+// A buffer someone (the VM launcher that handed us an fd) already made at least this large is
+// left alone: asking again could only shrink it.
+static bool LargeEnough(int fd, int opt) {
+  int cur = 0;
+  socklen_t len = sizeof cur;
+  return getsockopt(fd, SOL_SOCKET, opt, &cur, &len) == 0 && cur >= kSocketBufferBytes;
+}
+
+#if VMNAT_LINUX
+
 void EnlargeSocketBuffers(int fd) {
   const int size = kSocketBufferBytes;
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
+  if (!LargeEnough(fd, SO_SNDBUF) && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
   }
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
+  if (!LargeEnough(fd, SO_RCVBUF) && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   }
 }
+
+int OpenSocket(int domain, int type, int protocol, bool nonblocking) {
+  return socket(domain, type | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), protocol);
+}
+
+int OpenSocketpair(int domain, int type, bool nonblocking, int sv[2]) {
+  return socketpair(domain, type | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0, sv);
+}
+
+int PrepareFd(int fd, bool nonblocking) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return -1;
+  if (nonblocking && !(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+  int fdfl = fcntl(fd, F_GETFD);
+  if (fdfl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) return -1;
+  return 0;
+}
+
+#else  // portable: macOS, and the VMNAT_PORTABLE build on Linux
+
+static void EnlargeOne(int fd, int opt) {
+  if (LargeEnough(fd, opt)) return;
+  for (int size = kSocketBufferBytes; size >= kMinSocketBufferBytes; size /= 2) {
+    if (setsockopt(fd, SOL_SOCKET, opt, &size, sizeof size) == 0) return;
+  }
+}
+
+void EnlargeSocketBuffers(int fd) {
+  EnlargeOne(fd, SO_SNDBUF);
+  EnlargeOne(fd, SO_RCVBUF);
+}
+
+int PrepareFd(int fd, bool nonblocking) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return -1;
+  if (nonblocking && !(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+  int fdfl = fcntl(fd, F_GETFD);
+  if (fdfl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) return -1;
+#ifdef SO_NOSIGPIPE
+  // No MSG_NOSIGNAL on macOS: the socket itself must not raise SIGPIPE. Not a socket (ENOTSOCK)
+  // is fine: the option is only for sockets.
+  const int on = 1;
+  setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
+#endif
+  return 0;
+}
+
+int OpenSocket(int domain, int type, int protocol, bool nonblocking) {
+  int fd = socket(domain, type, protocol);
+  if (fd < 0) return -1;
+  if (PrepareFd(fd, nonblocking) != 0) {
+    int err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+int OpenSocketpair(int domain, int type, bool nonblocking, int sv[2]) {
+  if (socketpair(domain, type, 0, sv) != 0) return -1;
+  if (PrepareFd(sv[0], nonblocking) != 0 || PrepareFd(sv[1], nonblocking) != 0) {
+    int err = errno;
+    close(sv[0]);
+    close(sv[1]);
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+#endif
 
 }  // namespace vmnat

@@ -1,10 +1,11 @@
 // FramePort: batched frame I/O on one fd, driven by a uv_poll_t on the Node event loop.
 //
 // Theory of operation
-//   Receive: when the fd is readable we pull up to `vlen` frames with one recvmmsg (sockets) or a
-//   read() loop (a TAP is a char device), into a page-aligned slab of fixed slots, and make ONE
-//   JS call per batch: onFrames(slab, offsets, count). The slab and the Int32Array of offsets are
-//   created once and reused, so a batch allocates nothing; frames are valid during the call only.
+//   Receive: when the fd is readable we pull up to `vlen` frames with one recvmmsg (sockets; the
+//   portable build and macOS loop recvmsg instead, same contract) or a read() loop (a TAP), into
+//   a page-aligned slab of fixed slots, and make ONE JS call per batch: onFrames(slab, offsets,
+//   count). The slab and the Int32Array of offsets are created once and reused, so a batch
+//   allocates nothing; frames are valid during the call only.
 //   Slots are a multiple of 4096 bytes apart: large receives into page-aligned memory were ~3×
 //   faster than into Node's own buffers (shared/notes/node-io.md). `vlen` adapts so one batch is
 //   about 256 KiB (≈170 frames of 1514 B, 4 of 64 KiB): more frames per syscall and per JS call
@@ -12,9 +13,10 @@
 //   poll event, then back to the loop (level-triggered, so it calls us again) to keep timers and
 //   host sockets fair.
 //   Send: send() copies a frame into a byte arena; flush() hands everything queued to the kernel
-//   with sendmmsg (or a write() loop on a TAP). When the kernel says EAGAIN the rest stays queued
-//   (bounded: kTxArenaBytes / kTxMaxFrames), POLLOUT is armed, and the queue drains when the fd is
-//   writable; frames beyond the bound are dropped and counted (txDropped).
+//   with sendmmsg (portable: a sendmsg loop; a write() loop on a TAP). When the kernel says
+//   EAGAIN the rest stays queued (bounded: kTxArenaBytes / kTxMaxFrames), POLLOUT is armed, and
+//   the queue drains when the fd is writable; frames beyond the bound are dropped and counted
+//   (txDropped).
 //   learnPeer (a bound, unconnected socket: the guest's address is not known in advance): we
 //   receive with msg_name; the first datagram from a new sender makes us connect() back to it and
 //   call onPeer(path). Connecting matters twice: replies need an address, and the kernel's small
@@ -37,6 +39,12 @@
 // again for its duration, because a callback may close() the port and drop the last reference.
 // The uv_poll_t is a separate allocation freed in its close callback. The slab is an external
 // Buffer that unmaps itself when JS lets go of it.
+//
+// macOS (the portable branch): a unix datagram socket sends nothing larger than its SO_SNDBUF
+// (EMSGSIZE: that frame is dropped and counted), and a send to a peer whose receive buffer is
+// full fails with ENOBUFS instead of EAGAIN — there is no send queue to wait on and POLLOUT would
+// fire at once, so that frame is dropped too (as a full NIC ring drops; TCP recovers). Both are
+// why the buffers are made large (common.h) and why the CLI warns when they are not.
 #include "frame_port.h"
 
 #include <errno.h>
@@ -150,7 +158,7 @@ FramePort::FramePort(const Napi::CallbackInfo& info)
   stride_ = (maxFrame_ + kPage - 1) / kPage * kPage;
   size_t slabBytes = static_cast<size_t>(stride_) * kMaxSlots;
   void* mem = mmap(nullptr, slabBytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | VMNAT_MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) {
     ThrowErrno(env, errno, "mmap");
     return;
@@ -186,6 +194,16 @@ FramePort::FramePort(const Napi::CallbackInfo& info)
   }
   poll_->data = this;
   fd_ = fd;
+  // An inherited socket (--fd, spawn mode) gets the same large buffers as the ones we create:
+  // on macOS its SO_SNDBUF is the largest frame it can send.
+  if (!tap_) EnlargeSocketBuffers(fd_);
+#if !VMNAT_LINUX && defined(SO_NOSIGPIPE)
+  if (!tap_) {
+    // No MSG_NOSIGNAL here: an inherited socket must not raise SIGPIPE when its peer is gone.
+    const int on = 1;
+    setsockopt(fd_, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
+  }
+#endif
   napi_add_env_cleanup_hook(env, EnvCleanup, this);
   cleanupHook_ = true;
 }
@@ -366,7 +384,13 @@ void FramePort::Emit(uint32_t count, uint64_t bytes) {
 // true when the peer changed (the caller delivers earlier frames first, then reports the peer).
 bool FramePort::LearnFrom(const sockaddr_un& from, socklen_t fromLen) {
   if (peerConnected_ && SameAddr(from, fromLen, peer_, peerLen_)) return false;
-  if (fromLen <= offsetof(sockaddr_un, sun_path)) {
+  bool unnamed = fromLen <= offsetof(sockaddr_un, sun_path);
+#if !VMNAT_LINUX
+  // macOS reports an unbound sender as a whole empty sockaddr (sun_path all zero) rather than a
+  // bare family; with no abstract namespace off Linux, an empty sun_path can only mean that.
+  unnamed = unnamed || from.sun_path[0] == '\0';
+#endif
+  if (unnamed) {
     // An unbound sender: we cannot address it. Report it once so the user learns why replies fail.
     if (peerKnown_ && !peerConnected_ && peerLen_ == 0) return false;
     memset(&peer_, 0, sizeof peer_);
@@ -407,7 +431,7 @@ void FramePort::ReadDgram() {
         h.msg_namelen = sizeof(sockaddr_un);
       }
     }
-    int n = recvmmsg(fd_, msgs_.data(), vlen, MSG_DONTWAIT, nullptr);
+    int n = RecvBatch(vlen);
     if (n < 0) {
       int err = errno;
       if (err == EINTR) continue;
@@ -444,8 +468,59 @@ void FramePort::ReadDgram() {
     }
     if (closed_) return;
     Emit(count, bytes);
-    if (static_cast<uint32_t>(n) < vlen) return;  // the queue is (very likely) empty
+    // A short batch means the queue is (very likely) empty — unless the portable loop stopped
+    // at an error, which the next round reports.
+    if (static_cast<uint32_t>(n) < vlen && pendingRxErr_ == 0) return;
   }
+}
+
+// Up to `vlen` datagrams into msgs_[0..); the count, or -1 with errno (recvmmsg's contract).
+int FramePort::RecvBatch(uint32_t vlen) {
+#if VMNAT_LINUX
+  return recvmmsg(fd_, msgs_.data(), vlen, MSG_DONTWAIT, nullptr);
+#else
+  if (pendingRxErr_ != 0) {
+    errno = pendingRxErr_;
+    pendingRxErr_ = 0;
+    return -1;
+  }
+  uint32_t n = 0;
+  while (n < vlen) {
+    ssize_t r = recvmsg(fd_, &msgs_[n].msg_hdr, MSG_DONTWAIT);
+    if (r < 0) {
+      const int err = errno;
+      if (err == EINTR) continue;
+      if (n == 0) return -1;
+      // Deliver what we have first. EAGAIN just ends the batch; any other error was taken off
+      // the socket by this call, so keep it for the next round.
+      if (err != EAGAIN && err != EWOULDBLOCK) pendingRxErr_ = err;
+      break;
+    }
+    msgs_[n].msg_len = static_cast<unsigned int>(r);
+    ++n;
+  }
+  return static_cast<int>(n);
+#endif
+}
+
+// The first `n` entries of txMsgs_; how many the kernel took, or -1 with errno (sendmmsg's
+// contract: an error after the first datagram ends the batch and recurs on the next call).
+int FramePort::SendBatch(uint32_t n) {
+#if VMNAT_LINUX
+  return sendmmsg(fd_, txMsgs_.data(), n, MSG_DONTWAIT | MSG_NOSIGNAL);
+#else
+  uint32_t i = 0;
+  while (i < n) {
+    ssize_t r = sendmsg(fd_, &txMsgs_[i].msg_hdr, MSG_DONTWAIT | kSendNoSignal);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return i == 0 ? -1 : static_cast<int>(i);
+    }
+    txMsgs_[i].msg_len = static_cast<unsigned int>(r);
+    ++i;
+  }
+  return static_cast<int>(i);
+#endif
 }
 
 // The frame after a virtio_net_hdr whose NEEDS_CSUM flag is set: the 16-bit field at
@@ -677,7 +752,7 @@ void FramePort::FlushDgram() {
       h.msg_iov = &txIovs_[i];
       h.msg_iovlen = 1;
     }
-    int r = sendmmsg(fd_, txMsgs_.data(), n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    int r = SendBatch(n);
     if (r > 0) {
       for (int i = 0; i < r; ++i) txBytes_ += txEntries_[txHead_ + i].len;
       txFrames_ += static_cast<uint64_t>(r);

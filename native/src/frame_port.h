@@ -10,7 +10,21 @@
 #include <initializer_list>
 #include <vector>
 
+#include "platform.h"
+
 namespace vmnat {
+
+// One datagram of a batch. On Linux it is the kernel's mmsghdr (recvmmsg/sendmmsg take an array
+// of them); the portable branch keeps the same two fields and loops recvmsg/sendmsg over the
+// array, so the batching code above it is the same on both.
+#if VMNAT_LINUX
+using MsgVec = mmsghdr;
+#else
+struct MsgVec {
+  msghdr msg_hdr;
+  unsigned int msg_len;
+};
+#endif
 
 class FramePort : public Napi::ObjectWrap<FramePort> {
  public:
@@ -36,6 +50,8 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   static void EnvCleanup(void* arg);
   void HandlePoll(int status, int events);
   void ReadDgram();
+  int RecvBatch(uint32_t vlen);
+  int SendBatch(uint32_t n);
   void ReadTap();
   bool LearnFrom(const sockaddr_un& from, socklen_t fromLen);
   void ReportPeer();
@@ -82,9 +98,12 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   uint32_t avgFrame_ = 4096;
   uint8_t* slab_ = nullptr;
   int32_t* offsets_ = nullptr;
-  std::vector<mmsghdr> msgs_;
+  std::vector<MsgVec> msgs_;
   std::vector<iovec> iovs_;
   std::vector<sockaddr_un> names_;
+  // Portable receive loop: an error met after some datagrams of a batch were read, reported by
+  // the next RecvBatch (recvmmsg keeps it pending in the socket the same way).
+  int pendingRxErr_ = 0;
 
   // learnPeer state.
   sockaddr_un peer_{};
@@ -97,7 +116,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   size_t txHead_ = 0;
   std::vector<uint8_t> txArena_;
   uint32_t txUsed_ = 0;
-  std::vector<mmsghdr> txMsgs_;
+  std::vector<MsgVec> txMsgs_;
   std::vector<iovec> txIovs_;
 
   uint64_t rxFrames_ = 0, rxBytes_ = 0, txFrames_ = 0, txBytes_ = 0;

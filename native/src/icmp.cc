@@ -19,6 +19,19 @@
 //   A per-packet TTL goes with each send (an IP_TTL control message), so that a guest's
 //   traceroute keeps counting hops beyond vmnat.
 //
+// The portable branch (macOS; the VMNAT_PORTABLE build on Linux): macOS also has unprivileged
+//   SOCK_DGRAM/IPPROTO_ICMP sockets, but they are thin raw sockets: the kernel assigns no
+//   identifier and rewrites none (so we pick one, write it into each request and compute the
+//   checksum ourselves), every such socket receives every echo reply and ICMP error (so we keep
+//   only replies carrying our identifier, and errors quoting one of our requests), and a received
+//   message starts with its IP header (Apple's ping strips ip_hl*4 bytes first; so do we, taking
+//   the TTL from that header). There is no IP_RECVERR: ICMP errors arrive in-band and are
+//   reported through onError from there. No per-packet TTL control message either: IP_TTL is set
+//   on the socket when a send asks for a different TTL than the last one. On Linux the portable
+//   branch meets a ping socket (no IP header, kernel-assigned identifier, errors only as a socket
+//   error that fails the next send): the same code handles both, because an ICMP type byte is
+//   never 0x45..0x4f, the first byte of an IPv4 header.
+//
 // Errors and exceptions
 //   The constructor throws an errno Error (code EACCES when ping sockets are not permitted).
 //   send() never throws for I/O: it returns the errno name (EAGAIN, ENETUNREACH, …) or undefined.
@@ -28,7 +41,6 @@
 // handle is freed in its close callback; an env cleanup hook closes the fd at exit.
 #include <arpa/inet.h>
 #include <errno.h>
-#include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <napi.h>
@@ -41,6 +53,12 @@
 
 #include "common.h"
 
+#if VMNAT_LINUX
+#include <linux/errqueue.h>
+#else
+#include <stdlib.h>
+#endif
+
 namespace vmnat {
 
 namespace {
@@ -51,6 +69,20 @@ constexpr int kMaxReadsPerEvent = 64;  // then back to the loop (level-triggered
 // One receive buffer for every socket: all run on the main thread and a message is copied into
 // its own Buffer before the callback sees it.
 uint8_t g_rx[kMaxMessage];
+
+#if !VMNAT_LINUX
+// The request we hand the kernel, with our identifier and checksum written in (portable branch).
+uint8_t g_tx[kMaxMessage];
+
+// RFC 1071 over [p, p+n): the value to store, in network byte order, at the checksum field.
+uint16_t InternetChecksum(const uint8_t* p, size_t n) {
+  uint32_t sum = 0;
+  for (; n >= 2; p += 2, n -= 2) sum += static_cast<uint32_t>(p[0] << 8 | p[1]);
+  if (n == 1) sum += static_cast<uint32_t>(p[0] << 8);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum);
+}
+#endif
 
 }  // namespace
 
@@ -70,6 +102,7 @@ class PingSocket : public Napi::ObjectWrap<PingSocket> {
   static void EnvCleanup(void* arg);
   void ReadMessages();
   void ReadErrors();
+  void Deliver(const uint8_t* data, size_t n, uint32_t src, int ttl);
   void CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
   void Teardown();
 
@@ -79,6 +112,9 @@ class PingSocket : public Napi::ObjectWrap<PingSocket> {
   int fd_ = -1;
   sockaddr_in peer_{};
   uint16_t ident_ = 0;
+#if !VMNAT_LINUX
+  int lastTtl_ = -1;  // the IP_TTL the socket carries now
+#endif
   bool closed_ = false;
   bool pinned_ = false;
   bool cleanupHook_ = false;
@@ -118,14 +154,16 @@ PingSocket::PingSocket(const Napi::CallbackInfo& info)
     return;
   }
 
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ICMP);
+  int fd = OpenSocket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP, true);
   if (fd < 0) {
     ThrowErrno(env, errno, "socket");
     return;
   }
   const int on = 1;
-  setsockopt(fd, SOL_IP, IP_RECVERR, &on, sizeof on);
-  setsockopt(fd, SOL_IP, IP_RECVTTL, &on, sizeof on);
+#if VMNAT_LINUX
+  setsockopt(fd, IPPROTO_IP, IP_RECVERR, &on, sizeof on);
+#endif
+  setsockopt(fd, IPPROTO_IP, IP_RECVTTL, &on, sizeof on);
   sockaddr_in any{};
   any.sin_family = AF_INET;
   any.sin_addr.s_addr = htonl(INADDR_ANY);
@@ -145,6 +183,12 @@ PingSocket::PingSocket(const Napi::CallbackInfo& info)
     return;
   }
   ident_ = ntohs(bound.sin_port);
+#if !VMNAT_LINUX
+  // macOS assigns none (the "port" stays 0): pick one. Other processes' pings may share it by
+  // chance; replies are matched on identifier only, so a collision can deliver a stray reply,
+  // which the NAT then ignores (its sequence numbers do not match an outstanding request).
+  if (ident_ == 0) ident_ = static_cast<uint16_t>(1 + arc4random_uniform(0xfffe));
+#endif
 
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
@@ -238,6 +282,7 @@ Napi::Value PingSocket::Send(const Napi::CallbackInfo& info) {
     ThrowType(env, "send: ttl must be within 1..255");
     return env.Undefined();
   }
+#if VMNAT_LINUX
   iovec iov{data, length};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
   memset(control, 0, sizeof control);
@@ -249,14 +294,40 @@ Napi::Value PingSocket::Send(const Napi::CallbackInfo& info) {
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_IP;
+  c->cmsg_level = IPPROTO_IP;
   c->cmsg_type = IP_TTL;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(c), &ttl, sizeof ttl);
+#else
+  if (length < 8 || length > sizeof g_tx) {
+    ++txErrors_;
+    return Napi::String::New(env, ErrnoName(length < 8 ? EINVAL : EMSGSIZE));
+  }
+  if (ttl != lastTtl_) {
+    if (setsockopt(fd_, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl) != 0) {
+      ++txErrors_;
+      return Napi::String::New(env, ErrnoName(errno));
+    }
+    lastTtl_ = ttl;
+  }
+  memcpy(g_tx, data, length);
+  g_tx[4] = static_cast<uint8_t>(ident_ >> 8);
+  g_tx[5] = static_cast<uint8_t>(ident_);
+  g_tx[2] = g_tx[3] = 0;
+  const uint16_t ck = InternetChecksum(g_tx, length);
+  g_tx[2] = static_cast<uint8_t>(ck >> 8);
+  g_tx[3] = static_cast<uint8_t>(ck);
+  iovec iov{g_tx, length};
+  msghdr msg{};
+  msg.msg_name = &peer_;
+  msg.msg_namelen = sizeof peer_;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+#endif
   // A pending asynchronous error (an ICMP error we have not read yet) fails the next send once
   // and is cleared by it: retry once so that the error does not cost the guest a request too.
   for (int attempt = 0;; ++attempt) {
-    ssize_t r = sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t r = sendmsg(fd_, &msg, MSG_DONTWAIT | kSendNoSignal);
     if (r >= 0) {
       ++txMessages_;
       return env.Undefined();
@@ -292,7 +363,14 @@ void PingSocket::OnPoll(uv_poll_t* handle, int status, int events) {
   // libuv reports POLLERR (a non-empty error queue, or sk_err) as status < 0 and stops the
   // handle: drain the queue and re-arm. Replies waiting behind it are read either way.
   if (status < 0) {
+#if VMNAT_LINUX
     self->ReadErrors();
+#else
+    // No error queue: the condition is a pending socket error (sk_err); clear it.
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(self->fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+#endif
     if (!self->closed_ && self->poll_ != nullptr) uv_poll_start(self->poll_, UV_READABLE, OnPoll);
   }
   if (!self->closed_) self->ReadMessages();
@@ -311,10 +389,14 @@ void PingSocket::CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_
   }
 }
 
+#if VMNAT_LINUX
 static double AddrOf(const sockaddr_in& sa) { return static_cast<double>(ntohl(sa.sin_addr.s_addr)); }
+#endif
 
 void PingSocket::ReadMessages() {
+#if VMNAT_LINUX
   Napi::Env env = Env();
+#endif
   for (int i = 0; i < kMaxReadsPerEvent && !closed_; ++i) {
     sockaddr_in from{};
     iovec iov{g_rx, sizeof g_rx};
@@ -338,14 +420,123 @@ void PingSocket::ReadMessages() {
     if (msg.msg_flags & MSG_TRUNC) continue;
     int ttl = -1;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_IP && c->cmsg_type == IP_TTL) memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
+      if (c->cmsg_level != IPPROTO_IP) continue;
+      // Linux: IP_TTL with an int. BSD/macOS: IP_RECVTTL with one byte.
+      if (c->cmsg_type == IP_TTL && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+        memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
+      }
+#if !VMNAT_LINUX && defined(__APPLE__)
+      if (c->cmsg_type == IP_RECVTTL && c->cmsg_len >= CMSG_LEN(1)) ttl = *CMSG_DATA(c);
+#endif
     }
+#if VMNAT_LINUX
     ++rxMessages_;
     Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, g_rx, static_cast<size_t>(n));
     CallJs(onMessage_, {buf, Napi::Number::New(env, AddrOf(from)), Napi::Number::New(env, ttl)});
+#else
+    Deliver(g_rx, static_cast<size_t>(n), ntohl(from.sin_addr.s_addr), ttl);
+#endif
   }
 }
 
+#if VMNAT_LINUX
+void PingSocket::Deliver(const uint8_t*, size_t, uint32_t, int) {}
+#else
+// What one received datagram is, portable branch: strip an IP header if the kernel left one
+// (macOS), and keep only what is ours (see the theory of operation). A pure function of the bytes,
+// exported by the portable build as icmpClassify so that the macOS receive format is tested on
+// Linux with crafted datagrams.
+struct IcmpClass {
+  enum Kind { kIgnore, kReply, kError } kind = kIgnore;
+  size_t off = 0, len = 0;  // reply: the ICMP message; error: our quoted request
+  uint32_t src = 0;
+  int ttl = -1;
+  uint8_t type = 0, code = 0;
+  uint32_t info = 0;  // as Linux's ee_info: next-hop MTU of "fragmentation needed", parameter-problem pointer
+};
+
+static IcmpClass ClassifyIcmp(const uint8_t* p0, size_t n, uint16_t ident, uint32_t src, int ttl) {
+  IcmpClass c;
+  const uint8_t* p = p0;
+  if (n >= 20 && (p[0] >> 4) == 4) {
+    const size_t ihl = (p[0] & 0x0f) * 4u;
+    if (ihl < 20 || ihl > n || p[9] != IPPROTO_ICMP) return c;
+    ttl = p[8];
+    src = static_cast<uint32_t>(p[12]) << 24 | p[13] << 16 | p[14] << 8 | p[15];
+    p += ihl;
+    n -= ihl;
+  }
+  if (n < 8) return c;
+  c.src = src;
+  c.ttl = ttl;
+  c.type = p[0];
+  c.code = p[1];
+  if (c.type == 0) {  // echo reply
+    if ((p[4] << 8 | p[5]) != ident) return c;
+    c.kind = IcmpClass::kReply;
+    c.off = static_cast<size_t>(p - p0);
+    c.len = n;
+    return c;
+  }
+  if (c.type != 3 && c.type != 11 && c.type != 12) return c;  // unreachable, time exceeded, parameter problem
+  // The error quotes the offending datagram: its IP header, then (at least) 8 bytes of our request.
+  const uint8_t* q = p + 8;
+  const size_t qn = n - 8;
+  if (qn < 20 || (q[0] >> 4) != 4) return c;
+  const size_t qihl = (q[0] & 0x0f) * 4u;
+  if (qihl < 20 || qn < qihl + 8 || q[9] != IPPROTO_ICMP) return c;
+  const uint8_t* req = q + qihl;
+  if (req[0] != 8 || (req[4] << 8 | req[5]) != ident) return c;
+  if (c.type == 3 && c.code == 4) c.info = static_cast<uint32_t>(p[6] << 8 | p[7]);
+  if (c.type == 12) c.info = p[4];
+  c.kind = IcmpClass::kError;
+  c.off = static_cast<size_t>(req - p0);
+  c.len = qn - qihl;
+  return c;
+}
+
+void PingSocket::Deliver(const uint8_t* p, size_t n, uint32_t src, int ttl) {
+  Napi::Env env = Env();
+  const IcmpClass c = ClassifyIcmp(p, n, ident_, src, ttl);
+  if (c.kind == IcmpClass::kReply) {
+    ++rxMessages_;
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, p + c.off, c.len);
+    CallJs(onMessage_, {buf, Napi::Number::New(env, c.src), Napi::Number::New(env, c.ttl)});
+  } else if (c.kind == IcmpClass::kError) {
+    ++rxErrors_;
+    Napi::Buffer<uint8_t> quoted = Napi::Buffer<uint8_t>::Copy(env, p + c.off, c.len);
+    CallJs(onError_, {Napi::Number::New(env, c.type), Napi::Number::New(env, c.code),
+                      Napi::Number::New(env, c.info), Napi::Number::New(env, c.src), quoted});
+  }
+}
+
+// icmpClassify(datagram, ident, src, ttl) → { kind: 'reply'|'error'|'ignore', offset, length,
+// src, ttl, type, code, info }: ClassifyIcmp for tests (portable build only).
+static Napi::Value IcmpClassify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsBuffer() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsNumber()) {
+    ThrowType(env, "icmpClassify(datagram: Buffer, ident: number, src: number, ttl: number)");
+    return env.Undefined();
+  }
+  Napi::Buffer<uint8_t> b = info[0].As<Napi::Buffer<uint8_t>>();
+  const uint16_t ident = static_cast<uint16_t>(info[1].As<Napi::Number>().Uint32Value());
+  const IcmpClass c = ClassifyIcmp(b.Data(), b.Length(), ident, info[2].As<Napi::Number>().Uint32Value(),
+                                   info[3].As<Napi::Number>().Int32Value());
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("kind", c.kind == IcmpClass::kReply ? "reply" : c.kind == IcmpClass::kError ? "error" : "ignore");
+  o.Set("offset", Napi::Number::New(env, static_cast<double>(c.off)));
+  o.Set("length", Napi::Number::New(env, static_cast<double>(c.len)));
+  o.Set("src", Napi::Number::New(env, c.src));
+  o.Set("ttl", Napi::Number::New(env, c.ttl));
+  o.Set("type", Napi::Number::New(env, c.type));
+  o.Set("code", Napi::Number::New(env, c.code));
+  o.Set("info", Napi::Number::New(env, c.info));
+  return o;
+}
+#endif
+
+#if VMNAT_LINUX
 void PingSocket::ReadErrors() {
   Napi::Env env = Env();
   for (int i = 0; i < kMaxReadsPerEvent && !closed_; ++i) {
@@ -366,7 +557,7 @@ void PingSocket::ReadErrors() {
     }
     const sock_extended_err* ee = nullptr;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) {
+      if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) {
         ee = reinterpret_cast<const sock_extended_err*>(CMSG_DATA(c));
       }
     }
@@ -389,8 +580,15 @@ void PingSocket::ReadErrors() {
   if (!closed_) getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
 }
 
+#else
+void PingSocket::ReadErrors() {}  // no error queue: ICMP errors arrive in-band (Deliver)
+#endif
+
 void InitIcmp(Napi::Env env, Napi::Object exports) {
   exports.Set("PingSocket", PingSocket::Init(env));
+#if !VMNAT_LINUX
+  exports.Set("icmpClassify", Napi::Function::New(env, IcmpClassify, "icmpClassify"));
+#endif
 }
 
 }  // namespace vmnat

@@ -1,7 +1,9 @@
 // AF_UNIX datagram sockets, socketpairs and fd flags: the parts of the socket API Node core lacks
 // (dgram has no unix_dgram; net.Socket rejects datagram fds). Every socket we create is
-// non-blocking and close-on-exec, with enlarged buffers; callers clear CLOEXEC on the fds they
-// mean to hand to a child.
+// non-blocking and close-on-exec (platform.h: atomically on Linux, by fcntl elsewhere), with
+// enlarged buffers; callers clear CLOEXEC on the fds they mean to hand to a child.
+// Abstract addresses ("@name") exist on Linux only; in the portable build and on macOS a leading
+// '@' is refused with EAFNOSUPPORT rather than silently becoming a file name.
 #include "sockets.h"
 
 #include <errno.h>
@@ -18,14 +20,19 @@ bool FillUnixAddr(const std::string& path, sockaddr_un* sa, socklen_t* len) {
   memset(sa, 0, sizeof *sa);
   sa->sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof sa->sun_path) return false;
+#if VMNAT_LINUX
   if (path[0] == '@') {
     // Abstract namespace: leading NUL, no terminator, length counts exactly the name.
     memcpy(sa->sun_path + 1, path.data() + 1, path.size() - 1);
     *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
-  } else {
-    memcpy(sa->sun_path, path.data(), path.size());
-    *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+    return true;
   }
+#endif
+  memcpy(sa->sun_path, path.data(), path.size());
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+#ifdef __APPLE__
+  sa->sun_len = static_cast<uint8_t>(*len);  // BSD sockaddrs carry their own length
+#endif
   return true;
 }
 
@@ -54,6 +61,12 @@ static bool GetPath(const Napi::CallbackInfo& info, size_t i, const char* syscal
     return false;
   }
   *path = info[i].As<Napi::String>().Utf8Value();
+#if !VMNAT_LINUX
+  if (!path->empty() && (*path)[0] == '@') {
+    ThrowErrno(info.Env(), EAFNOSUPPORT, syscall, *path);
+    return false;
+  }
+#endif
   if (!FillUnixAddr(*path, sa, len)) {
     ThrowErrno(info.Env(), path->empty() ? EINVAL : ENAMETOOLONG, syscall, *path);
     return false;
@@ -67,7 +80,7 @@ static Napi::Value UnixDgramBind(const Napi::CallbackInfo& info) {
   sockaddr_un sa;
   socklen_t len;
   if (!GetPath(info, 0, "bind", &path, &sa, &len)) return env.Undefined();
-  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = OpenSocket(AF_UNIX, SOCK_DGRAM, 0, true);
   if (fd < 0) {
     ThrowErrno(env, errno, "socket");
     return env.Undefined();
@@ -106,7 +119,7 @@ static Napi::Value UnixDgramProbe(const Napi::CallbackInfo& info) {
   sockaddr_un sa;
   socklen_t len;
   if (!GetPath(info, 0, "connect", &path, &sa, &len)) return env.Undefined();
-  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int fd = OpenSocket(AF_UNIX, SOCK_DGRAM, 0, false);
   if (fd < 0) {
     ThrowErrno(env, errno, "socket");
     return env.Undefined();
@@ -125,7 +138,7 @@ static Napi::Value UnixDgramProbe(const Napi::CallbackInfo& info) {
 static Napi::Value SocketpairDgram(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
+  if (OpenSocketpair(AF_UNIX, SOCK_DGRAM, true, sv) != 0) {
     ThrowErrno(env, errno, "socketpair");
     return env.Undefined();
   }
@@ -204,7 +217,31 @@ static Napi::Value DupFd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, copy);
 }
 
+// socketBufferSizes(fd) → { snd, rcv }: what the kernel granted (Linux reports twice the request:
+// its bookkeeping allowance). On macOS SO_SNDBUF bounds the largest datagram the socket can send.
+static Napi::Value SocketBufferSizes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  int snd = 0, rcv = 0;
+  socklen_t len = sizeof snd;
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, &len) != 0) {
+    ThrowErrno(env, errno, "getsockopt");
+    return env.Undefined();
+  }
+  len = sizeof rcv;
+  if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, &len) != 0) {
+    ThrowErrno(env, errno, "getsockopt");
+    return env.Undefined();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("snd", Napi::Number::New(env, snd));
+  out.Set("rcv", Napi::Number::New(env, rcv));
+  return out;
+}
+
 void InitSockets(Napi::Env env, Napi::Object exports) {
+  exports.Set("socketBufferSizes", Napi::Function::New(env, SocketBufferSizes, "socketBufferSizes"));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("unixDgramBind", Napi::Function::New(env, UnixDgramBind, "unixDgramBind"));
   exports.Set("unixDgramConnect", Napi::Function::New(env, UnixDgramConnect, "unixDgramConnect"));

@@ -9,6 +9,13 @@
 //
 // The device is not made persistent: a device we created disappears when the fd closes; a
 // persistent device made beforehand (ip tuntap add) stays.
+//
+// Linux only (VMNAT_HAVE_TAP, platform.h): macOS has neither TAP devices nor network namespaces,
+// and the portable build leaves them out as macOS does. There tapOpen throws an Error with code
+// ENOTSUP naming the platform; the CLI refuses --tap before it gets that far.
+#include "common.h"
+
+#if VMNAT_HAVE_TAP
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
@@ -21,8 +28,6 @@
 
 #include <string>
 #include <thread>
-
-#include "common.h"
 
 namespace vmnat {
 
@@ -160,3 +165,31 @@ void InitTap(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace vmnat
+
+#else  // no TAP: macOS, and the portable build
+
+namespace vmnat {
+
+static Napi::Value TapOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#ifdef __APPLE__
+  const char* where = "macOS";
+#else
+  const char* where = "the portable build (VMNAT_PORTABLE)";
+#endif
+  Napi::Error e = Napi::Error::New(
+      env, std::string("ENOTSUP: TAP devices and network namespaces are Linux-only; not available on ") +
+               where);
+  e.Set("code", Napi::String::New(env, "ENOTSUP"));
+  e.Set("syscall", Napi::String::New(env, "tapOpen"));
+  e.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+void InitTap(Napi::Env env, Napi::Object exports) {
+  exports.Set("tapOpen", Napi::Function::New(env, TapOpen, "tapOpen"));
+}
+
+}  // namespace vmnat
+
+#endif

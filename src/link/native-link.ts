@@ -20,6 +20,7 @@ import { debuglog } from 'node:util';
 import { loadNative, RX_L4_CHECKSUM_OK, RX_LENGTH_MASK, type NativeAddon, type NativeFramePort, type NativeFramePortOptions } from './native.ts';
 import { createLinkStats, type FrameBatchHandler, type Link, type LinkKind, type LinkStats } from './types.ts';
 import { LinkError } from './errors.ts';
+import type { SocketBuffers } from './buffers.ts';
 
 const trace = debuglog('vmnat-link');
 
@@ -42,6 +43,8 @@ export abstract class NativePortLink implements Link {
   private readonly rx = createLinkStats();
   private closed = false;
   private readonly onError: ((err: LinkError) => void) | undefined;
+  private readonly portFd: number;
+  private readonly datagram: boolean;
 
   protected constructor(
     fd: number,
@@ -51,6 +54,8 @@ export abstract class NativePortLink implements Link {
   ) {
     this.native = native;
     this.onError = options.onError;
+    this.portFd = fd;
+    this.datagram = portOptions.kind === 'dgram';
     this.port = new native.FramePort(fd, {
       ...portOptions,
       onFrames: (slab, offsets, count) => this.onBatch(slab, offsets, count),
@@ -71,6 +76,12 @@ export abstract class NativePortLink implements Link {
 
   /** learnPeer ports: the port connected back to a new sender. */
   protected onPeerLearned(_peerPath: string): void {}
+
+  /** A datagram socket's granted buffer sizes (see buffers.ts); undefined for a TAP or once closed. */
+  socketBuffers(): SocketBuffers | undefined {
+    if (!this.datagram || this.closed) return undefined;
+    return this.native.socketBufferSizes(this.portFd);
+  }
 
   start(handler: FrameBatchHandler): void {
     if (this.closed) return;

@@ -13,6 +13,13 @@
  * An exception thrown by a JS callback (onFrames, onPeer, onError) does not unwind through libuv:
  * the addon passes it to Node's 'uncaughtException' machinery (napi_fatal_exception). Without a
  * listener the process reports it and exits; with one, the port keeps running.
+ *
+ * Two builds of the same sources can sit side by side (native/src/platform.h): the normal one
+ * (native/build: on Linux the recvmmsg/sendmmsg path, on macOS the portable path) and, on Linux,
+ * the portable one (native/portable/build, `VMNAT_PORTABLE=1 npm run build:native`: every platform
+ * guard on its macOS branch). VMNAT_NATIVE=portable loads the latter. The variable is read once,
+ * at the first load, and child processes inherit it, so one test run exercises one build
+ * end to end (the engine, vmnat children it spawns, scripts that load the addon by path).
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -111,7 +118,20 @@ export interface NativePingSocket {
   close(): void;
 }
 
+/** Which side of the platform guards a binary was built with (native/src/platform.h). */
+export interface NativeBuildInfo {
+  /** 'linux': recvmmsg/sendmmsg, TAP, netns. 'portable': the macOS code path (built on macOS or with VMNAT_PORTABLE). */
+  flavor: 'linux' | 'portable';
+  platform: 'linux' | 'darwin';
+}
+
 export interface NativeAddon {
+  readonly build: NativeBuildInfo;
+  /**
+   * The buffer sizes the kernel granted a socket (Linux reports twice what was asked: its
+   * bookkeeping allowance). On macOS `snd` is also the largest datagram the socket can send.
+   */
+  socketBufferSizes(fd: number): { snd: number; rcv: number };
   /** Creates a non-blocking, close-on-exec AF_UNIX SOCK_DGRAM socket bound to `path`; returns its fd. Large SO_SNDBUF/SO_RCVBUF. */
   unixDgramBind(path: string): number;
   /** connect()s a datagram socket to a peer path. */
@@ -131,6 +151,7 @@ export interface NativeAddon {
   fdSocketType(fd: number): 'dgram' | 'stream' | 'seqpacket' | 'other';
   /**
    * Opens (creating if missing) TAP device `name` with IFF_TAP|IFF_NO_PI, non-blocking, and brings it up.
+   * Linux only: on macOS and in the portable build it throws an Error with code ENOTSUP.
    * With `netnsPath` (e.g. /run/netns/NAME) or `netnsPid`, the device is opened inside that network
    * namespace (a helper thread setns()es there; the caller's namespace is untouched).
    */
@@ -146,20 +167,53 @@ export interface NativeAddon {
    * EACCES when net.ipv4.ping_group_range does not include the process's group (root included).
    */
   PingSocket: new (destination: string, options: NativePingSocketOptions) => NativePingSocket;
+  /**
+   * Portable builds only (macOS, VMNAT_PORTABLE): how PingSocket reads one received datagram —
+   * an echo reply for `ident`, an ICMP error quoting one of our requests, or someone else's — with
+   * or without the IP header macOS leaves in front. Exposed so tests can feed it macOS's format.
+   */
+  icmpClassify?: (datagram: Buffer, ident: number, src: number, ttl: number) => IcmpClassification;
+}
+
+export interface IcmpClassification {
+  kind: 'reply' | 'error' | 'ignore';
+  /** reply: where the ICMP message starts; error: where our quoted request starts. */
+  offset: number;
+  length: number;
+  src: number;
+  ttl: number;
+  type: number;
+  code: number;
+  info: number;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 let cached: NativeAddon | undefined;
 
-/** Loads native/build/Release/vmnat.node once. Throws a clear error if it was not built. */
+/** Which build VMNAT_NATIVE selects: 'portable', or '' / unset / 'default' for the normal one. */
+export function nativeVariant(env: NodeJS.ProcessEnv = process.env): 'default' | 'portable' {
+  const v = env.VMNAT_NATIVE ?? '';
+  if (v === '' || v === 'default') return 'default';
+  if (v === 'portable') return 'portable';
+  throw new Error(`vmnat: VMNAT_NATIVE=${JSON.stringify(v)}: expected "portable" or "default"`);
+}
+
+/** The .node file loadNative() loads (children that load the addon themselves use it too). */
+export function nativeAddonPath(env: NodeJS.ProcessEnv = process.env): string {
+  const dir = nativeVariant(env) === 'portable' ? '../../native/portable/build/Release' : '../../native/build/Release';
+  return path.resolve(here, dir, 'vmnat.node');
+}
+
+/** Loads the addon once (see nativeAddonPath). Throws a clear error if it was not built. */
 export function loadNative(): NativeAddon {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
-  const file = path.resolve(here, '../../native/build/Release/vmnat.node');
+  const file = nativeAddonPath();
   try {
     cached = require(file) as NativeAddon;
   } catch (err) {
-    throw new Error(`vmnat: native addon not built (${file}): run npm install (${(err as Error).message})`);
+    const how = nativeVariant() === 'portable' ? 'VMNAT_PORTABLE=1 npm run build:native' : 'npm install';
+    throw new Error(`vmnat: native addon not built (${file}): run ${how} (${(err as Error).message})`);
   }
   return cached;
 }

@@ -160,7 +160,9 @@ export class IcmpNat {
     this.notPermitted = reason;
     this.log.warn(
       `ICMP echo to outside addresses is off: ping sockets are not permitted (${reason}); ` +
-        `allow this process's group with sysctl net.ipv4.ping_group_range (e.g. "0 2147483647"). ` +
+        (process.platform === 'linux'
+          ? `allow this process's group with sysctl net.ipv4.ping_group_range (e.g. "0 2147483647"). `
+          : `this system refused an unprivileged SOCK_DGRAM/IPPROTO_ICMP socket. `) +
         `Pings to ${formatIpv4(this.options.gateway)} still work; other pings are dropped (counted).`,
     );
   }

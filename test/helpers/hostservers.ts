@@ -103,8 +103,8 @@ export async function closedTcpPort(): Promise<number> {
 export async function startIperfServer(): Promise<{ port: number; child: ChildProcess }> {
   for (let attempt = 0; ; attempt++) {
     const port = await closedTcpPort();
-    // --forceflush: with a pipe for stdout iperf3 would hold "Server listening" in its buffer.
-    const child = spawn('iperf3', ['-s', '-1', '-B', '127.0.0.1', '-p', String(port), '--forceflush'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // --forceflush: piped, iperf3 would hold "Server listening" in its stdio buffer.
+    const child = spawn('iperf3', ['-s', '-1', '--forceflush', '-B', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
     const listening = await new Promise<boolean>((resolve) => {
       let out = '';
       const onData = (d: Buffer) => {

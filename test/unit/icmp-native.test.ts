@@ -7,9 +7,10 @@ import { describe, expect, test } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, run } from '../helpers/proc.ts';
+import { run } from '../helpers/proc.ts';
+import { nativeAddonPath } from '../../src/link/native.ts';
 
-const ADDON = path.join(ROOT, 'native/build/Release/vmnat.node');
+const ADDON = nativeAddonPath();
 
 async function inFreshNetns(pingGroupRange: string, script: string): Promise<Record<string, unknown>> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vmnat-icmp-${process.pid}-`));

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { nativeAddonPath } from '../../src/link/native.ts';
 import { FdLink } from '../../src/link/fd.ts';
 import { openLink, spawnWithSocketpair, LinkError } from '../../src/link/index.ts';
 import type { LinkError as LinkErrorType } from '../../src/link/errors.ts';
@@ -11,7 +11,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-const addonPath = fileURLToPath(new URL('../../native/build/Release/vmnat.node', import.meta.url));
+const addonPath = nativeAddonPath();
 
 describe('fd link', () => {
   it('adopts one end of a socketpair and moves frames both ways byte-exact', async () => {

@@ -2,11 +2,11 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { nativeAddonPath } from '../../src/link/native.ts';
 import { Peer, diffFrames, frame, native, tempDir, waitFor } from './link-helpers.ts';
 
-const addonPath = fileURLToPath(new URL('../../native/build/Release/vmnat.node', import.meta.url));
+const addonPath = nativeAddonPath();
 const dir = tempDir('ln');
 const cleanups: (() => void)[] = [];
 afterEach(() => {
