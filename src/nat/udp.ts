@@ -13,6 +13,14 @@
  * timeout (default 60 s) swept once a second, and a bounded queue of datagrams waiting for the
  * socket's connect. Broadcast and multicast are not forwarded (counted by the caller).
  *
+ * Send queues: when the kernel's socket buffer is full (a slow uplink), libuv queues every
+ * `send` in user space, holding its Buffer — a guest flooding such a destination grew vmnat's
+ * memory by the size of the flood. So the bytes a flow has handed to its socket and not yet seen
+ * completed (plus those waiting for its connect) are capped per flow (`maxQueuedBytesPerFlow`,
+ * 256 KiB) and over all flows (`maxQueuedBytes`, 16 MiB); a datagram beyond either is dropped and
+ * counted (`flowQueueFull`, `totalQueueFull`), as a full router queue would drop it. UDP promises
+ * nothing more; the guest's own congestion control (QUIC, a rate-limited sender) copes.
+ *
  * Failures are the guest's answer, never an exception: port 0 is refused before any socket exists
  * (Node's connect() throws on it); a connect() the host refuses (no route, a directed broadcast, a
  * cgroup/BPF deny) answers the guest with the matching ICMP unreachable and closes the flow, so
@@ -33,13 +41,24 @@ export interface UdpNatOptions {
   table?: FlowTable;
   /** The filter's say on each new flow (flows.ts); absent = every flow may open. */
   admit?: FlowAdmission;
+  /** Bytes one flow may have queued towards its socket (default 256 KiB). */
+  maxQueuedBytesPerFlow?: number;
+  /** Bytes all flows together may have queued (default 16 MiB). */
+  maxQueuedBytes?: number;
 }
+
+export const UDP_MAX_QUEUED_PER_FLOW = 256 * 1024;
+export const UDP_MAX_QUEUED_TOTAL = 16 * 1024 * 1024;
 
 export function createUdpNatStats() {
   return {
     flowsOpened: 0, flowsClosed: 0, flowsExpired: 0, flowsEvicted: 0,
     datagramsFromGuest: 0, datagramsToGuest: 0, bytesFromGuest: 0, bytesToGuest: 0,
     refused: 0, sendErrors: 0, pendingDropped: 0, badPort: 0, connectFailed: 0, flowLimit: 0, refusedByFilter: 0, closedByFilter: 0,
+    /** Datagrams dropped: their flow had maxQueuedBytesPerFlow queued / all flows had maxQueuedBytes. */
+    flowQueueFull: 0, totalQueueFull: 0,
+    /** Gauge: bytes queued towards host sockets now, all flows. */
+    queuedBytes: 0,
   };
 }
 
@@ -56,6 +75,8 @@ interface UdpFlow extends FlowEntry {
   socket: dgram.Socket;
   connected: boolean;
   pending: Buffer[];
+  /** Bytes sent or pending whose send has not completed. */
+  queued: number;
   lastActive: number;
   bytesFromGuest: number;
   bytesToGuest: number;
@@ -73,6 +94,8 @@ export class UdpNat {
   private readonly table: FlowTable;
   private readonly idle: IdleSweep;
   private flowSeq = 0;
+  private readonly maxPerFlow: number;
+  private readonly maxTotal: number;
 
   constructor(
     private readonly stack: Stack,
@@ -81,6 +104,8 @@ export class UdpNat {
     private readonly wake: () => void,
   ) {
     this.idle = new IdleSweep(options.idleTimeoutMs);
+    this.maxPerFlow = options.maxQueuedBytesPerFlow ?? UDP_MAX_QUEUED_PER_FLOW;
+    this.maxTotal = options.maxQueuedBytes ?? UDP_MAX_QUEUED_TOTAL;
     this.table = options.table ?? new FlowTable();
     this.index = this.table.index<UdpFlow>('udp');
     this.index.closer = (f) => {
@@ -122,24 +147,57 @@ export class UdpNat {
     this.stats.datagramsFromGuest++;
     this.stats.bytesFromGuest += payload.length;
     flow.bytesFromGuest += payload.length;
+    const len = payload.length;
+    if (flow.queued + len > this.maxPerFlow) {
+      this.stats.flowQueueFull++;
+      return;
+    }
+    if (this.stats.queuedBytes + len > this.maxTotal) {
+      this.stats.totalQueueFull++;
+      return;
+    }
+    if (!flow.connected && flow.pending.length >= MAX_PENDING) {
+      this.stats.pendingDropped++;
+      return;
+    }
     const data = Buffer.from(payload); // copies: the frame's buffer is reused after this call
+    flow.queued += len;
+    this.stats.queuedBytes += len;
     if (!flow.connected) {
-      if (flow.pending.length >= MAX_PENDING) this.stats.pendingDropped++;
-      else flow.pending.push(data);
+      flow.pending.push(data);
       return;
     }
     this.send(flow, data);
   }
 
+  /** Sends `data` (already counted in the queues); its completion (or failure) uncounts it. */
   private send(flow: UdpFlow, data: Buffer): void {
+    const len = data.length;
+    let counted = true;
+    const done = (): void => {
+      // A closed flow gave all its queued bytes back at close (libuv may or may not call back).
+      if (!counted || flow.closed) return;
+      counted = false;
+      flow.queued -= len;
+      this.stats.queuedBytes -= len;
+    };
     try {
       flow.socket.send(data, (err) => {
+        done();
         if (err) this.onSocketError(flow, err as NodeJS.ErrnoException);
       });
     } catch (err) {
       // Only a closed socket or bad arguments throw here: count it, keep the flow's state.
+      done();
       this.onSocketError(flow, err as NodeJS.ErrnoException);
     }
+  }
+
+  /** A closed flow's queued bytes (sent or pending) leave the global count at once. */
+  private uncountAll(flow: UdpFlow): void {
+    this.stats.queuedBytes -= flow.queued;
+    flow.queued = 0;
+    flow.pending = [];
   }
 
   private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, now: number): UdpFlow | undefined {
@@ -160,7 +218,7 @@ export class UdpNat {
       proto: 'udp', net: 0, openedAt: now, stateName: 'active',
       key,
       guestIp, guestPort, guestMac, dstIp, dstPort, hostAddress, socket,
-      connected: false, pending: [], lastActive: now, bytesFromGuest: 0, bytesToGuest: 0, closed: false,
+      connected: false, pending: [], queued: 0, lastActive: now, bytesFromGuest: 0, bytesToGuest: 0, closed: false,
     };
     this.flows.set(key, flow);
     this.stats.flowsOpened++;
@@ -173,8 +231,9 @@ export class UdpNat {
         return;
       }
       flow.connected = true;
-      for (const data of flow.pending) this.send(flow, data);
+      const pending = flow.pending;
       flow.pending = [];
+      for (const data of pending) this.send(flow, data);
     };
     try {
       socket.connect(dstPort, hostAddress, onConnect);
@@ -238,6 +297,7 @@ export class UdpNat {
   private close(flow: UdpFlow): void {
     if (flow.closed) return;
     flow.closed = true;
+    this.uncountAll(flow);
     this.flows.delete(flow.key);
     this.index.delete(flow, sideKey(flow.guestIp, flow.guestPort), sideKey(flow.dstIp, flow.dstPort));
     flow.socket.close();

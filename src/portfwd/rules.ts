@@ -351,7 +351,8 @@ export const FORWARD_USAGE = `Port forwarding (host → guest; repeatable):
                         would listen on all interfaces: give 0.0.0.0 or [::] for that).
                         IPv6: tcp:[::1]:8080-:80. An empty guest address is the
                         guest's lease (and follows it). Port ranges: 8000..8010 on
-                        both sides, same size.
+                        both sides, same size. Host port 0: any free port, named
+                        in the ready line's "forwards" (and by the API).
   --api-socket PATH     control API (HTTP+JSON on a unix socket, mode 0600):
                         curl --unix-socket PATH http://vmnat/forwards; vmnat ctl --help
 `;
