@@ -5,27 +5,9 @@
 import { afterEach, expect, test, vi } from 'vitest';
 import { Engine } from '../../src/engine.ts';
 import { parseArgs } from '../../src/config.ts';
-import { createLinkStats, type FrameBatchHandler, type Link } from '../../src/link/types.ts';
+import { MemoryLink } from '../helpers/memorylink.ts';
 import { eth, ipv4, udp } from '../helpers/fuzzframes.ts';
 
-class MemoryLink implements Link {
-  readonly kind = 'fd' as const;
-  readonly stats = createLinkStats();
-  readonly sent: Uint8Array[] = [];
-  handler: FrameBatchHandler | undefined;
-  describe() {
-    return {};
-  }
-  start(handler: FrameBatchHandler): void {
-    this.handler = handler;
-  }
-  send(frame: Uint8Array): boolean {
-    this.sent.push(frame.slice());
-    return true;
-  }
-  flush(): void {}
-  async close(): Promise<void> {}
-}
 
 /** A DHCP message of `type` (1 DISCOVER, 3 REQUEST) from `mac`, asking for `requested` if given. */
 function dhcp(mac: number[], type: number, requested?: number[]): Uint8Array {

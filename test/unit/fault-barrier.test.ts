@@ -7,27 +7,9 @@ import { afterEach, expect, test } from 'vitest';
 import { FaultBarrier } from '../../src/fault.ts';
 import { Engine } from '../../src/engine.ts';
 import { parseArgs } from '../../src/config.ts';
-import { createLinkStats, type FrameBatchHandler, type Link } from '../../src/link/types.ts';
+import { MemoryLink } from '../helpers/memorylink.ts';
 import { GUEST_MAC, dhcpDiscover, eth, ipv4, udp } from '../helpers/fuzzframes.ts';
 
-class MemoryLink implements Link {
-  readonly kind = 'socket' as const;
-  readonly stats = createLinkStats();
-  readonly sent: Uint8Array[] = [];
-  handler: FrameBatchHandler | undefined;
-  describe() {
-    return {};
-  }
-  start(handler: FrameBatchHandler): void {
-    this.handler = handler;
-  }
-  send(frame: Uint8Array): boolean {
-    this.sent.push(frame.slice());
-    return true;
-  }
-  flush(): void {}
-  async close(): Promise<void> {}
-}
 
 let engine: Engine | undefined;
 afterEach(async () => {

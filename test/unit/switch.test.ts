@@ -5,27 +5,9 @@
  */
 import { describe, expect, test } from 'vitest';
 import { Switch, type SwitchConfig, type SwitchPort } from '../../src/switch/switch.ts';
-import { createLinkStats, type Link } from '../../src/link/types.ts';
+import { MemoryLink } from '../helpers/memorylink.ts';
 import { eth, ipv4, udp } from '../helpers/fuzzframes.ts';
 
-class MemLink implements Link {
-  readonly kind = 'fd' as const;
-  readonly stats = createLinkStats();
-  readonly sent: Uint8Array[] = [];
-  flushes = 0;
-  describe() {
-    return {};
-  }
-  start(): void {}
-  send(frame: Uint8Array): boolean {
-    this.sent.push(frame.slice());
-    return true;
-  }
-  flush(): void {
-    this.flushes++;
-  }
-  async close(): Promise<void> {}
-}
 
 const GW_MAC = [0x52, 0x55, 10, 0, 2, 2];
 const GW_MAC_N = 0x5255_0a00_0202;
@@ -50,7 +32,7 @@ function setup(over: Partial<SwitchConfig> = {}) {
     ...over,
   };
   const sw = new Switch(cfg, (f) => toStack.push(f.slice()), (port, ip) => claims.push([port.id, ip]));
-  const links = [new MemLink(), new MemLink(), new MemLink()];
+  const links = [new MemoryLink(), new MemoryLink(), new MemoryLink()];
   const ports = links.map((l) => sw.attach(l)) as [SwitchPort, SwitchPort, SwitchPort];
   return { sw, toStack, claims, links, ports };
 }
