@@ -51,8 +51,10 @@ export interface NetworkConfig {
   dhcpLeaseTimeSec: number;
   dhcpStatic: Map<MacAddr, Ipv4Addr>;
   dnsSearch: string[];
-  /** The DHCP domain, and where guests' names resolve (NAME.DOMAIN). */
+  /** The DHCP domain, and where guests' names resolve (NAME.DOMAIN); host.DOMAIN is the host. */
   domain?: string;
+  /** --host-alias: more names for the address that reaches the host (the gateway). */
+  hostAliases: string[];
   dnsMode: 'forward' | 'host';
   /** Explicit upstreams (--dns-server); empty means the host's resolvers from resolv.conf. */
   dnsServers: DnsUpstream[];
@@ -108,7 +110,7 @@ export function networkOf(c: Config): NetworkConfig {
     network: c.network, prefixLen: c.prefixLen, netmask: c.netmask, gateway: c.gateway, dns: c.dns,
     firstLease: c.firstLease, lastLease: c.lastLease, mtu: c.mtu, dhcpLeaseTimeSec: c.dhcpLeaseTimeSec,
     dhcpStatic: c.dhcpStatic, dnsSearch: c.dnsSearch, dnsMode: c.dnsMode, dnsServers: c.dnsServers,
-    dnsHosts: c.dnsHosts, hostLoopback: c.hostLoopback, isolate: c.isolate, antiSpoof: c.antiSpoof,
+    dnsHosts: c.dnsHosts, hostAliases: c.hostAliases, hostLoopback: c.hostLoopback, isolate: c.isolate, antiSpoof: c.antiSpoof,
     deny: c.deny,
   };
   if (c.domain !== undefined) n.domain = c.domain;
@@ -178,6 +180,9 @@ DNS (the guest's resolver at .3):
                         resolver (getaddrinfo: /etc/hosts, VPN split DNS, nsswitch)
   --dns-host NAME=IP    answer NAME locally (A or AAAA; repeatable)
   --dns-hosts FILE      answer the names of a hosts-format file locally
+  --host-alias NAME     another name for the host (the gateway's address), beside
+                        host.DOMAIN (host.vmnat.internal); repeatable, e.g.
+                        host.docker.internal, host.containers.internal
 
 NAT:
   --no-host-loopback    the gateway address does not reach the host's 127.0.0.1
@@ -235,7 +240,7 @@ with -- COMMAND, the command's status.
 
 const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local']);
 const takesValue = new Set([
-  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode',
+  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode', '--host-alias',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
 ]);
@@ -476,6 +481,7 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
   }
 
   const dnsSearch = (values.get('--dns-search') ?? []).map((d) => checkDomain('--dns-search', d));
+  const hostAliases = (values.get('--host-alias') ?? []).map((d) => checkDomain('--host-alias', d).toLowerCase());
   const domainText = single('--domain');
   // Guests are also found by name under it (NAME.vmnat.internal), as lima's user-v2 network does.
   const domain = domainText === undefined ? 'vmnat.internal' : checkDomain('--domain', domainText);
@@ -578,6 +584,7 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     dnsMode,
     dnsServers,
     dnsHosts,
+    hostAliases,
     forwards,
     warnings,
   };

@@ -13,6 +13,7 @@
 import { readFile } from 'node:fs/promises';
 import { ApiClient, ApiError, ApiUnreachableError, type ForwardListItem } from './api/client.ts';
 import type { ApiFlow, ApiLease, ApiPort } from './api/server.ts';
+import type { ZoneEntry } from './dns/zone.ts';
 import { ForwardRuleError, parseHostfwd, parseNatpf, ruleFromJson, ruleToJson, type ForwardRuleJson } from './portfwd/rules.ts';
 import { FilterParseError, STDIN_SOURCE, parseFilter } from './filter/rules.ts';
 import type { FilterJson } from './filter/filter.ts';
@@ -33,6 +34,10 @@ Commands:
   forward ls               list forwards
   leases                   DHCP leases
   flows                    open flows with bytes each way
+  dns                      the local DNS zone: configured names, the host's
+                           (host.vmnat.internal, --host-alias), guests', the API's
+  dns add NAME IP          answer NAME with IP at the DNS address, from now on
+  dns rm NAME              stop answering NAME locally
   ports                    the switch's ports: each guest's transport, MAC, address,
                            hostname, traffic and drops
   stats                    all counters
@@ -137,6 +142,23 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
         else out(keyValueLines(v));
         return 0;
       }
+      case 'dns': {
+        const zone = (await client.call('GET', '/dns')) as ZoneEntry[];
+        if (opts.json) printJson(zone);
+        else out(zone.length === 0 ? 'no local names' : table(['NAME', 'ADDRESSES', 'SOURCE'], zone.map((z) => [z.name, z.addresses.join(' '), z.source])));
+        return 0;
+      }
+      case 'dns add': {
+        const e = (await client.call('POST', '/dns', { name: opts.name, ip: opts.ip })) as ZoneEntry;
+        if (opts.json) printJson(e);
+        else out(`${e.name} → ${e.addresses.join(' ')}`);
+        return 0;
+      }
+      case 'dns rm': {
+        await client.call('DELETE', `/dns/${encodeURIComponent(opts.name!)}`);
+        if (!opts.json) out(`removed ${opts.name}`);
+        return 0;
+      }
       case 'filter': {
         const f = await client.filter();
         if (opts.json) printJson(f);
@@ -205,7 +227,7 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
   }
 }
 
-type Command = 'forward add' | 'forward rm' | 'forward ls' | 'leases' | 'flows' | 'ports' | 'stats' | 'config' | 'health' | 'events' | 'filter' | 'filter set';
+type Command = 'forward add' | 'forward rm' | 'forward ls' | 'leases' | 'flows' | 'ports' | 'stats' | 'config' | 'health' | 'events' | 'filter' | 'filter set' | 'dns' | 'dns add' | 'dns rm';
 
 interface CtlOptions {
   help: boolean;
@@ -216,8 +238,10 @@ interface CtlOptions {
   rule?: ForwardRuleJson;
   /** Which syntax the rule came in (for error lines). */
   ruleFlag: string;
-  /** forward rm: the forward; filter set: the file (`-` = stdin). */
+  /** forward rm: the forward; filter set: the file (`-` = stdin); dns add/rm: the name. */
   name?: string;
+  /** dns add: the address. */
+  ip?: string;
 }
 
 function parseCtlArgs(argv: readonly string[], env: Record<string, string | undefined>): CtlOptions & { help: boolean } {
@@ -294,6 +318,25 @@ function parseCtlArgs(argv: readonly string[], env: Record<string, string | unde
       return { ...base, command: 'forward ls' };
     }
     throw new UsageError(`forward: unknown subcommand ${JSON.stringify(w1)} (add, rm, ls)`);
+  }
+  if (w0 === 'dns') {
+    if (w1 === undefined || w1 === 'ls') {
+      noMore(rest);
+      return { ...base, command: 'dns' };
+    }
+    if (w1 === 'add') {
+      const [name, ip, ...extra] = rest;
+      if (name === undefined || ip === undefined) throw new UsageError('dns add: needs NAME IP');
+      noMore(extra);
+      return { ...base, command: 'dns add', name, ip };
+    }
+    if (w1 === 'rm') {
+      const [name, ...extra] = rest;
+      if (name === undefined) throw new UsageError('dns rm: needs NAME');
+      noMore(extra);
+      return { ...base, command: 'dns rm', name };
+    }
+    throw new UsageError(`dns: unknown subcommand ${JSON.stringify(w1)} (add, rm, or none to list)`);
   }
   if (w0 === 'filter') {
     if (w1 === undefined || w1 === 'ls' || w1 === 'show') {

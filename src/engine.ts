@@ -30,6 +30,8 @@ import { NatGuestDialer } from './portfwd/dialer.ts';
 import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type ApiPort, type FlowEvent, type LeaseEvent } from './api/server.ts';
 import type { TcpFlow } from './nat/tcp.ts';
 import { FaultBarrier } from './fault.ts';
+import { LocalZone, type ZoneEntry } from './dns/zone.ts';
+import { DnsNameTaken } from './api/server.ts';
 import { BufferBudget } from './stack/tcp/budget.ts';
 import { Services, service } from './service.ts';
 import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
@@ -84,6 +86,8 @@ export class Engine implements ApiBackend {
   readonly filterSet: FilterSet;
   /** One reused record for filter checks (the set keeps nothing of it). */
   private readonly filterScratch: FilterFlow = { direction: 'out', proto: 'tcp', src: 0, srcPort: 0, dst: 0, dstPort: 0 };
+  /** Every name answered locally at the DNS address, with its source (dns/zone.ts). */
+  readonly zone: LocalZone;
   /** Names in the DNS table that belong to a guest's lease, by its address. */
   private readonly namesOfGuest = new Map<number, string[]>();
   /** Bound leases, newest last: an empty guest address in a forward means the newest. */
@@ -128,6 +132,13 @@ export class Engine implements ApiBackend {
     // DNS; the rest of `config` says how vmnat runs (NAT limits, forwards, links).
     const net = networkOf(cfg);
     this.memory = new BufferBudget(config.maxBufferBytes);
+    // The local zone: configured names, then the names that reach the host (host.DOMAIN and every
+    // --host-alias, at the gateway), guests' names as they lease, and the API's.
+    this.zone = new LocalZone(net.dnsHosts);
+    const gatewayText = formatIpv4(net.gateway);
+    for (const name of [...(net.domain !== undefined ? [`host.${net.domain}`] : []), ...net.hostAliases]) {
+      if (!this.zone.has(name)) this.zone.add(name, gatewayText, 'host');
+    }
     this.offload = config.links.every((l) => l.kind === 'tap') && !config.noTso;
     this.stack = new Stack(
       { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu },
@@ -313,23 +324,38 @@ export class Engine implements ApiBackend {
    */
   private guestNames(ip: number, hostname: string | undefined): void {
     const ipText = formatIpv4(ip);
-    const hosts = this.cfg.dnsHosts;
-    for (const name of this.namesOfGuest.get(ip) ?? []) hosts.remove(name, ipText);
+    for (const name of this.namesOfGuest.get(ip) ?? []) this.zone.removeAddress(name, ipText);
     this.namesOfGuest.delete(ip);
     if (hostname === undefined) return;
     const label = hostname.split('.')[0]!.toLowerCase();
     const names = this.cfg.domain !== undefined ? [label, `${label}.${this.cfg.domain}`] : [label];
     const added: string[] = [];
     for (const name of names) {
-      if (hosts.lookup(name, 'A') !== undefined) continue; // configured, or another guest's
+      if (this.zone.has(name)) continue; // configured, the host's, or another guest's
       try {
-        hosts.add(name, ipText);
-        added.push(name);
+        if (this.zone.add(name, ipText, 'guest')) added.push(name);
       } catch {
         // not a valid DNS name: the guest just is not found by it
       }
     }
     if (added.length > 0) this.namesOfGuest.set(ip, added);
+  }
+
+  // ---- the local zone (GET/POST/DELETE /dns) ----
+
+  dnsZone(): ZoneEntry[] {
+    return this.zone.list();
+  }
+
+  /** POST /dns: NAME → IP at run time. Throws DnsFlagError (400) or a taken-name error (409). */
+  addDnsName(name: string, ip: string): ZoneEntry {
+    if (!this.zone.add(name, ip, 'api')) throw new DnsNameTaken(name, this.zone.get(name)?.source ?? 'config');
+    return this.zone.get(name)!;
+  }
+
+  /** DELETE /dns/NAME; false if no such name. */
+  removeDnsName(name: string): boolean {
+    return this.zone.remove(name);
   }
 
   /**

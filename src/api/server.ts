@@ -17,6 +17,9 @@
  *   DELETE /forwards/NAME       204, or 404
  *   GET    /leases  /flows      arrays from the backend
  *   GET    /ports               the switch's ports: transport, MAC, address, hostname, counters
+ *   GET    /dns                 the local DNS zone: [{name, addresses, source}] (config, host,
+ *                               guest, api); POST /dns {name, ip} → 201 (400 bad, 409 taken);
+ *                               GET/DELETE /dns/NAME → the entry / 204 (404 unknown)
  *   GET    /stats   /config     objects from the backend (stats gains `api`)
  *   GET    /filter              the filter rules in force with their hit counts (FilterJson)
  *   PUT    /filter              replace them: the body is the rule text (any content type but
@@ -44,6 +47,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { debuglog } from 'node:util';
 import type { Config } from '../config.ts';
+import type { ZoneEntry } from '../dns/zone.ts';
+import { DnsFlagError } from '../dns/hosts.ts';
 import type { DhcpLease, DhcpLeaseEvent } from '../dhcp/server.ts';
 import { formatIpv4, formatMac } from '../stack/wire/addr.ts';
 import { ForwardRuleError, ruleFromJson, ruleToJson, type ForwardRule, type ForwardRuleJson } from '../portfwd/rules.ts';
@@ -110,6 +115,13 @@ export interface ApiPort {
   drops: Record<string, number>;
 }
 
+/** POST /dns for a name another source holds (a guest's, the host's, a configured one). */
+export class DnsNameTaken extends Error {
+  constructor(name: string, source: string) {
+    super(`${name} is already in the local zone (${source})`);
+  }
+}
+
 export interface LeaseEvent {
   type: 'lease';
   event: DhcpLeaseEvent;
@@ -160,6 +172,11 @@ export interface ApiBackend {
   subscribe(listener: (e: LeaseEvent | FlowEvent | FilterEvent) => void): () => void;
   /** The switch's ports (an engine has them; a backend without a switch may not). */
   ports?(): ApiPort[];
+  /** The local DNS zone (GET /dns); with addDnsName/removeDnsName, POST /dns and DELETE /dns/NAME. */
+  dnsZone?(): ZoneEntry[];
+  /** Adds NAME → IP (source `api`); throws DnsFlagError (400) or DnsNameTaken (409). */
+  addDnsName?(name: string, ip: string): ZoneEntry;
+  removeDnsName?(name: string): boolean;
   /** The filter rules in force and their hits (`FilterSet.toJSON()`); absent → 501. */
   filter?(): FilterJson;
   /**
@@ -407,8 +424,52 @@ export class ApiServer {
     ['/stats', { GET: (_q, res) => this.json(res, 200, { ...this.backend.stats(), api: this.stats }) }],
     ['/config', { GET: (_q, res) => this.json(res, 200, this.backend.config()) }],
     ['/events', { GET: (req, res) => this.events(req, res) }],
+    ['/dns', { GET: (_q, res) => this.json(res, 200, this.dnsBackend().dnsZone()), POST: (req, res) => this.addDns(req, res) }],
     ['/filter', { GET: (_q, res) => this.json(res, 200, this.filterBackend().filter()), PUT: (req, res) => this.putFilter(req, res) }],
   ]);
+
+  /** `/dns/NAME`. */
+  private readonly dnsRoute: Route = {
+    GET: (_q, res, name) => {
+      const entry = this.dnsBackend().dnsZone().find((e) => e.name === name!.toLowerCase().replace(/\.$/, ''));
+      if (entry === undefined) throw new HttpError(404, 'not_found', `no local name ${name}`);
+      this.json(res, 200, entry);
+    },
+    DELETE: (_q, res, name) => {
+      const b = this.dnsBackend();
+      if (b.removeDnsName === undefined || !b.removeDnsName(name!)) throw new HttpError(404, 'not_found', `no local name ${name}`);
+      res.writeHead(204).end();
+    },
+  };
+
+  private dnsBackend(): Required<Pick<ApiBackend, 'dnsZone'>> & ApiBackend {
+    const b = this.backend;
+    if (b.dnsZone === undefined) throw new HttpError(501, 'not_implemented', 'this vmnat has no local DNS zone');
+    return b as Required<Pick<ApiBackend, 'dnsZone'>> & ApiBackend;
+  }
+
+  private async addDns(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const text = (await this.readBody(req)).toString('utf8');
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (err) {
+      throw new HttpError(400, 'bad_json', `malformed JSON: ${(err as Error).message}`);
+    }
+    const o = body as { name?: unknown; ip?: unknown };
+    if (body === null || typeof body !== 'object' || typeof o.name !== 'string' || typeof o.ip !== 'string') {
+      throw new HttpError(400, 'bad_request', 'expected {"name": "db.test", "ip": "10.0.2.2"}');
+    }
+    const b = this.dnsBackend();
+    if (b.addDnsName === undefined) throw new HttpError(501, 'not_implemented', 'this vmnat cannot add names');
+    try {
+      this.json(res, 201, b.addDnsName(o.name, o.ip));
+    } catch (err) {
+      if (err instanceof DnsNameTaken) throw new HttpError(409, 'name_taken', err.message);
+      if (err instanceof DnsFlagError) throw new HttpError(400, 'bad_name', err.message.replace(/^--dns-host: /, ''));
+      throw err;
+    }
+  }
 
   /** `/forwards/NAME`. */
   private readonly forwardRoute: Route = {
@@ -438,6 +499,14 @@ export class ApiServer {
     if (pathname.length > 1 && pathname.endsWith('/')) pathname = pathname.slice(0, -1);
     let route = this.routes.get(pathname);
     let param: string | undefined;
+    if (route === undefined && pathname.startsWith('/dns/')) {
+      route = this.dnsRoute;
+      try {
+        param = decodeURIComponent(pathname.slice('/dns/'.length));
+      } catch {
+        throw new HttpError(400, 'bad_request', 'malformed percent-encoding in the name');
+      }
+    }
     if (route === undefined && pathname.startsWith('/forwards/')) {
       route = this.forwardRoute;
       try {

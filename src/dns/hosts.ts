@@ -220,6 +220,22 @@ export class DnsHostsTable {
     else if (!names.includes(n)) names.push(n);
   }
 
+  /** Every name with its addresses (IPv4 then IPv6 text), sorted by name. */
+  list(): { name: string; addresses: string[] }[] {
+    return [...this.byName.entries()]
+      .map(([name, e]) => ({ name, addresses: [...e.a.map((x) => x.text), ...e.aaaa.map((x) => x.text)] }))
+      .sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  }
+
+  /** Removes NAME with all its addresses; false if it was not there. */
+  removeName(name: string): boolean {
+    const n = normalizeHostName(name);
+    const entry = n ? this.byName.get(n) : undefined;
+    if (!n || entry === undefined) return false;
+    for (const x of [...entry.a, ...entry.aaaa]) this.remove(n, x.text);
+    return true;
+  }
+
   /** Removes NAME → IP if present (a guest's name when its lease ends). */
   remove(name: string, ip: string): void {
     const n = normalizeHostName(name);
