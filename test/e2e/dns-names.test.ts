@@ -23,14 +23,8 @@ test('host.vmnat.internal and --host-alias reach the host; guests by name; POST/
   const page = blob(100_000, 21);
   const web = await startBlobServer(page);
   cleanups.push(() => web.close());
-  const ns = await createNetns();
-  const etc = path.join('/etc/netns', ns.name);
-  fs.mkdirSync(etc, { recursive: true });
-  fs.writeFileSync(path.join(etc, 'resolv.conf'), 'nameserver 10.0.2.3\n');
-  cleanups.push(async () => {
-    await ns.destroy();
-    fs.rmSync(etc, { recursive: true, force: true });
-  });
+  const ns = await createNetns({ resolver: '10.0.2.3' });
+  cleanups.push(() => ns.destroy());
   const api = path.join(ns.dir, 'api.sock');
   const vmnat = await startVmnat(['--tap', 'tap0', '--netns', ns.path, '--dns-server', `127.0.0.1:${dns.port}`, '--host-alias', 'host.docker.internal', '--api-socket', api]);
   cleanups.push(() => vmnat.stop().catch(() => undefined));

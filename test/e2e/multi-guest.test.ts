@@ -27,14 +27,8 @@ interface Guest {
 
 /** A namespace whose resolver is vmnat's DNS (ip netns exec bind-mounts /etc/netns/NAME/resolv.conf). */
 async function guestNamespace(): Promise<Netns> {
-  const ns = await createNetns();
-  const etc = path.join('/etc/netns', ns.name);
-  fs.mkdirSync(etc, { recursive: true });
-  fs.writeFileSync(path.join(etc, 'resolv.conf'), 'nameserver 10.0.2.3\n');
-  cleanups.push(async () => {
-    await ns.destroy();
-    fs.rmSync(etc, { recursive: true, force: true });
-  });
+  const ns = await createNetns({ resolver: '10.0.2.3' });
+  cleanups.push(() => ns.destroy());
   return ns;
 }
 

@@ -20,20 +20,31 @@ export interface Netns {
   destroy(): Promise<void>;
 }
 
-export async function createNetns(): Promise<Netns> {
+/**
+ * `resolver`: the namespace's programs resolve names through this DNS server (vmnat's 10.0.2.3):
+ * `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf, so the file is
+ * written there (and removed by `destroy`), never to the host's own /etc/resolv.conf.
+ */
+export async function createNetns(opts: { resolver?: string } = {}): Promise<Netns> {
   const name = `vmnat-${process.pid}-${++counter}`;
   const r = await run(['ip', 'netns', 'add', name]);
   if (r.code !== 0) throw new Error(`ip netns add ${name}: ${r.stderr}`);
   await run(['ip', '-n', name, 'link', 'set', 'lo', 'up']);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`));
+  const etc = opts.resolver !== undefined ? path.join('/etc/netns', name) : undefined;
+  if (etc !== undefined) {
+    fs.mkdirSync(etc, { recursive: true });
+    fs.writeFileSync(path.join(etc, 'resolv.conf'), `nameserver ${opts.resolver}\n`);
+  }
   return {
     name,
     path: `/run/netns/${name}`,
     dir,
-    exec: (cmd, opts) => run(['ip', 'netns', 'exec', name, ...cmd], opts),
+    exec: (cmd, o) => run(['ip', 'netns', 'exec', name, ...cmd], o),
     async destroy() {
       await run(['ip', 'netns', 'del', name]);
       fs.rmSync(dir, { recursive: true, force: true });
+      if (etc !== undefined) fs.rmSync(etc, { recursive: true, force: true });
     },
   };
 }
