@@ -21,7 +21,7 @@ import { LogLevels, type LogLevel } from './log.ts';
 import { defaultRuntimeDir } from './runtime-dir.ts';
 import type { Ipv4Range } from './nat/policy.ts';
 import { resolveDropTarget, type DropTarget } from './privileges.ts';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
@@ -95,6 +95,11 @@ export interface Config extends NetworkConfig {
   tcpBufferBytes: number;
   /** Port forwards from --hostfwd and --natpf. */
   forwards: ForwardRule[];
+  /** --tftp DIR: a read-only TFTP server at the gateway serving DIR (tftp/server.ts). */
+  tftpDir?: string;
+  /** --bootfile NAME and --tftp-server IP: what DHCP tells a booting guest (network boot). */
+  bootFile?: string;
+  tftpServer?: Ipv4Addr;
   apiSocket?: string;
   /** The default runtime directory holding the default socket (checked private before use). */
   runtimeDir?: string;
@@ -180,6 +185,10 @@ DNS (the guest's resolver at .3):
                         resolver (getaddrinfo: /etc/hosts, VPN split DNS, nsswitch)
   --dns-host NAME=IP    answer NAME locally (A or AAAA; repeatable)
   --dns-hosts FILE      answer the names of a hosts-format file locally
+  --tftp DIR            a read-only TFTP server at the gateway serving DIR (network
+                        boot; blksize, tsize, timeout and windowsize options)
+  --bootfile NAME       DHCP names NAME as the boot file (BOOTP file field, option 67)
+    --tftp-server IP    ... on this TFTP server (siaddr, option 66; default the gateway)
   --host-alias NAME     another name for the host (the gateway's address), beside
                         host.DOMAIN (host.vmnat.internal); repeatable, e.g.
                         host.docker.internal, host.containers.internal
@@ -240,7 +249,7 @@ with -- COMMAND, the command's status.
 
 const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local']);
 const takesValue = new Set([
-  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode', '--host-alias',
+  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode', '--host-alias', '--tftp', '--bootfile', '--tftp-server',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
 ]);
@@ -486,6 +495,18 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
   // Guests are also found by name under it (NAME.vmnat.internal), as lima's user-v2 network does.
   const domain = domainText === undefined ? 'vmnat.internal' : checkDomain('--domain', domainText);
 
+  const tftpText = single('--tftp');
+  let tftpDir: string | undefined;
+  if (tftpText !== undefined) {
+    tftpDir = path.resolve(tftpText);
+    let isDir = false;
+    try {
+      isDir = statSync(tftpDir).isDirectory();
+    } catch {
+      // reported below
+    }
+    if (!isDir) throw new ConfigError('--tftp', `${tftpText} is not a directory`);
+  }
   const pcapFile = single('--pcap');
   if (pcapFile !== undefined && pcapFile.length === 0) throw new ConfigError('--pcap', 'needs a file name');
 
@@ -593,6 +614,19 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
   if (dropTo !== undefined) config.dropTo = dropTo;
   if (domain !== undefined) config.domain = domain;
   if (pcapFile !== undefined) config.pcapFile = path.resolve(pcapFile);
+  if (tftpDir !== undefined) config.tftpDir = tftpDir;
+  const bootFile = single('--bootfile');
+  if (bootFile !== undefined) {
+    if (!/^[\x21-\x7e]{1,127}$/.test(bootFile)) throw new ConfigError('--bootfile', `${JSON.stringify(bootFile)} is not 1..127 printable ASCII characters`);
+    config.bootFile = bootFile;
+  }
+  const tftpServerText = single('--tftp-server');
+  if (tftpServerText !== undefined) {
+    const ip = parseIpv4(tftpServerText);
+    if (ip === undefined) throw new ConfigError('--tftp-server', `${JSON.stringify(tftpServerText)} is not an IPv4 address`);
+    if (bootFile === undefined) throw new ConfigError('--tftp-server', 'only applies with --bootfile');
+    config.tftpServer = ip;
+  }
   if (filter !== undefined) config.filter = filter;
   return { action: 'run', config };
 }

@@ -30,6 +30,7 @@ import { NatGuestDialer } from './portfwd/dialer.ts';
 import { configToApi, leaseEvent, leaseToApi, type ApiBackend, type ApiFlow, type ApiPort, type FlowEvent, type LeaseEvent } from './api/server.ts';
 import type { TcpFlow } from './nat/tcp.ts';
 import { FaultBarrier } from './fault.ts';
+import { TftpServer } from './tftp/server.ts';
 import { LocalZone, type ZoneEntry } from './dns/zone.ts';
 import { DnsNameTaken } from './api/server.ts';
 import { BufferBudget } from './stack/tcp/budget.ts';
@@ -173,6 +174,8 @@ export class Engine implements ApiBackend {
       mtu: net.mtu,
       searchDomains: net.dnsSearch,
       staticLeases: net.dhcpStatic,
+      ...(config.bootFile !== undefined ? { bootFile: config.bootFile } : {}),
+      ...(config.tftpServer !== undefined ? { tftpServer: config.tftpServer } : {}),
       ...(net.domain !== undefined ? { domainName: net.domain } : {}),
     };
     this.dhcp = new DhcpServer(dhcpConfig);
@@ -263,6 +266,10 @@ export class Engine implements ApiBackend {
     sv.register(service('memory', {}, () => ({ budget: this.memory.limit, used: this.memory.used, peak: this.memory.peak, ...this.memory.stats })));
     sv.register(service('dns', {}, () => this.dns.stats, () => this.dns.close()));
     sv.register(service('dnsTcp', {}, () => this.dnsTcp.stats));
+    if (config.tftpDir !== undefined) {
+      const tftp = new TftpServer(this.stack, net.gateway, config.tftpDir, net.mtu, () => this.now());
+      sv.register(service('tftp', tftp, () => tftp.stats, () => tftp.close()));
+    }
     sv.register(service('switch', this.switch, () => ({ ...this.switch.stats, runts: this.runts })));
     sv.register(
       service('filter', {}, () => {

@@ -235,6 +235,7 @@ export function configToApi(config: Config): Record<string, unknown> {
     max_flows: config.maxFlows,
     max_forward_flows: config.maxForwardFlows,
     max_buffer_memory: config.maxBufferBytes,
+    tftp: config.tftpDir ?? null,
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
   };

@@ -61,6 +61,8 @@ export const DhcpOpt = {
   rebindingTime: 59,
   vendorClassId: 60,
   clientId: 61,
+  tftpServerName: 66,
+  bootfileName: 67,
   domainSearch: 119, // RFC 3397
   end: 255,
 } as const;

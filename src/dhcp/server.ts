@@ -41,6 +41,7 @@ import {
   IPV4_BROADCAST,
   MAC_BROADCAST,
   formatIpv4,
+  writeIpv4 as writeIpv4Addr,
   formatMac,
   isGroupMac,
   type Ipv4Addr,
@@ -83,6 +84,13 @@ export interface DhcpServerConfig {
   searchDomains: string[];
   /** MAC → address; these win over everything and are never given to another MAC. */
   staticLeases: Map<MacAddr, Ipv4Addr>;
+  /**
+   * Network boot (PXE): the boot file's name, sent in the BOOTP `file` field and option 67, with
+   * the TFTP server in `siaddr` and option 66 (as qemu's bootfile= and VirtualBox's
+   * --nattftpfile do).
+   */
+  bootFile?: string;
+  tftpServer?: Ipv4Addr;
 }
 
 export interface DhcpReply {
@@ -193,6 +201,8 @@ export class DhcpServer {
   private readonly staticIps = new Map<Ipv4Addr, MacAddr>();
   private readonly byMac = new Map<MacAddr, Binding>();
   private readonly byIp = new Map<Ipv4Addr, Binding>();
+  /** The boot file's name as bytes (network boot), if configured. */
+  private bootFile: Uint8Array | undefined;
   /** Addresses guests use without a lease (see `claim`). */
   private readonly claimed = new Set<Ipv4Addr>();
   /** Declined address → until when it is withheld (ms). */
@@ -260,6 +270,15 @@ export class DhcpServer {
     this.optionData.set(DhcpOpt.interfaceMtu, Uint8Array.of(config.mtu >>> 8, config.mtu & 0xff));
     this.optionData.set(DhcpOpt.broadcastAddress, u32(this.broadcastAddr));
     this.defaultOptions = [DhcpOpt.subnetMask, DhcpOpt.router, DhcpOpt.dnsServers, DhcpOpt.domainName, DhcpOpt.domainSearch];
+    if (config.bootFile !== undefined) {
+      const file = asciiBytes(config.bootFile);
+      if (file === undefined || file.length === 0 || file.length > 127) throw new DhcpConfigError(`boot file ${JSON.stringify(config.bootFile)}`);
+      this.bootFile = file;
+      const server = config.tftpServer ?? config.serverIp;
+      this.optionData.set(DhcpOpt.tftpServerName, asciiBytes(formatIpv4(server))!);
+      this.optionData.set(DhcpOpt.bootfileName, file);
+      this.defaultOptions.push(DhcpOpt.tftpServerName, DhcpOpt.bootfileName);
+    }
     // An unrequested MTU is only worth its bytes when it is not the value the client assumes anyway.
     if (config.mtu !== 1500) this.defaultOptions.push(DhcpOpt.interfaceMtu);
   }
@@ -674,6 +693,11 @@ export class DhcpServer {
     m.yiaddr = yiaddr;
     m.giaddr = req.giaddr;
     buf.set(req.chaddr, BootpOff.chaddr);
+    if (this.bootFile !== undefined) {
+      // Firmware that reads only the BOOTP header (iPXE, PXE ROMs) finds the boot file here.
+      buf.set(this.bootFile, BootpOff.file);
+      writeIpv4Addr(buf, BootpOff.siaddr, this.cfg.tftpServer ?? this.cfg.serverIp);
+    }
     const w = new DhcpOptionWriter(buf, BootpOff.options, capacity);
     w.u8(DhcpOpt.messageType, type);
     w.ipv4(DhcpOpt.serverId, this.cfg.serverIp);
