@@ -48,12 +48,15 @@ async function iperf(n: Netns, v: VmnatProcess, bytes: number, reverse: boolean)
   try {
     const r = await n.exec(['iperf3', '-c', '10.0.2.2', '-p', String(port), '-n', String(bytes), '-J', ...(reverse ? ['-R'] : [])], { timeoutMs: 90_000 });
     const j = JSON.parse(r.stdout) as { end: { sum_sent: { bytes: number }; sum_received: { bytes: number; bits_per_second: number } } };
-    expect(j.end.sum_sent.bytes).toBe(bytes);
+    // iperf3 -n may overshoot by one write of its 128 KiB buffer (seen once in ~10 full runs).
+    const sent = j.end.sum_sent.bytes;
+    expect(sent).toBeGreaterThanOrEqual(bytes);
+    expect(sent).toBeLessThanOrEqual(bytes + 128 * 1024);
     expect(j.end.sum_received.bytes).toBeGreaterThan(bytes * 0.9);
     await sleep(200);
     const carried = ((await v.stats()) as Stats).tcpNat![counter]! - before;
     expect(carried).toBeGreaterThanOrEqual(j.end.sum_received.bytes);
-    expect(carried).toBeLessThanOrEqual(bytes + 64 * 1024);
+    expect(carried).toBeLessThanOrEqual(sent + 64 * 1024);
     return j.end.sum_received.bits_per_second / 1e9;
   } finally {
     server.kill('SIGKILL');
