@@ -41,6 +41,16 @@ static bool LargeEnough(int fd, int opt) {
   return getsockopt(fd, SOL_SOCKET, opt, &cur, &len) == 0 && cur >= kSocketBufferBytes;
 }
 
+// Non-blocking (if asked) and close-on-exec, for a descriptor opened or inherited without them.
+static int SetFdFlags(int fd, bool nonblocking) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return -1;
+  if (nonblocking && !(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+  int fdfl = fcntl(fd, F_GETFD);
+  if (fdfl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) return -1;
+  return 0;
+}
+
 #if VMNAT_LINUX
 
 void EnlargeSocketBuffers(int fd) {
@@ -62,12 +72,7 @@ int OpenSocketpair(int domain, int type, bool nonblocking, int sv[2]) {
 }
 
 int PrepareFd(int fd, bool nonblocking) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0) return -1;
-  if (nonblocking && !(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
-  int fdfl = fcntl(fd, F_GETFD);
-  if (fdfl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) return -1;
-  return 0;
+  return SetFdFlags(fd, nonblocking);
 }
 
 #else  // portable: macOS, and the VMNAT_PORTABLE build on Linux
@@ -85,11 +90,7 @@ void EnlargeSocketBuffers(int fd) {
 }
 
 int PrepareFd(int fd, bool nonblocking) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0) return -1;
-  if (nonblocking && !(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
-  int fdfl = fcntl(fd, F_GETFD);
-  if (fdfl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) return -1;
+  if (SetFdFlags(fd, nonblocking) != 0) return -1;
 #ifdef SO_NOSIGPIPE
   // No MSG_NOSIGNAL on macOS: the socket itself must not raise SIGPIPE. Not a socket (ENOTSOCK)
   // is fine: the option is only for sockets.

@@ -188,7 +188,7 @@ export class Switch {
     if (!isGroupMac(src)) this.learn(src, port, now);
     const dst = readMac(frame, 0);
     const own = this.cfg.ownMacs;
-    if (dst === own[0] || dst === own[1] || own.includes(dst)) {
+    if (own.includes(dst)) {
       this.toStack(frame, now);
       return;
     }
