@@ -12,7 +12,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { networkOf, type Config } from './config.ts';
-import type { Link } from './link/types.ts';
+import { COMPLETE_L4_CHECKSUM, type Link } from './link/types.ts';
 import { loadNative } from './link/native.ts';
 import { Stack, type UdpDatagram } from './stack/stack.ts';
 import { DhcpServer } from './dhcp/server.ts';
@@ -400,9 +400,15 @@ export class Engine implements ApiBackend {
     log.debug(`switch: port ${port.id} down (${link.kind} ${JSON.stringify(link.describe())})`);
   }
 
-  /** Checksum and segmentation offload only while every port takes such frames (a TAP with a vnet header). */
+  /**
+   * Checksum and segmentation offload only while every port takes such frames (a TAP with a vnet
+   * header); else, while every port's link completes checksums (the native ones), TCP frames leave
+   * the stack with the pseudo-header sum and the addon sums the rest in C.
+   */
   private updateOffload(): void {
-    this.stack.gso = this.offload && this.switch.ports.every((p) => p.link.gso === true);
+    const ports = this.switch.ports;
+    this.stack.gso = this.offload && ports.every((p) => p.link.gso === true);
+    this.stack.linkCompletesChecksums = ports.length > 0 && ports.every((p) => p.link.completesChecksums === true);
   }
 
   private onFrames(port: SwitchPort, frames: readonly Uint8Array[], l4ChecksumOk: Uint8Array | undefined): void {
@@ -448,7 +454,7 @@ export class Engine implements ApiBackend {
 
   /** Frames from the stack to the guests, through the switch. */
   private toGuests(frame: Uint8Array, gsoSize?: number): void {
-    this.pcap?.write(frame);
+    this.pcap?.write(frame, gsoSize === COMPLETE_L4_CHECKSUM);
     this.switch.output(frame, this.inBatch ? this.batchNow : this.now(), gsoSize);
     if (!this.inBatch) this.scheduleFlush();
   }

@@ -11,6 +11,7 @@
  * backwards within a millisecond whenever hrtime's digits wrapped).
  */
 import fs from 'node:fs';
+import { completeL4Checksum } from './stack/wire/checksum.ts';
 
 /** `--pcap FILE` names something vmnat must not write to; `message` is one line. */
 export class PcapOpenError extends Error {
@@ -71,7 +72,12 @@ export class PcapWriter {
     if (this.fd >= 0) fs.fchownSync(this.fd, uid, gid);
   }
 
-  write(frame: Uint8Array): void {
+  /**
+   * `completeChecksum`: the frame's TCP/UDP checksum holds only the pseudo-header sum (the link
+   * completes it, see Link.completesChecksums); the copy in the capture gets the real one, so
+   * readers do not flag every segment.
+   */
+  write(frame: Uint8Array, completeChecksum = false): void {
     if (this.fd < 0) return;
     const len = Math.min(frame.length, SNAPLEN);
     if (this.used + 16 + len > CHUNK) this.flush();
@@ -83,6 +89,7 @@ export class PcapWriter {
     c.writeUInt32LE(len, this.used + 8);
     c.writeUInt32LE(frame.length, this.used + 12);
     c.set(frame.subarray(0, len), this.used + 16);
+    if (completeChecksum && len === frame.length) completeL4Checksum(c.subarray(this.used + 16, this.used + 16 + len));
     this.used += 16 + len;
     this.framesWritten++;
   }

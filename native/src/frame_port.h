@@ -61,8 +61,11 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   void Fail(const char* code);
   void UpdatePoll();
   void Teardown();
-  // offload: kNoOffload for a complete frame; >= 0: partial TCP checksum, and GSO size if > 0.
+  // offload: kNoOffload for a complete frame; >= 0: partial TCP checksum, and GSO size if > 0
+  // (vnet header links only); kCompleteChecksum: the TCP/UDP checksum field holds only the
+  // pseudo-header sum and the port sums the rest while it queues the frame (any link).
   static constexpr int32_t kNoOffload = -1;
+  static constexpr int32_t kCompleteChecksum = -2;
   // Or'ed into a received frame's length in the offsets array: the L4 checksum is known good.
   static constexpr int32_t kRxL4ChecksumOk = 1 << 30;
   bool Enqueue(const uint8_t* data, size_t len, int32_t offload);

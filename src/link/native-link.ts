@@ -89,6 +89,9 @@ export abstract class NativePortLink implements Link {
     this.port.start();
   }
 
+  /** The addon completes TCP/UDP checksums while it queues a frame (COMPLETE_L4_CHECKSUM). */
+  readonly completesChecksums = true;
+
   send(frame: Uint8Array, gsoSize?: number): boolean {
     if (this.closed) return false;
     return gsoSize === undefined ? this.port.send(frame) : this.port.send(frame, gsoSize);

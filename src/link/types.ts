@@ -15,6 +15,9 @@
 
 export type LinkKind = 'socket' | 'fd' | 'stream' | 'tap';
 
+/** `Link.send`'s second argument for a frame whose TCP/UDP checksum the link completes. */
+export const COMPLETE_L4_CHECKSUM = -1;
+
 /**
  * Frames in: called once per received batch; each frame is valid during the call only.
  * `l4ChecksumOk` (links whose kernel checks or computes checksums, i.e. a TAP with a vnet header):
@@ -45,11 +48,18 @@ export interface Link {
    * `gsoSize` (only on links with `gso`; omitted for a complete frame): the frame is one IPv4 TCP
    * segment with just the pseudo-header sum in its checksum field, which the kernel completes (or,
    * delivering locally, trusts without summing the payload). Above 0 the frame is also larger than
-   * the MTU and the kernel cuts it into `gsoSize` segments.
+   * the MTU and the kernel cuts it into `gsoSize` segments. `COMPLETE_L4_CHECKSUM` (-1, only on
+   * links with `completesChecksums`): see there.
    */
   send(frame: Uint8Array, gsoSize?: number): boolean;
   /** The link takes TCP frames larger than the MTU with GSO (a TAP with a vnet header). */
   readonly gso?: boolean;
+  /**
+   * The link completes checksums itself: `send(frame, COMPLETE_L4_CHECKSUM)` takes an IPv4/IPv6
+   * TCP or UDP frame whose checksum field holds only the pseudo-header sum, and the link sums the
+   * rest while it copies the frame (the native links: in C, at about a third of JavaScript's cost).
+   */
+  readonly completesChecksums?: boolean;
   /** Pushes queued frames to the kernel now (one batched syscall where the transport allows). */
   flush(): void;
   readonly stats: LinkStats;

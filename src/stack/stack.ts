@@ -24,6 +24,7 @@ import { UDP_HLEN, UdpView, writeUdp } from './wire/udp.ts';
 import { Ipv4Reassembler, createReassemblyStats } from './reassembly.ts';
 import { NeighbourTable } from './neighbours.ts';
 import { writeTcpOut, type TcpOutSegment } from './tcp/segment.ts';
+import { COMPLETE_L4_CHECKSUM } from '../link/types.ts';
 
 const trace = debuglog('vmnat');
 
@@ -85,6 +86,8 @@ export class Stack {
   forward: ForwardHook | undefined;
   /** Every link takes large TCP frames as GSO (set by the engine); TCP then sends up to 64 KiB at once. */
   gso = false;
+  /** Every link completes TCP/UDP checksums (Link.completesChecksums; set by the engine). */
+  linkCompletesChecksums = false;
   /**
    * Set by the caller for the frame it is about to `input` (like an skb's ip_summed): the link's
    * kernel vouched for its TCP/UDP checksum, so the views need not sum the payload. Cleared for a
@@ -326,9 +329,12 @@ export class Stack {
     const l4off = ETH_HLEN + IPV4_HLEN;
     // On an offload link the kernel owns the TCP checksum: summing 64 KB in JS per segment was
     // ~7 % of vmnat's CPU host→guest at MTU 65520, and a netns guest never sums it at all.
+    // Else, where the links complete checksums (the native ones, in C), the same partial sum goes
+    // out and the addon finishes it while it copies the frame.
     const offload = this.gso;
-    const end = writeTcpOut(this.tx, l4off, seg, srcPort, dstPort, srcIp, dstIp, offload);
-    if (!offload) return this.sendIpv4To(dstMac, srcIp, dstIp, IpProto.TCP, end - l4off, 64);
+    const partial = offload || this.linkCompletesChecksums;
+    const end = writeTcpOut(this.tx, l4off, seg, srcPort, dstPort, srcIp, dstIp, partial);
+    if (!partial) return this.sendIpv4To(dstMac, srcIp, dstIp, IpProto.TCP, end - l4off, 64);
     // seg.gsoSize > 0: one frame larger than the MTU that the link's kernel cuts into gsoSize
     // segments (or, on the local receive path of a netns guest, takes whole as after GRO). Else a
     // frame within the MTU (TCP never sends more than the MSS without GSO). No IP fragmentation.
@@ -338,7 +344,7 @@ export class Stack {
     writeIpv4(tx, ETH_HLEN, end - ETH_HLEN, this.ident, IPV4_DF, 64, IpProto.TCP, srcIp, dstIp);
     this.stats.ipv4.txPackets++;
     this.stats.eth.txFrames++;
-    this.emit(tx.subarray(0, end), seg.gsoSize > 0 ? seg.gsoSize : 0);
+    this.emit(tx.subarray(0, end), !offload ? COMPLETE_L4_CHECKSUM : seg.gsoSize > 0 ? seg.gsoSize : 0);
     return true;
   }
 

@@ -380,7 +380,9 @@ export async function startVmnat(
   args: readonly string[],
   opts: { extraFds?: Readonly<Record<number, number>>; readyTimeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<VmnatProcess> {
-  const child = spawn(process.execPath, [VMNAT_BIN, ...args], {
+  // VMNAT_NODE_ARGS: extra node flags for vmnat (e.g. `--cpu-prof`, which NODE_OPTIONS refuses), for benchmarks.
+  const nodeArgs = (process.env['VMNAT_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, VMNAT_BIN, ...args], {
     stdio: stdioWithFds(['ignore', 'pipe', 'pipe'], opts.extraFds),
     env: opts.env ?? process.env,
   });

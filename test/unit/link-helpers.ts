@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadNative, type NativeFramePort } from '../../src/link/native.ts';
+import { RX_LENGTH_MASK, loadNative, type NativeFramePort } from '../../src/link/native.ts';
 
 export const native = loadNative();
 
@@ -41,7 +41,7 @@ export class Peer {
       onFrames: (slab, offsets, count) => {
         for (let i = 0; i < count; i++) {
           const off = offsets[2 * i] ?? 0;
-          const len = offsets[2 * i + 1] ?? 0;
+          const len = (offsets[2 * i + 1] ?? 0) & RX_LENGTH_MASK;
           const copy = new Uint8Array(len);
           copy.set(slab.subarray(off, off + len));
           this.received.push(copy);

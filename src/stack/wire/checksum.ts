@@ -158,3 +158,40 @@ export function adjustChecksum32(checksum: number, oldValue: number, newValue: n
     ) & 0xffff
   );
 }
+
+/**
+ * Completes the TCP or UDP checksum of Ethernet frame `f` (IPv4, not a fragment; or IPv6 without
+ * extension headers) whose checksum field holds only the pseudo-header sum: what the native links
+ * do in C for frames sent with COMPLETE_L4_CHECKSUM, for the copies that stay in JavaScript (the
+ * capture). Returns false, leaving `f` as it is, for a frame it cannot place.
+ */
+export function completeL4Checksum(f: Uint8Array): boolean {
+  if (f.length < 34) return false;
+  const type = (f[12]! << 8) | f[13]!;
+  let start: number;
+  let end: number;
+  let proto: number;
+  if (type === 0x0800) {
+    const ihl = (f[14]! & 0x0f) * 4;
+    const total = (f[16]! << 8) | f[17]!;
+    if (ihl < 20 || total < ihl || 14 + total > f.length || ((f[20]! & 0x3f) | f[21]!) !== 0) return false;
+    start = 14 + ihl;
+    end = 14 + total;
+    proto = f[23]!;
+  } else if (type === 0x86dd) {
+    if (f.length < 54) return false;
+    end = 54 + ((f[18]! << 8) | f[19]!);
+    if (end > f.length) return false;
+    start = 54;
+    proto = f[20]!;
+  } else {
+    return false;
+  }
+  const field = proto === 6 ? 16 : proto === 17 ? 6 : -1;
+  if (field < 0 || start + field + 2 > end) return false;
+  let ck = foldChecksum(sumBytes(f, start, end - start));
+  if (proto === 17 && ck === 0) ck = 0xffff;
+  f[start + field] = ck >>> 8;
+  f[start + field + 1] = ck & 0xff;
+  return true;
+}
