@@ -30,7 +30,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { cleanup, cpuSeconds, installCleanupHandlers, median, registerPath, startBg, type Bg } from './lib/sys.ts';
+import { addNetns, cleanup, cpuSeconds, delNetns, installCleanupHandlers, median, must, registerPath, startBg, type Bg } from './lib/sys.ts';
 import { closeFd, runVm, socketpairDgram, startVmnat, type VmnatProcess, type VmRun } from '../test/helpers/vm.ts';
 
 const ENGINES = ['vmnat-socket', 'vmnat-stream', 'vmnat-fd', 'libslirp', 'passt'] as const;
@@ -53,6 +53,17 @@ const engines = (opt('engines') ?? ENGINES.join(',')).split(',').map((s) => s.tr
 for (const e of engines) if (!ENGINES.includes(e)) usage(`--engines: unknown '${e}' (one of ${ENGINES.join(',')})`);
 const vmnatArgs = (opt('vmnat-args') ?? '').split(' ').filter(Boolean);
 const outFile = opt('out');
+/**
+ * --qemu-qlen N: run qemu in a namespace of its own whose net.unix.max_dgram_qlen is N. qemu's
+ * dgram netdev sends with sendto() from a socket it never connects, so the kernel lets any peer
+ * queue at most that many datagrams to it (default 10) — what this shows is that limit's cost.
+ * The unix sockets are files, reachable across namespaces; only qemu's own socket's limit changes.
+ * Only the vmnat-socket runs use it (the others are not affected by the limit; libslirp inside a
+ * namespace would not reach the host's loopback).
+ */
+const qemuQlen = opt('qemu-qlen') === undefined ? undefined : Number(opt('qemu-qlen'));
+if (qemuQlen !== undefined && (!Number.isInteger(qemuQlen) || qemuQlen < 1)) usage(`--qemu-qlen: '${opt('qemu-qlen')}' is not a positive integer`);
+const qemuNs = qemuQlen === undefined ? undefined : `vmnat-bvm${process.pid}-q`;
 
 function progress(msg: string): void {
   process.stderr.write(`bench-vm: ${msg}\n`);
@@ -192,7 +203,13 @@ async function oneRun(engine: EngineName, round: number, server: HostServer, dir
     }
     const pid = vmnat?.child.pid;
     const cpu0 = pid !== undefined ? cpuSeconds(pid) : NaN;
-    const vm: VmRun = await runVm({ netdev, script: guestScript(server.port, server.sinkPort), timeoutMs: 240_000, ...(extraFds ? { extraFds } : {}) });
+    const vm: VmRun = await runVm({
+      netdev,
+      script: guestScript(server.port, server.sinkPort),
+      timeoutMs: 240_000,
+      ...(extraFds ? { extraFds } : {}),
+      ...(qemuNs && engine === 'vmnat-socket' ? { launcher: { command: 'ip', args: ['netns', 'exec', qemuNs] } } : {}),
+    });
     const cpu = pid !== undefined ? cpuSeconds(pid) - cpu0 : NaN;
     const r = vm.results;
     const res: Result = { engine, round, ok: r['down'] === 'ok' && r['up'] === 'ok', vm_wall_ms: vm.durationMs };
@@ -230,6 +247,11 @@ async function main(): Promise<void> {
   installCleanupHandlers();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vmnat-bvm${process.pid}-`));
   registerPath(dir);
+  if (qemuNs) {
+    await addNetns(qemuNs);
+    await must(['ip', 'netns', 'exec', qemuNs, 'sysctl', '-qw', `net.unix.max_dgram_qlen=${qemuQlen}`]);
+    await must(['ip', '-n', qemuNs, 'link', 'set', 'lo', 'up']);
+  }
   const payload = Buffer.alloc(mb * 1048576, 0x5a);
   const server = await startServer(payload);
   progress(`load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; ${rounds} round(s) × ${engines.join(', ')}; ${mb} MB each way`);
@@ -243,6 +265,7 @@ async function main(): Promise<void> {
     }
   }
   await server.close();
+  if (qemuNs) await delNetns(qemuNs);
   const med = (e: EngineName, k: keyof Result): number | undefined => {
     const xs = results.filter((r) => r.engine === e && r.ok).map((r) => r[k]).filter((v): v is number => typeof v === 'number');
     return xs.length ? median(xs) : undefined;
@@ -253,7 +276,7 @@ async function main(): Promise<void> {
   };
   const f = (x: number | undefined, d = 1): string => (x === undefined ? '—' : x.toFixed(d));
   const lines = [
-    `bench/vm.ts ${new Date().toISOString()}: ${rounds} round(s), ${mb} MB each way, medians (host-side timing; guest-timed in parentheses); load now ${os.loadavg()[0]!.toFixed(2)}`,
+    `bench/vm.ts ${new Date().toISOString()}: ${rounds} round(s), ${mb} MB each way${qemuNs ? `, qemu's net.unix.max_dgram_qlen ${qemuQlen}` : ''}, medians (host-side timing; guest-timed in parentheses); load now ${os.loadavg()[0]!.toFixed(2)}`,
     '',
     '| engine | download MB/s | upload MB/s | ÷ best of libslirp/passt (down / up) | vmnat CPU s per run | µs per data frame |',
     '|---|---|---|---|---|---|',

@@ -332,6 +332,9 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
     this.writeUnwritten(); // the bytes before the FIN go first
     this.host?.end();
   }
+  deferAck(): void {
+    this.nat.ackers.push(this);
+  }
   onWritable(): void {
     const pending = this.pendingFromHost;
     const conn = this.conn;
@@ -419,6 +422,8 @@ export class TcpNat {
   readonly tcpStats: TcpStats = createTcpStats();
   /** Flows with guest payload to write at the end of this frame batch. */
   readonly writers: TcpFlow[] = [];
+  /** Flows owing the guest a stretch ACK at the end of this batch (TcpHost.deferAck). */
+  readonly ackers: TcpFlow[] = [];
   /** Guest payload copied for host socket writes (see write-slabs.ts). */
   readonly writeSlabs = new WriteSlabs();
   /** Flow open/close, for the control API's event stream. */
@@ -791,6 +796,21 @@ export class TcpNat {
       }
     }
     writers.length = 0;
+    const ackers = this.ackers;
+    if (ackers.length === 0) return;
+    const now = this.now();
+    for (let i = 0; i < ackers.length; i++) {
+      const f = ackers[i]!;
+      if (f.closed || f.conn === undefined) continue;
+      try {
+        f.conn.flushDeferredAck(now);
+      } catch (err) {
+        this.fault(f, 'sending an ACK', err);
+        continue;
+      }
+      this.touchedNoWake(f);
+    }
+    ackers.length = 0;
   }
 
   poll(now: number): void {

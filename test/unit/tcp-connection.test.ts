@@ -296,6 +296,68 @@ describe('delayed ACK (RFC 1122 §4.2.3.2, RFC 5681 §4.2)', () => {
   });
 });
 
+describe('stretch ACKs: a host that defers ACKs to the end of its frame batch (TcpHost.deferAck)', () => {
+  /** A Recorder whose deferAck is recorded; the test plays the end of the batch. */
+  function openDeferring(cfg: Partial<TcpConfig> = {}): Opened & { deferred: () => number } {
+    const o = open({ delayedAckMs: 10, mss: 1000, recvWindow: 1 << 20, ...cfg }, { mss: 1000 });
+    let asked = 0;
+    (o.rec as Recorder & { deferAck(): void }).deferAck = () => asked++;
+    o.c.input(guestSeg({ flags: F.ACK, seq: GISS + 1, ack: ISS + 1, payload: 1000 }), 1);
+    o.rec.take(); // the first data's window announcement (always at once)
+    return { ...o, deferred: () => asked };
+  }
+
+  it('twenty full segments in one batch: one ACK for all of them at the end of the batch', () => {
+    const { c, rec, deferred } = openDeferring();
+    for (let i = 1; i <= 20; i++) c.input(guestSeg({ flags: F.ACK, seq: GISS + 1 + 1000 * i, ack: ISS + 1, payload: 1000 }), 2);
+    expect(rec.take()).toEqual([]);
+    expect(deferred()).toBe(1); // asked once per batch, not per segment
+    c.flushDeferredAck(2);
+    expect(rec.take().map(ws)).toEqual([`A ${ISS + 1}:${ISS + 1} ack ${GISS + 21001}`]);
+    c.flushDeferredAck(2); // nothing more owed
+    expect(rec.take()).toEqual([]);
+    expect(c.nextDeadline()).toBeUndefined();
+  });
+
+  it('64 KiB unacknowledged within a batch: the ACK goes at once', () => {
+    const { c, rec } = openDeferring();
+    const out: string[] = [];
+    for (let i = 1; i <= 70; i++) {
+      c.input(guestSeg({ flags: F.ACK, seq: GISS + 1 + 1000 * i, ack: ISS + 1, payload: 1000 }), 2);
+      out.push(...rec.take().map(ws));
+    }
+    // The 66th segment since the last ACK makes 66,000 ≥ 65,536 bytes: one ACK then (for
+    // everything up to GISS + 67001); the rest waits for the end of the batch.
+    expect(out).toEqual([`A ${ISS + 1}:${ISS + 1} ack ${GISS + 67001}`]);
+    c.flushDeferredAck(3);
+    expect(rec.take().map(ws)).toEqual([`A ${ISS + 1}:${ISS + 1} ack ${GISS + 71001}`]);
+  });
+
+  it('an ACK carried by data sent meanwhile is not sent again; a host that never flushes still ACKs after delayedAckMs', () => {
+    const { c, rec } = openDeferring();
+    c.input(guestSeg({ flags: F.ACK, seq: GISS + 1001, ack: ISS + 1, payload: 1000 }), 5);
+    c.input(guestSeg({ flags: F.ACK, seq: GISS + 2001, ack: ISS + 1, payload: 1000 }), 5);
+    c.write(bytes(5), 0, 5, 6);
+    expect(rec.take().map(ws)).toEqual([`AP ${ISS + 1}:${ISS + 6} ack ${GISS + 3001}`]);
+    c.flushDeferredAck(6);
+    expect(rec.take()).toEqual([]);
+    c.input(guestSeg({ flags: F.ACK, seq: GISS + 3001, ack: ISS + 6, payload: 1000 }), 20);
+    c.input(guestSeg({ flags: F.ACK, seq: GISS + 4001, ack: ISS + 6, payload: 1000 }), 20);
+    expect(rec.take()).toEqual([]);
+    expect(c.nextDeadline()).toBe(30); // the delayed-ACK bound
+    c.poll(30);
+    expect(rec.take().map(ws)).toEqual([`A ${ISS + 6}:${ISS + 6} ack ${GISS + 5001}`]);
+  });
+
+  it('out-of-order data is still ACKed at once, with SACK', () => {
+    const { c, rec } = openDeferring();
+    c.input(guestSeg({ flags: F.ACK, seq: GISS + 3001, ack: ISS + 1, payload: 1000 }), 2);
+    const [a] = rec.take();
+    expect(a!.ack).toBe(GISS + 1001);
+    expect(a!.sack).toEqual([[GISS + 3001, GISS + 4001]]);
+  });
+});
+
 describe('out-of-order data and SACK (RFC 2018)', () => {
   it('a gap gets an immediate duplicate ACK with a SACK block; filling it delivers in order', () => {
     const { c, rec, stats } = open();

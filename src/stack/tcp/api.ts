@@ -49,6 +49,12 @@ export interface TcpHost {
   onWritable(): void;
   /** The connection is closed; called exactly once. No further events follow. */
   onClose(reason: CloseReason): void;
+  /**
+   * Optional. The connection owes the guest a "second full segment" ACK that may wait until the
+   * end of the current frame batch: the host then calls `flushDeferredAck(now)` once. Without this
+   * method such ACKs go out at once, segment by segment. (See TcpReceiver: stretch ACKs.)
+   */
+  deferAck?(): void;
 }
 
 export interface TcpOpenOptions {

@@ -88,6 +88,8 @@ export class TcpConnection implements SenderOutput, ReceiverSink {
   /** >0 while inside input/poll/kick: app calls queue work instead of transmitting. */
   private busy = 0;
   private pendingOutput = false;
+  /** The host was asked (deferAck) to call flushDeferredAck at the end of this batch. */
+  private ackDeferred = false;
   private writeBlocked = false;
   private readonly writableThreshold: number;
   private synRetries = 0;
@@ -353,7 +355,17 @@ export class TcpConnection implements SenderOutput, ReceiverSink {
     try {
       if (this.st === 'syn-sent') this.inputSynSent(seg, now);
       else if (this.inputSynchronized(seg, now) === 'reuse') return 'reuse';
-      if (!this.isClosed()) this.finish(now);
+      if (!this.isClosed()) {
+        const rcv = this.rcv;
+        if (rcv.ackSoon && !rcv.ackNow) {
+          if (this.host.deferAck === undefined) rcv.ackNow = true;
+          else if (!this.ackDeferred) {
+            this.ackDeferred = true;
+            this.host.deferAck();
+          }
+        }
+        this.finish(now);
+      }
     } finally {
       this.busy--;
     }
@@ -608,6 +620,17 @@ export class TcpConnection implements SenderOutput, ReceiverSink {
       default:
         return false;
     }
+  }
+
+  /**
+   * End of the frame batch (called by a host that implements `deferAck`): the owed ACK goes now,
+   * unless a segment sent meanwhile carried it already.
+   */
+  flushDeferredAck(now: number): void {
+    this.ackDeferred = false;
+    if (this.isClosed() || !this.rcv.ackSoon) return;
+    this.rcv.ackNow = true;
+    this.kick(now);
   }
 
   /** Output now, or at the end of the current input/poll if inside one. */

@@ -16,15 +16,25 @@
  * once everything before it has arrived.
  *
  * ACKs: immediate for out-of-order data, for data that fills a hole, for a FIN, for trimmed or
- * unacceptable segments and once more than one full segment is unacknowledged (RFC 5681 §4.2 /
- * RFC 1122 "every second full-sized segment", as Linux counts it); otherwise delayed by at most
- * `delayedAckMs`.
+ * unacceptable segments. Once more than one full segment is unacknowledged (RFC 5681 §4.2 /
+ * RFC 1122 "every second full-sized segment", as Linux counts it) an ACK is owed `ackSoon`: the
+ * connection sends it at the end of the frame batch when its host can defer it (one ACK for all
+ * the in-order segments of a batch — a stretch ACK, what Linux's GRO gives a sender behind a NIC:
+ * MTU-sized frames from a VM otherwise cost one ACK frame per two segments), and at once
+ * otherwise, or as soon as `stretchAckBytes` are unacknowledged. Other data waits at most
+ * `delayedAckMs`, which also bounds a deferred ACK the host failed to flush.
  */
 import { type Seq, seqAdd, seqGt, seqInRange, seqLt, seqOf, seqSub } from './seq.ts';
 import { TcpFlag, type TcpSegment } from './segment.ts';
 import type { TcpConfig, TcpStats } from './config.ts';
 import { Reassembly } from './reassembly.ts';
 import { PRESSURE_WINDOW } from './budget.ts';
+
+/**
+ * A deferred ACK goes at once when this much is unacknowledged: 64 KiB, the most a GRO segment
+ * holds on Linux, so a guest's sender never waits on a long batch for its first ACK.
+ */
+export const STRETCH_ACK_BYTES = 65_536;
 
 /** What the receiver calls for in-order data. */
 export interface ReceiverSink {
@@ -51,6 +61,8 @@ export class TcpReceiver {
 
   // ACK scheduling
   ackNow = false;
+  /** An ACK is owed for "every second full segment"; it may wait for the end of the batch. */
+  ackSoon = false;
   /** Bytes received since the last ACK we sent. */
   unacked = 0;
   delAckDeadline = Infinity;
@@ -177,8 +189,11 @@ export class TcpReceiver {
         if (hadOoo) {
           this.ackNow = true; // filled (part of) a hole: ACK at once (RFC 5681 §4.2)
           if (!this.drainOoo(sink)) return false;
-        } else if (this.unacked > this.mss || this.config.delayedAckMs <= 0) {
+        } else if (this.config.delayedAckMs <= 0 || this.unacked >= STRETCH_ACK_BYTES) {
           this.ackNow = true;
+        } else if (this.unacked > this.mss) {
+          this.ackSoon = true;
+          if (this.delAckDeadline === Infinity) this.delAckDeadline = now + this.config.delayedAckMs;
         } else if (this.delAckDeadline === Infinity) {
           this.delAckDeadline = now + this.config.delayedAckMs;
           this.stats.delayedAcks++;
@@ -248,6 +263,7 @@ export class TcpReceiver {
   /** Everything an outgoing ACK carries has been sent. */
   ackSent(): void {
     this.ackNow = false;
+    this.ackSoon = false;
     this.unacked = 0;
     this.delAckDeadline = Infinity;
   }
