@@ -3,7 +3,7 @@
  *
  *   node --import tsx bench/tcp.ts [--quick] [--mtu 1500,65520] [--runs 3] [--secs 10]
  *        [--rr-secs 5] [--engines vmnat,slirp4netns,pasta] [--tests up,down,fwd,rr,crr]
- *        [--fwd-loopback] [--out results.json] [--vmnat-bin PATH] [--vmnat-args "FLAGS"]
+ *        [--fwd-loopback] [--mode tap|frames|dgram] [--out results.json] [--vmnat-bin PATH] [--vmnat-args "FLAGS"]
  *
  * Theory of operation: the guest is the kernel's own stack in a network namespace behind a TAP
  * (tap0) that the engine owns; "the host" is servers on 127.0.0.1, reached from the guest through
@@ -25,6 +25,10 @@
  *         trips per second
  *   crr   connect()+close() to a host loopback listener through 10.0.2.2; connections per second
  *         (unpinned; the listener counts what it accepted, as a check)
+ * --mode (lib/engines.ts LinkMode): tap (default: the engines' TAP with its offloads), frames (the
+ * guest's offloads off and vmnat --no-tso: MTU-sized frames with full checksums both ways, as a VM
+ * sends them) or dgram (vmnat behind --socket with a relay between it and the guest's TAP: the
+ * datagram transport's own cost included; the other engines run in frames mode).
  * For the iperf3 tests the engine's CPU time (utime+stime of its process, all threads, from
  * /proc/PID/stat) is read before and after, giving CPU seconds per GB moved and CPU share.
  * Every step is bounded by a timeout; a step that fails is recorded as 'fail' with its reason and
@@ -37,7 +41,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ENGINES, GATEWAY, startEngine, verifyGuest, type Engine, type EngineName, type FwdSpec } from './lib/engines.ts';
+import { ENGINES, GATEWAY, startEngine, verifyGuest, type Engine, type EngineName, type FwdSpec, type LinkMode } from './lib/engines.ts';
 import {
   addNetns, affinity, cleanup, cpuSeconds, delLink, delNetns, installCleanupHandlers, median, must,
   registerLink, registerPath, run, setAffinity, startBg, type Bg,
@@ -100,6 +104,12 @@ const cfg = {
   engines: list<EngineName>('engines', ENGINES, ENGINES),
   tests: list<TestName>('tests', TESTS, TESTS),
   fwdLoopback: flag('fwd-loopback'),
+  /** tap | frames | dgram: see lib/engines.ts LinkMode. */
+  mode: ((): LinkMode => {
+    const m = opt('mode') ?? 'tap';
+    if (m !== 'tap' && m !== 'frames' && m !== 'dgram') usage(`--mode: '${m}' is not one of tap|frames|dgram`);
+    return m;
+  })(),
   out: opt('out'),
   vmnatBin: path.resolve(opt('vmnat-bin') ?? path.join(HERE, '../bin/vmnat.mjs')),
   /** Extra vmnat flags, space-separated (e.g. "--log-level debug"). */
@@ -108,7 +118,7 @@ const cfg = {
 
 // ---- results --------------------------------------------------------------------------------
 
-type Metric = 'gbps' | 'per_sec' | 'cpu_s_per_gb' | 'cpu_us_per_op' | 'cpu_pct' | 'retransmits';
+type Metric = 'gbps' | 'per_sec' | 'cpu_s_per_gb' | 'cpu_us_per_frame' | 'cpu_us_per_op' | 'cpu_pct' | 'retransmits';
 
 interface RunRecord {
   ok: boolean;
@@ -222,7 +232,7 @@ function fail(error: string, detail: Record<string, unknown> = {}): RunRecord {
 }
 
 /** One iperf3 measurement; the engine's CPU time is read around the client's whole run. */
-async function iperf(e: Engine, ns: string, test: 'up' | 'down' | 'fwd', fwdClient: FwdClient, fwdPort: number): Promise<RunRecord> {
+async function iperf(e: Engine, ns: string, mtu: number, test: 'up' | 'down' | 'fwd', fwdClient: FwdClient, fwdPort: number): Promise<RunRecord> {
   let server: Bg;
   let client: string[];
   if (test === 'fwd') {
@@ -259,6 +269,9 @@ async function iperf(e: Engine, ns: string, test: 'up' | 'down' | 'fwd', fwdClie
       values: {
         gbps: rx.bits_per_second / 1e9,
         cpu_s_per_gb: cpu / gb,
+        // Per MTU-sized data frame (payload MTU − 52: IP, TCP and the timestamp option), ACKs
+        // included in the CPU: comparable across modes even where the link carries 64 KiB frames.
+        cpu_us_per_frame: (cpu * 1e6) / (rx.bytes / (mtu - 52)),
         cpu_pct: (100 * cpu) / secs,
         // The sending kernel's count (iperf3 relays the server's with -R): segments the engine
         // lost or delayed past the RTO.
@@ -355,7 +368,7 @@ async function session(engine: EngineName, mtu: number, run1: number, dir: strin
     await must(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_local_port_range=10000 65000', 'net.ipv4.tcp_tw_reuse=1']);
     let fwd: FwdSpec | undefined;
     if (cfg.tests.includes('fwd')) fwd = { hostAddr: ctx.fwdClient.hostAddr, hostPort: await freePort(ctx.fwdClient.hostAddr), guestPort: GUEST_IPERF_PORT };
-    e = await startEngine(engine, { ns, mtu, dir: sdir, vmnatBin: cfg.vmnatBin, vmnatArgs: cfg.vmnatArgs, fwd }).catch((err: unknown) => {
+    e = await startEngine(engine, { ns, mtu, mode: cfg.mode, dir: sdir, vmnatBin: cfg.vmnatBin, vmnatArgs: cfg.vmnatArgs, fwd }).catch((err: unknown) => {
       throw new Error(`engine start: ${(err as Error).message}`);
     });
     s.cmd = e.cmd;
@@ -370,7 +383,7 @@ async function session(engine: EngineName, mtu: number, run1: number, dir: strin
         if (!isAlive(e.pid)) rec = fail(`engine is gone: ${e.log()}`);
         else if (t === 'rr') rec = await rr(e, ns);
         else if (t === 'crr') rec = await crr(e, ns);
-        else rec = await iperf(e, ns, t, ctx.fwdClient, fwd?.hostPort ?? 0);
+        else rec = await iperf(e, ns, mtu, t, ctx.fwdClient, fwd?.hostPort ?? 0);
       } catch (err) {
         rec = fail((err as Error).message);
       }
@@ -436,7 +449,7 @@ function fmt(s: Summary, metric: Metric): string {
   if (s.n === 0) return '—';
   if (s.skipped) return 'n/a';
   if (s.median === undefined) return 'fail';
-  const v = metric === 'per_sec' ? fmtRate(s.median) : metric === 'cpu_pct' || metric === 'retransmits' || metric === 'cpu_us_per_op' ? s.median.toFixed(0) : s.median.toFixed(2);
+  const v = metric === 'per_sec' ? fmtRate(s.median) : metric === 'cpu_us_per_frame' ? s.median.toFixed(2) : metric === 'cpu_pct' || metric === 'retransmits' || metric === 'cpu_us_per_op' ? s.median.toFixed(0) : s.median.toFixed(2);
   return s.ok < s.n ? `${v} (${s.ok}/${s.n} ok)` : v;
 }
 
@@ -456,6 +469,11 @@ const CPU_LABELS: Partial<Record<TestName, string>> = {
   up: 'engine CPU s per GB, guest→host',
   down: 'engine CPU s per GB, host→guest',
   fwd: 'engine CPU s per GB, port forward',
+};
+const FRAME_LABELS: Partial<Record<TestName, string>> = {
+  up: 'engine CPU µs per MTU frame, guest→host',
+  down: 'engine CPU µs per MTU frame, host→guest',
+  fwd: 'engine CPU µs per MTU frame, port forward',
 };
 const CPU_OP_LABELS: Partial<Record<TestName, string>> = {
   rr: 'engine CPU µs per round trip',
@@ -488,6 +506,10 @@ function rows(): Row[] {
   for (const t of cfg.tests) {
     const l = CPU_LABELS[t];
     if (l) add(t, 'cpu_s_per_gb', l);
+  }
+  for (const t of cfg.tests) {
+    const l = FRAME_LABELS[t];
+    if (l) add(t, 'cpu_us_per_frame', l);
   }
   for (const t of cfg.tests) {
     const l = CPU_OP_LABELS[t];
@@ -603,7 +625,8 @@ async function main(): Promise<void> {
   const out: string[] = [];
   out.push(
     `vmnat TCP bench ${started}: ${cfg.runs} run(s) × ${cfg.secs} s iperf3, ${cfg.rrSecs} s rr/crr; ` +
-      `load ${loadBefore[0]!.toFixed(2)} → ${loadAfter[0]!.toFixed(2)} on ${os.cpus().length} CPUs; medians` +
+      `load ${loadBefore[0]!.toFixed(2)} → ${loadAfter[0]!.toFixed(2)} on ${os.cpus().length} CPUs; medians; link mode ${cfg.mode}` +
+      (cfg.mode === 'dgram' ? ' (vmnat over --socket through a relay; slirp4netns and pasta take no datagram socket: their figures are frames mode)' : '') +
       (cfg.tests.includes('fwd') ? `; port-forward client: ${cfg.fwdLoopback ? '127.0.0.1' : `veth netns (${ctx.fwdClient.hostAddr})`}` : ''),
   );
   out.push('');

@@ -32,9 +32,23 @@ export interface FwdSpec {
   guestPort: number;
 }
 
+/**
+ * What the guest's link carries:
+ * - tap: the engine's TAP with whatever offloads it negotiates (vmnat and pasta: 64 KiB GSO frames
+ *   with partial checksums through the vnet header);
+ * - frames: the same TAP with the guest's offloads off (`ethtool -K tap0 tso off gso off tx off sg
+ *   off gro off` in the namespace) and vmnat `--no-tso`, so both directions carry MTU-sized frames
+ *   with full checksums, as a VM behind a datagram or stream socket sends them;
+ * - dgram (vmnat only; the others fall back to frames): vmnat `--socket S`, and bench/lib/relay.c
+ *   in the namespace owns tap0 (no vnet header) and moves frames between it and S over a connected
+ *   unix datagram socket — the path of qemu's dgram netdev, vfkit and krunkit, transport included.
+ */
+export type LinkMode = 'tap' | 'frames' | 'dgram';
+
 export interface EngineOptions {
   ns: string;
   mtu: number;
+  mode?: LinkMode;
   /** Scratch directory for sockets, logs and scripts. */
   dir: string;
   vmnatBin: string;
@@ -64,9 +78,21 @@ export async function startEngine(name: EngineName, o: EngineOptions): Promise<E
     case 'vmnat':
       return startVmnat(o);
     case 'slirp4netns':
-      return startSlirp(o);
-    case 'pasta':
-      return startPasta(o);
+    case 'pasta': {
+      // They own a TAP only: in modes frames and dgram they get the guest's offloads turned off.
+      const e = await (name === 'pasta' ? startPasta(o) : startSlirp(o));
+      if ((o.mode ?? 'tap') !== 'tap') await orStopEngine(e, () => offloadsOff(o.ns));
+      return e;
+    }
+  }
+}
+
+async function orStopEngine<T>(e: Engine, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (err) {
+    await e.stop();
+    throw err;
   }
 }
 
@@ -99,8 +125,26 @@ esac
 exit 0
 `;
 
+/** Builds bench/lib/relay.c once per run (cc -O2) and returns the binary's path. */
+let relayBin: string | undefined;
+async function relay(dir: string): Promise<string> {
+  if (relayBin !== undefined) return relayBin;
+  const out = path.join(dir, 'relay');
+  await must(['cc', '-O2', '-o', out, path.join(path.dirname(new URL(import.meta.url).pathname), 'relay.c')], 60_000);
+  relayBin = out;
+  return out;
+}
+
+/** The guest's offloads off on tap0 (modes frames and dgram). */
+export async function offloadsOff(ns: string): Promise<void> {
+  await must(['ip', 'netns', 'exec', ns, 'ethtool', '-K', TAP, 'tso', 'off', 'gso', 'off', 'tx', 'off', 'sg', 'off', 'gro', 'off']);
+}
+
 async function startVmnat(o: EngineOptions): Promise<Engine> {
-  const base = [process.execPath, o.vmnatBin, '--tap', TAP, '--netns', `/run/netns/${o.ns}`, '--mtu', String(o.mtu), ...(o.vmnatArgs ?? [])];
+  const mode = o.mode ?? 'tap';
+  const vmnatSock = path.join(o.dir, 'vmnat.sock');
+  const linkArgs = mode === 'dgram' ? ['--socket', vmnatSock] : ['--tap', TAP, '--netns', `/run/netns/${o.ns}`];
+  const base = [process.execPath, o.vmnatBin, ...linkArgs, '--mtu', String(o.mtu), ...(mode === 'tap' ? [] : ['--no-tso']), '--dns-server', '127.0.0.1', ...(o.vmnatArgs ?? [])];
   const fwdArgs = o.fwd ? ['--hostfwd', `tcp:${o.fwd.hostAddr}:${o.fwd.hostPort}-:${o.fwd.guestPort}`] : [];
   let fwd = o.fwd ? 'ok' : 'n/a: not asked';
   let cmd = [...base, ...fwdArgs];
@@ -120,8 +164,15 @@ async function startVmnat(o: EngineOptions): Promise<Engine> {
     }
   }
   const notes: string[] = [];
+  let relayBg: Bg | undefined;
+  if (mode === 'dgram') {
+    const bin = await orStop(bg, () => relay(o.dir));
+    relayBg = startBg(['ip', 'netns', 'exec', o.ns, bin, TAP, path.join(o.dir, 'relay.sock'), vmnatSock]);
+    await orStop(bg, () => relayBg!.waitFor(/^ready$/m, 10_000));
+  }
   const guestIp = await orStop(bg, async () => {
     await must(['ip', '-n', o.ns, 'link', 'set', TAP, 'up']);
+    if (mode !== 'tap') await offloadsOff(o.ns);
     const script = path.join(o.dir, 'udhcpc.sh');
     fs.writeFileSync(script, UDHCPC_SCRIPT, { mode: 0o755 });
     const r = await run(['ip', 'netns', 'exec', o.ns, 'busybox', 'udhcpc', '-f', '-q', '-n', '-t', '5', '-T', '1', '-i', TAP, '-s', script], {
@@ -162,6 +213,7 @@ async function startVmnat(o: EngineOptions): Promise<Engine> {
       return undefined;
     },
     async stop() {
+      await relayBg?.stop('SIGTERM', 2000);
       await bg.stop('SIGTERM', 5000);
     },
   };
