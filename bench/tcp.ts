@@ -3,7 +3,7 @@
  *
  *   node --import tsx bench/tcp.ts [--quick] [--mtu 1500,65520] [--runs 3] [--secs 10]
  *        [--rr-secs 5] [--engines vmnat,slirp4netns,pasta] [--tests up,down,fwd,rr,crr]
- *        [--fwd-loopback] [--mode tap|frames|dgram] [--out results.json] [--vmnat-bin PATH] [--vmnat-args "FLAGS"]
+ *        [--fwd-loopback] [--mode tap|frames|dgram|dgram-offload] [--out results.json] [--vmnat-bin PATH] [--vmnat-args "FLAGS"]
  *
  * Theory of operation: the guest is the kernel's own stack in a network namespace behind a TAP
  * (tap0) that the engine owns; "the host" is servers on 127.0.0.1, reached from the guest through
@@ -28,7 +28,8 @@
  * --mode (lib/engines.ts LinkMode): tap (default: the engines' TAP with its offloads), frames (the
  * guest's offloads off and vmnat --no-tso: MTU-sized frames with full checksums both ways, as a VM
  * sends them) or dgram (vmnat behind --socket with a relay between it and the guest's TAP: the
- * datagram transport's own cost included; the other engines run in frames mode).
+ * datagram transport's own cost included; the other engines run in frames mode) or dgram-offload
+ * (the same in krunkit's offloading framing: vmnat --socket --offload; the others on their TAP).
  * For the iperf3 tests the engine's CPU time (utime+stime of its process, all threads, from
  * /proc/PID/stat) is read before and after, giving CPU seconds per GB moved and CPU share.
  * Every step is bounded by a timeout; a step that fails is recorded as 'fail' with its reason and
@@ -107,7 +108,7 @@ const cfg = {
   /** tap | frames | dgram: see lib/engines.ts LinkMode. */
   mode: ((): LinkMode => {
     const m = opt('mode') ?? 'tap';
-    if (m !== 'tap' && m !== 'frames' && m !== 'dgram') usage(`--mode: '${m}' is not one of tap|frames|dgram`);
+    if (m !== 'tap' && m !== 'frames' && m !== 'dgram' && m !== 'dgram-offload') usage(`--mode: '${m}' is not one of tap|frames|dgram|dgram-offload`);
     return m;
   })(),
   out: opt('out'),

@@ -28,8 +28,8 @@ import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type
 import { FilterParseError, STDIN_SOURCE, parseFilter, type FilterRules } from './filter/rules.ts';
 
 export type LinkConfig =
-  | { kind: 'socket'; path: string }
-  | { kind: 'fd'; fd: number }
+  | { kind: 'socket'; path: string; offload?: boolean }
+  | { kind: 'fd'; fd: number; offload?: boolean }
   | { kind: 'stream'; path: string }
   | { kind: 'tap'; name: string; netnsPath?: string; netnsPid?: number }
   | { kind: 'spawn'; command: string[] };
@@ -148,6 +148,10 @@ without XDG_RUNTIME_DIR; that directory must be ours, mode 0700, not a symlink):
   --socket PATH         unix datagram socket, one frame per datagram
                         (qemu -netdev dgram, vfkit, krunkit); the guest is learned
                         from its first datagram
+    --offload           ... the VM offloads (krunkit offloading=on, vmnet-helper
+                        --enable-tso --enable-checksum-offload): frames up to
+                        64 KiB, its checksums left partial; applies to the
+                        --socket or --fd just before it
   --fd N                inherited SOCK_DGRAM socketpair end (vmnet-helper --fd)
   --stream PATH         unix stream socket with qemu's framing (-netdev stream);
                         every connection is a guest of its own
@@ -294,16 +298,17 @@ function platformName(platform: NodeJS.Platform): string {
 }
 
 /** One transport flag (with its --netns/--netns-pid, for a --tap) → its link configuration. */
-function parseTransport(t: { flag: string; value: string; netns?: string; netnsPid?: string }, platform: NodeJS.Platform): LinkConfig {
+function parseTransport(t: { flag: string; value: string; netns?: string; netnsPid?: string; offload?: boolean }, platform: NodeJS.Platform): LinkConfig {
   switch (t.flag) {
     case '--socket':
     case '--stream': {
       const maxPath = maxUnixPathBytes(platform);
       if (t.value.length === 0 || Buffer.byteLength(t.value) > maxPath) throw new ConfigError(t.flag, `path must be 1..${maxPath} bytes (unix socket limit)`);
-      return { kind: t.flag === '--socket' ? 'socket' : 'stream', path: path.resolve(t.value) };
+      if (t.flag === '--stream') return { kind: 'stream', path: path.resolve(t.value) };
+      return { kind: 'socket', path: path.resolve(t.value), ...(t.offload ? { offload: true } : {}) };
     }
     case '--fd':
-      return { kind: 'fd', fd: parseIntStrict('--fd', t.value, 3, 65535) };
+      return { kind: 'fd', fd: parseIntStrict('--fd', t.value, 3, 65535), ...(t.offload ? { offload: true } : {}) };
     default: {
       if (!/^[A-Za-z0-9_.:-]{1,15}$/.test(t.value)) throw new ConfigError('--tap', `${JSON.stringify(t.value)} is not a valid interface name (1..15 characters)`);
       const link: LinkConfig & { kind: 'tap' } = { kind: 'tap', name: t.value };
@@ -390,7 +395,7 @@ function parseCidr(flag: string, text: string): Ipv4Range {
 export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = process.platform): ParseOutcome {
   const values = new Map<string, string[]>();
   /** Transport flags in command-line order (a --netns belongs to the --tap before it). */
-  const ordered: { flag: string; value: string; netns?: string; netnsPid?: string }[] = [];
+  const ordered: { flag: string; value: string; netns?: string; netnsPid?: string; offload?: boolean }[] = [];
   let command: string[] | undefined;
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i]!;
@@ -406,6 +411,15 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     if (arg.startsWith('--') && eq > 0) {
       inline = arg.slice(eq + 1);
       arg = arg.slice(0, eq);
+    }
+    if (arg === '--offload' && inline === undefined) {
+      const last = ordered[ordered.length - 1];
+      if (last === undefined || (last.flag !== '--socket' && last.flag !== '--fd')) {
+        throw new ConfigError(arg, 'only applies to --socket or --fd (give it after the one it is for)');
+      }
+      if (last.offload) throw new ConfigError(arg, `given twice for ${last.flag} ${last.value}`);
+      last.offload = true;
+      continue;
     }
     if (booleanFlags.has(arg) && inline === undefined) {
       values.set(arg, ['true']);

@@ -120,8 +120,9 @@ export class Engine implements ApiBackend {
   private leaseLogSuppressed = 0;
 
   /**
-   * The kernel may finish TCP frames for us: only the TAP transport (with its vnet header) takes
-   * partial checksums and, below MTU 65000, 64 KiB GSO segments. --no-tso turns both off.
+   * Large TCP frames (below MTU 65000, 64 KiB segments) while every transport takes them: a TAP
+   * (its vnet header: partial checksums the kernel finishes, GSO) or a --socket/--fd given
+   * --offload (whole frames, checksums summed in C). --no-tso turns it off.
    */
   private readonly offload: boolean;
 
@@ -140,7 +141,7 @@ export class Engine implements ApiBackend {
     for (const name of [...(net.domain !== undefined ? [`host.${net.domain}`] : []), ...net.hostAliases]) {
       if (!this.zone.has(name)) this.zone.add(name, gatewayText, 'host');
     }
-    this.offload = config.links.every((l) => l.kind === 'tap') && !config.noTso;
+    this.offload = config.links.every((l) => l.kind === 'tap' || ((l.kind === 'socket' || l.kind === 'fd') && l.offload === true)) && !config.noTso;
     this.stack = new Stack(
       { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu },
       (frame, gsoSize) => this.toGuests(frame, gsoSize),

@@ -41,9 +41,11 @@ export interface FwdSpec {
  *   with full checksums, as a VM behind a datagram or stream socket sends them;
  * - dgram (vmnat only; the others fall back to frames): vmnat `--socket S`, and bench/lib/relay.c
  *   in the namespace owns tap0 (no vnet header) and moves frames between it and S over a connected
- *   unix datagram socket — the path of qemu's dgram netdev, vfkit and krunkit, transport included.
+ *   unix datagram socket — the path of qemu's dgram netdev, vfkit and krunkit, transport included;
+ * - dgram-offload (vmnat only; the others keep their TAP offloads): as dgram, with the relay and
+ *   vmnat in krunkit's `offloading=on` framing (relay --offload, vmnat --socket S --offload).
  */
-export type LinkMode = 'tap' | 'frames' | 'dgram';
+export type LinkMode = 'tap' | 'frames' | 'dgram' | 'dgram-offload';
 
 export interface EngineOptions {
   ns: string;
@@ -81,7 +83,7 @@ export async function startEngine(name: EngineName, o: EngineOptions): Promise<E
     case 'pasta': {
       // They own a TAP only: in modes frames and dgram they get the guest's offloads turned off.
       const e = await (name === 'pasta' ? startPasta(o) : startSlirp(o));
-      if ((o.mode ?? 'tap') !== 'tap') await orStopEngine(e, () => offloadsOff(o.ns));
+      if (o.mode === 'frames' || o.mode === 'dgram') await orStopEngine(e, () => offloadsOff(o.ns));
       return e;
     }
   }
@@ -143,8 +145,11 @@ export async function offloadsOff(ns: string): Promise<void> {
 async function startVmnat(o: EngineOptions): Promise<Engine> {
   const mode = o.mode ?? 'tap';
   const vmnatSock = path.join(o.dir, 'vmnat.sock');
-  const linkArgs = mode === 'dgram' ? ['--socket', vmnatSock] : ['--tap', TAP, '--netns', `/run/netns/${o.ns}`];
-  const base = [process.execPath, o.vmnatBin, ...linkArgs, '--mtu', String(o.mtu), ...(mode === 'tap' ? [] : ['--no-tso']), '--dns-server', '127.0.0.1', ...(o.vmnatArgs ?? [])];
+  const dgram = mode === 'dgram' || mode === 'dgram-offload';
+  const linkArgs = dgram ? ['--socket', vmnatSock, ...(mode === 'dgram-offload' ? ['--offload'] : [])] : ['--tap', TAP, '--netns', `/run/netns/${o.ns}`];
+  // VMNAT_NODE_ARGS: node flags for vmnat (e.g. --cpu-prof, which NODE_OPTIONS refuses).
+  const nodeArgs = (process.env['VMNAT_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+  const base = [process.execPath, ...nodeArgs, o.vmnatBin, ...linkArgs, '--mtu', String(o.mtu), ...(mode === 'tap' || mode === 'dgram-offload' ? [] : ['--no-tso']), '--dns-server', '127.0.0.1', ...(o.vmnatArgs ?? [])];
   const fwdArgs = o.fwd ? ['--hostfwd', `tcp:${o.fwd.hostAddr}:${o.fwd.hostPort}-:${o.fwd.guestPort}`] : [];
   let fwd = o.fwd ? 'ok' : 'n/a: not asked';
   let cmd = [...base, ...fwdArgs];
@@ -165,14 +170,14 @@ async function startVmnat(o: EngineOptions): Promise<Engine> {
   }
   const notes: string[] = [];
   let relayBg: Bg | undefined;
-  if (mode === 'dgram') {
+  if (dgram) {
     const bin = await orStop(bg, () => relay(o.dir));
-    relayBg = startBg(['ip', 'netns', 'exec', o.ns, bin, TAP, path.join(o.dir, 'relay.sock'), vmnatSock]);
+    relayBg = startBg(['ip', 'netns', 'exec', o.ns, bin, ...(mode === 'dgram-offload' ? ['--offload'] : []), TAP, path.join(o.dir, 'relay.sock'), vmnatSock]);
     await orStop(bg, () => relayBg!.waitFor(/^ready$/m, 10_000));
   }
   const guestIp = await orStop(bg, async () => {
     await must(['ip', '-n', o.ns, 'link', 'set', TAP, 'up']);
-    if (mode !== 'tap') await offloadsOff(o.ns);
+    if (mode === 'frames' || mode === 'dgram') await offloadsOff(o.ns);
     const script = path.join(o.dir, 'udhcpc.sh');
     fs.writeFileSync(script, UDHCPC_SCRIPT, { mode: 0o755 });
     const r = await run(['ip', 'netns', 'exec', o.ns, 'busybox', 'udhcpc', '-f', '-q', '-n', '-t', '5', '-T', '1', '-i', TAP, '-s', script], {

@@ -7,7 +7,13 @@
  * to the TAP one by one (a char device has no batch write). Connected like vfkit's socket, so the
  * kernel's net.unix.max_dgram_qlen does not throttle vmnat's sends to it.
  *
- *   relay IFNAME LOCAL PATH      (built by bench/lib/engines.ts with cc -O2)
+ *   relay [--offload] IFNAME LOCAL PATH      (built by bench/lib/engines.ts with cc -O2)
+ *
+ * --offload: as krunkit's offloading=on (libkrun's unixgram backend): the TAP gets a vnet header
+ * and the CSUM/TSO offloads, so the guest's kernel sends up to 64 KiB TCP frames with partial
+ * checksums; the relay strips the header and forwards the bare frame (nothing on the wire says
+ * the checksum is partial), and writes what comes back with an all-zero header (the guest's
+ * kernel then checks the checksum, and takes a frame above its MTU whole).
  *
  * Exits on SIGTERM/SIGINT or when either side fails; prints "ready" once the TAP is up and the
  * socket connected. Not part of vmnat: it only stands in for a VM.
@@ -39,19 +45,26 @@ static void die(const char* what) {
 }
 
 int main(int argc, char** argv) {
+  int offload = argc > 1 && strcmp(argv[1], "--offload") == 0;
+  if (offload) {
+    argv++;
+    argc--;
+  }
   if (argc != 4) {
-    fprintf(stderr, "usage: relay IFNAME LOCAL PATH\n");
+    fprintf(stderr, "usage: relay [--offload] IFNAME LOCAL PATH\n");
     return 2;
   }
+  const size_t hdr = offload ? 10 : 0;
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
   int tap = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (tap < 0) die("/dev/net/tun");
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (offload ? IFF_VNET_HDR : 0);
   strncpy(ifr.ifr_name, argv[1], IFNAMSIZ - 1);
   if (ioctl(tap, TUNSETIFF, &ifr) < 0) die("TUNSETIFF");
+  if (offload && ioctl(tap, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) < 0) die("TUNSETOFFLOAD");
 
   int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (s < 0) die("socket");
@@ -84,9 +97,9 @@ int main(int argc, char** argv) {
     if (tn == 0 && (p[0].revents & POLLIN)) {
       while (tn < BATCH) {
         ssize_t r = read(tap, tx[tn], FRAME);
-        if (r <= 0) break;
-        tiov[tn].iov_base = tx[tn];
-        tiov[tn].iov_len = (size_t)r;
+        if (r <= (ssize_t)hdr) break;
+        tiov[tn].iov_base = tx[tn] + hdr;
+        tiov[tn].iov_len = (size_t)r - hdr;
         memset(&tmsg[tn], 0, sizeof tmsg[tn]);
         tmsg[tn].msg_hdr.msg_iov = &tiov[tn];
         tmsg[tn].msg_hdr.msg_iovlen = 1;
@@ -103,8 +116,9 @@ int main(int argc, char** argv) {
     // vmnat → guest
     if (p[1].revents & POLLIN) {
       for (int i = 0; i < BATCH; i++) {
-        riov[i].iov_base = rx[i];
-        riov[i].iov_len = FRAME;
+        memset(rx[i], 0, hdr);
+        riov[i].iov_base = rx[i] + hdr;
+        riov[i].iov_len = FRAME - hdr;
         memset(&rmsg[i], 0, sizeof rmsg[i]);
         rmsg[i].msg_hdr.msg_iov = &riov[i];
         rmsg[i].msg_hdr.msg_iovlen = 1;
@@ -112,7 +126,7 @@ int main(int argc, char** argv) {
       int n = recvmmsg(s, rmsg, BATCH, MSG_DONTWAIT, NULL);
       if (n < 0 && errno != EAGAIN && errno != EINTR) die("recvmmsg");
       for (int i = 0; i < n; i++) {
-        if (write(tap, rx[i], rmsg[i].msg_len) < 0 && errno != EAGAIN) die("write tap");
+        if (write(tap, rx[i], rmsg[i].msg_len + hdr) < 0 && errno != EAGAIN) die("write tap");
       }
     }
   }

@@ -20,8 +20,8 @@ import { TapLink } from './tap.ts';
 import type { LinkOptions } from './native-link.ts';
 
 export type LinkSpec =
-  | { kind: 'socket'; path: string }
-  | { kind: 'fd'; fd: number }
+  | { kind: 'socket'; path: string; offload?: boolean }
+  | { kind: 'fd'; fd: number; offload?: boolean }
   | { kind: 'stream'; path: string }
   | { kind: 'tap'; name: string; netnsPath?: string; netnsPid?: number };
 
@@ -31,9 +31,9 @@ export type OpenLinkOptions = LinkOptions;
 export async function openLink(spec: LinkSpec, options: OpenLinkOptions = {}): Promise<Link> {
   switch (spec.kind) {
     case 'socket':
-      return SocketLink.open(spec.path, options);
+      return SocketLink.open(spec.path, spec.offload ? { ...options, offload: true } : options);
     case 'fd':
-      return FdLink.adopt(spec.fd, options);
+      return FdLink.adopt(spec.fd, spec.offload ? { ...options, offload: true } : options);
     case 'stream':
       return StreamLink.open(spec.path, options);
     case 'tap':

@@ -18,7 +18,7 @@
  */
 import { debuglog } from 'node:util';
 import { loadNative, RX_L4_CHECKSUM_OK, RX_LENGTH_MASK, type NativeAddon, type NativeFramePort, type NativeFramePortOptions } from './native.ts';
-import { createLinkStats, type FrameBatchHandler, type Link, type LinkKind, type LinkStats } from './types.ts';
+import { COMPLETE_L4_CHECKSUM, createLinkStats, type FrameBatchHandler, type Link, type LinkKind, type LinkStats } from './types.ts';
 import { LinkError } from './errors.ts';
 import type { SocketBuffers } from './buffers.ts';
 
@@ -30,6 +30,15 @@ export const MIN_FRAME = 14;
 export interface LinkOptions {
   /** Called once when a running link fails for good (e.g. its TAP was deleted). */
   onError?: (err: LinkError) => void;
+  /**
+   * Datagram links (--socket/--fd ... --offload): the VM offloads as krunkit's `offloading=on`
+   * (libkrun's unixgram backend) does. There is no virtio-net header on the wire: its frames may
+   * be up to 64 KiB (TSO) with TCP/UDP checksums left partial and unmarked, and it takes frames
+   * up to 64 KiB from us — with complete checksums, since nothing could say they are partial.
+   * So received checksums are trusted (as a kernel trusts CHECKSUM_PARTIAL from a local VM), and
+   * large TCP frames go out whole with the checksum summed in C (COMPLETE_L4_CHECKSUM).
+   */
+  offload?: boolean;
 }
 
 export abstract class NativePortLink implements Link {
@@ -45,6 +54,10 @@ export abstract class NativePortLink implements Link {
   private readonly onError: ((err: LinkError) => void) | undefined;
   private readonly portFd: number;
   private readonly datagram: boolean;
+  /** Takes TCP frames larger than the MTU (a vnet-header TAP, or an offloading datagram link). */
+  readonly gso: boolean;
+  /** An offloading datagram link (LinkOptions.offload). */
+  readonly offload: boolean;
 
   protected constructor(
     fd: number,
@@ -56,6 +69,8 @@ export abstract class NativePortLink implements Link {
     this.onError = options.onError;
     this.portFd = fd;
     this.datagram = portOptions.kind === 'dgram';
+    this.offload = this.datagram && options.offload === true;
+    this.gso = portOptions.vnetHdr === true || this.offload;
     this.port = new native.FramePort(fd, {
       ...portOptions,
       onFrames: (slab, offsets, count) => this.onBatch(slab, offsets, count),
@@ -94,7 +109,10 @@ export abstract class NativePortLink implements Link {
 
   send(frame: Uint8Array, gsoSize?: number): boolean {
     if (this.closed) return false;
-    return gsoSize === undefined ? this.port.send(frame) : this.port.send(frame, gsoSize);
+    if (gsoSize === undefined) return this.port.send(frame);
+    // No header to say a checksum is partial: the offloading VM gets it complete, summed in C.
+    if (this.offload && gsoSize >= 0) return this.port.send(frame, COMPLETE_L4_CHECKSUM);
+    return this.port.send(frame, gsoSize);
   }
 
   flush(): void {
@@ -135,6 +153,7 @@ export abstract class NativePortLink implements Link {
     let anyChecksumOk = false;
     if (this.checksumOk.length < count) this.checksumOk = new Uint8Array(count);
     const checksumOk = this.checksumOk;
+    const offload = this.offload;
     for (let i = 0; i < count; i++) {
       const off = offsets[2 * i] ?? 0;
       const word = offsets[2 * i + 1] ?? 0;
@@ -147,7 +166,7 @@ export abstract class NativePortLink implements Link {
         }
         continue;
       }
-      const ok = (word & RX_L4_CHECKSUM_OK) !== 0;
+      const ok = offload || (word & RX_L4_CHECKSUM_OK) !== 0;
       checksumOk[frames.length] = ok ? 1 : 0;
       anyChecksumOk ||= ok;
       frames.push(view);

@@ -65,7 +65,7 @@ export class SocketLink extends NativePortLink {
   }
 
   describe(): Record<string, string | number> {
-    return { path: this.path };
+    return this.offload ? { path: this.path, offload: 'on' } : { path: this.path };
   }
 
   protected override consumeShort(d: Uint8Array): boolean {

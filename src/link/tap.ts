@@ -27,8 +27,6 @@ export interface TapSpec {
 
 export class TapLink extends NativePortLink {
   readonly kind = 'tap' as const;
-  /** Opened with a vnet header: large TCP frames go to the kernel whole, as GSO. */
-  readonly gso = true;
   /** The device name the kernel reports (equals the requested one unless it held a %d pattern). */
   readonly name: string;
   private readonly netns: string | number | undefined;
