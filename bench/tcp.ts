@@ -23,6 +23,9 @@
  *   rr    1-byte request/response over one TCP connection with the engine, the server and the
  *         client all pinned to CPU 0 (unpinned, this VM's ~100 µs vCPU wake-up dominates); round
  *         trips per second
+ *   hold  (not in the default set) --hold N idle connections from the guest to a host listener,
+ *         held open: the engine's RSS before (MB) and per connection (kB); engines run under
+ *         prlimit --nofile=(the hard limit) and vmnat with --max-flows N+256
  *   crr   connect()+close() to a host loopback listener through 10.0.2.2; connections per second
  *         (unpinned; the listener counts what it accepted, as a check)
  * --mode (lib/engines.ts LinkMode): tap (default: the engines' TAP with its offloads), frames (the
@@ -54,7 +57,7 @@ const GUEST_IPERF_PORT = 5201;
 
 // ---- arguments ------------------------------------------------------------------------------
 
-const TESTS = ['up', 'down', 'fwd', 'rr', 'crr'] as const;
+const TESTS = ['up', 'down', 'fwd', 'rr', 'crr', 'hold'] as const;
 type TestName = (typeof TESTS)[number];
 
 const argv = process.argv.slice(2);
@@ -103,7 +106,9 @@ const cfg = {
   secs: num('secs', quick ? 3 : 10),
   rrSecs: num('rr-secs', quick ? 2 : 5),
   engines: list<EngineName>('engines', ENGINES, ENGINES),
-  tests: list<TestName>('tests', TESTS, TESTS),
+  tests: list<TestName>('tests', TESTS, TESTS.filter((t) => t !== 'hold')),
+  /** Connections the hold test opens and keeps. */
+  hold: Math.round(num('hold', quick ? 1000 : 10_000)),
   fwdLoopback: flag('fwd-loopback'),
   /** tap | frames | dgram: see lib/engines.ts LinkMode. */
   mode: ((): LinkMode => {
@@ -119,7 +124,7 @@ const cfg = {
 
 // ---- results --------------------------------------------------------------------------------
 
-type Metric = 'gbps' | 'per_sec' | 'cpu_s_per_gb' | 'cpu_us_per_frame' | 'cpu_us_per_op' | 'cpu_pct' | 'retransmits';
+type Metric = 'gbps' | 'per_sec' | 'cpu_s_per_gb' | 'cpu_us_per_frame' | 'cpu_us_per_op' | 'cpu_pct' | 'retransmits' | 'rss_mb' | 'kb_per_flow';
 
 interface RunRecord {
   ok: boolean;
@@ -185,7 +190,7 @@ function freePort(addr = '127.0.0.1'): Promise<number> {
 
 let python = 'python3';
 
-async function startProbeServer(mode: 'rr-server' | 'crr-server', pin: boolean): Promise<{ bg: Bg; port: number }> {
+async function startProbeServer(mode: 'rr-server' | 'crr-server' | 'hold-server', pin: boolean): Promise<{ bg: Bg; port: number }> {
   const bg = startBg([...(pin ? ['taskset', '-c', '0'] : []), python, PROBE, mode]);
   try {
     const m = await bg.waitFor(/^(\d+)$/m, 10_000);
@@ -304,6 +309,39 @@ async function rr(e: Engine, ns: string): Promise<RunRecord> {
   }
 }
 
+/** This process's hard RLIMIT_NOFILE (what an engine may be given without privileges). */
+function hardNofile(): number {
+  const m = /^Max open files\s+\S+\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+  return m ? Math.min(Number(m[1]), 65536) : 4096;
+}
+
+/** The engine's resident set, kB, from /proc/PID/status (all threads). */
+function rssKb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/**
+ * Memory per held connection: the engine's RSS before, then with `cfg.hold` idle connections from
+ * the guest to a host listener through 10.0.2.2 (held open by a probe in the namespace).
+ */
+async function hold(e: Engine, ns: string): Promise<RunRecord> {
+  const { bg: server, port } = await startProbeServer('hold-server', false);
+  const rss0 = rssKb(e.pid);
+  const client = startBg(['ip', 'netns', 'exec', ns, python, PROBE, 'hold-client', GATEWAY, String(port), String(cfg.hold)]);
+  try {
+    const m = await client.waitFor(/^\{.*\}$/m, 180_000);
+    const j = JSON.parse(m[0]) as { held?: number; error?: string };
+    if (j.held === undefined) return fail(`hold-client: ${j.error ?? m[0]}`);
+    await new Promise((r) => setTimeout(r, 1500));
+    const rss1 = rssKb(e.pid);
+    return { ok: true, values: { rss_mb: rss0 / 1024, kb_per_flow: (rss1 - rss0) / j.held }, detail: { held: j.held, rss_before_kb: rss0, rss_after_kb: rss1 } };
+  } finally {
+    await client.stop('SIGKILL');
+    await server.stop('SIGKILL');
+  }
+}
+
 async function crr(e: Engine, ns: string): Promise<RunRecord> {
   const { bg, port } = await startProbeServer('crr-server', false);
   let accepted: number | undefined;
@@ -369,7 +407,12 @@ async function session(engine: EngineName, mtu: number, run1: number, dir: strin
     await must(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_local_port_range=10000 65000', 'net.ipv4.tcp_tw_reuse=1']);
     let fwd: FwdSpec | undefined;
     if (cfg.tests.includes('fwd')) fwd = { hostAddr: ctx.fwdClient.hostAddr, hostPort: await freePort(ctx.fwdClient.hostAddr), guestPort: GUEST_IPERF_PORT };
-    e = await startEngine(engine, { ns, mtu, mode: cfg.mode, dir: sdir, vmnatBin: cfg.vmnatBin, vmnatArgs: cfg.vmnatArgs, fwd }).catch((err: unknown) => {
+    e = await startEngine(engine, {
+      ns, mtu, mode: cfg.mode, dir: sdir, vmnatBin: cfg.vmnatBin, fwd,
+      // Holding N flows: fds for them, and vmnat's flow budget (default: from the fd limit) above N.
+      vmnatArgs: cfg.tests.includes('hold') ? [...cfg.vmnatArgs, '--max-flows', String(Math.min(16384, cfg.hold + 256))] : cfg.vmnatArgs,
+      ...(cfg.tests.includes('hold') ? { nofile: hardNofile() } : {}),
+    }).catch((err: unknown) => {
       throw new Error(`engine start: ${(err as Error).message}`);
     });
     s.cmd = e.cmd;
@@ -384,6 +427,7 @@ async function session(engine: EngineName, mtu: number, run1: number, dir: strin
         if (!isAlive(e.pid)) rec = fail(`engine is gone: ${e.log()}`);
         else if (t === 'rr') rec = await rr(e, ns);
         else if (t === 'crr') rec = await crr(e, ns);
+        else if (t === 'hold') rec = await hold(e, ns);
         else rec = await iperf(e, ns, mtu, t, ctx.fwdClient, fwd?.hostPort ?? 0);
       } catch (err) {
         rec = fail((err as Error).message);
@@ -417,6 +461,7 @@ function describe(t: TestName, r: RunRecord): string {
   if (r.skipped) return r.error ?? 'n/a';
   if (!r.ok) return `FAIL ${r.error ?? ''}`;
   const v = r.values;
+  if (t === 'hold') return `RSS ${v.rss_mb?.toFixed(1)} MB before, ${v.kb_per_flow?.toFixed(2)} kB per held connection (${String(r.detail.held)})`;
   if (t === 'rr' || t === 'crr') return `${fmtRate(v.per_sec)}/s${r.detail.accepted !== undefined ? ` (server accepted ${String(r.detail.accepted)})` : ''}`;
   return `${v.gbps?.toFixed(2)} Gbit/s, engine ${v.cpu_s_per_gb?.toFixed(2)} CPU s/GB (${v.cpu_pct?.toFixed(0)} % CPU), ${v.retransmits ?? '?'} retransmits`;
 }
@@ -450,7 +495,7 @@ function fmt(s: Summary, metric: Metric): string {
   if (s.n === 0) return '—';
   if (s.skipped) return 'n/a';
   if (s.median === undefined) return 'fail';
-  const v = metric === 'per_sec' ? fmtRate(s.median) : metric === 'cpu_us_per_frame' ? s.median.toFixed(2) : metric === 'cpu_pct' || metric === 'retransmits' || metric === 'cpu_us_per_op' ? s.median.toFixed(0) : s.median.toFixed(2);
+  const v = metric === 'per_sec' ? fmtRate(s.median) : metric === 'cpu_us_per_frame' || metric === 'kb_per_flow' || metric === 'rss_mb' ? s.median.toFixed(metric === 'rss_mb' ? 1 : 2) : metric === 'cpu_pct' || metric === 'retransmits' || metric === 'cpu_us_per_op' ? s.median.toFixed(0) : s.median.toFixed(2);
   return s.ok < s.n ? `${v} (${s.ok}/${s.n} ok)` : v;
 }
 
@@ -465,6 +510,7 @@ const LABELS: Record<TestName, string> = {
   fwd: 'TCP host→guest via port forward, Gbit/s',
   rr: '1-byte round trips/s, pinned to CPU 0',
   crr: 'TCP connect+close per second',
+  hold: 'engine RSS before holding connections, MB',
 };
 const CPU_LABELS: Partial<Record<TestName, string>> = {
   up: 'engine CPU s per GB, guest→host',
@@ -503,7 +549,8 @@ function rows(): Row[] {
       out.push(r);
     }
   };
-  for (const t of cfg.tests) add(t, t === 'rr' || t === 'crr' ? 'per_sec' : 'gbps', LABELS[t]);
+  for (const t of cfg.tests) add(t, t === 'rr' || t === 'crr' ? 'per_sec' : t === 'hold' ? 'rss_mb' : 'gbps', LABELS[t]);
+  if (cfg.tests.includes('hold')) add('hold', 'kb_per_flow', `engine kB per held connection (${cfg.hold} held)`);
   for (const t of cfg.tests) {
     const l = CPU_LABELS[t];
     if (l) add(t, 'cpu_s_per_gb', l);

@@ -56,6 +56,13 @@ export interface EngineOptions {
   vmnatBin: string;
   vmnatArgs?: string[];
   fwd?: FwdSpec;
+  /** Start the engine with this RLIMIT_NOFILE (prlimit): holding thousands of flows needs fds. */
+  nofile?: number;
+}
+
+/** `cmd` under prlimit when a descriptor limit is asked for (prlimit execs it: same PID). */
+function withNofile(o: EngineOptions, cmd: string[]): string[] {
+  return o.nofile === undefined ? cmd : ['prlimit', `--nofile=${o.nofile}:${o.nofile}`, ...cmd];
 }
 
 export interface Engine {
@@ -153,7 +160,7 @@ async function startVmnat(o: EngineOptions): Promise<Engine> {
   const fwdArgs = o.fwd ? ['--hostfwd', `tcp:${o.fwd.hostAddr}:${o.fwd.hostPort}-:${o.fwd.guestPort}`] : [];
   let fwd = o.fwd ? 'ok' : 'n/a: not asked';
   let cmd = [...base, ...fwdArgs];
-  let bg = startBg(cmd);
+  let bg = startBg(withNofile(o, cmd));
   try {
     await bg.waitFor(/^\{.*\}\s*$/m, 20_000);
   } catch (err) {
@@ -161,7 +168,7 @@ async function startVmnat(o: EngineOptions): Promise<Engine> {
     if (o.fwd && /--hostfwd/.test(bg.stderr())) {
       fwd = `n/a: vmnat rejects --hostfwd (${bg.stderr().trim().split('\n')[0]})`;
       cmd = base;
-      bg = startBg(cmd);
+      bg = startBg(withNofile(o, cmd));
       await orStop(bg, () => bg.waitFor(/^\{.*\}\s*$/m, 20_000));
     } else {
       await bg.stop('SIGKILL');
@@ -265,7 +272,7 @@ async function startSlirp(o: EngineOptions): Promise<Engine> {
     'slirp4netns', '--configure', `--mtu=${o.mtu}`, '--disable-dns', '--api-socket', sock,
     '--ready-fd=3', '--netns-type=path', `/run/netns/${o.ns}`, TAP,
   ];
-  const bg = startBg(cmd, { extraFds: 1 });
+  const bg = startBg(withNofile(o, cmd), { extraFds: 1 });
   await orStop(
     bg,
     () =>
@@ -329,7 +336,7 @@ async function startPasta(o: EngineOptions): Promise<Engine> {
     '-t', o.fwd ? `${o.fwd.hostAddr}/${o.fwd.hostPort}:${o.fwd.guestPort}` : 'none',
     '-u', 'none', '-T', 'none', '-U', 'none', '--netns', `/run/netns/${o.ns}`,
   ];
-  const bg = startBg(cmd);
+  const bg = startBg(withNofile(o, cmd));
   const log = (): string => {
     let l = '';
     try {

@@ -6,6 +6,8 @@ namespaces too).
                                    on SIGTERM print {"accepted": N}
   probe.py rr-client HOST PORT S   1-byte ping-pongs over one connection for S seconds -> JSON
   probe.py crr-client HOST PORT S  connect()+close() for S seconds -> JSON
+  probe.py hold-server             listen on 127.0.0.1:0, print the port, accept and keep every connection
+  probe.py hold-client HOST PORT N open N connections, print {"held": N}, keep them until killed
 
 Clients print one JSON line; on any socket error or stall (3 s, an interval timer) they print {"error": ...} and exit 1,
 so a broken engine shows up as a failed measurement instead of a hang. The round-trip client warms up
@@ -59,6 +61,31 @@ def crr_server():
         c, _ = s.accept()
         n += 1
         c.close()
+
+
+def raise_nofile():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def hold_server():
+    raise_nofile()
+    s = listen()
+    held = []
+    while True:
+        c, _ = s.accept()
+        held.append(c)
+
+
+def hold_client(host, port, n):
+    raise_nofile()
+    held = []
+    for _ in range(n):
+        held.append(socket.create_connection((host, port), timeout=10))
+    print(json.dumps({"held": len(held)}), flush=True)
+    while True:
+        time.sleep(3600)  # until the benchmark kills us
 
 
 def stalled(*_):
@@ -125,6 +152,14 @@ def main():
         rr_server()
     elif mode == "crr-server":
         crr_server()
+    elif mode == "hold-server":
+        hold_server()
+    elif mode == "hold-client":
+        try:
+            hold_client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        except OSError as e:
+            print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+            sys.exit(1)
     else:
         host, port, secs = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
         try:
