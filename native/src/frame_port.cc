@@ -175,7 +175,13 @@ FramePort::FramePort(const Napi::CallbackInfo& info)
   iovs_.resize(kMaxSlots);
   if (learnPeer_) names_.resize(kMaxSlots);
   txEntries_.reserve(kTxMaxFrames);
-  txArena_.resize(kTxArenaBytes);
+  void* arena = mmap(nullptr, kTxArenaBytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | VMNAT_MAP_NORESERVE, -1, 0);
+  if (arena == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap");
+    return;
+  }
+  txArena_ = static_cast<uint8_t*>(arena);
   txMsgs_.resize(kTxMaxFrames);
   txIovs_.resize(kTxMaxFrames);
 
@@ -208,7 +214,10 @@ FramePort::FramePort(const Napi::CallbackInfo& info)
   cleanupHook_ = true;
 }
 
-FramePort::~FramePort() { Teardown(); }
+FramePort::~FramePort() {
+  Teardown();
+  if (txArena_ != nullptr) munmap(txArena_, kTxArenaBytes);
+}
 
 void FramePort::EnvCleanup(void* arg) {
   FramePort* self = static_cast<FramePort*>(arg);
@@ -787,7 +796,7 @@ bool FramePort::Enqueue(const uint8_t* data, size_t frameLen, int32_t offload) {
       return false;
     }
   }
-  uint8_t* dst = txArena_.data() + txUsed_;
+  uint8_t* dst = txArena_ + txUsed_;
   if (vnetHdr_) {
     if (!WriteVnetHdr(dst, data, frameLen, offload)) {
       ++txDropped_;
@@ -812,7 +821,7 @@ bool FramePort::Enqueue(const uint8_t* data, size_t frameLen, int32_t offload) {
 bool FramePort::HasRoom(size_t len) {
   if (txHead_ > 0 && (txEntries_.size() >= kTxMaxFrames || txUsed_ + len > kTxArenaBytes)) {
     const uint32_t base = txEntries_[txHead_].off;
-    memmove(txArena_.data(), txArena_.data() + base, txUsed_ - base);
+    memmove(txArena_, txArena_ + base, txUsed_ - base);
     txUsed_ -= base;
     txEntries_.erase(txEntries_.begin(), txEntries_.begin() + static_cast<ptrdiff_t>(txHead_));
     for (TxEntry& e : txEntries_) e.off -= base;
@@ -850,7 +859,7 @@ void FramePort::FlushDgram() {
     const uint32_t n = static_cast<uint32_t>(txEntries_.size() - txHead_);
     for (uint32_t i = 0; i < n; ++i) {
       const TxEntry& e = txEntries_[txHead_ + i];
-      txIovs_[i].iov_base = txArena_.data() + e.off;
+      txIovs_[i].iov_base = txArena_ + e.off;
       txIovs_[i].iov_len = e.len;
       msghdr& h = txMsgs_[i].msg_hdr;
       memset(&h, 0, sizeof h);
@@ -916,7 +925,7 @@ void FramePort::FlushTap() {
   const size_t head0 = txHead_;
   while (txHead_ < txEntries_.size()) {
     const TxEntry& e = txEntries_[txHead_];
-    ssize_t r = write(fd_, txArena_.data() + e.off, e.len);
+    ssize_t r = write(fd_, txArena_ + e.off, e.len);
     if (r >= 0) {
       ++txFrames_;
       txBytes_ += e.len - (vnetHdr_ ? kVnetHdrLen : 0);  // frame bytes, not the header

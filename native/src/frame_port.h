@@ -117,7 +117,9 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   // Send queue: frames [txHead_, size) of txEntries_, bytes in txArena_[.. txUsed_).
   std::vector<TxEntry> txEntries_;
   size_t txHead_ = 0;
-  std::vector<uint8_t> txArena_;
+  // kTxArenaBytes of anonymous memory, mapped not committed: a vector's zero-fill made all 4 MiB
+  // resident at start; now only what a backlog of frames ever reached is.
+  uint8_t* txArena_ = nullptr;
   uint32_t txUsed_ = 0;
   std::vector<MsgVec> txMsgs_;
   std::vector<iovec> txIovs_;
