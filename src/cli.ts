@@ -148,7 +148,7 @@ async function main(argv: string[]): Promise<void> {
     } catch (err) {
       await engine.close();
       const e = err as Error & { code?: string };
-      fail(`forward: ${e.message}`, e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? 2 : 1);
+      fail(`forward: ${e.message}`, e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' || e.code === 'EPATH' ? 2 : 1);
     }
   }
   // Root is needed no more: the links are open, forwards bound. The API socket comes after, so

@@ -54,6 +54,7 @@ import { formatIpv4, formatMac } from '../stack/wire/addr.ts';
 import { ForwardRuleError, ruleFromJson, ruleToJson, type ForwardRule, type ForwardRuleJson } from '../portfwd/rules.ts';
 import { ForwardError, type ForwardEntry, type ForwardEvent } from '../portfwd/forwarder.ts';
 import { checkSocketParent, RuntimeDirError } from '../runtime-dir.ts';
+import { fileIdentity, listenPrivate, replaceStaleSocket, UnixSocketError } from '../unix-socket.ts';
 import { FilterParseError } from '../filter/rules.ts';
 import type { FilterEvent, FilterJson } from '../filter/filter.ts';
 
@@ -364,36 +365,13 @@ export class ApiServer {
       if (err instanceof RuntimeDirError) throw new ApiServerError('EUNSAFE_DIR', err.message, { cause: err });
       throw err;
     }
-    await replaceStaleSocket(p);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        reject(
-          err.code === 'EADDRINUSE'
-            ? new ApiServerError('EADDRINUSE_LIVE', `${p} was bound by another process meanwhile`, { cause: err })
-            : new ApiServerError('ESYSTEM', `${p}: ${err.message}`, { cause: err }),
-        );
-      };
-      this.server.once('error', onError);
-      // The bind happens synchronously inside listen(): under umask 177 the file is born 0600,
-      // so there is no moment when others may connect, and no chmod by path afterwards (which a
-      // file swapped in meanwhile would redirect).
-      let oldMask: number;
-      try {
-        oldMask = process.umask(0o177);
-      } catch (err) {
-        reject(new ApiServerError('ESYSTEM', `${p}: cannot set the umask here (a worker thread?): ${(err as Error).message}`, { cause: err }));
-        return;
-      }
-      try {
-        this.server.listen(p, () => {
-          this.server.off('error', onError);
-          resolve();
-        });
-      } finally {
-        process.umask(oldMask);
-      }
-    });
-    this.identity = fileIdentity(p);
+    try {
+      await replaceStaleSocket(p);
+      this.identity = await listenPrivate(this.server, p);
+    } catch (err) {
+      if (err instanceof UnixSocketError) throw new ApiServerError(err.code, err.message, { cause: err });
+      throw err;
+    }
   }
 
   /** Stops serving, ends event streams and open connections, and removes the socket file. */
@@ -660,7 +638,7 @@ export class ApiServer {
     } else if (err instanceof ForwardError) {
       code = err.code;
       message = err.message;
-      status = err.code === 'EADDRINUSE' || err.code === 'EEXIST' ? 409 : err.code === 'EACCES' ? 403 : err.code === 'EADDRNOTAVAIL' ? 400 : err.code === 'ECLOSED' ? 503 : 500;
+      status = err.code === 'EADDRINUSE' || err.code === 'EEXIST' ? 409 : err.code === 'EACCES' ? 403 : err.code === 'EADDRNOTAVAIL' || err.code === 'EPATH' ? 400 : err.code === 'ECLOSED' ? 503 : 500;
     } else {
       [status, code, message] = [500, 'internal', 'internal error'];
       trace('internal error: %o', err);
@@ -686,53 +664,4 @@ export class ApiServer {
 
 function entryToJson(e: ForwardEntry): ForwardRuleJson & { tcp_accepted: number; tcp_active: number; udp_flows: number } {
   return { ...ruleToJson(e.rule), tcp_accepted: e.tcpAccepted, tcp_active: e.tcpActive, udp_flows: e.udpFlows };
-}
-
-/** inode + birth time: the inode alone is often reused when a path is re-bound at once. */
-function fileIdentity(p: string): string | undefined {
-  try {
-    const st = fs.lstatSync(p, { bigint: true });
-    return `${st.ino}:${st.birthtimeNs !== 0n ? st.birthtimeNs : st.ctimeNs}`;
-  } catch {
-    return undefined;
-  }
-}
-
-/** PATH exists? Replace it if it is a socket nobody accepts on; refuse otherwise. */
-async function replaceStaleSocket(p: string): Promise<void> {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(p);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw new ApiServerError('ESYSTEM', `${p}: ${(err as Error).message}`, { cause: err });
-  }
-  if (!st.isSocket()) throw new ApiServerError('EPATH_NOT_SOCKET', `${p} exists and is not a socket; refusing to replace it`);
-  if (await isLive(p)) throw new ApiServerError('EADDRINUSE_LIVE', `${p} is in use by a running process (another vmnat?)`);
-  trace('replacing stale socket %s', p);
-  try {
-    fs.unlinkSync(p);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new ApiServerError('ESYSTEM', `${p}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-function isLive(p: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(p);
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve(true); // slow to accept is still alive: never delete a socket we are unsure of
-    }, 1000);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      // ECONNREFUSED: a socket file nobody listens on. Other errors (EACCES…) mean "unsure".
-      resolve(!(err.code === 'ECONNREFUSED' || err.code === 'ENOENT'));
-    });
-  });
 }

@@ -144,8 +144,15 @@ class SocketEndpoint implements HostEndpoint {
   }
   destroy(reset: boolean): void {
     if (this.socket.destroyed || this.stale()) return;
-    if (reset && typeof this.socket.resetAndDestroy === 'function' && !this.socket.connecting) this.socket.resetAndDestroy();
-    else this.socket.destroy();
+    if (reset && typeof this.socket.resetAndDestroy === 'function' && !this.socket.connecting) {
+      try {
+        this.socket.resetAndDestroy();
+      } catch {
+        this.socket.destroy(); // not TCP (a unix socket forward): no RST to give
+      }
+    } else {
+      this.socket.destroy();
+    }
   }
   pause(): void {
     if (!this.stale()) this.socket.pause();
@@ -636,10 +643,11 @@ export class TcpNat {
    * answer, the host client sees a reset. Returns the socket that carries the connection from now
    * on (`accepted` itself, or its re-wrapped replacement), or undefined if none was attempted.
    */
-  openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string): net.Socket | undefined {
+  openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string, clientLabel?: string): net.Socket | undefined {
     const guestMac = this.stack.neighbours.lookup(guestIp);
     const srcPort = guestMac === undefined ? undefined : this.ephemeralPort(guestIp, guestPort, srcIp);
-    const client = accepted.remoteAddress ?? '';
+    // The client as listings and the per-source budget name it (a unix socket's peer has no address).
+    const client = clientLabel ?? accepted.remoteAddress ?? '';
     const fromClient = this.forwardsBySource.get(client) ?? 0;
     let limit: 'forwardLimit' | 'forwardHalfOpenLimit' | 'forwardPerSourceLimit' | undefined;
     if (this.forwardFlows >= (this.options.maxForwardFlows ?? 4096)) limit = 'forwardLimit';
@@ -648,7 +656,11 @@ export class TcpNat {
     if (guestMac === undefined || srcPort === undefined || limit !== undefined) {
       if (limit !== undefined) this.stats[limit]++;
       this.stats.forwardFailed++;
-      accepted.resetAndDestroy();
+      try {
+        accepted.resetAndDestroy();
+      } catch {
+        accepted.destroy(); // not TCP: no RST to give
+      }
       return undefined;
     }
     const now = this.now();

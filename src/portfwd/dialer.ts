@@ -13,7 +13,7 @@ import type net from 'node:net';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpNat } from '../nat/tcp.ts';
 import { parseIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
-import type { ForwardTarget, GuestDialer, GuestUdpFlow, HostUdpPeer } from './forwarder.ts';
+import { resetSocket, type ForwardTarget, type GuestDialer, type GuestUdpFlow, type HostUdpPeer } from './forwarder.ts';
 
 export class NatGuestDialer implements GuestDialer {
   private nextPort = 49152 + Math.floor(Math.random() * 16384);
@@ -34,18 +34,18 @@ export class NatGuestDialer implements GuestDialer {
   dialTcp(socket: net.Socket, target: ForwardTarget): net.Socket | undefined {
     const guestIp = target.guestIp ?? this.currentLease();
     if (guestIp === undefined) {
-      socket.resetAndDestroy();
+      resetSocket(socket);
       return undefined;
     }
     if (this.admitIn !== undefined) {
       const text = socket.remoteAddress ?? '';
       const clientIp = parseIpv4(text.startsWith('::ffff:') ? text.slice(7) : text);
       if (!this.admitIn('tcp', clientIp, socket.remotePort ?? 0, guestIp, target.guestPort)) {
-        socket.resetAndDestroy(); // the host client hears "refused" at once
+        resetSocket(socket); // the host client hears "refused" at once
         return undefined;
       }
     }
-    return this.tcp.openToGuest(socket, this.gateway, guestIp, target.guestPort, target.rule);
+    return this.tcp.openToGuest(socket, this.gateway, guestIp, target.guestPort, target.rule, target.proto === 'unix' ? target.clientAddr : undefined);
   }
 
   openUdp(target: ForwardTarget, host: HostUdpPeer): GuestUdpFlow | undefined {
