@@ -54,6 +54,7 @@ import { formatIpv4, formatMac } from '../stack/wire/addr.ts';
 import { ForwardRuleError, ruleFromJson, ruleToJson, type ForwardRule, type ForwardRuleJson } from '../portfwd/rules.ts';
 import { ForwardError, type ForwardEntry, type ForwardEvent } from '../portfwd/forwarder.ts';
 import { checkSocketParent, RuntimeDirError } from '../runtime-dir.ts';
+import { formatGuestfwd } from '../portfwd/guestfwd.ts';
 import { fileIdentity, listenPrivate, replaceStaleSocket, UnixSocketError } from '../unix-socket.ts';
 import { FilterParseError } from '../filter/rules.ts';
 import type { FilterEvent, FilterJson } from '../filter/filter.ts';
@@ -237,6 +238,7 @@ export function configToApi(config: Config): Record<string, unknown> {
     max_forward_flows: config.maxForwardFlows,
     max_buffer_memory: config.maxBufferBytes,
     tftp: config.tftpDir ?? null,
+    guest_forwards: (config.guestForwards ?? []).map(formatGuestfwd),
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
   };

@@ -275,6 +275,12 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
   established: (() => void) | undefined;
   /** The port-forward rule that opened this flow, for listings. */
   forward: string | undefined;
+  /**
+   * A guest forward's host socket (--guestfwd): dialed instead of hostAddress:dstPort, and shown
+   * in listings as `hostShown` (`unix:/PATH`, `tcp:HOST:PORT`).
+   */
+  connectTo: { path: string } | { host: string; port: number } | undefined = undefined;
+  hostShown: string | undefined = undefined;
   /** A forwarded flow the guest has not answered yet (counted against the half-open budget). */
   forwardHalfOpen = false;
   onEstablished(): void {
@@ -481,7 +487,7 @@ export class TcpNat {
    * A TCP packet from a guest. `hostAddress` is where the policy sends it; 'dns' means the local
    * DNS service; undefined means refuse (RST).
    */
-  input(ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string | 'dns' | undefined): void {
+  input(ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string | 'dns' | undefined, connectTo?: { path: string } | { host: string; port: number }): void {
     const view = TcpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, ip.src, ip.dst, this.stack.rxL4ChecksumOk);
     if (typeof view === 'string') {
       this.stats.malformed++;
@@ -561,6 +567,10 @@ export class TcpNat {
       this.stats.halfOpenLimit++; // the guest retransmits its SYN; by then a slot may be free
       return;
     }
+    if (connectTo !== undefined) {
+      f.connectTo = connectTo;
+      f.hostShown = hostAddress;
+    }
     this.add(f, guestKey, dstKey);
     this.dial(f, seg, ip);
   }
@@ -591,7 +601,7 @@ export class TcpNat {
     dial.flow = f;
     f.host = new SocketEndpoint(dial.socket, { dial, flow: f });
     f.dialTimer = setTimeout(() => this.dialFailed(f, 'ETIMEDOUT'), this.options.dialTimeoutMs);
-    dial.socket.connect({ host: f.hostAddress, port: f.dstPort });
+    dial.socket.connect(f.connectTo ?? { host: f.hostAddress, port: f.dstPort });
   }
 
   /** The host accepted the dial: SYN-ACK to the guest. */
@@ -610,6 +620,8 @@ export class TcpNat {
   /** The dial failed: RST for a refusal, ICMP unreachable for anything else. */
   dialFailed(f: TcpFlow, code: string | undefined): void {
     if (f.closed || f.syn === undefined) return;
+    // A guest forward's unix socket that is missing or not ours to open: "refused", as a closed port.
+    if (f.connectTo !== undefined && 'path' in f.connectTo && (code === 'ENOENT' || code === 'EACCES' || code === 'ENOTSOCK')) code = 'ECONNREFUSED';
     const syn = f.syn;
     const quote = f.synQuote!;
     this.remove(f, code === 'ECONNREFUSED' ? 'refused' : code === 'GUEST_RST' ? 'rst' : 'unreachable');
