@@ -98,6 +98,8 @@ export interface Config extends NetworkConfig {
   forwards: ForwardRule[];
   /** --guestfwd: guest-to-host forwards (portfwd/guestfwd.ts). */
   guestForwards?: GuestForwardRule[];
+  /** --hostfwd-source: forwarded connections come from the gateway (default) or keep the client's address. */
+  hostfwdSource?: 'gateway' | 'client';
   /** --tftp DIR: a read-only TFTP server at the gateway serving DIR (tftp/server.ts). */
   tftpDir?: string;
   /** --bootfile NAME and --tftp-server IP: what DHCP tells a booting guest (network boot). */
@@ -261,7 +263,7 @@ with -- COMMAND, the command's status.
 
 const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local']);
 const takesValue = new Set([
-  '--hostfwd', '--natpf', '--guestfwd', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode', '--host-alias', '--tftp', '--bootfile', '--tftp-server',
+  '--hostfwd', '--natpf', '--guestfwd', '--hostfwd-source', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode', '--host-alias', '--tftp', '--bootfile', '--tftp-server',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
 ]);
@@ -657,6 +659,11 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
   }
   if (filter !== undefined) config.filter = filter;
   if (guestForwards.length > 0) config.guestForwards = guestForwards;
+  const sourceText = single('--hostfwd-source');
+  if (sourceText !== undefined) {
+    if (sourceText !== 'gateway' && sourceText !== 'client') throw new ConfigError('--hostfwd-source', `${JSON.stringify(sourceText)} is not one of gateway|client`);
+    config.hostfwdSource = sourceText;
+  }
   return { action: 'run', config };
 }
 

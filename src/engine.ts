@@ -39,6 +39,7 @@ import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
 import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJson } from './filter/filter.ts';
 import { IPV4_ANY, parseIpv4 as parseIpv4Text } from './stack/wire/addr.ts';
 import { GuestForwards } from './portfwd/guestfwd.ts';
+import { natTarget, type NatPolicyConfig } from './nat/policy.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
@@ -222,9 +223,10 @@ export class Engine implements ApiBackend {
     const admitOut: FlowAdmission = (proto, guestIp, guestPort, dstIp, dstPort) =>
       this.filterCheck('out', proto, guestIp, proto === 'icmp' ? 0 : guestPort, dstIp, dstPort, true);
     this.switch.guestToGuest = (frame, from, to) => this.filterGuestToGuest(frame, from, to);
+    const policy: NatPolicyConfig = { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, hostLoopback: net.hostLoopback, deny: net.deny, guestForwards: this.guestForwards };
     this.nat = new Nat(
       this.stack,
-      { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, hostLoopback: net.hostLoopback, deny: net.deny, guestForwards: this.guestForwards },
+      policy,
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
       resolveTcpConfig({ ...tcpConfigFor(config, this.memory), tsoMaxBytes: this.offload && net.mtu < 65_000 ? 65_000 : 0 }),
       { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows },
@@ -308,6 +310,9 @@ export class Engine implements ApiBackend {
           return last;
         },
         (proto, clientIp, clientPort, guestIp, guestPort) => this.filterCheck('in', proto, clientIp ?? IPV4_ANY, clientPort, guestIp, guestPort, true),
+        // --hostfwd-source client: only where the guest's replies to that address come back
+        // through the NAT (not loopback, the guest network, a denied range or the gateway).
+        config.hostfwdSource === 'client' ? (ip) => ip !== net.gateway && natTarget(policy, ip, 0).kind === 'host' : undefined,
       ),
       udpIdleTimeoutMs: config.udpTimeoutSec * 1000,
       maxUdpFlows: config.maxFlows,

@@ -239,6 +239,7 @@ export function configToApi(config: Config): Record<string, unknown> {
     max_buffer_memory: config.maxBufferBytes,
     tftp: config.tftpDir ?? null,
     guest_forwards: (config.guestForwards ?? []).map(formatGuestfwd),
+    hostfwd_source: config.hostfwdSource ?? 'gateway',
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
   };

@@ -655,9 +655,12 @@ export class TcpNat {
    * answer, the host client sees a reset. Returns the socket that carries the connection from now
    * on (`accepted` itself, or its re-wrapped replacement), or undefined if none was attempted.
    */
-  openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string, clientLabel?: string): net.Socket | undefined {
+  openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string, clientLabel?: string, srcPortWanted?: number): net.Socket | undefined {
     const guestMac = this.stack.neighbours.lookup(guestIp);
-    const srcPort = guestMac === undefined ? undefined : this.ephemeralPort(guestIp, guestPort, srcIp);
+    // The client's own port when vmnat speaks as the client (--hostfwd-source client) and it is
+    // free toward this guest port; else an ephemeral one.
+    const wantedFree = srcPortWanted !== undefined && this.flows.ofGuest(0, sideKey(guestIp, guestPort))?.get(srcIp * 65536 + srcPortWanted) === undefined;
+    const srcPort = guestMac === undefined ? undefined : wantedFree ? srcPortWanted : this.ephemeralPort(guestIp, guestPort, srcIp);
     // The client as listings and the per-source budget name it (a unix socket's peer has no address).
     const client = clientLabel ?? accepted.remoteAddress ?? '';
     const fromClient = this.forwardsBySource.get(client) ?? 0;

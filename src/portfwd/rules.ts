@@ -414,6 +414,11 @@ export const FORWARD_USAGE = `Port forwarding (host → guest; repeatable):
                         listen on a unix socket file (mode 0600; a stale file is
                         replaced, a live one refused) and carry each connection to
                         the guest's TCP port, e.g. unix:/tmp/vm/docker.sock-:2375
+  --hostfwd-source gateway|client
+                        where forwarded connections come from as the guest sees
+                        them: the gateway (default, as VirtualBox and qemu), or
+                        the host client's own address and port (as gvproxy) for
+                        clients beyond this host; loopback clients keep the gateway
   --api-socket PATH     control API (HTTP+JSON on a unix socket, mode 0600):
                         curl --unix-socket PATH http://vmnat/forwards; vmnat ctl --help
 `;

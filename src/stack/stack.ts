@@ -99,6 +99,8 @@ export class Stack {
   private readonly virtualHosts = new Map<Ipv4Addr, MacAddr>();
   /** How many were added beyond the gateway and DNS (0: the hot paths skip the table). */
   private extraHosts = 0;
+  /** UDP binds on addresses that are not vmnat's own (0: outbound UDP skips the lookup). */
+  private foreignUdpBinds = 0;
   private readonly reassembler: Ipv4Reassembler;
   private readonly tx = new Uint8Array(ETH_HLEN + 65535);
   private readonly udpIn: UdpDatagram = { srcMac: 0, srcIp: 0, srcPort: 0, dstIp: 0, dstPort: 0, buf: this.tx, off: 0, len: 0 };
@@ -152,11 +154,21 @@ export class Stack {
    * datagrams to the limited or the subnet broadcast address (DHCP binds both).
    */
   bindUdp(ip: Ipv4Addr, port: number, handler: UdpHandler): void {
-    this.udpHandlers.set(ip * 65536 + port, handler);
+    const key = ip * 65536 + port;
+    if (!this.udpHandlers.has(key) && this.isForeign(ip)) this.foreignUdpBinds++;
+    this.udpHandlers.set(key, handler);
   }
 
   unbindUdp(ip: Ipv4Addr, port: number): void {
-    this.udpHandlers.delete(ip * 65536 + port);
+    if (this.udpHandlers.delete(ip * 65536 + port) && this.isForeign(ip)) this.foreignUdpBinds--;
+  }
+
+  /**
+   * An address that is not vmnat's own: a bind there takes the guest's datagrams to it before the
+   * NAT would (a forwarded UDP flow that speaks as its host client, --hostfwd-source client).
+   */
+  private isForeign(ip: Ipv4Addr): boolean {
+    return ip !== IPV4_BROADCAST && !this.virtualHosts.has(ip);
   }
 
   isUdpBound(ip: Ipv4Addr, port: number): boolean {
@@ -251,7 +263,7 @@ export class Stack {
     const local = dst === this.config.gateway || dst === this.config.dns || (this.extraHosts > 0 && this.virtualHosts.has(dst));
     if (ip.protocol === IpProto.UDP) {
       const bcast = dst === IPV4_BROADCAST || dst === this.broadcast;
-      if (local || bcast) {
+      if (local || bcast || (this.foreignUdpBinds > 0 && this.boundForeign(ip))) {
         const udp = UdpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, src, dst, this.rxL4ChecksumOk);
         if (typeof udp === 'string') return this.drop(this.stats.udp, 'truncated', udp);
         const handler = this.udpHandlers.get((bcast ? IPV4_BROADCAST : dst) * 65536 + udp.dstPort);
@@ -279,6 +291,13 @@ export class Stack {
     }
     if (this.forward !== undefined && this.forward(ip, srcMac, now)) return;
     this.stats.ipv4.noRoute++;
+  }
+
+  /** A datagram to an address not ours whose port is bound here (read before the full UDP check). */
+  private boundForeign(ip: Ipv4View): boolean {
+    if (ip.payloadLen < 4) return false;
+    const port = (ip.buf[ip.payloadOff + 2]! << 8) | ip.buf[ip.payloadOff + 3]!;
+    return this.udpHandlers.has(ip.dst * 65536 + port);
   }
 
   private inputIcmpLocal(ip: Ipv4View, srcMac: MacAddr): void {
