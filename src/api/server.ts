@@ -33,6 +33,9 @@
  *                               `"replay": true`, so a tool waiting for the VM's lease cannot miss
  *                               one that came first.
  *
+ *   GET  /services/forwarder/all, POST /services/forwarder/expose and /unexpose: gvisor-tap-vsock's
+ *                               forwarder API, in its shapes and plain-text errors (gvproxy.ts)
+ *
  * Limits, so no client can disturb traffic: request bodies ≤ 64 KiB (413), 8 KiB of headers
  * (431, by Node), headers within 10 s and the whole request within 30 s (408, by Node, checked
  * every second), at most 64 connections (more are closed at accept), and an event stream whose
@@ -55,6 +58,7 @@ import { ForwardRuleError, ruleFromJson, ruleToJson, type ForwardRule, type Forw
 import { ForwardError, type ForwardEntry, type ForwardEvent } from '../portfwd/forwarder.ts';
 import { checkSocketParent, RuntimeDirError } from '../runtime-dir.ts';
 import { formatGuestfwd } from '../portfwd/guestfwd.ts';
+import { GvproxyError, GvproxyForwarder } from './gvproxy.ts';
 import { fileIdentity, listenPrivate, replaceStaleSocket, UnixSocketError } from '../unix-socket.ts';
 import { FilterParseError } from '../filter/rules.ts';
 import type { FilterEvent, FilterJson } from '../filter/filter.ts';
@@ -277,6 +281,8 @@ export function createApiStats() {
     connections: 0, requests: 0,
     badRequest: 0, notFound: 0, methodNotAllowed: 0, conflict: 0, tooLarge: 0, internalError: 0, clientErrors: 0,
     eventStreams: 0, eventsSent: 0, eventReadersDropped: 0,
+    /** gvproxy-shaped requests refused with its 500 (a port in use, no such proxy, …). */
+    gvproxyRefused: 0,
   };
 }
 
@@ -312,10 +318,17 @@ export class ApiServer {
   private readonly streams = new Set<http.ServerResponse>();
   private identity: string | undefined;
   private closed = false;
+  /** gvproxy's forwarder endpoints, a view over the same forwards. */
+  private readonly gvproxy: GvproxyForwarder;
 
   private constructor(options: ApiServerOptions) {
     this.path = path.resolve(options.path);
     this.backend = options.backend;
+    this.gvproxy = new GvproxyForwarder(this.backend.forwards, () => {
+      let last: string | undefined;
+      for (const l of this.backend.leases()) if (l.state === 'bound') last = l.ip;
+      return last;
+    });
     this.maxBody = options.maxBodyBytes ?? 64 * 1024;
     this.maxBacklog = options.maxEventBacklogBytes ?? 1024 * 1024;
     const headersTimeout = options.headersTimeoutMs ?? 10_000;
@@ -478,6 +491,7 @@ export class ApiServer {
     } catch {
       throw new HttpError(400, 'bad_request', 'malformed request target');
     }
+    if (pathname.startsWith('/services/')) return this.gvproxyRequest(req, res, pathname);
     if (pathname.length > 1 && pathname.endsWith('/')) pathname = pathname.slice(0, -1);
     let route = this.routes.get(pathname);
     let param: string | undefined;
@@ -509,6 +523,61 @@ export class ApiServer {
     // Bodies of methods that take none are read and thrown away (bounded by the same limit).
     if (method !== 'POST' && method !== 'PUT') await this.readBody(req);
     await handler(req, res, param);
+  }
+
+  /** gvproxy's mux under /services/: its paths, methods, bodies and plain-text errors. */
+  private async gvproxyRequest(req: http.IncomingMessage, res: http.ServerResponse, pathname: string): Promise<void> {
+    let body: Buffer;
+    try {
+      body = await this.readBody(req);
+    } catch (err) {
+      if (err instanceof HttpError) return this.goError(res, err.status === 413 ? 413 : 400, err.message);
+      throw err;
+    }
+    try {
+      switch (pathname) {
+        case '/services/forwarder/all': {
+          const text = JSON.stringify(this.gvproxy.all()) + '\n';
+          // Go's json.Encoder with no Content-Type set: net/http sniffs "[…" as text/plain.
+          res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+          res.end(text);
+          return;
+        }
+        case '/services/forwarder/expose':
+        case '/services/forwarder/unexpose': {
+          if (req.method !== 'POST') throw new GvproxyError(400, 'post only');
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(body.toString('utf8'));
+          } catch (err) {
+            throw new GvproxyError(400, body.length === 0 ? 'EOF' : `invalid JSON: ${(err as Error).message}`);
+          }
+          if (pathname.endsWith('/expose')) await this.gvproxy.expose(parsed);
+          else await this.gvproxy.unexpose(parsed);
+          res.writeHead(200, { 'Content-Length': 0 });
+          res.end();
+          return;
+        }
+        default:
+          throw new GvproxyError(404, '404 page not found');
+      }
+    } catch (err) {
+      if (!(err instanceof GvproxyError)) throw err;
+      this.goError(res, err.status, err.message);
+    }
+  }
+
+  /** Go's http.Error: the message and a newline, as text, with nosniff. */
+  private goError(res: http.ServerResponse, status: number, message: string): void {
+    if (status === 400) this.stats.badRequest++;
+    else if (status === 404) this.stats.notFound++;
+    else if (status === 413) this.stats.tooLarge++;
+    else this.stats.gvproxyRefused++;
+    const text = message.replace(/[\r\n]+/g, ' ') + '\n';
+    const headers: http.OutgoingHttpHeaders = { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', 'Content-Length': Buffer.byteLength(text) };
+    if (status === 413) headers['Connection'] = 'close';
+    res.writeHead(status, headers);
+    res.end(text);
   }
 
   private async addForward(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
