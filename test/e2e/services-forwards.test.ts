@@ -6,7 +6,9 @@
  *  - guest-to-host forwards (--guestfwd): curl in the guest reaches a virtual address that leads
  *    to an HTTP server on a host unix socket and to one on host loopback TCP, both ways (download
  *    and upload, sha256 checked); the virtual address answers ARP with its own MAC and ping; a
- *    missing socket is "connection refused" at once.
+ *    missing socket is "connection refused" at once;
+ *  - gvisor-tap-vsock's forwarder API on vmnat's API socket (curl --unix-socket, gvproxy's shapes):
+ *    expose a unix socket and a TCP port into the guest, traffic through both, unexpose.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import crypto from 'node:crypto';
@@ -27,6 +29,7 @@ let api: string;
 let dockerSock: string;
 let hostUnix: string;
 let hostTcpPort: number;
+let guestIp: string;
 const guestFile = blob(20 * MB, 7);
 const hostFile = blob(12 * MB, 8);
 const servers: http.Server[] = [];
@@ -101,7 +104,7 @@ beforeAll(async () => {
     '--guestfwd', `tcp:10.0.2.100:1236-unix:${path.join(ns.dir, 'nobody.sock')}`,
   ]);
   await ns.exec(['ip', 'link', 'set', 'tap0', 'up']);
-  await leaseWithUdhcpc(ns);
+  guestIp = (await leaseWithUdhcpc(ns))['ip']!;
   const www = path.join(ns.dir, 'www');
   fs.mkdirSync(www);
   fs.writeFileSync(path.join(www, 'blob'), guestFile);
@@ -251,5 +254,45 @@ describe.sequential('guest-to-host forwards', () => {
       `tcp:10.0.2.100:1235-tcp:127.0.0.1:${hostTcpPort}`,
       `tcp:10.0.2.100:1236-unix:${path.join(ns.dir, 'nobody.sock')}`,
     ]);
+  });
+});
+
+describe.sequential("gvproxy's forwarder API on the control socket", () => {
+  const gv = async (method: string, what: string, body?: unknown) => {
+    const args = ['curl', '-sS', '--unix-socket', api, '-X', method, '-w', '\n%{http_code}', `http://gvproxy/services/forwarder/${what}`];
+    if (body !== undefined) args.push('-d', JSON.stringify(body));
+    const r = await run(args);
+    const i = r.stdout.lastIndexOf('\n');
+    return { status: Number(r.stdout.slice(i + 1)), body: r.stdout.slice(0, i).replace(/\n$/, '') }; // errors end in a newline, as Go's
+  };
+
+  test('expose a unix socket and a TCP port into the guest (200, empty), traffic through both, /all lists them, unexpose', async () => {
+    const sock = path.join(ns.dir, 'gv-docker.sock');
+    expect(await gv('POST', 'expose', { local: sock, remote: `tcp://${guestIp}:8080`, protocol: 'unix' })).toEqual({ status: 200, body: '' });
+    const viaUnix = await hostCurl(sock, '/blob');
+    expect(sha256(viaUnix.out)).toBe(sha256(guestFile));
+
+    // Port 0: vmnat binds a free one; its own API names it.
+    expect(await gv('POST', 'expose', { local: '127.0.0.1:0', remote: ':8080' })).toEqual({ status: 200, body: '' });
+    const list = JSON.parse((await run(['curl', '-s', '--unix-socket', api, 'http://vmnat/forwards'])).stdout) as { name: string; proto: string; host_addr: string; host_port: number }[];
+    const tcpFwd = list.find((f) => f.proto === 'tcp' && f.host_addr === '127.0.0.1')!;
+    const r = await run(['curl', '--noproxy', '*', '-sS', '-o', path.join(ns.dir, 'gv.out'), `http://127.0.0.1:${tcpFwd.host_port}/blob`], { timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha256(fs.readFileSync(path.join(ns.dir, 'gv.out')))).toBe(sha256(guestFile));
+
+    const all = await gv('GET', 'all');
+    expect(all.status).toBe(200);
+    expect(JSON.parse(all.body)).toEqual([
+      { local: sock, remote: `tcp://${guestIp}:8080`, protocol: 'unix' },
+      { local: '127.0.0.1:0', remote: `${guestIp}:8080`, protocol: 'tcp' },
+      { local: dockerSock, remote: `tcp://${guestIp}:8080`, protocol: 'unix' },
+    ].sort((a, b) => (a.local < b.local ? -1 : 1)));
+
+    expect(await gv('POST', 'expose', { local: sock, remote: `tcp://${guestIp}:8080`, protocol: 'unix' })).toEqual({ status: 500, body: `proxy already running for unix on ${sock}` });
+    expect(await gv('POST', 'unexpose', { local: sock, protocol: 'unix' })).toEqual({ status: 200, body: '' });
+    expect(await gv('POST', 'unexpose', { local: '127.0.0.1:0' })).toEqual({ status: 200, body: '' });
+    expect(await gv('POST', 'unexpose', { local: '127.0.0.1:0' })).toEqual({ status: 500, body: 'proxy not found' });
+    expect(fs.existsSync(sock)).toBe(false);
+    expect(await gv('GET', 'expose')).toEqual({ status: 400, body: 'post only' });
   });
 });
