@@ -21,7 +21,7 @@ import { socketBufferAdvice } from './link/buffers.ts';
 import { formatIpv4, formatMac } from './stack/wire/addr.ts';
 import { log, setLogLevel } from './log.ts';
 import { PcapOpenError } from './pcap.ts';
-import { ruleToJson, type ForwardRuleJson } from './portfwd/rules.ts';
+import { ruleToJson, type ForwardRule, type ForwardRuleJson } from './portfwd/rules.ts';
 import { dropPrivileges } from './privileges.ts';
 import { RuntimeDirError, checkSocketParent, ensurePrivateDir } from './runtime-dir.ts';
 
@@ -141,16 +141,21 @@ async function main(argv: string[]): Promise<void> {
   for (const link of links) engine.attach(link);
   const link = links[0]!;
   const forwards: ForwardRuleJson[] = [];
-  for (const rule of config.forwards) {
-    try {
-      // Host port 0 binds a free port: the ready line says which.
-      forwards.push(ruleToJson(await engine.forwards.add(rule)));
-    } catch (err) {
-      await engine.close();
-      const e = err as Error & { code?: string };
-      fail(`forward: ${e.message}`, e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? 2 : 1);
+  const addForwards = async (rules: readonly ForwardRule[]): Promise<void> => {
+    for (const rule of rules) {
+      try {
+        // Host port 0 binds a free port: the ready line says which.
+        forwards.push(ruleToJson(await engine.forwards.add(rule)));
+      } catch (err) {
+        await engine.close();
+        const e = err as Error & { code?: string };
+        fail(`forward: ${e.message}`, e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' || e.code === 'EPATH' ? 2 : 1);
+      }
     }
-  }
+  };
+  // Ports first (below 1024 they may need root); unix socket forwards after the privilege drop
+  // below, as the API socket, so the user owns the 0600 file and can connect to it.
+  await addForwards(config.forwards.filter((r) => r.proto !== 'unix'));
   // Root is needed no more: the links are open, forwards bound. The API socket comes after, so
   // the user owns it and can connect to it.
   if (config.dropTo !== undefined) {
@@ -164,6 +169,7 @@ async function main(argv: string[]): Promise<void> {
     }
     log.info(`running as uid ${t.uid} gid ${t.gid}${t.name !== undefined ? ` (${t.name})` : ''}, from ${t.source}`);
   }
+  await addForwards(config.forwards.filter((r) => r.proto === 'unix'));
   let api: ApiServer | undefined;
   if (config.apiSocket !== undefined) {
     try {

@@ -24,6 +24,7 @@ import { resolveDropTarget, type DropTarget } from './privileges.ts';
 import { readFileSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } from './portfwd/rules.ts';
+import { GuestForwardError, parseGuestfwdFlags, type GuestForwardRule } from './portfwd/guestfwd.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
 import { FilterParseError, STDIN_SOURCE, parseFilter, type FilterRules } from './filter/rules.ts';
 
@@ -95,6 +96,10 @@ export interface Config extends NetworkConfig {
   tcpBufferBytes: number;
   /** Port forwards from --hostfwd and --natpf. */
   forwards: ForwardRule[];
+  /** --guestfwd: guest-to-host forwards (portfwd/guestfwd.ts). */
+  guestForwards?: GuestForwardRule[];
+  /** --hostfwd-source: forwarded connections come from the gateway (default) or keep the client's address. */
+  hostfwdSource?: 'gateway' | 'client';
   /** --tftp DIR: a read-only TFTP server at the gateway serving DIR (tftp/server.ts). */
   tftpDir?: string;
   /** --bootfile NAME and --tftp-server IP: what DHCP tells a booting guest (network boot). */
@@ -227,6 +232,15 @@ NAT:
                         of 64 KiB GSO frames that the kernel cuts and checksums
 
 ${FORWARD_USAGE}
+Guest-to-host forwards (qemu's guestfwd; repeatable):
+  --guestfwd [tcp]:[SERVER]:PORT-unix:/PATH
+  --guestfwd [tcp]:[SERVER]:PORT-tcp:HOST:HOSTPORT
+                        the guest connects to SERVER:PORT inside its network and
+                        vmnat connects that to the host socket given, e.g.
+                        tcp:10.0.2.100:1234-unix:/run/svc.sock. SERVER (default
+                        the network's .4) answers ARP and ping; the gateway may
+                        be given (that one port then leaves the host loopback).
+
 Privileges (vmnat as root, e.g. sudo vmnat --tap ...):
   --user NAME|UID       once the links are open (and forwards bound), become this
                         user for good (default: the user sudo names in SUDO_UID;
@@ -253,7 +267,7 @@ with -- COMMAND, the command's status.
 
 const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local']);
 const takesValue = new Set([
-  '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode', '--host-alias', '--tftp', '--bootfile', '--tftp-server',
+  '--hostfwd', '--natpf', '--guestfwd', '--hostfwd-source', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode', '--host-alias', '--tftp', '--bootfile', '--tftp-server',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
 ]);
@@ -559,6 +573,22 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     if (err instanceof ForwardRuleError) throw new ConfigError(err.flag ?? '--hostfwd', err.message);
     throw err;
   }
+  let guestForwards: GuestForwardRule[];
+  try {
+    guestForwards = parseGuestfwdFlags(values.get('--guestfwd') ?? [], { network, netmask, dns });
+  } catch (err) {
+    if (err instanceof GuestForwardError) throw new ConfigError('--guestfwd', err.message);
+    throw err;
+  }
+  const guestfwdHosts = new Set(guestForwards.map((g) => parseIpv4(g.addr)!).filter((ip) => ip !== gateway));
+  for (const ip of dhcpStatic.values()) {
+    if (guestfwdHosts.has(ip)) throw new ConfigError('--guestfwd', `${formatIpv4(ip)} is also a --dhcp-static address: a guest forward's address is vmnat's own`);
+  }
+  for (const f of forwards) {
+    if (f.guestAddr !== undefined && guestfwdHosts.has(parseIpv4(f.guestAddr)!)) {
+      throw new ConfigError('--hostfwd', `${JSON.stringify(f.name)}: guest address ${f.guestAddr} is a --guestfwd address (vmnat's own), not a guest`);
+    }
+  }
   const deny: Ipv4Range[] = [];
   if (!values.has('--allow-link-local')) deny.push({ network: LINK_LOCAL.network, mask: LINK_LOCAL.mask });
   for (const text of values.get('--deny') ?? []) deny.push(parseCidr('--deny', text));
@@ -642,6 +672,12 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     config.tftpServer = ip;
   }
   if (filter !== undefined) config.filter = filter;
+  if (guestForwards.length > 0) config.guestForwards = guestForwards;
+  const sourceText = single('--hostfwd-source');
+  if (sourceText !== undefined) {
+    if (sourceText !== 'gateway' && sourceText !== 'client') throw new ConfigError('--hostfwd-source', `${JSON.stringify(sourceText)} is not one of gateway|client`);
+    config.hostfwdSource = sourceText;
+  }
   return { action: 'run', config };
 }
 

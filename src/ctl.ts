@@ -30,6 +30,7 @@ Commands:
       --hostfwd RULE / --natpf RULE say which syntax; --name NAME names the forward.
       An empty host address listens on 127.0.0.1 only (use 0.0.0.0 or [::] to expose it);
       an empty guest address follows the guest's lease. Ranges: tcp::8000..8010-:8000..8010
+  forward add unix:/PATH-[GUESTADDR]:GUESTPORT                      (a unix socket on the host)
   forward rm NAME|RULE     remove a forward (open connections finish)
   forward ls               list forwards
   leases                   DHCP leases
@@ -383,6 +384,7 @@ function ports(first: number, count: number): string {
 }
 
 function hostSide(r: ForwardRuleJson): string {
+  if (r.proto === 'unix') return `unix:${r.host_addr}`;
   return `${r.host_addr.includes(':') ? `[${r.host_addr}]` : r.host_addr}:${ports(r.host_port, r.port_count)}`;
 }
 
@@ -391,6 +393,7 @@ function guestSide(r: ForwardRuleJson): string {
 }
 
 function describeForward(r: ForwardRuleJson): string {
+  if (r.proto === 'unix') return `${hostSide(r)} -> guest tcp ${guestSide(r)}`;
   return `${r.proto} ${hostSide(r)} -> guest ${guestSide(r)}`;
 }
 
@@ -410,7 +413,7 @@ export function table(headers: readonly string[], rows: readonly (readonly (stri
 function forwardsTable(list: readonly ForwardListItem[]): string {
   return table(
     ['NAME', 'PROTO', 'HOST', 'GUEST', 'ACTIVE', 'TOTAL'],
-    list.map((f) => [f.name, f.proto, hostSide(f), guestSide(f), f.proto === 'tcp' ? f.tcp_active : f.udp_flows, f.proto === 'tcp' ? f.tcp_accepted : '-']),
+    list.map((f) => [f.name, f.proto, hostSide(f), guestSide(f), f.proto === 'udp' ? f.udp_flows : f.tcp_active, f.proto === 'udp' ? '-' : f.tcp_accepted]),
   );
 }
 

@@ -38,6 +38,8 @@ import { Services, service } from './service.ts';
 import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
 import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJson } from './filter/filter.ts';
 import { IPV4_ANY, parseIpv4 as parseIpv4Text } from './stack/wire/addr.ts';
+import { GuestForwards } from './portfwd/guestfwd.ts';
+import { natTarget, type NatPolicyConfig } from './nat/policy.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
@@ -60,7 +62,7 @@ function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
     proto: 'tcp',
     guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
     remote: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
-    host: `${f.hostAddress}:${f.dstPort}`,
+    host: f.hostShown ?? `${f.hostAddress}:${f.dstPort}`,
     state: f.conn?.state ?? 'dialing',
     bytes_from_guest: f.bytesFromGuest,
     bytes_to_guest: f.bytesToGuest,
@@ -82,6 +84,8 @@ export class Engine implements ApiBackend {
   /** DNS over TCP at the DNS address: bounded connections, each with bounded answers. */
   readonly dnsTcp: DnsTcpService;
   readonly forwards: PortForwarder;
+  /** --guestfwd: virtual addresses and ports inside the network that lead to host sockets. */
+  readonly guestForwards: GuestForwards;
   private readonly listeners = new Set<(e: LeaseEvent | FlowEvent | FilterEvent) => void>();
   /** --filter and PUT /filter: checked once per new flow (and per guest-to-guest flow start). */
   readonly filterSet: FilterSet;
@@ -146,12 +150,16 @@ export class Engine implements ApiBackend {
       { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu },
       (frame, gsoSize) => this.toGuests(frame, gsoSize),
     );
+    // Guest forwards' addresses are virtual hosts of the stack, reserved like the gateway's.
+    this.guestForwards = new GuestForwards(config.guestForwards ?? [], net.gateway);
+    const virtualHosts = [...this.guestForwards.hosts];
+    const virtualMacs = virtualHosts.map((ip) => this.stack.addVirtualHost(ip));
     this.switch = new Switch(
       {
         network: net.network,
         netmask: net.netmask,
-        reserved: [net.gateway, net.dns],
-        ownMacs: [this.stack.gatewayMac, this.stack.dnsMac],
+        reserved: [net.gateway, net.dns, ...virtualHosts],
+        ownMacs: [this.stack.gatewayMac, this.stack.dnsMac, ...virtualMacs],
         isolate: net.isolate,
         antiSpoof: net.antiSpoof,
         maxMacs: DEFAULT_SWITCH.maxMacs,
@@ -170,7 +178,7 @@ export class Engine implements ApiBackend {
       dnsServers: [net.dns],
       poolStart: net.firstLease,
       poolEnd: net.lastLease,
-      reserved: [net.gateway, net.dns],
+      reserved: [net.gateway, net.dns, ...virtualHosts],
       leaseTimeSec: net.dhcpLeaseTimeSec,
       mtu: net.mtu,
       searchDomains: net.dnsSearch,
@@ -216,9 +224,10 @@ export class Engine implements ApiBackend {
     const admitOut: FlowAdmission = (proto, guestIp, guestPort, dstIp, dstPort) =>
       this.filterCheck('out', proto, guestIp, proto === 'icmp' ? 0 : guestPort, dstIp, dstPort, true);
     this.switch.guestToGuest = (frame, from, to) => this.filterGuestToGuest(frame, from, to);
+    const policy: NatPolicyConfig = { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, hostLoopback: net.hostLoopback, deny: net.deny, guestForwards: this.guestForwards };
     this.nat = new Nat(
       this.stack,
-      { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, hostLoopback: net.hostLoopback, deny: net.deny },
+      policy,
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
       resolveTcpConfig({ ...tcpConfigFor(config, this.memory), tsoMaxBytes: this.offload && net.mtu < 65_000 ? 65_000 : 0 }),
       { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows },
@@ -271,6 +280,7 @@ export class Engine implements ApiBackend {
       const tftp = new TftpServer(this.stack, net.gateway, config.tftpDir, net.mtu, () => this.now());
       sv.register(service('tftp', tftp, () => tftp.stats, () => tftp.close()));
     }
+    if (this.guestForwards.size > 0) sv.register(service('guestfwd', {}, () => this.guestForwards.stats));
     sv.register(service('switch', this.switch, () => ({ ...this.switch.stats, runts: this.runts })));
     sv.register(
       service('filter', {}, () => {
@@ -279,6 +289,12 @@ export class Engine implements ApiBackend {
       }),
     );
     this.nat.tcp.onFlowEvent = (event, f, reason) => {
+      if (f.connectTo !== undefined) {
+        const gs = this.guestForwards.stats;
+        if (event === 'open') gs.connections++;
+        else if (reason === 'refused') gs.refused++;
+        else if (reason === 'unreachable') gs.failed++;
+      }
       if (this.listeners.size === 0) return;
       const e: FlowEvent = { type: 'flow', event, flow: tcpFlowToApi(f, this.now()) };
       if (reason !== undefined) e.reason = reason;
@@ -295,6 +311,9 @@ export class Engine implements ApiBackend {
           return last;
         },
         (proto, clientIp, clientPort, guestIp, guestPort) => this.filterCheck('in', proto, clientIp ?? IPV4_ANY, clientPort, guestIp, guestPort, true),
+        // --hostfwd-source client: only where the guest's replies to that address come back
+        // through the NAT (not loopback, the guest network, a denied range or the gateway).
+        config.hostfwdSource === 'client' ? (ip) => ip !== net.gateway && natTarget(policy, ip, 0).kind === 'host' : undefined,
       ),
       udpIdleTimeoutMs: config.udpTimeoutSec * 1000,
       maxUdpFlows: config.maxFlows,

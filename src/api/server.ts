@@ -33,6 +33,9 @@
  *                               `"replay": true`, so a tool waiting for the VM's lease cannot miss
  *                               one that came first.
  *
+ *   GET  /services/forwarder/all, POST /services/forwarder/expose and /unexpose: gvisor-tap-vsock's
+ *                               forwarder API, in its shapes and plain-text errors (gvproxy.ts)
+ *
  * Limits, so no client can disturb traffic: request bodies ≤ 64 KiB (413), 8 KiB of headers
  * (431, by Node), headers within 10 s and the whole request within 30 s (408, by Node, checked
  * every second), at most 64 connections (more are closed at accept), and an event stream whose
@@ -54,6 +57,9 @@ import { formatIpv4, formatMac } from '../stack/wire/addr.ts';
 import { ForwardRuleError, ruleFromJson, ruleToJson, type ForwardRule, type ForwardRuleJson } from '../portfwd/rules.ts';
 import { ForwardError, type ForwardEntry, type ForwardEvent } from '../portfwd/forwarder.ts';
 import { checkSocketParent, RuntimeDirError } from '../runtime-dir.ts';
+import { formatGuestfwd } from '../portfwd/guestfwd.ts';
+import { GvproxyError, GvproxyForwarder } from './gvproxy.ts';
+import { fileIdentity, listenPrivate, replaceStaleSocket, UnixSocketError } from '../unix-socket.ts';
 import { FilterParseError } from '../filter/rules.ts';
 import type { FilterEvent, FilterJson } from '../filter/filter.ts';
 
@@ -236,6 +242,8 @@ export function configToApi(config: Config): Record<string, unknown> {
     max_forward_flows: config.maxForwardFlows,
     max_buffer_memory: config.maxBufferBytes,
     tftp: config.tftpDir ?? null,
+    guest_forwards: (config.guestForwards ?? []).map(formatGuestfwd),
+    hostfwd_source: config.hostfwdSource ?? 'gateway',
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
   };
@@ -273,6 +281,8 @@ export function createApiStats() {
     connections: 0, requests: 0,
     badRequest: 0, notFound: 0, methodNotAllowed: 0, conflict: 0, tooLarge: 0, internalError: 0, clientErrors: 0,
     eventStreams: 0, eventsSent: 0, eventReadersDropped: 0,
+    /** gvproxy-shaped requests refused with its 500 (a port in use, no such proxy, …). */
+    gvproxyRefused: 0,
   };
 }
 
@@ -308,10 +318,17 @@ export class ApiServer {
   private readonly streams = new Set<http.ServerResponse>();
   private identity: string | undefined;
   private closed = false;
+  /** gvproxy's forwarder endpoints, a view over the same forwards. */
+  private readonly gvproxy: GvproxyForwarder;
 
   private constructor(options: ApiServerOptions) {
     this.path = path.resolve(options.path);
     this.backend = options.backend;
+    this.gvproxy = new GvproxyForwarder(this.backend.forwards, () => {
+      let last: string | undefined;
+      for (const l of this.backend.leases()) if (l.state === 'bound') last = l.ip;
+      return last;
+    });
     this.maxBody = options.maxBodyBytes ?? 64 * 1024;
     this.maxBacklog = options.maxEventBacklogBytes ?? 1024 * 1024;
     const headersTimeout = options.headersTimeoutMs ?? 10_000;
@@ -364,36 +381,13 @@ export class ApiServer {
       if (err instanceof RuntimeDirError) throw new ApiServerError('EUNSAFE_DIR', err.message, { cause: err });
       throw err;
     }
-    await replaceStaleSocket(p);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        reject(
-          err.code === 'EADDRINUSE'
-            ? new ApiServerError('EADDRINUSE_LIVE', `${p} was bound by another process meanwhile`, { cause: err })
-            : new ApiServerError('ESYSTEM', `${p}: ${err.message}`, { cause: err }),
-        );
-      };
-      this.server.once('error', onError);
-      // The bind happens synchronously inside listen(): under umask 177 the file is born 0600,
-      // so there is no moment when others may connect, and no chmod by path afterwards (which a
-      // file swapped in meanwhile would redirect).
-      let oldMask: number;
-      try {
-        oldMask = process.umask(0o177);
-      } catch (err) {
-        reject(new ApiServerError('ESYSTEM', `${p}: cannot set the umask here (a worker thread?): ${(err as Error).message}`, { cause: err }));
-        return;
-      }
-      try {
-        this.server.listen(p, () => {
-          this.server.off('error', onError);
-          resolve();
-        });
-      } finally {
-        process.umask(oldMask);
-      }
-    });
-    this.identity = fileIdentity(p);
+    try {
+      await replaceStaleSocket(p);
+      this.identity = await listenPrivate(this.server, p);
+    } catch (err) {
+      if (err instanceof UnixSocketError) throw new ApiServerError(err.code, err.message, { cause: err });
+      throw err;
+    }
   }
 
   /** Stops serving, ends event streams and open connections, and removes the socket file. */
@@ -497,6 +491,7 @@ export class ApiServer {
     } catch {
       throw new HttpError(400, 'bad_request', 'malformed request target');
     }
+    if (pathname.startsWith('/services/')) return this.gvproxyRequest(req, res, pathname);
     if (pathname.length > 1 && pathname.endsWith('/')) pathname = pathname.slice(0, -1);
     let route = this.routes.get(pathname);
     let param: string | undefined;
@@ -528,6 +523,61 @@ export class ApiServer {
     // Bodies of methods that take none are read and thrown away (bounded by the same limit).
     if (method !== 'POST' && method !== 'PUT') await this.readBody(req);
     await handler(req, res, param);
+  }
+
+  /** gvproxy's mux under /services/: its paths, methods, bodies and plain-text errors. */
+  private async gvproxyRequest(req: http.IncomingMessage, res: http.ServerResponse, pathname: string): Promise<void> {
+    let body: Buffer;
+    try {
+      body = await this.readBody(req);
+    } catch (err) {
+      if (err instanceof HttpError) return this.goError(res, err.status === 413 ? 413 : 400, err.message);
+      throw err;
+    }
+    try {
+      switch (pathname) {
+        case '/services/forwarder/all': {
+          const text = JSON.stringify(this.gvproxy.all()) + '\n';
+          // Go's json.Encoder with no Content-Type set: net/http sniffs "[…" as text/plain.
+          res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+          res.end(text);
+          return;
+        }
+        case '/services/forwarder/expose':
+        case '/services/forwarder/unexpose': {
+          if (req.method !== 'POST') throw new GvproxyError(400, 'post only');
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(body.toString('utf8'));
+          } catch (err) {
+            throw new GvproxyError(400, body.length === 0 ? 'EOF' : `invalid JSON: ${(err as Error).message}`);
+          }
+          if (pathname.endsWith('/expose')) await this.gvproxy.expose(parsed);
+          else await this.gvproxy.unexpose(parsed);
+          res.writeHead(200, { 'Content-Length': 0 });
+          res.end();
+          return;
+        }
+        default:
+          throw new GvproxyError(404, '404 page not found');
+      }
+    } catch (err) {
+      if (!(err instanceof GvproxyError)) throw err;
+      this.goError(res, err.status, err.message);
+    }
+  }
+
+  /** Go's http.Error: the message and a newline, as text, with nosniff. */
+  private goError(res: http.ServerResponse, status: number, message: string): void {
+    if (status === 400) this.stats.badRequest++;
+    else if (status === 404) this.stats.notFound++;
+    else if (status === 413) this.stats.tooLarge++;
+    else this.stats.gvproxyRefused++;
+    const text = message.replace(/[\r\n]+/g, ' ') + '\n';
+    const headers: http.OutgoingHttpHeaders = { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', 'Content-Length': Buffer.byteLength(text) };
+    if (status === 413) headers['Connection'] = 'close';
+    res.writeHead(status, headers);
+    res.end(text);
   }
 
   private async addForward(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -660,7 +710,7 @@ export class ApiServer {
     } else if (err instanceof ForwardError) {
       code = err.code;
       message = err.message;
-      status = err.code === 'EADDRINUSE' || err.code === 'EEXIST' ? 409 : err.code === 'EACCES' ? 403 : err.code === 'EADDRNOTAVAIL' ? 400 : err.code === 'ECLOSED' ? 503 : 500;
+      status = err.code === 'EADDRINUSE' || err.code === 'EEXIST' ? 409 : err.code === 'EACCES' ? 403 : err.code === 'EADDRNOTAVAIL' || err.code === 'EPATH' ? 400 : err.code === 'ECLOSED' ? 503 : 500;
     } else {
       [status, code, message] = [500, 'internal', 'internal error'];
       trace('internal error: %o', err);
@@ -686,53 +736,4 @@ export class ApiServer {
 
 function entryToJson(e: ForwardEntry): ForwardRuleJson & { tcp_accepted: number; tcp_active: number; udp_flows: number } {
   return { ...ruleToJson(e.rule), tcp_accepted: e.tcpAccepted, tcp_active: e.tcpActive, udp_flows: e.udpFlows };
-}
-
-/** inode + birth time: the inode alone is often reused when a path is re-bound at once. */
-function fileIdentity(p: string): string | undefined {
-  try {
-    const st = fs.lstatSync(p, { bigint: true });
-    return `${st.ino}:${st.birthtimeNs !== 0n ? st.birthtimeNs : st.ctimeNs}`;
-  } catch {
-    return undefined;
-  }
-}
-
-/** PATH exists? Replace it if it is a socket nobody accepts on; refuse otherwise. */
-async function replaceStaleSocket(p: string): Promise<void> {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(p);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw new ApiServerError('ESYSTEM', `${p}: ${(err as Error).message}`, { cause: err });
-  }
-  if (!st.isSocket()) throw new ApiServerError('EPATH_NOT_SOCKET', `${p} exists and is not a socket; refusing to replace it`);
-  if (await isLive(p)) throw new ApiServerError('EADDRINUSE_LIVE', `${p} is in use by a running process (another vmnat?)`);
-  trace('replacing stale socket %s', p);
-  try {
-    fs.unlinkSync(p);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new ApiServerError('ESYSTEM', `${p}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-function isLive(p: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(p);
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve(true); // slow to accept is still alive: never delete a socket we are unsure of
-    }, 1000);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      // ECONNREFUSED: a socket file nobody listens on. Other errors (EACCES…) mean "unsure".
-      resolve(!(err.code === 'ECONNREFUSED' || err.code === 'ENOENT'));
-    });
-  });
 }

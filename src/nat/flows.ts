@@ -50,6 +50,8 @@ export interface FlowEntry {
   readonly stateName: string;
   /** The port forward that opened it, if any. */
   readonly forward?: string | undefined;
+  /** A guest forward's host socket as text (`unix:/PATH`, `tcp:HOST:PORT`), if it is one. */
+  readonly hostShown?: string | undefined;
   /**
    * The ends of the host socket that carries the flow (`ip:port` each), while it has a connected
    * one of its own (TCP): what `ss -tnp` lists for vmnat's process.
@@ -170,7 +172,7 @@ export class FlowTable {
         const ends = f.hostSocketEnds?.();
         // Without a live socket only the host side's address is known; for a forward, dstPort is
         // vmnat's own port toward the guest, not the host client's, so it is left out.
-        const host = ends?.peer ?? (f.proto === 'icmp' || f.forward !== undefined ? f.hostAddress : `${f.hostAddress}:${f.dstPort}`);
+        const host = ends?.peer ?? f.hostShown ?? (f.proto === 'icmp' || f.forward !== undefined ? f.hostAddress : `${f.hostAddress}:${f.dstPort}`);
         const item: FlowListing = {
           proto: f.proto,
           guest: `${formatIpv4(f.guestIp)}:${port(f.guestPort)}`,

@@ -88,7 +88,8 @@ export class Nat {
         }
         return true;
       case IpProto.TCP:
-        this.tcp.input(ip, srcMac, now, target.kind === 'host' ? target.address : target.kind === 'dns' ? 'dns' : undefined);
+        if (target.kind === 'guestfwd') this.tcp.input(ip, srcMac, now, target.entry.label, target.entry.connect);
+        else this.tcp.input(ip, srcMac, now, target.kind === 'host' ? target.address : target.kind === 'dns' ? 'dns' : undefined);
         return true;
       case IpProto.ICMP:
         if (this.icmp === undefined || target.kind !== 'host') return false;

@@ -2,6 +2,9 @@
  * The NAT decision: where a guest packet's destination leads on the host. A pure function of the
  * destination and the configuration, table-tested (test/unit/nat-policy.test.ts).
  *
+ * - Guest forwards (`--guestfwd`, portfwd/guestfwd.ts) come first: an (address, port) in their table
+ *   leads to the rule's host socket, even on the gateway's address. Other ports of a guestfwd's
+ *   own virtual address are refused.
  * - The gateway (.2) is the host's loopback, 127.0.0.1, as in VirtualBox and slirp4netns, unless
  *   `--no-host-loopback`, which refuses it.
  * - The DNS address (.3) offers DNS on port 53 (the forwarder); anything else there is refused.
@@ -16,6 +19,7 @@
  * - Every other address is reached at its real address from an ordinary host socket.
  */
 import { formatIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
+import type { GuestForwardEntry } from '../portfwd/guestfwd.ts';
 
 export interface NatPolicyConfig {
   network: Ipv4Addr;
@@ -25,6 +29,8 @@ export interface NatPolicyConfig {
   hostLoopback: boolean;
   /** Ranges the guest may never reach through the NAT. */
   deny?: readonly Ipv4Range[];
+  /** Guest forwards by address * 65536 + port, and the virtual hosts they add (GuestForwards). */
+  guestForwards?: { readonly byKey: ReadonlyMap<number, GuestForwardEntry>; readonly hosts: ReadonlySet<Ipv4Addr> };
 }
 
 /** An IPv4 range: `network` with the host bits of `mask` clear. */
@@ -36,6 +42,7 @@ export interface Ipv4Range {
 export type NatTarget =
   | { kind: 'host'; address: string }
   | { kind: 'dns' }
+  | { kind: 'guestfwd'; entry: GuestForwardEntry }
   | { kind: 'refuse'; reason: 'noHostLoopback' | 'closedPort' }
   | { kind: 'deny' }
   | { kind: 'drop'; reason: 'broadcast' | 'multicast' | 'martian' | 'localSubnet' };
@@ -51,6 +58,12 @@ const DROP_LOCAL: NatTarget = { kind: 'drop', reason: 'localSubnet' };
 const DENY: NatTarget = { kind: 'deny' };
 
 export function natTarget(cfg: NatPolicyConfig, dst: Ipv4Addr, dstPort: number): NatTarget {
+  const gf = cfg.guestForwards;
+  if (gf !== undefined && gf.byKey.size > 0) {
+    const entry = gf.byKey.get(dst * 65536 + dstPort);
+    if (entry !== undefined) return { kind: 'guestfwd', entry };
+    if (gf.hosts.has(dst)) return REFUSE_PORT;
+  }
   if (dst === cfg.gateway) return cfg.hostLoopback ? LOOPBACK : REFUSE_LOOPBACK;
   if (dst === cfg.dns) return dstPort === 53 ? DNS : REFUSE_PORT;
   if (dst === 0xffff_ffff || dst === ((cfg.network | ~cfg.netmask) >>> 0)) return DROP_BCAST;

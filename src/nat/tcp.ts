@@ -144,8 +144,15 @@ class SocketEndpoint implements HostEndpoint {
   }
   destroy(reset: boolean): void {
     if (this.socket.destroyed || this.stale()) return;
-    if (reset && typeof this.socket.resetAndDestroy === 'function' && !this.socket.connecting) this.socket.resetAndDestroy();
-    else this.socket.destroy();
+    if (reset && typeof this.socket.resetAndDestroy === 'function' && !this.socket.connecting) {
+      try {
+        this.socket.resetAndDestroy();
+      } catch {
+        this.socket.destroy(); // not TCP (a unix socket forward): no RST to give
+      }
+    } else {
+      this.socket.destroy();
+    }
   }
   pause(): void {
     if (!this.stale()) this.socket.pause();
@@ -268,6 +275,12 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
   established: (() => void) | undefined;
   /** The port-forward rule that opened this flow, for listings. */
   forward: string | undefined;
+  /**
+   * A guest forward's host socket (--guestfwd): dialed instead of hostAddress:dstPort, and shown
+   * in listings as `hostShown` (`unix:/PATH`, `tcp:HOST:PORT`).
+   */
+  connectTo: { path: string } | { host: string; port: number } | undefined = undefined;
+  hostShown: string | undefined = undefined;
   /** A forwarded flow the guest has not answered yet (counted against the half-open budget). */
   forwardHalfOpen = false;
   onEstablished(): void {
@@ -479,7 +492,7 @@ export class TcpNat {
    * A TCP packet from a guest. `hostAddress` is where the policy sends it; 'dns' means the local
    * DNS service; undefined means refuse (RST).
    */
-  input(ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string | 'dns' | undefined): void {
+  input(ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string | 'dns' | undefined, connectTo?: { path: string } | { host: string; port: number }): void {
     const view = TcpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, ip.src, ip.dst, this.stack.rxL4ChecksumOk);
     if (typeof view === 'string') {
       this.stats.malformed++;
@@ -559,6 +572,10 @@ export class TcpNat {
       this.stats.halfOpenLimit++; // the guest retransmits its SYN; by then a slot may be free
       return;
     }
+    if (connectTo !== undefined) {
+      f.connectTo = connectTo;
+      f.hostShown = hostAddress;
+    }
     this.add(f, guestKey, dstKey);
     this.dial(f, seg, ip);
   }
@@ -589,7 +606,7 @@ export class TcpNat {
     dial.flow = f;
     f.host = new SocketEndpoint(dial.socket, { dial, flow: f });
     f.dialTimer = setTimeout(() => this.dialFailed(f, 'ETIMEDOUT'), this.options.dialTimeoutMs);
-    dial.socket.connect({ host: f.hostAddress, port: f.dstPort });
+    dial.socket.connect(f.connectTo ?? { host: f.hostAddress, port: f.dstPort });
   }
 
   /** The host accepted the dial: SYN-ACK to the guest. */
@@ -608,6 +625,8 @@ export class TcpNat {
   /** The dial failed: RST for a refusal, ICMP unreachable for anything else. */
   dialFailed(f: TcpFlow, code: string | undefined): void {
     if (f.closed || f.syn === undefined) return;
+    // A guest forward's unix socket that is missing or not ours to open: "refused", as a closed port.
+    if (f.connectTo !== undefined && 'path' in f.connectTo && (code === 'ENOENT' || code === 'EACCES' || code === 'ENOTSOCK')) code = 'ECONNREFUSED';
     const syn = f.syn;
     const quote = f.synQuote!;
     this.remove(f, code === 'ECONNREFUSED' ? 'refused' : code === 'GUEST_RST' ? 'rst' : 'unreachable');
@@ -641,10 +660,14 @@ export class TcpNat {
    * answer, the host client sees a reset. Returns the socket that carries the connection from now
    * on (`accepted` itself, or its re-wrapped replacement), or undefined if none was attempted.
    */
-  openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string): net.Socket | undefined {
+  openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string, clientLabel?: string, srcPortWanted?: number): net.Socket | undefined {
     const guestMac = this.stack.neighbours.lookup(guestIp);
-    const srcPort = guestMac === undefined ? undefined : this.ephemeralPort(guestIp, guestPort, srcIp);
-    const client = accepted.remoteAddress ?? '';
+    // The client's own port when vmnat speaks as the client (--hostfwd-source client) and it is
+    // free toward this guest port; else an ephemeral one.
+    const wantedFree = srcPortWanted !== undefined && this.flows.ofGuest(0, sideKey(guestIp, guestPort))?.get(srcIp * 65536 + srcPortWanted) === undefined;
+    const srcPort = guestMac === undefined ? undefined : wantedFree ? srcPortWanted : this.ephemeralPort(guestIp, guestPort, srcIp);
+    // The client as listings and the per-source budget name it (a unix socket's peer has no address).
+    const client = clientLabel ?? accepted.remoteAddress ?? '';
     const fromClient = this.forwardsBySource.get(client) ?? 0;
     let limit: 'forwardLimit' | 'forwardHalfOpenLimit' | 'forwardPerSourceLimit' | undefined;
     if (this.forwardFlows >= (this.options.maxForwardFlows ?? 4096)) limit = 'forwardLimit';
@@ -653,7 +676,11 @@ export class TcpNat {
     if (guestMac === undefined || srcPort === undefined || limit !== undefined) {
       if (limit !== undefined) this.stats[limit]++;
       this.stats.forwardFailed++;
-      accepted.resetAndDestroy();
+      try {
+        accepted.resetAndDestroy();
+      } catch {
+        accepted.destroy(); // not TCP: no RST to give
+      }
       return undefined;
     }
     const now = this.now();

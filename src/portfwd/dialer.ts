@@ -8,12 +8,20 @@
  * to that client and never reach the outbound UDP NAT; datagrams go to the guest from there. An
  * empty guest address means the guest's current lease, resolved per connection or flow, so a
  * forward follows the lease when it changes.
+ *
+ * Source address (`--hostfwd-source`): `gateway` (the default, VirtualBox's and qemu's way) opens
+ * every forwarded connection from the gateway. `client` (gvproxy's way) opens it from the host
+ * client's own IPv4 address and port, so the guest's services see and log who connected; the
+ * guest's replies go to that address through its default route, the gateway, where the NAT finds
+ * the flow. Only where that reply path exists: a client address the NAT would send out (`routable`:
+ * not loopback, not in the guest network, not denied); loopback, IPv6 and unix-socket clients keep
+ * the gateway.
  */
 import type net from 'node:net';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpNat } from '../nat/tcp.ts';
 import { parseIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
-import type { ForwardTarget, GuestDialer, GuestUdpFlow, HostUdpPeer } from './forwarder.ts';
+import { resetSocket, type ForwardTarget, type GuestDialer, type GuestUdpFlow, type HostUdpPeer } from './forwarder.ts';
 
 export class NatGuestDialer implements GuestDialer {
   private nextPort = 49152 + Math.floor(Math.random() * 16384);
@@ -29,47 +37,61 @@ export class NatGuestDialer implements GuestDialer {
      * (IPv4, or undefined for an IPv6 client); absent = every forward may open.
      */
     private readonly admitIn?: (proto: 'tcp', clientIp: Ipv4Addr | undefined, clientPort: number, guestIp: Ipv4Addr, guestPort: number) => boolean,
+    /** --hostfwd-source client: may a connection from this client address keep it (the NAT would route replies to it)? */
+    private readonly keepSource?: (clientIp: Ipv4Addr) => boolean,
   ) {}
+
+  /** The client's IPv4 address if the connection keeps it as its source, else undefined (the gateway). */
+  private clientSource(text: string | undefined): Ipv4Addr | undefined {
+    if (this.keepSource === undefined || text === undefined) return undefined;
+    const ip = parseIpv4(text.startsWith('::ffff:') ? text.slice(7) : text);
+    return ip !== undefined && this.keepSource(ip) ? ip : undefined;
+  }
 
   dialTcp(socket: net.Socket, target: ForwardTarget): net.Socket | undefined {
     const guestIp = target.guestIp ?? this.currentLease();
     if (guestIp === undefined) {
-      socket.resetAndDestroy();
+      resetSocket(socket);
       return undefined;
     }
     if (this.admitIn !== undefined) {
       const text = socket.remoteAddress ?? '';
       const clientIp = parseIpv4(text.startsWith('::ffff:') ? text.slice(7) : text);
       if (!this.admitIn('tcp', clientIp, socket.remotePort ?? 0, guestIp, target.guestPort)) {
-        socket.resetAndDestroy(); // the host client hears "refused" at once
+        resetSocket(socket); // the host client hears "refused" at once
         return undefined;
       }
     }
-    return this.tcp.openToGuest(socket, this.gateway, guestIp, target.guestPort, target.rule);
+    const client = target.proto === 'unix' ? undefined : this.clientSource(socket.remoteAddress);
+    if (client !== undefined) return this.tcp.openToGuest(socket, client, guestIp, target.guestPort, target.rule, undefined, target.clientPort);
+    return this.tcp.openToGuest(socket, this.gateway, guestIp, target.guestPort, target.rule, target.proto === 'unix' ? target.clientAddr : undefined);
   }
 
   openUdp(target: ForwardTarget, host: HostUdpPeer): GuestUdpFlow | undefined {
     const guestIp = target.guestIp ?? this.currentLease();
     if (guestIp === undefined) return undefined;
-    const port = this.freeUdpPort();
+    // As the client (its address and, if free, its port), or from the gateway.
+    const client = this.clientSource(target.clientAddr);
+    const from = client ?? this.gateway;
+    const port = client !== undefined && !this.stack.isUdpBound(client, target.clientPort) ? target.clientPort : this.freeUdpPort(from);
     if (port === undefined) return undefined;
-    const { stack, gateway } = this;
-    stack.bindUdp(gateway, port, (d) => {
+    const { stack } = this;
+    stack.bindUdp(from, port, (d) => {
       // Only the guest this flow talks to may answer on its port.
       if (d.srcIp === guestIp && d.srcPort === target.guestPort) host.send(d.buf.subarray(d.off, d.off + d.len));
     });
     return {
       send: (payload) => {
-        stack.sendUdp(gateway, port, guestIp, target.guestPort, payload);
+        stack.sendUdp(from, port, guestIp, target.guestPort, payload);
       },
-      close: () => stack.unbindUdp(gateway, port),
+      close: () => stack.unbindUdp(from, port),
     };
   }
 
-  private freeUdpPort(): number | undefined {
+  private freeUdpPort(on: Ipv4Addr): number | undefined {
     for (let i = 0; i < 16384; i++) {
       this.nextPort = this.nextPort >= 65535 ? 49152 : this.nextPort + 1;
-      if (!this.stack.isUdpBound(this.gateway, this.nextPort)) return this.nextPort;
+      if (!this.stack.isUdpBound(on, this.nextPort)) return this.nextPort;
     }
     return undefined;
   }

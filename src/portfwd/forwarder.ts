@@ -17,6 +17,10 @@
  *   without traffic either way (swept every second or so), by LRU eviction beyond `maxUdpFlows`,
  *   or when its rule is removed. Replies from the guest go back from the listening socket, so the
  *   client sees them come from the address it sent to.
+ * - A unix socket host side (`proto: 'unix'`): one `net.Server` on the socket file, bound as the
+ *   control API's (unix-socket.ts: born 0600, a stale file replaced, a live one or a non-socket
+ *   refused, in a directory only we or root can change); its connections are TCP connections
+ *   into the guest like any other. The file is removed with the rule (if it is still ours).
  * - An empty guest address is passed on as `guestIp: undefined`: the dialer resolves it to the
  *   current lease when the connection or flow opens, so the rule follows the lease.
  *
@@ -25,7 +29,10 @@
 import net from 'node:net';
 import dgram from 'node:dgram';
 import { debuglog } from 'node:util';
+import fs from 'node:fs';
 import { parseIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
+import { listenPrivate, replaceStaleSocket, fileIdentity, UnixSocketError } from '../unix-socket.ts';
+import { checkSocketParent, RuntimeDirError } from '../runtime-dir.ts';
 import {
   checkRuleForNetwork,
   defaultRuleName,
@@ -92,7 +99,8 @@ export interface GuestDialer {
   openUdp(target: ForwardTarget, host: HostUdpPeer): GuestUdpFlow | undefined;
 }
 
-export type ForwardErrorCode = 'EADDRINUSE' | 'EACCES' | 'EADDRNOTAVAIL' | 'EEXIST' | 'ECLOSED' | 'ESYSTEM';
+/** `EPATH`: a unix socket path that cannot be used (not a socket, unsafe directory, …). */
+export type ForwardErrorCode = 'EADDRINUSE' | 'EACCES' | 'EADDRNOTAVAIL' | 'EEXIST' | 'ECLOSED' | 'EPATH' | 'ESYSTEM';
 
 /** `add` failed for a reason outside the rule's text. `rule` names the rule. */
 export class ForwardError extends Error {
@@ -159,6 +167,8 @@ interface Entry {
   tcpAccepted: number;
   tcpActive: number;
   udpFlows: Set<UdpFlowState>;
+  /** A unix forward's socket file as bound (so only that file is removed with the rule). */
+  socketIdentity?: string | undefined;
 }
 
 const SWEEP_MAX_MS = 1000;
@@ -193,8 +203,12 @@ export class PortForwarder {
     if (this.closed) throw new ForwardError('ECLOSED', rule.name, 'vmnat is shutting down');
     if (this.options.guestNetwork !== undefined) checkRuleForNetwork(rule, this.options.guestNetwork);
     // Host port 0 with a generated name: named after the port the kernel picks, once bound.
-    const anyPort = rule.hostPort === 0;
+    const anyPort = rule.proto !== 'unix' && rule.hostPort === 0;
     const renamed = anyPort && rule.name === defaultRuleName(rule.proto, rule.hostAddr, 0, rule.portCount);
+    if (rule.proto === 'unix' && [...this.entries.values()].some((e) => e.rule.proto === 'unix' && e.rule.hostAddr === rule.hostAddr)) {
+      this.stats.addFailed++;
+      throw new ForwardError('EADDRINUSE', rule.name, `${rule.hostAddr} is already a forward of this vmnat`);
+    }
     if (!renamed && (this.entries.has(rule.name) || this.pending.has(rule.name))) {
       this.stats.addFailed++;
       throw new ForwardError('EEXIST', rule.name, `a forward named ${rule.name} already exists`);
@@ -205,7 +219,8 @@ export class PortForwarder {
     try {
       for (let i = 0; i < rule.portCount; i++) {
         const port = rule.hostPort + i;
-        if (rule.proto === 'tcp') entry.servers.push(await this.listenTcp(entry, port));
+        if (rule.proto === 'unix') entry.servers.push(await this.listenUnix(entry));
+        else if (rule.proto === 'tcp') entry.servers.push(await this.listenTcp(entry, port));
         else entry.sockets.push(await this.bindUdp(entry, port));
       }
       if (anyPort) {
@@ -313,20 +328,46 @@ export class PortForwarder {
     });
   }
 
+  private async listenUnix(entry: Entry): Promise<net.Server> {
+    const rule = entry.rule;
+    const p = rule.hostAddr;
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => this.onTcpConnection(entry, 0, socket));
+    try {
+      checkSocketParent(p);
+      await replaceStaleSocket(p, 'give another path, or stop it');
+      entry.socketIdentity = await listenPrivate(server, p);
+    } catch (err) {
+      if (server.listening) server.close();
+      if (err instanceof RuntimeDirError) throw new ForwardError('EPATH', rule.name, `${p}: ${err.message} (forward ${rule.name})`, { cause: err });
+      if (err instanceof UnixSocketError) {
+        const code = err.code === 'EADDRINUSE_LIVE' ? 'EADDRINUSE' : err.code === 'EPATH_NOT_SOCKET' ? 'EPATH' : (err.cause as NodeJS.ErrnoException | undefined)?.code === 'EACCES' ? 'EACCES' : 'ESYSTEM';
+        throw new ForwardError(code, rule.name, `${err.message} (forward ${rule.name})`, { cause: err });
+      }
+      throw err;
+    }
+    server.on('error', (err) => {
+      this.stats.listenerErrors++;
+      trace('listener %s: %o', p, err);
+    });
+    return server;
+  }
+
   private onTcpConnection(entry: Entry, port: number, socket: net.Socket): void {
     this.stats.tcpAccepted++;
     entry.tcpAccepted++;
     entry.tcpActive++;
     // A client that resets before the dialer attaches its handlers must not crash the process.
     socket.on('error', () => this.stats.tcpSocketErrors++);
-    const target = this.target(entry, port, socket.remoteAddress ?? '', socket.remotePort ?? 0);
+    // A unix socket's peer has no address: the rule's path stands for it (listings, budgets).
+    const unix = entry.rule.proto === 'unix';
+    const target = this.target(entry, port, unix ? `unix:${entry.rule.hostAddr}` : (socket.remoteAddress ?? ''), socket.remotePort ?? 0);
     let live = socket;
     try {
       live = this.dialer.dialTcp(socket, target) ?? socket;
     } catch (err) {
       this.stats.dialerThrew++;
       trace('dialTcp threw: %o', err);
-      socket.resetAndDestroy();
+      resetSocket(socket);
     }
     if (live !== socket) live.on('error', () => this.stats.tcpSocketErrors++);
     live.once('close', () => entry.tcpActive--);
@@ -473,6 +514,18 @@ export class PortForwarder {
     // net.Server.close() closes the listening handle now; its callback would wait for every
     // accepted connection, which remove() deliberately does not.
     for (const s of entry.servers) if (s.listening) s.close();
+    if (entry.rule.proto === 'unix' && entry.socketIdentity !== undefined) {
+      // libuv unlinks a listening pipe's path on close; make sure, but never a file someone else
+      // bound there since.
+      if (fileIdentity(entry.rule.hostAddr) === entry.socketIdentity) {
+        try {
+          fs.unlinkSync(entry.rule.hostAddr);
+        } catch {
+          // already gone
+        }
+      }
+      entry.socketIdentity = undefined;
+    }
     for (const s of entry.sockets) {
       done.push(
         new Promise((resolve) => {
@@ -487,6 +540,18 @@ export class PortForwarder {
     entry.servers.length = 0;
     entry.sockets.length = 0;
     return Promise.all(done).then(() => undefined);
+  }
+}
+
+/**
+ * Ends a host connection so its client sees a reset where one exists: a TCP RST, or a plain close
+ * for a unix socket (Node's resetAndDestroy throws on anything but TCP).
+ */
+export function resetSocket(socket: net.Socket): void {
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    socket.destroy();
   }
 }
 

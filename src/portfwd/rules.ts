@@ -10,6 +10,8 @@
  * Syntax
  *   --hostfwd [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT      (qemu; proto defaults to tcp)
  *   --natpf   [NAME],tcp|udp,[HOSTIP],HOSTPORT,[GUESTIP],GUESTPORT     (VBoxManage)
+ *   --hostfwd unix:/PATH-[GUESTADDR]:GUESTPORT                          (qemu ≥ 7.1 with libslirp 4.7)
+ *   --natpf   [NAME],unix,/PATH,,[GUESTIP],GUESTPORT
  *   - HOSTADDR empty → 127.0.0.1. This is deliberately safer than VirtualBox (which listens on all
  *     interfaces): exposing a guest service to the network must be asked for (0.0.0.0 or [::]).
  *   - IPv6 listen addresses in brackets in hostfwd (`tcp:[::1]:8080-:80`); natpf takes `::1` or
@@ -24,17 +26,22 @@
  *   - Host port 0: the kernel picks a free port when the forward is added (`tcp::0-:22`); the added
  *     rule (its generated name too) carries the bound port, and the ready line and the API report
  *     it. Binding port 0 is the only race-free way to get a free port.
+ *   - A unix socket host side (`proto: 'unix'`): `hostAddr` is the absolute path of the socket file
+ *     vmnat listens on (≤ 107 bytes), `hostPort` 0, one guest TCP port (no ranges). The path may
+ *     hold `-`: the host side ends at the last `-` before `[GUESTADDR]:GUESTPORT`. qemu takes the
+ *     first `-`, so any rule qemu reads means the same here. Generated name: `unix-PATH`.
  */
 import { formatIpv4, parseIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
 import { formatIpv6, parseIpv6 } from '../dns/hosts.ts';
 
-export type ForwardProto = 'tcp' | 'udp';
+/** `unix`: the host side is a socket file (`hostAddr` is its path); the guest side is TCP. */
+export type ForwardProto = 'tcp' | 'udp' | 'unix';
 
 /** A validated forward. Every key is always present (so rules compare with deep equality). */
 export interface ForwardRule {
   name: string;
   proto: ForwardProto;
-  /** Canonical IPv4 or IPv6 text, without brackets (`127.0.0.1`, `::1`, `0.0.0.0`, `::`). */
+  /** Canonical IPv4 or IPv6 text, without brackets (`127.0.0.1`, `::1`, `0.0.0.0`, `::`); for `unix`, the socket's absolute path. */
   hostAddr: string;
   /** First host port (the only one unless `portCount` > 1). */
   hostPort: number;
@@ -60,8 +67,10 @@ export const DEFAULT_HOST_ADDR = '127.0.0.1';
 /** Most ports one rule may span: each is a listening socket (a file descriptor). */
 export const MAX_PORT_RANGE = 1024;
 
-const HOSTFWD_FORM = 'expected [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT (e.g. tcp::8080-:80)';
-const NATPF_FORM = 'expected NAME,PROTO,HOSTIP,HOSTPORT,GUESTIP,GUESTPORT (e.g. web,tcp,,8080,,80)';
+const HOSTFWD_FORM = 'expected [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT (e.g. tcp::8080-:80) or unix:/PATH-[GUESTADDR]:GUESTPORT';
+const NATPF_FORM = 'expected NAME,PROTO,HOSTIP,HOSTPORT,GUESTIP,GUESTPORT (e.g. web,tcp,,8080,,80, or docker,unix,/PATH,,,2375)';
+/** sun_path holds 108 bytes with its terminating NUL. */
+const MAX_SOCKET_PATH_BYTES = 107;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$/;
 
 /** A rule that cannot be accepted. `reason` is one line without the input; `message` quotes it. */
@@ -96,8 +105,18 @@ function withInput<T>(input: string, f: () => T): T {
 
 function checkProto(text: string): ForwardProto {
   const p = text.toLowerCase();
-  if (p === 'tcp' || p === 'udp') return p;
-  return fail(`unknown protocol ${JSON.stringify(text)} (tcp or udp)`);
+  if (p === 'tcp' || p === 'udp' || p === 'unix') return p;
+  return fail(`unknown protocol ${JSON.stringify(text)} (tcp, udp or unix)`);
+}
+
+/** The socket file of a `unix` forward: an absolute path a socket address can hold. */
+function checkSocketPath(text: string): string {
+  if (text === '') fail('missing the socket path (e.g. unix:/run/user/1000/docker.sock-:2375)');
+  if (!text.startsWith('/')) fail(`socket path ${JSON.stringify(text)} must be absolute (start with /)`);
+  if (text.includes('\0')) fail('the socket path contains a NUL byte');
+  if (Buffer.byteLength(text) > MAX_SOCKET_PATH_BYTES) fail(`socket path is ${Buffer.byteLength(text)} bytes long (a unix socket path holds at most ${MAX_SOCKET_PATH_BYTES})`);
+  if (text.endsWith('/')) fail(`socket path ${JSON.stringify(text)} names a directory`);
+  return text;
 }
 
 /** Host listen address: '' → 127.0.0.1; IPv4 or IPv6 (brackets optional) in canonical text. */
@@ -155,6 +174,7 @@ function checkName(text: string): string {
 
 /** The generated name of a rule without one: stable, and unique among rules that can coexist. */
 export function defaultRuleName(proto: ForwardProto, hostAddr: string, hostPort: number, portCount = 1): string {
+  if (proto === 'unix') return `unix-${hostAddr}`;
   return `${proto}-${hostAddr}-${formatPorts(hostPort, portCount)}`;
 }
 
@@ -166,6 +186,7 @@ function build(
   guestAddr: string | undefined,
   guest: { port: number; count: number },
 ): ForwardRule {
+  if (proto === 'unix' && guest.count > 1) fail('a unix socket forward reaches one guest port (no ranges)');
   if (host.count !== guest.count) {
     if (guest.count === 1) fail(`host port range ${formatPorts(host.port, host.count)} needs a guest port range of the same size (e.g. ${formatPorts(host.port, host.count)}-:${formatPorts(guest.port, host.count)})`);
     fail(`host port range ${formatPorts(host.port, host.count)} has ${host.count} ports but guest port range ${formatPorts(guest.port, guest.count)} has ${guest.count}`);
@@ -193,6 +214,7 @@ export function parseHostfwd(text: string): ForwardRule {
     const protoText = text.slice(0, c1);
     if (!/^[A-Za-z]*$/.test(protoText)) fail(HOSTFWD_FORM);
     const proto = protoText === '' ? 'tcp' : checkProto(protoText);
+    if (proto === 'unix') return parseUnixHostfwd(text.slice(c1 + 1));
     let rest = text.slice(c1 + 1);
     let hostAddrText: string;
     if (rest.startsWith('[')) {
@@ -224,6 +246,18 @@ export function parseHostfwd(text: string): ForwardRule {
   });
 }
 
+/** `/PATH-[GUESTADDR]:GUESTPORT`, after `unix:`. The path ends at the last `-` before the guest side. */
+function parseUnixHostfwd(rest: string): ForwardRule {
+  const m = /^(.*)-((?:[0-9.]*)?:[^:-]*)$/.exec(rest);
+  if (m === null) fail(`missing "-" between the socket path and the guest side; ${HOSTFWD_FORM}`);
+  const hostPath = checkSocketPath(m[1]!);
+  const guestSide = m[2]!;
+  const c = guestSide.lastIndexOf(':');
+  const guestAddr = checkGuestAddr(guestSide.slice(0, c));
+  const guest = checkPortText('guest', guestSide.slice(c + 1));
+  return build(undefined, 'unix', hostPath, { port: 0, count: 1 }, guestAddr, guest);
+}
+
 /** Parses VBoxManage's `[NAME],tcp|udp,[HOSTIP],HOSTPORT,[GUESTIP],GUESTPORT`. Throws ForwardRuleError. */
 export function parseNatpf(text: string): ForwardRule {
   return withInput(text, () => {
@@ -234,6 +268,10 @@ export function parseNatpf(text: string): ForwardRule {
     const name = nameText === '' ? undefined : checkName(nameText);
     if (protoText === '') fail('missing protocol (tcp or udp)');
     const proto = checkProto(protoText);
+    if (proto === 'unix') {
+      if (hostPort !== '' && hostPort !== '0') fail('a unix socket forward has no host port (leave HOSTPORT empty: docker,unix,/PATH,,,2375)');
+      return build(name, proto, checkSocketPath(hostIp), { port: 0, count: 1 }, checkGuestAddr(guestIp), checkPortText('guest', guestPort));
+    }
     const hostAddr = checkHostAddr(hostIp);
     const host = checkPortText('host', hostPort);
     const guestAddr = checkGuestAddr(guestIp);
@@ -271,8 +309,22 @@ export function ruleFromJson(value: unknown): ForwardRule {
     return v;
   };
   const nameText = str('name', true);
-  const name = nameText === undefined ? undefined : checkName(nameText);
-  const proto = checkProto(str('proto', false)!);
+  const protoText = str('proto', false)!;
+  // A unix rule's generated name (`unix-/PATH`) holds "/", which a given NAME may not: it comes back
+  // in listings, so it is taken as "generate it".
+  const unixName = protoText.toLowerCase() === 'unix' && nameText === defaultRuleName('unix', String(o['host_addr']), 0);
+  const name = nameText === undefined || unixName ? undefined : checkName(nameText);
+  const proto = checkProto(protoText);
+  if (proto === 'unix') {
+    const count = int('port_count', true) ?? 1;
+    if (count !== 1) fail('a unix socket forward reaches one guest port (port_count 1)');
+    const hostPort = int('host_port', true) ?? 0;
+    if (hostPort !== 0) fail('a unix socket forward has no host port (give host_addr: the socket path)');
+    const path = str('host_addr', false)!;
+    const guestAddr = checkGuestAddr(str('guest_addr', true) ?? '');
+    const guestPort = checkPort('guest', int('guest_port', false)!, String(o['guest_port']));
+    return build(name, proto, checkSocketPath(path), { port: 0, count: 1 }, guestAddr, { port: guestPort, count: 1 });
+  }
   const hostAddr = checkHostAddr(str('host_addr', true) ?? '');
   const count = int('port_count', true) ?? 1;
   if (count < 1 || count > MAX_PORT_RANGE) fail(`port_count ${count} is not in 1..${MAX_PORT_RANGE}`);
@@ -298,6 +350,7 @@ export function ruleToJson(rule: ForwardRule): ForwardRuleJson {
 
 /** The host side as people write it: `127.0.0.1:8080`, `[::1]:8000..8010`. */
 export function formatHostSide(rule: ForwardRule): string {
+  if (rule.proto === 'unix') return `unix:${rule.hostAddr}`;
   const addr = rule.hostAddr.includes(':') ? `[${rule.hostAddr}]` : rule.hostAddr;
   return `${addr}:${formatPorts(rule.hostPort, rule.portCount)}`;
 }
@@ -309,12 +362,15 @@ export function formatGuestSide(rule: ForwardRule): string {
 
 /** Canonical qemu syntax; `parseHostfwd(formatHostfwd(r))` equals `r` up to the name. */
 export function formatHostfwd(rule: ForwardRule): string {
+  if (rule.proto === 'unix') return `${formatHostSide(rule)}-${formatGuestSide(rule)}`;
   return `${rule.proto}:${formatHostSide(rule)}-${formatGuestSide(rule)}`;
 }
 
 /** VBoxManage syntax; `parseNatpf(formatNatpf(r))` equals `r`. */
 export function formatNatpf(rule: ForwardRule): string {
-  return [rule.name, rule.proto, rule.hostAddr, formatPorts(rule.hostPort, rule.portCount), rule.guestAddr ?? '', formatPorts(rule.guestPort, rule.portCount)].join(',');
+  // A unix rule's generated name holds the path's "/", which NAME may not: leave it to be generated again.
+  const name = rule.proto === 'unix' && rule.name === defaultRuleName('unix', rule.hostAddr, 0) ? '' : rule.name;
+  return [name, rule.proto, rule.hostAddr, rule.proto === 'unix' ? '' : formatPorts(rule.hostPort, rule.portCount), rule.guestAddr ?? '', formatPorts(rule.guestPort, rule.portCount)].join(',');
 }
 
 /** The guest network, for `checkRuleForNetwork`. */
@@ -353,6 +409,16 @@ export const FORWARD_USAGE = `Port forwarding (host → guest; repeatable):
                         guest's lease (and follows it). Port ranges: 8000..8010 on
                         both sides, same size. Host port 0: any free port, named
                         in the ready line's "forwards" (and by the API).
+  --hostfwd unix:/PATH-[GUESTADDR]:GUESTPORT
+  --natpf [NAME],unix,/PATH,,[GUESTIP],GUESTPORT
+                        listen on a unix socket file (mode 0600; a stale file is
+                        replaced, a live one refused) and carry each connection to
+                        the guest's TCP port, e.g. unix:/tmp/vm/docker.sock-:2375
+  --hostfwd-source gateway|client
+                        where forwarded connections come from as the guest sees
+                        them: the gateway (default, as VirtualBox and qemu), or
+                        the host client's own address and port (as gvproxy) for
+                        clients beyond this host; loopback clients keep the gateway
   --api-socket PATH     control API (HTTP+JSON on a unix socket, mode 0600):
                         curl --unix-socket PATH http://vmnat/forwards; vmnat ctl --help
 `;
@@ -371,9 +437,10 @@ export function parseForwardFlags(hostfwd: readonly string[], natpf: readonly st
       const rule = withInput(text, () => {
         const r = flag === '--hostfwd' ? parseHostfwd(text) : parseNatpf(text);
         if (net !== undefined) checkRuleForNetwork(r, net);
+        for (const o of seen.values()) if (r.proto === 'unix' && o.proto === 'unix' && o.hostAddr === r.hostAddr) fail(`socket ${r.hostAddr} is given twice (forward ${o.name})`);
         if (seen.has(r.name)) fail(`the forward name ${r.name} is given twice`);
         for (const o of seen.values()) {
-          if (o.proto === r.proto && o.hostAddr === r.hostAddr && o.hostPort <= r.hostPort + r.portCount - 1 && r.hostPort <= o.hostPort + o.portCount - 1) {
+          if (r.proto !== 'unix' && o.proto === r.proto && o.hostAddr === r.hostAddr && o.hostPort <= r.hostPort + r.portCount - 1 && r.hostPort <= o.hostPort + o.portCount - 1) {
             fail(`${r.proto} ${formatHostSide(r)} overlaps forward ${o.name} (${formatHostSide(o)})`);
           }
         }

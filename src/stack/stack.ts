@@ -2,8 +2,9 @@
  * The network-side core of the stack: Ethernet, ARP, IPv4 and ICMP for vmnat's virtual hosts.
  *
  * Theory of operation: vmnat plays every host the guest sees on its network other than itself —
- * the gateway (.2) and the DNS server (.3) — each with its own MAC (52:55 + its IPv4 address, as
- * libslirp). `input(frame, now)` takes one Ethernet frame from a guest: ARP requests for a virtual
+ * the gateway (.2), the DNS server (.3), and any virtual host a service adds (`addVirtualHost`: a
+ * guest forward's address) — each with its own MAC (52:55 + its IPv4 address, as libslirp), in one
+ * table of virtual hosts. `input(frame, now)` takes one Ethernet frame from a guest: ARP requests for a virtual
  * address are answered; IPv4 is validated (header checksum, lengths, options skipped), fragments are
  * reassembled within a bounded budget, ICMP echo to a virtual address is answered here, UDP to a
  * bound port (DHCP on 67) goes to its handler, and everything else is offered to the `forward` hook
@@ -37,8 +38,9 @@ export interface StackConfig {
 }
 
 /** The MAC vmnat uses for one of its virtual addresses: 52:55 followed by the IPv4 address. */
+const VIRTUAL_MAC_BASE = 0x5255 * 0x1_0000_0000;
 export function virtualMac(ip: Ipv4Addr): MacAddr {
-  return 0x5255 * 0x1_0000_0000 + ip;
+  return VIRTUAL_MAC_BASE + ip;
 }
 
 export function createStackStats() {
@@ -96,6 +98,12 @@ export class Stack {
   rxL4ChecksumOk = false;
 
   private readonly udpHandlers = new Map<number, UdpHandler>();
+  /** vmnat's own addresses on the network and their MACs: the gateway, DNS, and added ones. */
+  private readonly virtualHosts = new Map<Ipv4Addr, MacAddr>();
+  /** How many were added beyond the gateway and DNS (0: the hot paths skip the table). */
+  private extraHosts = 0;
+  /** UDP binds on addresses that are not vmnat's own (0: outbound UDP skips the lookup). */
+  private foreignUdpBinds = 0;
   private readonly reassembler: Ipv4Reassembler;
   private readonly tx = new Uint8Array(ETH_HLEN + 65535);
   private readonly udpIn: UdpDatagram = { srcMac: 0, srcIp: 0, srcPort: 0, dstIp: 0, dstPort: 0, buf: this.tx, off: 0, len: 0 };
@@ -110,14 +118,34 @@ export class Stack {
     this.gatewayMac = virtualMac(config.gateway);
     this.dnsMac = virtualMac(config.dns);
     this.broadcast = (config.network | ~config.netmask) >>> 0;
+    this.virtualHosts.set(config.gateway, this.gatewayMac);
+    this.virtualHosts.set(config.dns, this.dnsMac);
     this.reassembler = new Ipv4Reassembler({}, this.stats.reassembly);
   }
 
   /** The MAC of one of vmnat's own addresses, or undefined if `ip` is not one. */
   macOfVirtual(ip: Ipv4Addr): MacAddr | undefined {
-    if (ip === this.config.gateway) return this.gatewayMac;
-    if (ip === this.config.dns) return this.dnsMac;
-    return undefined;
+    return this.virtualHosts.get(ip);
+  }
+
+  /**
+   * Adds a virtual host at `ip` (in the subnet): it answers ARP with its own MAC (returned) and
+   * ping, and what the guest sends it is offered to the NAT like any other destination.
+   */
+  addVirtualHost(ip: Ipv4Addr): MacAddr {
+    const known = this.virtualHosts.get(ip);
+    if (known !== undefined) return known;
+    const mac = virtualMac(ip);
+    this.virtualHosts.set(ip, mac);
+    this.extraHosts++;
+    return mac;
+  }
+
+  /** The source MAC of a frame vmnat sends from `src` (the gateway's for addresses beyond the subnet). */
+  private srcMacFor(src: Ipv4Addr): MacAddr {
+    if (src === this.config.gateway) return this.gatewayMac;
+    if (src === this.config.dns) return this.dnsMac;
+    return this.extraHosts === 0 ? this.gatewayMac : (this.virtualHosts.get(src) ?? this.gatewayMac);
   }
 
   inSubnet(ip: Ipv4Addr): boolean {
@@ -129,11 +157,21 @@ export class Stack {
    * datagrams to the limited or the subnet broadcast address (DHCP binds both).
    */
   bindUdp(ip: Ipv4Addr, port: number, handler: UdpHandler): void {
-    this.udpHandlers.set(ip * 65536 + port, handler);
+    const key = ip * 65536 + port;
+    if (!this.udpHandlers.has(key) && this.isForeign(ip)) this.foreignUdpBinds++;
+    this.udpHandlers.set(key, handler);
   }
 
   unbindUdp(ip: Ipv4Addr, port: number): void {
-    this.udpHandlers.delete(ip * 65536 + port);
+    if (this.udpHandlers.delete(ip * 65536 + port) && this.isForeign(ip)) this.foreignUdpBinds--;
+  }
+
+  /**
+   * An address that is not vmnat's own: a bind there takes the guest's datagrams to it before the
+   * NAT would (a forwarded UDP flow that speaks as its host client, --hostfwd-source client).
+   */
+  private isForeign(ip: Ipv4Addr): boolean {
+    return ip !== IPV4_BROADCAST && !this.virtualHosts.has(ip);
   }
 
   isUdpBound(ip: Ipv4Addr, port: number): boolean {
@@ -145,7 +183,7 @@ export class Stack {
     if (typeof eth === 'string') return this.drop(this.stats.eth, 'truncated', eth);
     this.stats.eth.rxFrames++;
     const dst = eth.dst;
-    if (dst !== this.gatewayMac && dst !== this.dnsMac && !isGroupMac(dst)) {
+    if (dst !== this.gatewayMac && dst !== this.dnsMac && !isGroupMac(dst) && (this.extraHosts === 0 || !this.virtualHosts.has(dst - VIRTUAL_MAC_BASE))) {
       this.stats.eth.notForUs++;
       return;
     }
@@ -225,10 +263,10 @@ export class Stack {
       ip = again;
     }
     const dst = ip.dst;
-    const local = dst === this.config.gateway || dst === this.config.dns;
+    const local = dst === this.config.gateway || dst === this.config.dns || (this.extraHosts > 0 && this.virtualHosts.has(dst));
     if (ip.protocol === IpProto.UDP) {
       const bcast = dst === IPV4_BROADCAST || dst === this.broadcast;
-      if (local || bcast) {
+      if (local || bcast || (this.foreignUdpBinds > 0 && this.boundForeign(ip))) {
         const udp = UdpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, src, dst, this.rxL4ChecksumOk);
         if (typeof udp === 'string') return this.drop(this.stats.udp, 'truncated', udp);
         const handler = this.udpHandlers.get((bcast ? IPV4_BROADCAST : dst) * 65536 + udp.dstPort);
@@ -256,6 +294,13 @@ export class Stack {
     }
     if (this.forward !== undefined && this.forward(ip, srcMac, now)) return;
     this.stats.ipv4.noRoute++;
+  }
+
+  /** A datagram to an address not ours whose port is bound here (read before the full UDP check). */
+  private boundForeign(ip: Ipv4View): boolean {
+    if (ip.payloadLen < 4) return false;
+    const port = (ip.buf[ip.payloadOff + 2]! << 8) | ip.buf[ip.payloadOff + 3]!;
+    return this.udpHandlers.has(ip.dst * 65536 + port);
   }
 
   private inputIcmpLocal(ip: Ipv4View, srcMac: MacAddr): void {
@@ -339,7 +384,7 @@ export class Stack {
     // segments (or, on the local receive path of a netns guest, takes whole as after GRO). Else a
     // frame within the MTU (TCP never sends more than the MSS without GSO). No IP fragmentation.
     const tx = this.tx;
-    writeEthernet(tx, 0, dstMac, srcIp === this.config.dns ? this.dnsMac : this.gatewayMac, EtherType.IPv4);
+    writeEthernet(tx, 0, dstMac, this.srcMacFor(srcIp), EtherType.IPv4);
     this.ident = (this.ident + 1) & 0xffff;
     writeIpv4(tx, ETH_HLEN, end - ETH_HLEN, this.ident, IPV4_DF, 64, IpProto.TCP, srcIp, dstIp);
     this.stats.ipv4.txPackets++;
@@ -362,7 +407,7 @@ export class Stack {
    */
   private sendIpv4To(dstMac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, proto: number, l4len: number, ttl: number): boolean {
     const tx = this.tx;
-    const srcMac = src === this.config.dns ? this.dnsMac : this.gatewayMac;
+    const srcMac = this.srcMacFor(src);
     this.ident = (this.ident + 1) & 0xffff;
     this.stats.ipv4.txPackets++;
     if (IPV4_HLEN + l4len <= this.config.mtu) {

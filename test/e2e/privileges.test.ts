@@ -73,14 +73,18 @@ describe.sequential('dropping root after opening the TAP', () => {
     await guestWorks(n);
   });
 
-  test('the API socket is created after the drop: the user owns it', async () => {
+  test('the API socket and unix socket forwards are created after the drop: the user owns them', async () => {
     const dir = path.join(tmp, 'api');
     fs.chmodSync(tmp, 0o711); // nobody may pass through, not list or write
     fs.mkdirSync(dir, { mode: 0o700 });
     fs.chownSync(dir, NOBODY, NOBODY);
     const api = path.join(dir, 'api.sock');
-    await tapGuest(['--user', String(NOBODY), '--api-socket', api]);
+    const docker = path.join(dir, 'docker.sock');
+    await tapGuest(['--user', String(NOBODY), '--api-socket', api, '--hostfwd', `unix:${docker}-:2375`]);
     expect(fs.lstatSync(api).uid).toBe(NOBODY);
+    // A unix socket forward too (a 0600 file root owned would keep the user out of it).
+    expect(fs.lstatSync(docker).uid).toBe(NOBODY);
+    expect(fs.lstatSync(docker).mode & 0o777).toBe(0o600);
   });
 
   test('--user naming nobody known is one line, exit 2', async () => {

@@ -171,7 +171,7 @@ describe('forwards', () => {
   test('a bad rule → 400 with the reason', async () => {
     const r = await post({ proto: 'sctp', host_port: 80, guest_port: 80 });
     expect(r.status).toBe(400);
-    expect(r.json).toEqual({ error: 'unknown protocol "sctp" (tcp or udp)', code: 'bad_rule' });
+    expect(r.json).toEqual({ error: 'unknown protocol "sctp" (tcp, udp or unix)', code: 'bad_rule' });
     const r2 = await post({ proto: 'tcp', host_port: 8080, guest_port: 80, guest_addr: 'x' });
     expect(r2.status).toBe(400);
     expect((r2.json as { error: string }).error).toMatch(/guest address "x" is not an IPv4 address/);

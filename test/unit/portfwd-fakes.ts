@@ -6,7 +6,7 @@
 import net from 'node:net';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import type { ForwardTarget, GuestDialer, GuestUdpFlow, HostUdpPeer } from '../../src/portfwd/forwarder.ts';
+import { resetSocket, type ForwardTarget, type GuestDialer, type GuestUdpFlow, type HostUdpPeer } from '../../src/portfwd/forwarder.ts';
 
 /** Dials 127.0.0.1:guestPort for each forwarded connection/flow; records every target. */
 export class LoopbackDialer implements GuestDialer {
@@ -26,7 +26,7 @@ export class LoopbackDialer implements GuestDialer {
       guest.pipe(socket);
       socket.resume();
     });
-    guest.once('error', () => socket.resetAndDestroy()); // refused by the "guest" → reset the client
+    guest.once('error', () => resetSocket(socket)); // refused by the "guest" → reset the client
     socket.once('error', () => guest.destroy());
     socket.once('close', () => guest.destroy());
   }

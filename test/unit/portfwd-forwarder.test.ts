@@ -2,6 +2,8 @@ import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import net from 'node:net';
 import dgram from 'node:dgram';
 import os from 'node:os';
+import fs from 'node:fs';
+import path from 'node:path';
 import { once } from 'node:events';
 import { ForwardError, PortForwarder, type ForwardEvent, type GuestDialer, type HostUdpPeer } from '../../src/portfwd/forwarder.ts';
 import { ForwardRuleError, parseHostfwd, parseNatpf } from '../../src/portfwd/rules.ts';
@@ -253,6 +255,114 @@ describe('TCP forwards', () => {
       { type: 'forward', event: 'added', rule },
       { type: 'forward', event: 'removed', rule },
     ]);
+  });
+});
+
+describe('unix socket forwards (the host side is a socket file)', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmnat-unixfwd-'));
+    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  });
+  const connectUnix = (p: string): Promise<net.Socket> =>
+    new Promise((resolve, reject) => {
+      const s = net.connect(p);
+      s.once('connect', () => {
+        s.off('error', reject);
+        resolve(s);
+      });
+      s.once('error', reject);
+    });
+
+  test('listens on the path with mode 0600; bytes reach the guest port both ways; remove deletes the file', async () => {
+    const guest = await echo();
+    const sock = path.join(dir, 'docker-1.sock');
+    const rule = await fwd.add(parseHostfwd(`unix:${sock}-:${guest.port}`));
+    expect(rule).toMatchObject({ name: `unix-${sock}`, proto: 'unix', hostAddr: sock, hostPort: 0 });
+    const st = fs.lstatSync(sock);
+    expect(st.isSocket()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o600);
+
+    const s = await connectUnix(sock);
+    const data = Buffer.alloc(512 * 1024, 9);
+    expect((await roundTrip(s, data)).equals(data)).toBe(true);
+    s.destroy();
+    expect(dialer.tcpTargets[0]).toMatchObject({ rule: rule.name, proto: 'unix', guestPort: guest.port, clientAddr: `unix:${sock}` });
+
+    expect(await fwd.remove(rule.name)).toBe(true);
+    expect(fs.existsSync(sock)).toBe(false);
+    expect((await errorOf(connectUnix(sock))).code).toBe('ENOENT');
+  });
+
+  test('a stale socket file (nobody accepts on it) is replaced', async () => {
+    const guest = await echo();
+    const sock = path.join(dir, 'stale.sock');
+    // A socket file left behind: bound, then its server closed without unlinking.
+    const old = net.createServer();
+    await new Promise<void>((r) => old.listen(sock, r));
+    const fd = (old as unknown as { _handle: { fd: number } })._handle.fd;
+    expect(fd).toBeGreaterThan(0);
+    fs.linkSync(sock, `${sock}.keep`); // libuv unlinks on close: keep the inode under another name
+    await new Promise((r) => old.close(r));
+    fs.renameSync(`${sock}.keep`, sock);
+    expect(fs.lstatSync(sock).isSocket()).toBe(true);
+
+    await fwd.add(parseHostfwd(`unix:${sock}-:${guest.port}`));
+    const s = await connectUnix(sock);
+    expect((await roundTrip(s, Buffer.from('fresh'))).toString()).toBe('fresh');
+    s.destroy();
+  });
+
+  test('a live socket (another process accepts on it) is refused with EADDRINUSE and left alone', async () => {
+    const sock = path.join(dir, 'live.sock');
+    const other = net.createServer((c) => {
+      c.on('error', () => undefined); // vmnat's liveness probe hangs up at once
+      c.end('theirs');
+    });
+    await new Promise<void>((r) => other.listen(sock, r));
+    cleanups.push(() => new Promise((r) => other.close(r)));
+    const err = (await errorOf(fwd.add(parseHostfwd(`unix:${sock}-:2375`)))) as unknown as ForwardError;
+    expect(err).toBeInstanceOf(ForwardError);
+    expect(err.code).toBe('EADDRINUSE');
+    expect(err.message).toBe(`${sock} is in use by a running process (give another path, or stop it) (forward unix-${sock})`);
+    expect(fwd.list()).toEqual([]);
+    const s = await connectUnix(sock);
+    const [reply] = (await once(s, 'data')) as [Buffer];
+    expect(reply.toString()).toBe('theirs');
+  });
+
+  test('a path that is not a socket is never deleted (EPATH)', async () => {
+    const file = path.join(dir, 'notes.txt');
+    fs.writeFileSync(file, 'keep me');
+    const err = (await errorOf(fwd.add(parseHostfwd(`unix:${file}-:2375`)))) as unknown as ForwardError;
+    expect([err.code, err.message]).toEqual(['EPATH', `${file} exists and is not a socket; refusing to replace it (forward unix-${file})`]);
+    expect(fs.readFileSync(file, 'utf8')).toBe('keep me');
+  });
+
+  test('a directory others may write is refused (EPATH)', async () => {
+    const open = path.join(dir, 'open');
+    fs.mkdirSync(open);
+    fs.chmodSync(open, 0o777);
+    const err = (await errorOf(fwd.add(parseHostfwd(`unix:${open}/d.sock-:2375`)))) as unknown as ForwardError;
+    expect(err.code).toBe('EPATH');
+    expect(err.message).toMatch(/has mode 0777: others could replace the socket; refusing to use it/);
+  });
+
+  test('the same path twice is refused while the first is in place', async () => {
+    const sock = path.join(dir, 'twice.sock');
+    await fwd.add(parseNatpf(`a,unix,${sock},,,2375`));
+    const err = (await errorOf(fwd.add(parseNatpf(`b,unix,${sock},,,2376`)))) as unknown as ForwardError;
+    expect([err.code, err.message]).toEqual(['EADDRINUSE', `${sock} is already a forward of this vmnat`]);
+    expect(fwd.list().map((e) => e.rule.name)).toEqual(['a']);
+  });
+
+  test('the guest refusing closes the unix client (no RST exists for it)', async () => {
+    const sock = path.join(dir, 'refused.sock');
+    await fwd.add(parseHostfwd(`unix:${sock}-:${await freePort()}`));
+    const s = await connectUnix(sock);
+    s.on('error', () => undefined);
+    await once(s, 'close');
+    expect(fwd.list()[0]!.tcpAccepted).toBe(1);
   });
 });
 

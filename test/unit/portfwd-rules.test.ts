@@ -42,6 +42,20 @@ describe('the same rule in every syntax gives the same object', () => {
     });
   }
 
+  test('a unix socket host side, in every syntax', () => {
+    // The path may hold "-": the host side ends at the last "-" before the guest side.
+    const want = rule({ name: 'unix-/run/user/1000/vm-1/docker.sock', proto: 'unix', hostAddr: '/run/user/1000/vm-1/docker.sock', hostPort: 0, guestPort: 2375 });
+    expect(parseHostfwd('unix:/run/user/1000/vm-1/docker.sock-:2375')).toStrictEqual(want);
+    expect(parseNatpf(',unix,/run/user/1000/vm-1/docker.sock,,,2375')).toStrictEqual(want);
+    expect(ruleFromJson({ proto: 'unix', host_addr: '/run/user/1000/vm-1/docker.sock', guest_port: 2375 })).toStrictEqual(want);
+    expect(ruleFromJson(ruleToJson(want))).toStrictEqual(want);
+    expect(parseHostfwd(formatHostfwd(want))).toStrictEqual(want);
+    expect(parseNatpf(formatNatpf(want))).toStrictEqual(want);
+    expect(formatHostfwd(want)).toBe('unix:/run/user/1000/vm-1/docker.sock-:2375');
+    expect(parseHostfwd('unix:/tmp/d.sock-10.0.2.15:22')).toMatchObject({ proto: 'unix', hostAddr: '/tmp/d.sock', guestAddr: '10.0.2.15', guestPort: 22 });
+    expect(parseNatpf('docker,unix,/tmp/d.sock,,,2375')).toMatchObject({ name: 'docker', proto: 'unix', hostAddr: '/tmp/d.sock', hostPort: 0 });
+  });
+
   test('natpf NAME names the rule; everything else equals the hostfwd form', () => {
     expect(parseNatpf('guestssh,tcp,,2222,,22')).toStrictEqual({ ...parseHostfwd('tcp::2222-:22'), name: 'guestssh' });
     expect(parseNatpf(',tcp,,2222,,22')).toStrictEqual(parseHostfwd('tcp::2222-:22'));
@@ -82,7 +96,14 @@ describe('bad rules give one clear reason', () => {
     ['', /empty rule/],
     ['8080-:80', /expected \[tcp\|udp\]:\[HOSTADDR\]:HOSTPORT-/],
     ['tcp:8080-:80', /expected \[tcp\|udp\]/],
-    ['sctp::8080-:80', /unknown protocol "sctp" \(tcp or udp\)/],
+    ['sctp::8080-:80', /unknown protocol "sctp" \(tcp, udp or unix\)/],
+    ['unix:relative.sock-:2375', /socket path "relative\.sock" must be absolute/],
+    ['unix:-:2375', /missing the socket path/],
+    ['unix:/tmp/d.sock', /missing "-" between the socket path and the guest side/],
+    ['unix:/tmp/d.sock-:', /missing guest port/],
+    ['unix:/tmp/d.sock-:2375..2376', /a unix socket forward reaches one guest port/],
+    [`unix:/${'x'.repeat(107)}-:2375`, /socket path is 108 bytes long \(a unix socket path holds at most 107\)/],
+    ['unix:/tmp/-:2375', /names a directory/],
     ['tcp::8080:80', /missing "-" between the host and guest sides/],
     ['tcp::8080-80', /guest side "80" is not \[GUESTADDR\]:GUESTPORT/],
     ['tcp::-:80', /missing host port/],
@@ -128,6 +149,8 @@ describe('bad rules give one clear reason', () => {
     ['web,tcp,,,,80', /missing host port/],
     ['web,tcp,,8080,,99999', /guest port 99999 is not in 1\.\.65535/],
     ['web,tcp,,8080,10.0.2.300,80', /guest address "10\.0\.2\.300" is not an IPv4 address/],
+    ['d,unix,/tmp/d.sock,2375,,2375', /a unix socket forward has no host port/],
+    ['d,unix,,,,2375', /missing the socket path/],
   ];
   for (const [text, want] of natpf) {
     test(`--natpf ${JSON.stringify(text)}`, () => {
@@ -151,6 +174,9 @@ describe('bad rules give one clear reason', () => {
     [{ proto: 'tcp', host_port: 80, guest_port: 65535, port_count: 2 }, /guest port range 65535\.\.65536 goes past 65535/],
     [{ name: '', proto: 'tcp', host_port: 8080, guest_port: 80 }, /name ""/],
     [{ name: 'x/y', proto: 'tcp', host_port: 8080, guest_port: 80 }, /name "x\/y"/],
+    [{ proto: 'unix', guest_port: 2375 }, /missing field "host_addr"/],
+    [{ proto: 'unix', host_addr: '/tmp/d.sock', host_port: 2375, guest_port: 2375 }, /a unix socket forward has no host port/],
+    [{ proto: 'unix', host_addr: '/tmp/d.sock', guest_port: 2375, port_count: 2 }, /one guest port \(port_count 1\)/],
   ];
   for (const [body, want] of json) {
     test(`JSON ${JSON.stringify(body)}`, () => {
@@ -257,6 +283,7 @@ describe('parseForwardFlags (the command line)', () => {
   test('the same name twice; the same host port twice', () => {
     expect(flagError(() => parseForwardFlags([], ['a,tcp,,1000,,80', 'a,tcp,,1001,,80'])).reason).toBe('the forward name a is given twice');
     expect(flagError(() => parseForwardFlags(['tcp::8005-:80'], ['b,tcp,,8000..8010,,8000..8010'])).reason).toBe('tcp 127.0.0.1:8000..8010 overlaps forward tcp-127.0.0.1-8005 (127.0.0.1:8005)');
+    expect(flagError(() => parseForwardFlags(['unix:/tmp/a.sock-:1', 'unix:/tmp/a.sock-:2'], [])).reason).toBe('socket /tmp/a.sock is given twice (forward unix-/tmp/a.sock)');
     // different protocol or address: no overlap
     expect(parseForwardFlags(['tcp::8005-:80', 'udp::8005-:80', 'tcp:127.0.0.2:8005-:80'], [])).toHaveLength(3);
   });
