@@ -335,11 +335,12 @@ describe('failover', () => {
         { ip: ip(10), port: dead },
         { ip: ip(11), port: srv.port },
       ],
-      timeoutMs: 3000,
+      timeoutMs: 10_000,
     });
     const t0 = performance.now();
     const a = dec(await ask(fwd, q('www.example.test')));
-    expect(performance.now() - t0).toBeLessThan(1500);
+    // Far below the 10 s timeout (a wide margin: CI runs test files in parallel on 2 cores).
+    expect(performance.now() - t0).toBeLessThan(5000);
     expect(data(a)).toEqual(['192.0.2.10']);
     expect(fwd.stats).toMatchObject({ upstreamErrors: 1, failovers: 1, upstreamTimeouts: 0 });
     expect(logged.warn.join('\n')).toContain(`${ip(10)}:${dead}`);
@@ -363,7 +364,7 @@ describe('failover', () => {
       const a = dec(await ask(fwd, q('www.example.test', 'A', { id: 9 })));
       const took = performance.now() - t0;
       expect(took).toBeGreaterThanOrEqual(290);
-      expect(took).toBeLessThan(2000);
+      expect(took).toBeLessThan(5000);
       expect(a.id).toBe(9);
       expect(data(a)).toEqual(['192.0.2.10']);
       expect(fwd.stats).toMatchObject({ upstreamTimeouts: 1, failovers: 1 });
@@ -651,12 +652,12 @@ describe('load', () => {
 
   it('bounds in-flight queries: beyond the limit, SERVFAIL at once', async () => {
     const hole = await blackhole(ip(51));
-    const { fwd } = forwarder({ servers: [{ ip: ip(51), port: hole.port }], timeoutMs: 5000, maxInFlight: 20 });
+    const { fwd } = forwarder({ servers: [{ ip: ip(51), port: hole.port }], timeoutMs: 20_000, maxInFlight: 20 });
     try {
       for (let i = 0; i < 20; i++) fwd.query(q(`n${i}.bulk.test`), 'udp', () => {});
       const t0 = performance.now();
       const r = dec(await ask(fwd, q('extra.test', 'A', { id: 99 })));
-      expect(performance.now() - t0).toBeLessThan(1000); // not the 5 s upstream timeout
+      expect(performance.now() - t0).toBeLessThan(5000); // not the 20 s upstream timeout
       expect(r).toMatchObject({ id: 99, rcode: 'SERVFAIL' });
       expect(fwd.stats).toMatchObject({ overloaded: 1, inFlight: 20 });
     } finally {
