@@ -13,6 +13,7 @@ packages=(
   slirp4netns passt
   qemu-system-x86 cpio xz-utils kmod
   openssh-client binutils
+  dnsmasq-base
 )
 missing=()
 for p in "${packages[@]}"; do
