@@ -13,7 +13,7 @@
  * handler call. Whoever keeps bytes past that copies them.
  */
 
-export type LinkKind = 'socket' | 'fd' | 'stream' | 'tap';
+export type LinkKind = 'socket' | 'fd' | 'stream' | 'tap' | 'vmnet';
 
 /**
  * Frames in: called once per received batch; each frame is valid during the call only.
