@@ -120,7 +120,7 @@ export function parseModeFlags(values: ReadonlyMap<string, readonly string[]>, p
     if (list.length > 1) throw new ConfigError(flag, 'given more than once');
     return list[0];
   };
-  const modeFlag = values.has('--mode') ? '--mode' : '--operation-mode';
+  const modeFlag = values.has('--operation-mode') ? '--operation-mode' : '--mode';
   if (values.has('--mode') && values.has('--operation-mode')) throw new ConfigError('--operation-mode', 'is another name for --mode: give one of them');
   let text = one(modeFlag) ?? 'nat';
   if (modeFlag === '--operation-mode') {
