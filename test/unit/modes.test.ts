@@ -183,6 +183,20 @@ describe('DHCP snooping', () => {
 
 // ---- macOS vmnet (the TypeScript side) --------------------------------------------------------
 
+describe('the addon\'s side of the modes', () => {
+  test('Linux: the host-side ioctls name what is missing; the portable build (macOS\'s path) has them as ENOTSUP', () => {
+    const native = loadNative();
+    let caught: NodeJS.ErrnoException | undefined;
+    try {
+      native.ifAddToBridge('vmnat-nodev0', 'vmnat-nobr0');
+    } catch (err) {
+      caught = err as NodeJS.ErrnoException;
+    }
+    expect(caught?.code).toBe(native.build.flavor === 'linux' ? 'ENODEV' : 'ENOTSUP');
+    expect(() => native.ifSetIpv4('vmnat-nodev0', 0x0a000001, 24)).toThrow(native.build.flavor === 'linux' ? /ENODEV|EPERM/ : /ENOTSUP/);
+  });
+});
+
 describe('vmnet link (macOS; here against a stand-in for the addon)', () => {
   test('this build has no Vmnet: host and bridged on vmnet are refused with one line', () => {
     const native = loadNative();
