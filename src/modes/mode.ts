@@ -265,6 +265,7 @@ export function modeToApi(mode: ModeConfig): Record<string, unknown> {
       const out: Record<string, unknown> = {
         gateway: null,
         dns: null,
+        gateway_mac: null,
         host_ip: `${formatIpv4(mode.hostIp)}/${mode.prefixLen}`,
         dhcp_server: formatIpv4(mode.dhcpServer),
       };
