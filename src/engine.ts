@@ -423,6 +423,7 @@ export class Engine implements ApiBackend {
       return;
     }
     const port = this.switch.attach(link, { uplink: true });
+    this.updateOffload(); // the uplink takes no GSO frames: the stack segments from now on
     log.debug(`switch: port ${port.id} up (uplink ${link.kind} ${JSON.stringify(link.describe())})`);
     link.start((frames, l4ChecksumOk) => this.onFrames(port, frames, l4ChecksumOk));
   }
