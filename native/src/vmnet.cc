@@ -174,7 +174,10 @@ class Vmnet : public Napi::ObjectWrap<Vmnet> {
     }
   }
 
-  ~Vmnet() override { StopInterface(); }
+  ~Vmnet() override {
+    StopInterface();
+    if (queue_ != nullptr) dispatch_release(queue_);
+  }
 
  private:
   // On vmnet's queue: one pending drain at a time is enough (a drain reads until empty).
