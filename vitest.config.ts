@@ -22,6 +22,7 @@ const PORTABLE_TESTS = [
   'test/e2e/vm.test.ts',
   'test/e2e/badinput-socket.test.ts',
   'test/e2e/cli.test.ts',
+  'test/unit/modes.test.ts',
 ];
 
 export default defineConfig({

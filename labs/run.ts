@@ -18,13 +18,13 @@ import type { LabContext } from './lib/lab.ts';
 import { LabCheckFailed, Transcript } from './lib/transcript.ts';
 import { isolationLab } from './isolation.ts';
 import { natLab } from './nat.ts';
+import { hostonlyLab } from './hostonly.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The labs that exist, and those waiting for the features they teach. */
-const LABS: Record<string, (ctx: LabContext) => Promise<void>> = { nat: natLab, capture: captureLab, isolation: isolationLab };
+const LABS: Record<string, (ctx: LabContext) => Promise<void>> = { nat: natLab, capture: captureLab, isolation: isolationLab, hostonly: hostonlyLab };
 const PLANNED: Record<string, string> = {
-  hostonly: 'issue 11 (host-only mode) and issue 9 (several guests on one vmnat)',
   ipv6: 'issue 10 (IPv6: router advertisements, RDNSS, NAT66)',
 };
 

@@ -11,7 +11,9 @@
         "src/sockets.cc",
         "src/tap.cc",
         "src/frame_port.cc",
-        "src/icmp.cc"
+        "src/icmp.cc",
+        "src/hostif.cc",
+        "src/vmnet.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
@@ -36,7 +38,9 @@
             "MACOSX_DEPLOYMENT_TARGET": "11.0",
             "GCC_ENABLE_CPP_EXCEPTIONS": "NO",
             "GCC_ENABLE_CPP_RTTI": "NO",
-            "WARNING_CFLAGS": ["-Wall", "-Wextra", "-Wno-unused-parameter"]
+            "WARNING_CFLAGS": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
+            # vmnet.framework: --mode host|bridged on macOS (src/vmnet.cc; untested, no Mac here).
+            "OTHER_LDFLAGS": ["-framework", "vmnet"]
           }
         }]
       ]

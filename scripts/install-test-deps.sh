@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vmnat's tests and benchmarks need on a fresh Debian 12 machine (run as root):
-# the real peers (busybox udhcpc, ISC dhclient, curl, iperf3, dig, tcpdump), the reference engines
+# the real peers (busybox udhcpc, ISC dhclient, curl, iperf3, dig, tcpdump, dnsmasq for the bridged
+# mode's LAN), the reference engines
 # (slirp4netns, passt/pasta), qemu for the real-VM tests, ssh for the labs, binutils (nm: the
 # portable-build symbol check), and then builds the test VM's kernel and initramfs from Debian
 # packages into .cache/guest (scripts/build-guest.sh), and the guest's SSH server archive for the
@@ -13,6 +14,7 @@ packages=(
   slirp4netns passt
   qemu-system-x86 cpio xz-utils kmod
   openssh-client binutils
+  dnsmasq-base
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -24,6 +24,8 @@ import { PcapOpenError } from './pcap.ts';
 import { ruleToJson, type ForwardRule, type ForwardRuleJson } from './portfwd/rules.ts';
 import { dropPrivileges } from './privileges.ts';
 import { RuntimeDirError, checkSocketParent, ensurePrivateDir } from './runtime-dir.ts';
+import { UplinkError, openUplink } from './modes/uplink.ts';
+import { modeToApi } from './modes/mode.ts';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -129,16 +131,30 @@ async function main(argv: string[]): Promise<void> {
       throw err;
     }
   }
+  // Host-only and bridged modes: the host's TAP, a TAP on the bridge, or vmnet (modes/uplink.ts).
+  // Once running, losing it ends vmnat as losing every guest link does: the network is gone.
+  const uplinkEarly: LinkError[] = [];
+  let uplinkFailed = (err: LinkError): void => void uplinkEarly.push(err);
+  let uplink: Link | undefined;
+  try {
+    uplink = openUplink(config.mode, { onError: (err) => uplinkFailed(err) });
+  } catch (err) {
+    await Promise.all(links.map((l) => l.close()));
+    if (err instanceof UplinkError) fail(err.message, 2);
+    throw err;
+  }
   // The engine comes after the links, so a bad transport flag costs exactly one line.
   let engine: Engine;
   try {
     engine = new Engine(config);
   } catch (err) {
     await Promise.all(links.map((l) => l.close()));
+    await uplink?.close();
     if (err instanceof PcapOpenError) fail(`--pcap: ${err.message}`, 2);
     throw err;
   }
   for (const link of links) engine.attach(link);
+  if (uplink !== undefined) engine.attachUplink(uplink);
   const link = links[0]!;
   const forwards: ForwardRuleJson[] = [];
   const addForwards = async (rules: readonly ForwardRule[]): Promise<void> => {
@@ -194,7 +210,12 @@ async function main(argv: string[]): Promise<void> {
     gateway_mac: formatMac(engine.stack.gatewayMac),
     ...(config.apiSocket !== undefined ? { api_socket: config.apiSocket } : {}),
     ...(forwards.length > 0 ? { forwards } : {}),
+    mode: engine.mode().mode,
+    ...modeToApi(config.mode),
+    ...(uplink !== undefined ? { uplink: { link: uplink.kind, ...uplink.describe() } } : {}),
   };
+  // Fields of the NAT layout that mean nothing in this mode (modeToApi marks them null) are left out.
+  for (const [k, v] of Object.entries(ready)) if (v === null) delete (ready as Record<string, unknown>)[k];
   // Handlers first: a tool may send SIGTERM the moment it reads the ready line, and a signal with
   // no handler kills the process at once.
   let stopping = false;
@@ -234,8 +255,13 @@ async function main(argv: string[]): Promise<void> {
     }
   };
   for (const err of earlyFailures.splice(0)) linkFailed(err);
+  uplinkFailed = (err) => {
+    log.error(`${err.message}: the ${config.mode.kind} network's uplink is gone: exiting with status ${EXIT_LINK_FAILED}`);
+    void stop(EXIT_LINK_FAILED);
+  };
+  for (const err of uplinkEarly.splice(0)) uplinkFailed(err);
   process.stdout.write(JSON.stringify(ready) + '\n');
-  log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, network ${ready.network}`);
+  log.info(`ready: ${ready.link} ${JSON.stringify(link.describe())}, mode ${ready.mode}${ready.network !== undefined ? `, network ${ready.network}` : ''}`);
 
   if (startChild !== undefined) {
     process.umask(callerUmask);

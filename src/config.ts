@@ -27,6 +27,7 @@ import { FORWARD_USAGE, ForwardRuleError, parseForwardFlags, type ForwardRule } 
 import { GuestForwardError, parseGuestfwdFlags, type GuestForwardRule } from './portfwd/guestfwd.ts';
 import { DnsFlagError, DnsHostsTable, parseDnsHostFlag, parseDnsServerFlag, type DnsUpstream } from './dns/forwarder.ts';
 import { FilterParseError, STDIN_SOURCE, parseFilter, type FilterRules } from './filter/rules.ts';
+import { MODE_BOOLEAN_FLAGS, MODE_USAGE, MODE_VALUE_FLAGS, ModeFlagError, hostLayout, parseModeFlags, type ModeConfig, type ParsedMode } from './modes/mode.ts';
 
 export type LinkConfig =
   | { kind: 'socket'; path: string; offload?: boolean }
@@ -112,6 +113,10 @@ export interface Config extends NetworkConfig {
   dropTo?: DropTarget;
   /** Things worth a log line at start that are not errors. */
   warnings: string[];
+  /** --mode: what is behind the switch besides the guests (modes/mode.ts). */
+  mode: ModeConfig;
+  /** --mode disconnected: start with the cable pulled (the API connects it). */
+  startDisconnected: boolean;
 }
 
 /** The network part of a configuration (a copy of the fields, sharing the tables). */
@@ -168,6 +173,7 @@ without XDG_RUNTIME_DIR; that directory must be ours, mode 0700, not a symlink):
                         (qemu: -netdev dgram,id=n0,local.type=fd,local.str=4),
                         exit with its status
 
+${MODE_USAGE}
 Switch (several guests on one network):
   --isolate             no traffic between guests (ARP included): each sees only
                         the gateway, DNS and the outside
@@ -265,11 +271,12 @@ Exit status: 0 after SIGINT/SIGTERM, 2 for a bad flag or a path vmnat refuses,
 with -- COMMAND, the command's status.
 `;
 
-const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local']);
+const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local', ...MODE_BOOLEAN_FLAGS]);
 const takesValue = new Set([
   '--hostfwd', '--natpf', '--guestfwd', '--hostfwd-source', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode', '--host-alias', '--tftp', '--bootfile', '--tftp-server',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
+  ...MODE_VALUE_FLAGS,
 ]);
 
 function parseIntStrict(flag: string, text: string, min: number, max: number): number {
@@ -468,6 +475,15 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     return list[0];
   };
 
+  let parsedMode: ParsedMode;
+  try {
+    parsedMode = parseModeFlags(values, platform);
+  } catch (err) {
+    if (err instanceof ModeFlagError) throw new ConfigError(err.flag, err.detail);
+    throw err;
+  }
+  const mode = parsedMode.mode;
+
   // Transports: every one given is a port (or a source of ports) of the switch.
   const links: LinkConfig[] = [];
   for (const t of ordered) links.push(parseTransport(t, platform));
@@ -490,19 +506,40 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
   const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d{1,2})$/.exec(netText);
   const base = m ? parseIpv4(m[1]!) : undefined;
   if (!m || base === undefined || !Address4.isValid(netText)) throw new ConfigError('--net', `${JSON.stringify(netText)} is not an IPv4 CIDR such as 10.0.2.0/24`);
-  const prefixLen = Number(m[2]);
+  let prefixLen = Number(m[2]);
   if (prefixLen < 8 || prefixLen > 27) throw new ConfigError('--net', `prefix /${prefixLen} is not in /8../27 (the layout needs .2, .3 and a pool from .15)`);
-  const netmask = prefixMask(prefixLen);
+  let netmask = prefixMask(prefixLen);
   if ((base & ~netmask) >>> 0 !== 0) throw new ConfigError('--net', `${netText} has host bits set (did you mean ${formatIpv4((base & netmask) >>> 0)}/${prefixLen}?)`);
-  const network = base;
+  let network = base;
+  // Host mode: the network is the host's (--host-ip), vmnat's DHCP at .100, leases from .101; the
+  // stack's one address (gateway = DNS in its terms) is the DHCP server's.
+  let gateway = network + 2;
+  let dns = network + 3;
+  let firstLease = network + 15;
+  if (mode.kind === 'host') {
+    const layout = hostLayout(mode.hostIp, mode.prefixLen);
+    if (typeof layout === 'string') throw new ConfigError('--host-ip', layout);
+    prefixLen = mode.prefixLen;
+    netmask = layout.netmask;
+    network = layout.network;
+    gateway = dns = layout.dhcpServer;
+    firstLease = layout.firstLease;
+  }
   const broadcast = (network | ~netmask) >>> 0;
+  let lastLease = broadcast - 1;
+  const endText = single('--end-address');
+  if (endText !== undefined && mode.kind === 'host') {
+    const end = parseIpv4(endText);
+    if (end === undefined || (end & netmask) >>> 0 !== network || end < firstLease || end >= broadcast) {
+      throw new ConfigError('--end-address', `${JSON.stringify(endText)} is not an address of ${formatIpv4(network)}/${prefixLen} from ${formatIpv4(firstLease)} on`);
+    }
+    lastLease = end;
+  }
 
   const mtu = parseIntStrict('--mtu', single('--mtu') ?? '1500', 68, 65520);
   const dhcpLeaseTimeSec = parseIntStrict('--dhcp-lease-time', single('--dhcp-lease-time') ?? '86400', 60, 0x7fff_ffff);
 
   const dhcpStatic = new Map<MacAddr, Ipv4Addr>();
-  const gateway = network + 2;
-  const dns = network + 3;
   for (const entry of values.get('--dhcp-static') ?? []) {
     const [macText, ipText, extra] = entry.split('=');
     const mac = macText === undefined ? undefined : parseMac(macText);
@@ -511,7 +548,8 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
       throw new ConfigError('--dhcp-static', `${JSON.stringify(entry)} is not MAC=IP (e.g. 52:54:00:12:34:56=10.0.2.20)`);
     }
     if ((ip & netmask) >>> 0 !== network || ip === network || ip === broadcast) throw new ConfigError('--dhcp-static', `${ipText} is not a host address in ${netText}`);
-    if (ip === gateway || ip === dns) throw new ConfigError('--dhcp-static', `${ipText} is reserved (gateway/DNS)`);
+    if (ip === gateway || ip === dns) throw new ConfigError('--dhcp-static', `${ipText} is reserved (${mode.kind === 'host' ? 'vmnat\'s DHCP server' : 'gateway/DNS'})`);
+    if (mode.kind === 'host' && ip === mode.hostIp) throw new ConfigError('--dhcp-static', `${ipText} is the host's address (--host-ip)`);
     if (dhcpStatic.has(mac)) throw new ConfigError('--dhcp-static', `${macText} given twice`);
     if ([...dhcpStatic.values()].includes(ip)) throw new ConfigError('--dhcp-static', `${ipText} given to two MACs`);
     dhcpStatic.set(mac, ip);
@@ -621,15 +659,15 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
 
   const config: Config = {
     links,
-    isolate: values.has('--isolate'),
+    isolate: values.has('--isolate') || parsedMode.isolate,
     antiSpoof: antiSpoofText === 'on',
     network,
     prefixLen,
     netmask,
     gateway,
     dns,
-    firstLease: network + 15,
-    lastLease: broadcast - 1,
+    firstLease,
+    lastLease,
     mtu,
     dhcpLeaseTimeSec,
     dhcpStatic,
@@ -652,6 +690,8 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     hostAliases,
     forwards,
     warnings,
+    mode,
+    startDisconnected: parsedMode.startDisconnected,
   };
   if (apiSocket !== undefined) config.apiSocket = path.resolve(apiSocket);
   if (runtimeDir !== undefined) config.runtimeDir = runtimeDir;

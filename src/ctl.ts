@@ -12,7 +12,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { ApiClient, ApiError, ApiUnreachableError, type ForwardListItem } from './api/client.ts';
-import type { ApiFlow, ApiLease, ApiPort } from './api/server.ts';
+import type { ApiFlow, ApiLease, ApiMode, ApiPort } from './api/server.ts';
 import type { ZoneEntry } from './dns/zone.ts';
 import { ForwardRuleError, parseHostfwd, parseNatpf, ruleFromJson, ruleToJson, type ForwardRuleJson } from './portfwd/rules.ts';
 import { FilterParseError, STDIN_SOURCE, parseFilter } from './filter/rules.ts';
@@ -48,6 +48,10 @@ Commands:
   filter set FILE|-        replace the filter rules with FILE (- = stdin), atomically;
                            the file is checked here first (vmnat --help: --filter)
   events                   follow lease, forward, flow and filter events (until vmnat exits)
+  mode                     the mode in force (nat, host, bridged or disconnected), the
+                           configured one, and what the pulled cable dropped
+  mode disconnected|connected  pull the cable (every frame dropped and counted) or plug
+                           it back (the configured mode's name works too)
 
 Options:
   --json                   print the API's JSON (events: one JSON object per line)
@@ -188,6 +192,15 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
         else out(`filter: ${plural(f.rules.length, 'rule')} from ${source} in force`);
         return 0;
       }
+      case 'mode': {
+        const m = (opts.name === undefined ? await client.call('GET', '/mode') : await client.call('PUT', '/mode', { mode: opts.name })) as ApiMode;
+        if (opts.json) printJson(m);
+        else {
+          const dropped = m.dropped_from_ports + m.dropped_to_ports > 0 ? `\ndropped while disconnected: ${m.dropped_from_ports} from the ports, ${m.dropped_to_ports} to them` : '';
+          out(`mode: ${m.mode}${m.mode === 'disconnected' ? ` (configured: ${m.configured})` : ''}${dropped}`);
+        }
+        return 0;
+      }
       case 'events': {
         const ac = new AbortController();
         const stop = (): void => ac.abort();
@@ -228,7 +241,7 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
   }
 }
 
-type Command = 'forward add' | 'forward rm' | 'forward ls' | 'leases' | 'flows' | 'ports' | 'stats' | 'config' | 'health' | 'events' | 'filter' | 'filter set' | 'dns' | 'dns add' | 'dns rm';
+type Command = 'forward add' | 'forward rm' | 'forward ls' | 'leases' | 'flows' | 'ports' | 'stats' | 'config' | 'health' | 'events' | 'filter' | 'filter set' | 'dns' | 'dns add' | 'dns rm' | 'mode';
 
 interface CtlOptions {
   help: boolean;
@@ -319,6 +332,10 @@ function parseCtlArgs(argv: readonly string[], env: Record<string, string | unde
       return { ...base, command: 'forward ls' };
     }
     throw new UsageError(`forward: unknown subcommand ${JSON.stringify(w1)} (add, rm, ls)`);
+  }
+  if (w0 === 'mode') {
+    noMore(rest);
+    return w1 === undefined ? { ...base, command: 'mode' } : { ...base, command: 'mode', name: w1 };
   }
   if (w0 === 'dns') {
     if (w1 === undefined || w1 === 'ls') {

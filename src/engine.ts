@@ -40,6 +40,9 @@ import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJs
 import { IPV4_ANY, parseIpv4 as parseIpv4Text } from './stack/wire/addr.ts';
 import { GuestForwards } from './portfwd/guestfwd.ts';
 import { natTarget, type NatPolicyConfig } from './nat/policy.ts';
+import { DhcpSnoop } from './modes/snoop.ts';
+import { modeToApi, type ModeName } from './modes/mode.ts';
+import { ModeChangeError, type ApiMode } from './api/server.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
@@ -122,6 +125,13 @@ export class Engine implements ApiBackend {
   private leaseLogWindow = -Infinity;
   private leaseLogCount = 0;
   private leaseLogSuppressed = 0;
+  /**
+   * Bridged mode and macOS vmnet (modes/mode.ts): the guests lease from the uplink's DHCP server,
+   * whose ACKs this reads so anti-spoofing binds each guest to its lease.
+   */
+  private readonly snoop: DhcpSnoop | undefined;
+  /** vmnat's stack takes part (nat, and Linux host mode for its DHCP); off where the uplink serves. */
+  private readonly stackOn: boolean;
 
   /**
    * Large TCP frames (below MTU 65000, 64 KiB segments) while every transport takes them: a TAP
@@ -142,7 +152,11 @@ export class Engine implements ApiBackend {
     // --host-alias, at the gateway), guests' names as they lease, and the API's.
     this.zone = new LocalZone(net.dnsHosts);
     const gatewayText = formatIpv4(net.gateway);
-    for (const name of [...(net.domain !== undefined ? [`host.${net.domain}`] : []), ...net.hostAliases]) {
+    const mode = config.mode;
+    const nat = mode.kind === 'nat';
+    this.stackOn = nat || (mode.kind === 'host' && mode.vmnet === undefined);
+    // The names that reach the host through the gateway exist only where there is a gateway.
+    for (const name of nat ? [...(net.domain !== undefined ? [`host.${net.domain}`] : []), ...net.hostAliases] : []) {
       if (!this.zone.has(name)) this.zone.add(name, gatewayText, 'host');
     }
     this.offload = config.links.every((l) => l.kind === 'tap' || ((l.kind === 'socket' || l.kind === 'fd') && l.offload === true)) && !config.noTso;
@@ -150,35 +164,42 @@ export class Engine implements ApiBackend {
       { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu },
       (frame, gsoSize) => this.toGuests(frame, gsoSize),
     );
-    // Guest forwards' addresses are virtual hosts of the stack, reserved like the gateway's.
+    // Guest forwards' addresses are virtual hosts of the stack, reserved like the gateway's
+    // (guest forwards are NAT-mode flags: none outside it).
     this.guestForwards = new GuestForwards(config.guestForwards ?? [], net.gateway);
     const virtualHosts = [...this.guestForwards.hosts];
     const virtualMacs = virtualHosts.map((ip) => this.stack.addVirtualHost(ip));
+    // Host mode: the host's address is reserved like vmnat's own. Where the uplink's DHCP serves
+    // (bridged, vmnet), the subnet is the LAN's, unknown here: any unicast address may be claimed
+    // or snooped (0.0.0.0/0), and nothing goes to vmnat's stack.
+    const hostIp = mode.kind === 'host' && mode.vmnet === undefined ? [mode.hostIp] : [];
     this.switch = new Switch(
       {
-        network: net.network,
-        netmask: net.netmask,
-        reserved: [net.gateway, net.dns, ...virtualHosts],
-        ownMacs: [this.stack.gatewayMac, this.stack.dnsMac, ...virtualMacs],
+        network: this.stackOn ? net.network : 0,
+        netmask: this.stackOn ? net.netmask : 0,
+        reserved: this.stackOn ? [net.gateway, net.dns, ...virtualHosts, ...hostIp] : [],
+        ownMacs: this.stackOn ? [this.stack.gatewayMac, this.stack.dnsMac, ...virtualMacs] : [],
         isolate: net.isolate,
         antiSpoof: net.antiSpoof,
         maxMacs: DEFAULT_SWITCH.maxMacs,
         macAgeMs: DEFAULT_SWITCH.macAgeMs,
       },
-      (frame, now) => this.stack.input(frame, now),
+      this.stackOn ? (frame, now) => this.stack.input(frame, now) : () => undefined,
       (port, ip) => {
         this.dhcp.claim(ip);
         log.info(`switch: port ${port.id} uses ${formatIpv4(ip)} without DHCP (bound to it as a static address)`);
       },
     );
+    this.switch.connected = !config.startDisconnected;
     const dhcpConfig = {
       serverIp: net.gateway,
       netmask: net.netmask,
-      router: net.gateway,
-      dnsServers: [net.dns],
+      // Host-only: no router (nothing routes out) and no DNS (vmnat's forwarder is NAT's).
+      ...(nat ? { router: net.gateway } : {}),
+      dnsServers: nat ? [net.dns] : [],
       poolStart: net.firstLease,
       poolEnd: net.lastLease,
-      reserved: [net.gateway, net.dns, ...virtualHosts],
+      reserved: [net.gateway, net.dns, ...virtualHosts, ...hostIp],
       leaseTimeSec: net.dhcpLeaseTimeSec,
       mtu: net.mtu,
       searchDomains: net.dnsSearch,
@@ -235,7 +256,8 @@ export class Engine implements ApiBackend {
       () => this.now(),
       () => this.armTimer(this.now()),
     );
-    this.stack.forward = (ip, srcMac, now) => this.nat.input(ip, srcMac, now);
+    // Outside nat mode nothing is routed: a guest aiming past vmnat's MAC is counted (ipv4.noRoute).
+    this.stack.forward = nat ? (ip, srcMac, now) => this.nat.input(ip, srcMac, now) : () => false;
     // One ping socket per flow (an fd each): a smaller cap than other flows.
     this.icmpNat = new IcmpNat(
       this.stack,
@@ -256,12 +278,14 @@ export class Engine implements ApiBackend {
       // vmnat fragments what it sends to the guest, so an answer may use the guest's whole EDNS size.
       maxUdpSize: 4096,
     });
-    this.stack.bindUdp(net.dns, 53, (d) => {
-      const { srcIp, srcPort, srcMac } = d;
-      this.dns.query(d.buf.subarray(d.off, d.off + d.len), 'udp', (answer) => {
-        this.stack.sendUdp(net.dns, 53, srcIp, srcPort, answer, srcMac);
+    if (nat) {
+      this.stack.bindUdp(net.dns, 53, (d) => {
+        const { srcIp, srcPort, srcMac } = d;
+        this.dns.query(d.buf.subarray(d.off, d.off + d.len), 'udp', (answer) => {
+          this.stack.sendUdp(net.dns, 53, srcIp, srcPort, answer, srcMac);
+        });
       });
-    });
+    }
     this.dnsTcp = new DnsTcpService(this.dns);
     // Registration order is poll order (and reverse close order); names are the stats' keys.
     const sv = this.services;
@@ -282,6 +306,14 @@ export class Engine implements ApiBackend {
     }
     if (this.guestForwards.size > 0) sv.register(service('guestfwd', {}, () => this.guestForwards.stats));
     sv.register(service('switch', this.switch, () => ({ ...this.switch.stats, runts: this.runts })));
+    if (!this.stackOn) {
+      const snoop = new DhcpSnoop({
+        bind: (mac, ip, now) => this.switch.bindLease(mac, ip, undefined, now),
+        unbind: (mac, ip) => this.switch.unbindLease(mac, ip),
+      });
+      this.snoop = snoop;
+      sv.register(service('dhcpSnoop', snoop, () => snoop.stats));
+    }
     sv.register(
       service('filter', {}, () => {
         const { checks, blocked, unmatched, version } = this.filterSet.toJSON();
@@ -401,6 +433,22 @@ export class Engine implements ApiBackend {
     }
   }
 
+  /**
+   * Adds the mode's uplink (modes/uplink.ts): the host's TAP, a TAP on a bridge, or vmnet. A port
+   * of the switch like a guest's, but trusted (switch.ts).
+   */
+  attachUplink(link: Link): void {
+    this.links.push(link);
+    if (this.closed) {
+      void link.close();
+      return;
+    }
+    const port = this.switch.attach(link, { uplink: true });
+    this.updateOffload(); // the uplink takes no GSO frames: the stack segments from now on
+    log.debug(`switch: port ${port.id} up (uplink ${link.kind} ${JSON.stringify(link.describe())})`);
+    link.start((frames, l4ChecksumOk) => this.onFrames(port, frames, l4ChecksumOk));
+  }
+
   private attachPort(link: Link): void {
     if (this.closed) {
       void link.close();
@@ -449,6 +497,7 @@ export class Engine implements ApiBackend {
       }
       try {
         pcap?.write(frame);
+        if (port.uplink && this.snoop !== undefined && sw.connected) this.snoop.inspect(frame, now);
         sw.input(port, frame, now);
       } catch (err) {
         // A bug this frame met (fault.ts): the frame is lost, the batch and the process go on.
@@ -554,7 +603,7 @@ export class Engine implements ApiBackend {
    * block event; the rest of the flow is re-decided without counting. A blocked flow start gets
    * ICMP "administratively prohibited" from the gateway, so the sender fails at once.
    */
-  private filterGuestToGuest(frame: Uint8Array, _from: SwitchPort, _to: SwitchPort): boolean {
+  private filterGuestToGuest(frame: Uint8Array, from: SwitchPort, to: SwitchPort): boolean {
     if (this.filterSet.size === 0) return true;
     if (frame.length < 34 || frame[12] !== 0x08 || frame[13] !== 0x00) return true; // ARP and the rest
     const ihl = (frame[14]! & 15) * 4;
@@ -574,8 +623,9 @@ export class Engine implements ApiBackend {
     } else if (proto === 'icmp' && frame.length > l4) {
       starts = frame[l4] === 8; // echo request
     }
-    const ok = this.filterCheck('out', proto, src, srcPort, dst, dstPort, starts) && this.filterCheck('in', proto, src, srcPort, dst, dstPort, starts);
-    if (!ok && starts) {
+    // The uplink (the host, the LAN) is no guest: only the guest's side of the rules applies.
+    const ok = (from.uplink || this.filterCheck('out', proto, src, srcPort, dst, dstPort, starts)) && (to.uplink || this.filterCheck('in', proto, src, srcPort, dst, dstPort, starts));
+    if (!ok && starts && this.stackOn && !from.uplink) {
       const ip = frame.subarray(14);
       this.stack.sendIcmpErrorQuoting(ip.subarray(0, Math.min(ip.length, ihl + 8)), readMacAt(frame, 6), this.cfg.gateway, src, 3, 13);
     }
@@ -640,7 +690,46 @@ export class Engine implements ApiBackend {
   }
 
   config(): Record<string, unknown> {
-    return configToApi(this.cfg);
+    return { ...configToApi(this.cfg), mode: this.currentMode(), configured_mode: this.cfg.mode.kind, ...modeToApi(this.cfg.mode) };
+  }
+
+  // ---- modes (GET/PUT /mode) ----
+
+  private currentMode(): ModeName {
+    return this.switch.connected ? this.cfg.mode.kind : 'disconnected';
+  }
+
+  /** GET /mode: the mode in force, the configured one, and what the pulled cable dropped. */
+  mode(): ApiMode {
+    let fromGuests = 0;
+    for (const p of this.switch.ports) fromGuests += p.stats.drops.disconnected;
+    return {
+      mode: this.currentMode(),
+      configured: this.cfg.mode.kind,
+      connected: this.switch.connected,
+      dropped_from_ports: fromGuests,
+      dropped_to_ports: this.switch.stats.disconnectedToGuests,
+    };
+  }
+
+  /**
+   * PUT /mode: `disconnected` pulls the cable, `connected` (or the configured mode's name) plugs it
+   * back. Another mode needs a restart: throws ModeChangeError (409), or (400) for no mode at all.
+   */
+  setMode(name: string): ApiMode {
+    const configured = this.cfg.mode.kind;
+    let connect: boolean;
+    if (name === 'disconnected') connect = false;
+    else if (name === 'connected' || name === configured) connect = true;
+    else if (name === 'nat' || name === 'host' || name === 'bridged') {
+      throw new ModeChangeError(409, 'mode_conflict', `vmnat runs in ${configured} mode: it switches between ${configured} and disconnected only (restart it with --mode ${name})`);
+    } else throw new ModeChangeError(400, 'bad_mode', `${JSON.stringify(name)} is not one of ${configured}|connected|disconnected`);
+    if (connect !== this.switch.connected) {
+      this.switch.connected = connect;
+      log.info(`mode: ${connect ? `connected (${configured})` : 'disconnected: every frame is dropped until the cable is plugged back'}`);
+      this.armTimer(this.now());
+    }
+    return this.mode();
   }
 
   subscribe(listener: (e: LeaseEvent | FlowEvent | FilterEvent) => void): () => void {

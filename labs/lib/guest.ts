@@ -49,6 +49,8 @@ export interface GuestOptions {
   files?: Readonly<Record<string, string>>;
   /** More newc cpio archives (paths) unpacked after the base image and before `files`. */
   archives?: readonly string[];
+  /** More network cards (eth1, eth2, …), each with its own qemu -netdev (whose id is set here). */
+  moreNics?: readonly { netdev: string; mac: string }[];
   bootTimeoutMs?: number;
 }
 
@@ -115,6 +117,7 @@ export class Guest {
       '-serial', 'stdio',
       '-netdev', o.netdev,
       '-device', `virtio-net-pci,netdev=n0,romfile=,mac=${o.mac}`,
+      ...(o.moreNics ?? []).flatMap((n, i) => ['-netdev', `${n.netdev},id=n${i + 1}`, '-device', `virtio-net-pci,netdev=n${i + 1},romfile=,mac=${n.mac}`]),
     ];
     const started = performance.now();
     const child = spawn(QEMU, argv, { stdio: ['pipe', 'pipe', 'pipe'] });

@@ -76,11 +76,13 @@ export async function bootLabGuest(
   v: LabVmnat,
   files: Readonly<Record<string, string>>,
   archives: readonly string[] = [],
-  o: { name?: string; mac?: string; socket?: string } = {},
+  o: { name?: string; mac?: string; socket?: string; secondNic?: { socket: string; mac: string } } = {},
 ): Promise<Guest> {
   const qemuSocket = path.join(ctx.workDir, o.name === undefined ? 'qemu.sock' : `qemu-${o.name}.sock`);
   const netdev = `dgram,id=n0,local.type=unix,local.path=${qemuSocket},remote.type=unix,remote.path=${o.socket ?? v.netSocket}`;
-  const guest = await Guest.boot({ netdev, mac: o.mac ?? GUEST_MAC, dir: ctx.workDir, files, archives, ...(o.name !== undefined ? { hostname: o.name } : {}) });
+  // A second card (eth1) on another vmnat's socket: its own qemu-side socket beside the first.
+  const moreNics = o.secondNic === undefined ? [] : [{ netdev: `dgram,local.type=unix,local.path=${qemuSocket.replace(/\.sock$/, '-eth1.sock')},remote.type=unix,remote.path=${o.secondNic.socket}`, mac: o.secondNic.mac }];
+  const guest = await Guest.boot({ netdev, mac: o.mac ?? GUEST_MAC, dir: ctx.workDir, files, archives, moreNics, ...(o.name !== undefined ? { hostname: o.name } : {}) });
   ctx.cleanup.add(`qemu ${o.name ?? ''}`, () => guest.stop());
   ctx.timings[o.name === undefined ? 'guest_boot_ms' : `guest_boot_ms_${o.name}`] = guest.bootMs;
   const showArgs = guest.argv.map((a) => shown(ctx, a)).map((a) => (a.includes(',') || a.includes(' ') ? `'${a}'` : a));
@@ -122,9 +124,11 @@ export function sha256(data: Uint8Array): string {
  * The closing step: the topology as vmnat's API reports it, in the terminal and as
  * `OUTDIR/NAME-topology.svg`. Returns the SVG's path.
  */
-export async function drawTopology(ctx: LabContext, v: LabVmnat, name: string): Promise<string> {
+export async function drawTopology(ctx: LabContext, v: LabVmnat, name: string, moreLines: Readonly<Record<string, readonly string[]>> = {}): Promise<string> {
   const snapshot = await snapshotFromApi(v.api);
   const model = topologyModel(snapshot);
+  // What another vmnat's API knows about a guest (the hostonly lab's second card), by host name.
+  for (const g of model.guests) g.more = [...(moreLines[g.hostname ?? ''] ?? [])];
   ctx.t.command('host$', `curl --unix-socket ${shown(ctx, v.apiSocket)} http://vmnat/{config,leases,forwards,flows}`, '(four JSON answers; drawn below)');
   ctx.t.raw(renderText(model));
   const svg = path.join(ctx.outDir, `${name}-topology.svg`);

@@ -29,6 +29,8 @@ export interface TopologyGuest {
   mac: string;
   hostname: string | undefined;
   lease: string;
+  /** More lines for its box (a second network card the lab knows of). */
+  more?: string[];
 }
 
 export interface TopologyForward {
@@ -61,6 +63,8 @@ export interface TopologyModel {
   /** Where the gateway address leads (`127.0.0.1`), or undefined when --no-host-loopback. */
   gatewayLeadsTo: string | undefined;
   leaseRange: string;
+  /** Host-only mode (GET /config `mode`): the host's TAP and address, vmnat's DHCP server. */
+  hostOnly?: { hostIf: string; hostIp: string; dhcpServer: string };
   guests: TopologyGuest[];
   forwards: TopologyForward[];
   flows: TopologyFlow[];
@@ -117,6 +121,9 @@ export function topologyModel(s: TopologySnapshot): TopologyModel {
     dnsUpstream: dnsMode === 'host' ? 'host resolver (getaddrinfo)' : dnsServers.length > 0 ? dnsServers.join(', ') : 'host resolv.conf',
     gatewayLeadsTo: s.config['host_loopback'] === false ? undefined : '127.0.0.1',
     leaseRange: `${str(s.config['first_lease'])}..${str(s.config['last_lease'])}`,
+    ...(s.config['configured_mode'] === 'host' && typeof s.config['host_if'] === 'string'
+      ? { hostOnly: { hostIf: str(s.config['host_if']), hostIp: str(s.config['host_ip']), dhcpServer: str(s.config['dhcp_server']) } }
+      : {}),
     guests: [...s.leases]
       .sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }))
       .map((l) => ({
@@ -153,6 +160,7 @@ interface Column {
 }
 
 function columns(m: TopologyModel): Column[] {
+  if (m.hostOnly !== undefined) return hostOnlyColumns(m, m.hostOnly);
   const guests: Column = {
     heading: 'guests',
     boxes:
@@ -181,6 +189,34 @@ function columns(m: TopologyModel): Column[] {
   const hostLines = [`loopback ${m.gatewayLeadsTo ?? '(not reachable: --no-host-loopback)'}`];
   for (const f of m.forwards) hostLines.push(`listen ${f.proto} ${f.host} (${f.name})`);
   const host: Column = { heading: 'host', boxes: [{ title: 'this machine', lines: hostLines }] };
+  return [guests, vmnat, host];
+}
+
+/** Host-only: no gateway, no DNS, no NAT; the host is on the guests' network through its TAP. */
+function hostOnlyColumns(m: TopologyModel, h: NonNullable<TopologyModel['hostOnly']>): Column[] {
+  const guests: Column = {
+    heading: 'guests',
+    boxes:
+      m.guests.length === 0
+        ? [{ title: 'no lease yet', lines: ['(no guest has leased)'] }]
+        : m.guests.map((g) => ({ title: g.hostname ?? 'guest', lines: [`eth0 ${g.ip}/${g.prefix}`, `mac  ${g.mac}`, 'no default route', `lease ${g.lease}`, ...(g.more ?? [])] })),
+  };
+  const vmnat: Column = {
+    heading: 'vmnat',
+    boxes: [
+      {
+        title: `host-only ${m.network}`,
+        lines: [
+          `link    ${m.link}`,
+          ...(m.switchMode === undefined ? [] : [`switch  ${m.switchMode === 'isolated' ? 'isolated: no guest-to-guest' : 'shared: guests reach each other'}`]),
+          `dhcp    ${h.dhcpServer}: ${m.leaseRange}`,
+          'no gateway, no DNS, no NAT',
+          `host    port ${h.hostIf}`,
+        ],
+      },
+    ],
+  };
+  const host: Column = { heading: 'host', boxes: [{ title: 'this machine', lines: [`${h.hostIf} ${h.hostIp}`, 'routes nothing for the guests'] }] };
   return [guests, vmnat, host];
 }
 

@@ -9,12 +9,16 @@
 namespace vmnat {
 void InitTap(Napi::Env env, Napi::Object exports);
 void InitIcmp(Napi::Env env, Napi::Object exports);
+void InitHostIf(Napi::Env env, Napi::Object exports);
+void InitVmnet(Napi::Env env, Napi::Object exports);
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vmnat::InitSockets(env, exports);
   vmnat::InitTap(env, exports);
   vmnat::InitIcmp(env, exports);
+  vmnat::InitHostIf(env, exports);
+  vmnat::InitVmnet(env, exports);
   exports.Set("FramePort", vmnat::FramePort::Init(env));
   // Which side of the platform guards this binary was built with: tests check they load the
   // build they mean to test.

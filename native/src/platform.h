@@ -26,6 +26,9 @@
 //   sockets.cc FillUnixAddr: no abstract "@name" addresses ('@' paths refused: EAFNOSUPPORT);
 //              sun_len set on Apple.
 //   tap.cc     VMNAT_HAVE_TAP 0: no TAP, no setns; tapOpen throws ENOTSUP naming the platform.
+//   hostif.cc  VMNAT_HAVE_TAP 0: ifSetIpv4/ifAddToBridge (host-only and bridged modes) throw ENOTSUP.
+//   vmnet.cc   macOS only (not the portable build): vmnet.framework for --mode host|bridged;
+//              elsewhere no `Vmnet` export at all (Apple's framework cannot be linked on Linux).
 //   icmp.cc    no IP_RECVERR/error queue (ICMP errors are read in-band from the socket); TTL by
 //              setsockopt(IP_TTL) when it changes instead of a per-send IP_TTL cmsg; our own
 //              identifier and checksum written into each request (macOS assigns neither);

@@ -26,6 +26,11 @@
  *                               JSON), or JSON {"rules": "<text>", "source"?: "<name>"}; parsed
  *                               whole first, so a bad set → 400 `bad_filter` naming line and
  *                               token, and the old set stays. 501 if the backend has no filter.
+ *   GET    /mode                the mode in force (nat|host|bridged|disconnected), the configured
+ *                               one, and what the pulled cable dropped (ApiMode)
+ *   PUT    /mode                {"mode": "disconnected"|"connected"|<configured>} (or that word as
+ *                               the body): pull or plug the cable; another mode → 409
+ *                               `mode_conflict`, no mode → 400 `bad_mode`
  *   GET    /events              newline-delimited JSON, one event per line, each with `time`:
  *                               lease (bound/released/expired/declined), forward (added/removed),
  *                               flow (open/close), filter (block). On connect, each currently
@@ -121,6 +126,27 @@ export interface ApiPort {
   drops: Record<string, number>;
 }
 
+/** GET/PUT /mode (modes/mode.ts). */
+export interface ApiMode {
+  mode: 'nat' | 'host' | 'bridged' | 'disconnected';
+  configured: 'nat' | 'host' | 'bridged';
+  connected: boolean;
+  /** Frames dropped while disconnected, from the ports and to them. */
+  dropped_from_ports: number;
+  dropped_to_ports: number;
+}
+
+/** PUT /mode refused: 409 for another mode (a restart is needed), 400 for no mode at all. */
+export class ModeChangeError extends Error {
+  constructor(
+    readonly status: 400 | 409,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** POST /dns for a name another source holds (a guest's, the host's, a configured one). */
 export class DnsNameTaken extends Error {
   constructor(name: string, source: string) {
@@ -190,6 +216,9 @@ export interface ApiBackend {
    * answers the new set. Throws `FilterParseError` for a bad set (→ 400), leaving the old one.
    */
   replaceFilter?(text: string, source: string): FilterJson;
+  /** GET /mode; with setMode, PUT /mode (throws ModeChangeError). Absent → 501. */
+  mode?(): ApiMode;
+  setMode?(mode: string): ApiMode;
 }
 
 // ── helpers for the engine ──────────────────────────────────────────────────────────────────
@@ -421,6 +450,7 @@ export class ApiServer {
     ['/events', { GET: (req, res) => this.events(req, res) }],
     ['/dns', { GET: (_q, res) => this.json(res, 200, this.dnsBackend().dnsZone()), POST: (req, res) => this.addDns(req, res) }],
     ['/filter', { GET: (_q, res) => this.json(res, 200, this.filterBackend().filter()), PUT: (req, res) => this.putFilter(req, res) }],
+    ['/mode', { GET: (_q, res) => this.json(res, 200, this.modeBackend().mode()), PUT: (req, res) => this.putMode(req, res) }],
   ]);
 
   /** `/dns/NAME`. */
@@ -436,6 +466,38 @@ export class ApiServer {
       res.writeHead(204).end();
     },
   };
+
+  private modeBackend(): Required<Pick<ApiBackend, 'mode' | 'setMode'>> & ApiBackend {
+    const b = this.backend;
+    if (b.mode === undefined || b.setMode === undefined) throw new HttpError(501, 'not_implemented', 'this vmnat cannot change modes');
+    return b as Required<Pick<ApiBackend, 'mode' | 'setMode'>> & ApiBackend;
+  }
+
+  /** PUT /mode: JSON {"mode": NAME}, or the bare word as the body. */
+  private async putMode(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const b = this.modeBackend();
+    const text = (await this.readBody(req)).toString('utf8').trim();
+    let name: string;
+    if (text.startsWith('{')) {
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch (err) {
+        throw new HttpError(400, 'bad_json', `malformed JSON: ${(err as Error).message}`);
+      }
+      const m = (body as { mode?: unknown }).mode;
+      if (typeof m !== 'string') throw new HttpError(400, 'bad_request', 'expected {"mode": "disconnected"} or {"mode": "connected"}');
+      name = m;
+    } else {
+      name = text.replace(/^"|"$/g, '');
+    }
+    try {
+      this.json(res, 200, b.setMode(name));
+    } catch (err) {
+      if (err instanceof ModeChangeError) throw new HttpError(err.status, err.code, err.message);
+      throw err;
+    }
+  }
 
   private dnsBackend(): Required<Pick<ApiBackend, 'dnsZone'>> & ApiBackend {
     const b = this.backend;
@@ -512,7 +574,7 @@ export class ApiServer {
       }
     }
     if (route === undefined) {
-      throw new HttpError(404, 'not_found', `no such endpoint: ${pathname} (try GET /health, /forwards, /leases, /flows, /stats, /config, /filter, /events)`);
+      throw new HttpError(404, 'not_found', `no such endpoint: ${pathname} (try GET /health, /forwards, /leases, /flows, /stats, /config, /filter, /mode, /events)`);
     }
     const method = req.method ?? 'GET';
     const handler = method === 'GET' || method === 'POST' || method === 'PUT' || method === 'DELETE' ? route[method] : undefined;

@@ -66,7 +66,8 @@ export interface DhcpServerConfig {
   /** Server identifier (54) and reply source, e.g. 10.0.2.2 (the gateway, as VirtualBox). */
   serverIp: Ipv4Addr;
   netmask: Ipv4Addr;
-  router: Ipv4Addr;
+  /** Option 3; absent in host-only mode (no route out: the guest gets no default route). */
+  router?: Ipv4Addr;
   dnsServers: Ipv4Addr[];
   /** First pool address (10.0.2.15). */
   poolStart: Ipv4Addr;
@@ -241,7 +242,7 @@ export class DhcpServer {
     this.poolEnd = Math.min(config.poolEnd, config.poolStart + MAX_POOL - 1);
     this.cursor = config.poolStart;
 
-    for (const a of [...config.reserved, config.serverIp, config.router, ...config.dnsServers]) this.excluded.add(a >>> 0);
+    for (const a of [...config.reserved, config.serverIp, ...(config.router !== undefined ? [config.router] : []), ...config.dnsServers]) this.excluded.add(a >>> 0);
     for (const [mac, ip] of config.staticLeases) {
       if (!inSubnet(ip) || this.excluded.has(ip)) throw new DhcpConfigError(`static lease ${formatIpv4(ip)} for ${formatMac(mac)} is outside the subnet or reserved`);
       if (isGroupMac(mac)) throw new DhcpConfigError(`static lease for group MAC ${formatMac(mac)}`);
@@ -251,7 +252,7 @@ export class DhcpServer {
 
     const u32 = (v: number): Uint8Array => Uint8Array.of(v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff);
     this.optionData.set(DhcpOpt.subnetMask, u32(mask));
-    this.optionData.set(DhcpOpt.router, u32(config.router));
+    if (config.router !== undefined) this.optionData.set(DhcpOpt.router, u32(config.router));
     if (config.dnsServers.length > 0) {
       const d = new Uint8Array(config.dnsServers.length * 4);
       config.dnsServers.forEach((a, i) => d.set(u32(a), i * 4));

@@ -173,6 +173,36 @@ export interface NativeAddon {
    * or without the IP header macOS leaves in front. Exposed so tests can feed it macOS's format.
    */
   icmpClassify?: (datagram: Buffer, ident: number, src: number, ttl: number) => IcmpClassification;
+  /**
+   * Host-only mode (Linux): gives interface `name` the IPv4 address `addr` (u32) with `prefixLen`
+   * (SIOCSIFADDR + SIOCSIFNETMASK, in vmnat's own namespace). ENOTSUP off Linux and in the portable build.
+   */
+  ifSetIpv4(name: string, addr: number, prefixLen: number): void;
+  /** Bridged mode (Linux): enslaves interface `name` to the existing bridge `bridge` (SIOCBRADDIF). */
+  ifAddToBridge(name: string, bridge: string): void;
+  /** macOS builds only (vmnet.framework, native/src/vmnet.cc; untested): absent elsewhere. */
+  Vmnet?: new (options: NativeVmnetOptions, onFrames: (frames: Buffer[]) => void, onError: (code: string) => void) => NativeVmnet;
+}
+
+export interface NativeVmnetOptions {
+  mode: 'host' | 'bridged';
+  /** Bridged: the physical interface (en0). */
+  sharedInterface?: string;
+  /** Host: vmnet's DHCP range and mask (dotted quads). */
+  startAddress?: string;
+  endAddress?: string;
+  subnetMask?: string;
+  /** A UUID: the same one gives the interface the same MAC across runs. */
+  interfaceId?: string;
+  isolation?: boolean;
+}
+
+export interface NativeVmnet {
+  /** What vmnet answered at start: its MAC, MTU, largest packet, and (host mode) addresses. */
+  info(): { mac: string; mtu: number; maxPacketSize: number; startAddress?: string; endAddress?: string; subnetMask?: string };
+  /** One frame to the host side; false when vmnet refused it. */
+  write(frame: Uint8Array): boolean;
+  close(): void;
 }
 
 export interface IcmpClassification {

@@ -13,7 +13,7 @@
  * handler call. Whoever keeps bytes past that copies them.
  */
 
-export type LinkKind = 'socket' | 'fd' | 'stream' | 'tap';
+export type LinkKind = 'socket' | 'fd' | 'stream' | 'tap' | 'vmnet';
 
 /** `Link.send`'s second argument for a frame whose TCP/UDP checksum the link completes. */
 export const COMPLETE_L4_CHECKSUM = -1;

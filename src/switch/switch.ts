@@ -25,6 +25,17 @@
  *
  * Sends are queued on each port's link and flushed once per batch (`flush`), one syscall per port.
  * Every drop is counted per port and reason (`PortStats.drops`).
+ *
+ * An uplink port (host-only and bridged modes, modes/mode.ts: the host's TAP, a TAP on a Linux
+ * bridge, vmnet) is the network beyond the guests, and trusted: anti-spoofing does not apply to it
+ * (a LAN's many MACs come through it), isolation never separates a guest from it (isolated guests
+ * still reach the host or the LAN, and its broadcasts reach every guest), filter rules still do
+ * (`guestToGuest`). Unknown unicast from a guest goes to the uplink, as a learning switch floods to
+ * its uplink (a LAN host whose entry aged out is still reached); unknown unicast from the uplink
+ * (a bridge floods what it has not learned) is dropped and counted (`uplinkUnknownDropped`).
+ *
+ * Disconnected (`connected = false`, the cable pulled): every frame from a port is dropped and
+ * counted as `disconnected` on that port, every frame to one in `disconnectedToGuests`.
  */
 import { IPV4_ANY, isGroupMac, readMac, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
 import type { Link } from '../link/types.ts';
@@ -45,7 +56,7 @@ export interface SwitchConfig {
 export const DEFAULT_SWITCH = { isolate: false, antiSpoof: true, maxMacs: 4096, macAgeMs: 300_000 } as const;
 
 export function createPortDrops() {
-  return { macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, filtered: 0, runt: 0 };
+  return { macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, filtered: 0, runt: 0, disconnected: 0 };
 }
 export type PortDropReason = keyof ReturnType<typeof createPortDrops>;
 
@@ -58,7 +69,7 @@ export interface PortStats {
 }
 
 export function createSwitchStats() {
-  return { guestToGuest: 0, flooded: 0, unknownUnicastDropped: 0, macMoves: 0, macEvicted: 0, macAged: 0, addressClaims: 0 };
+  return { guestToGuest: 0, flooded: 0, unknownUnicastDropped: 0, macMoves: 0, macEvicted: 0, macAged: 0, addressClaims: 0, toUplink: 0, fromUplink: 0, uplinkUnknownDropped: 0, disconnectedToGuests: 0 };
 }
 
 /** One switch port: a guest connection and what the switch knows of it. */
@@ -75,6 +86,8 @@ export class SwitchPort {
   constructor(
     readonly id: number,
     readonly link: Link,
+    /** The network beyond the guests (host TAP, bridge, vmnet): trusted, see the header. */
+    readonly uplink = false,
   ) {}
 }
 
@@ -92,6 +105,9 @@ export class Switch {
   private readonly broadcast: Ipv4Addr;
   private nextId = 1;
   private nextSweep: number | undefined;
+  private readonly uplinks: SwitchPort[] = [];
+  /** False: the cable is pulled (disconnected mode); every frame is dropped and counted. */
+  connected = true;
   /** The port whose frame is being handled (the stack's broadcast answers go back to it only). */
   current: SwitchPort | undefined;
   /**
@@ -114,9 +130,10 @@ export class Switch {
     return this.portList;
   }
 
-  attach(link: Link): SwitchPort {
-    const port = new SwitchPort(this.nextId++, link);
+  attach(link: Link, options: { uplink?: boolean } = {}): SwitchPort {
+    const port = new SwitchPort(this.nextId++, link, options.uplink === true);
     this.portList.push(port);
+    if (port.uplink) this.uplinks.push(port);
     return port;
   }
 
@@ -126,6 +143,8 @@ export class Switch {
     port.closed = true;
     const i = this.portList.indexOf(port);
     if (i >= 0) this.portList.splice(i, 1);
+    const u = this.uplinks.indexOf(port);
+    if (u >= 0) this.uplinks.splice(u, 1);
     for (const [mac, e] of this.macs) if (e.port === port) this.macs.delete(mac);
     for (const [ip, p] of this.ipOwner) if (p === port) this.ipOwner.delete(ip);
     this.dirty.delete(port);
@@ -183,8 +202,13 @@ export class Switch {
     const st = port.stats;
     st.rxFrames++;
     st.rxBytes += frame.length;
+    if (!this.connected) {
+      st.drops.disconnected++;
+      return;
+    }
     const src = readMac(frame, 6);
-    if (this.cfg.antiSpoof && !this.sourceAllowed(port, frame, src)) return;
+    if (port.uplink) this.stats.fromUplink++;
+    else if (this.cfg.antiSpoof && !this.sourceAllowed(port, frame, src)) return;
     if (!isGroupMac(src)) this.learn(src, port, now);
     const dst = readMac(frame, 0);
     const own = this.cfg.ownMacs;
@@ -194,15 +218,22 @@ export class Switch {
     }
     if (isGroupMac(dst)) {
       this.toStack(frame, now);
-      if (!this.cfg.isolate && this.portList.length > 1) {
-        this.stats.flooded++;
-        for (const p of this.portList) if (p !== port) this.send(p, frame);
+      if (this.portList.length > 1) {
+        if (!this.cfg.isolate) {
+          this.stats.flooded++;
+          for (const p of this.portList) if (p !== port) this.send(p, frame);
+        } else if (port.uplink) {
+          // Isolated guests are cut from each other only: the uplink's broadcasts reach them all.
+          for (const p of this.portList) if (p !== port && !p.uplink) this.send(p, frame);
+        } else {
+          for (const p of this.uplinks) this.send(p, frame);
+        }
       }
       return;
     }
     const to = this.portOfMac(dst, now);
     if (to !== undefined && to !== port) {
-      if (this.cfg.isolate) {
+      if (this.cfg.isolate && !port.uplink && !to.uplink) {
         st.drops.isolated++;
         return;
       }
@@ -210,8 +241,23 @@ export class Switch {
         st.drops.filtered++;
         return;
       }
-      this.stats.guestToGuest++;
+      if (to.uplink) this.stats.toUplink++;
+      else if (!port.uplink) this.stats.guestToGuest++;
       this.send(to, frame);
+      return;
+    }
+    if (this.uplinks.length > 0) {
+      if (port.uplink) {
+        this.stats.uplinkUnknownDropped++;
+        return;
+      }
+      const up = this.uplinks[0]!;
+      if (this.guestToGuest !== undefined && !this.guestToGuest(frame, port, up)) {
+        st.drops.filtered++;
+        return;
+      }
+      this.stats.toUplink++;
+      this.send(up, frame);
       return;
     }
     this.toStack(frame, now); // counted there as not for us
@@ -219,6 +265,10 @@ export class Switch {
 
   /** A frame from the stack to the guests. */
   output(frame: Uint8Array, now: number, gsoSize?: number): void {
+    if (!this.connected) {
+      this.stats.disconnectedToGuests++;
+      return;
+    }
     const dst = readMac(frame, 0);
     if (isGroupMac(dst)) {
       if (this.current !== undefined) this.send(this.current, frame, gsoSize);

@@ -88,6 +88,7 @@ describe('--socket lifecycle', () => {
       netmask: '255.255.255.0',
       mtu: 1500,
       gateway_mac: '52:55:0a:00:02:02',
+      mode: 'nat',
     });
     expect(fs.statSync(sock).isSocket()).toBe(true);
     const b = await vmnat(['--socket', sock]);

@@ -207,6 +207,32 @@ describe.sequential('labs', () => {
     expectCleanedUp(r);
   }, LAB_MS);
 
+  it('hostonly: two guests lease .101/.102 from 192.168.56.100, reach each other and the host (vmnat0), no route out; a NAT card on vm1 adds the default route via 10.0.2.2', async () => {
+    const r = await runLab('hostonly');
+    const w = why(r);
+    expect(r.code, w).toBe(0);
+    console.log(`[labs] hostonly: ${r.ms} ms, ${JSON.stringify(JSON.parse(readFileSync(path.join(r.out, 'hostonly-summary.json'), 'utf8')).timings)}`);
+    // The host's side of the network, in the lab's namespace.
+    expect(r.stdout).toMatch(/^ {8}inet 192\.168\.56\.1\/24 .* vmnat0$/m);
+    for (const [name, ip] of [['vm1', '192.168.56.101'], ['vm2', '192.168.56.102']] as const) {
+      expect(r.stdout).toMatch(new RegExp(`^${name}# udhcpc -i eth0 .*\\n(?: {4}.*\\n)*? {4}udhcpc: lease of ${ip.replace(/\./g, '\\.')} obtained from 192\\.168\\.56\\.100, lease time 86400$`, 'm'));
+      expect(r.stdout).toMatch(new RegExp(`^host\\$ busybox ping -c 2 -W 3 ${ip.replace(/\./g, '\\.')}\\n(?: {4}.*\\n)*? {4}2 packets transmitted, 2 packets received`, 'm'));
+    }
+    expect(r.stdout).toMatch(/^vm1# ip route\n {4}192\.168\.56\.0\/24 dev eth0 scope link {2}src 192\.168\.56\.101\n(?! {4})/m);
+    expect(r.stdout).toMatch(/^vm1# ping -c 2 -W 3 192\.168\.56\.102\n(?: {4}.*\n)*? {4}2 packets transmitted, 2 packets received/m);
+    expect(r.stdout).toMatch(/^vm2# ping -c 1 -W 2 10\.0\.2\.2\n(?: {4}.*\n)*? {4}ping: sendto: Network is unreachable/m);
+    // The second card: leased from the NAT vmnat; the routes split by card.
+    expect(r.stdout).toMatch(/^ {4}udhcpc: lease of 10\.0\.2\.15 obtained from 10\.0\.2\.2, lease time 86400$/m);
+    expect(r.stdout).toMatch(/^vm1# ip route\n(?: {4}.*\n)*? {4}default via 10\.0\.2\.2 dev eth1/m);
+    expect(r.stdout).toMatch(/^ {4}192\.168\.56\.1 dev eth0 {2}src 192\.168\.56\.101 *\n {4}10\.0\.2\.2 dev eth1 {2}src 10\.0\.2\.15/m);
+    const svg = readFileSync(path.join(r.out, 'hostonly-topology.svg'), 'utf8');
+    for (const s of ['192.168.56.101', '192.168.56.102', 'vmnat0 192.168.56.1/24', 'eth1 10.0.2.15/24', 'no gateway, no DNS, no NAT']) expect(svg).toContain(s);
+    const summary = JSON.parse(readFileSync(path.join(r.out, 'hostonly-summary.json'), 'utf8')) as { ok: boolean; checks: { ok: boolean }[] };
+    expect(summary.ok).toBe(true);
+    expect(summary.checks.length).toBeGreaterThanOrEqual(20);
+    expectCleanedUp(r);
+  }, LAB_MS);
+
   it('a claim that fails (the forward\'s port is taken) exits 1, names the claim, and still cleans up', async () => {
     // Someone already listens on 127.0.0.1:2222 in the lab's namespace (our child, killed by PID).
     const ns = makeNetns();
