@@ -112,7 +112,13 @@ except OSError: pass
 `);
   const holder = ns.exec(['python3', hold], { timeoutMs: 60_000 });
   void holder;
-  await new Promise((r) => setTimeout(r, 500));
+  // Until the guest's listener is up (a fixed wait was too short under a full parallel run).
+  for (let i = 0; ; i++) {
+    const ss = await ns.exec(['ss', '-Hltn', 'sport = :8000']);
+    if (ss.stdout.includes(':8000')) break;
+    if (i > 100) throw new Error('the guest\'s listener on :8000 never came up');
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const port = (vmnat.ready['forwards'] as unknown as { host_port: number }[])[0]!.host_port;
   const clients: net.Socket[] = [];
   const outcomes = await Promise.all(
