@@ -350,6 +350,8 @@ export class Engine implements ApiBackend {
       udpIdleTimeoutMs: config.udpTimeoutSec * 1000,
       maxUdpFlows: config.maxFlows,
       guestNetwork: { network: net.network, netmask: net.netmask, reserved: [net.gateway, net.dns] },
+      // As --hostfwd is refused outside nat mode, so is a forward added at run time.
+      ...(config.mode.kind !== 'nat' ? { refuseAll: `port forwards need nat mode (vmnat runs in ${config.mode.kind} mode: guests are reached by their own addresses)` } : {}),
     });
   }
 

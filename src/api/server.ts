@@ -772,7 +772,7 @@ export class ApiServer {
     } else if (err instanceof ForwardError) {
       code = err.code;
       message = err.message;
-      status = err.code === 'EADDRINUSE' || err.code === 'EEXIST' ? 409 : err.code === 'EACCES' ? 403 : err.code === 'EADDRNOTAVAIL' || err.code === 'EPATH' ? 400 : err.code === 'ECLOSED' ? 503 : 500;
+      status = err.code === 'EADDRINUSE' || err.code === 'EEXIST' ? 409 : err.code === 'EACCES' ? 403 : err.code === 'EADDRNOTAVAIL' || err.code === 'EPATH' ? 400 : err.code === 'ENOTSUP' ? 409 : err.code === 'ECLOSED' ? 503 : 500;
     } else {
       [status, code, message] = [500, 'internal', 'internal error'];
       trace('internal error: %o', err);

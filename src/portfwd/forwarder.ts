@@ -100,7 +100,7 @@ export interface GuestDialer {
 }
 
 /** `EPATH`: a unix socket path that cannot be used (not a socket, unsafe directory, …). */
-export type ForwardErrorCode = 'EADDRINUSE' | 'EACCES' | 'EADDRNOTAVAIL' | 'EEXIST' | 'ECLOSED' | 'EPATH' | 'ESYSTEM';
+export type ForwardErrorCode = 'EADDRINUSE' | 'EACCES' | 'EADDRNOTAVAIL' | 'EEXIST' | 'ECLOSED' | 'EPATH' | 'ENOTSUP' | 'ESYSTEM';
 
 /** `add` failed for a reason outside the rule's text. `rule` names the rule. */
 export class ForwardError extends Error {
@@ -129,6 +129,8 @@ export interface PortForwarderOptions {
   maxUdpFlows?: number;
   /** When given, fixed guest addresses must be guest addresses of this network. */
   guestNetwork?: GuestNetwork;
+  /** Set when no forward can work (host-only/bridged mode: no NAT): why, for the refusal. */
+  refuseAll?: string;
 }
 
 export function createPortfwdStats() {
@@ -201,6 +203,10 @@ export class PortForwarder {
    */
   async add(rule: ForwardRule): Promise<ForwardRule> {
     if (this.closed) throw new ForwardError('ECLOSED', rule.name, 'vmnat is shutting down');
+    if (this.options.refuseAll !== undefined) {
+      this.stats.addFailed++;
+      throw new ForwardError('ENOTSUP', rule.name, this.options.refuseAll);
+    }
     if (this.options.guestNetwork !== undefined) checkRuleForNetwork(rule, this.options.guestNetwork);
     // Host port 0 with a generated name: named after the port the kernel picks, once bound.
     const anyPort = rule.proto !== 'unix' && rule.hostPort === 0;

@@ -153,6 +153,8 @@ describe.sequential('host-only mode', () => {
       ['192.168.56.102', 'dhcp'],
     ]);
     expect(await api.call('GET', '/mode')).toMatchObject({ mode: 'host', configured: 'host', connected: true });
+    // No NAT, so no port forward either: refused at run time as --hostfwd is at start.
+    await expect(api.call('POST', '/forwards', { proto: 'tcp', host_port: 0, guest_port: 80 })).rejects.toThrow(/port forwards need nat mode/);
   });
 
   test('--isolate: the guests lose each other, not the host; a guest claiming the host\'s address is dropped', async () => {
