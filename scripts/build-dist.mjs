@@ -13,8 +13,15 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist');
 const started = Date.now();
+let tsc;
+try {
+  tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+} catch {
+  // `npm install --omit=dev` in a checkout: no compiler. Not an error: bin/vmnat.mjs runs src/.
+  process.stderr.write('build-dist: typescript is not installed; dist/ not built (vmnat runs src/ through tsx)\n');
+  process.exit(0);
+}
 rmSync(dist, { recursive: true, force: true });
-const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
 
 let rewritten = 0;
