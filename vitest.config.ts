@@ -25,6 +25,10 @@ const PORTABLE_TESTS = [
   'test/unit/modes.test.ts',
 ];
 
+// Every project first brings dist/ up to date with src/ (the compiled JS that bin/vmnat.mjs runs
+// and `import 'vmnat'` loads): a no-op after `npm ci` or `npm run build`.
+const DIST_SETUP = 'test/helpers/dist-build.ts';
+
 export default defineConfig({
   // `include` lives in each project: with `extends: true` a project's include would be added to a
   // root-level one, not replace it.
@@ -36,9 +40,9 @@ export default defineConfig({
     reporters: ['default'],
     projects:
       process.platform === 'darwin'
-        ? [{ extends: true, test: { name: 'default', include: ALL_TESTS } }]
+        ? [{ extends: true, test: { name: 'default', include: ALL_TESTS, globalSetup: [DIST_SETUP] } }]
         : [
-            { extends: true, test: { name: 'default', include: ALL_TESTS } },
+            { extends: true, test: { name: 'default', include: ALL_TESTS, globalSetup: [DIST_SETUP] } },
             {
               extends: true,
               test: {
@@ -46,7 +50,7 @@ export default defineConfig({
                 include: PORTABLE_TESTS,
                 exclude: ['test/unit/link-tap.test.ts'],
                 env: { VMNAT_NATIVE: 'portable' },
-                globalSetup: ['test/helpers/portable-build.ts'],
+                globalSetup: [DIST_SETUP, 'test/helpers/portable-build.ts'],
               },
             },
           ],

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what vmnat's tests and benchmarks need on a fresh Debian 12 machine (run as root):
 # the real peers (busybox udhcpc, ISC dhclient, curl, iperf3, dig, tcpdump, dnsmasq for the bridged
-# mode's LAN), the reference engines
-# (slirp4netns, passt/pasta), qemu for the real-VM tests, ssh for the labs, binutils (nm: the
+# mode's LAN), the reference engines (slirp4netns, passt/pasta), qemu for the real-VM tests and its
+# iPXE NIC ROMs (ipxe-qemu: the network-boot test), ssh for the labs, binutils (nm: the
 # portable-build symbol check), and then builds the test VM's kernel and initramfs from Debian
 # packages into .cache/guest (scripts/build-guest.sh), and the guest's SSH server archive for the
 # labs (scripts/build-guest-ssh.sh).
@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 packages=(
   iproute2 busybox-static isc-dhcp-client curl iperf3 bind9-dnsutils tcpdump
   slirp4netns passt
-  qemu-system-x86 cpio xz-utils kmod
+  qemu-system-x86 cpio xz-utils kmod ipxe-qemu
+  ethtool
   openssh-client binutils
   dnsmasq-base
 )

@@ -52,6 +52,9 @@ Commands:
                            configured one, and what the pulled cable dropped
   mode disconnected|connected  pull the cable (every frame dropped and counted) or plug
                            it back (the configured mode's name works too)
+  top                      a live view of ports, forwards and flows with their throughput
+                           each way (q quits); over a pipe, one snapshot
+      --interval S         seconds between refreshes (default 1)
 
 Options:
   --json                   print the API's JSON (events: one JSON object per line)
@@ -64,6 +67,8 @@ export interface CtlIo {
   env: Record<string, string | undefined>;
   /** Ends `events`; defaults to SIGINT/SIGTERM. */
   signal?: AbortSignal;
+  /** `top`'s keyboard (default process.stdin; a TTY is put in raw mode while it runs). */
+  stdin?: NodeJS.ReadStream;
   /** All of stdin (`filter set -`); defaults to reading process.stdin. */
   readStdin?: () => Promise<string>;
 }
@@ -201,6 +206,13 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
         }
         return 0;
       }
+      case 'top': {
+        const { runTop } = await import('./ctl-top.ts');
+        const stdout = io.stdout as CtlIo['stdout'] & Partial<Pick<NodeJS.WriteStream, 'isTTY' | 'columns' | 'rows' | 'on' | 'off'>>;
+        const topIo: Parameters<typeof runTop>[1] = { stdout, stderr: io.stderr, stdin: io.stdin ?? (io.stdout === process.stdout ? process.stdin : undefined) };
+        if (io.signal !== undefined) topIo.signal = io.signal;
+        return await runTop(client, topIo, opts.intervalS);
+      }
       case 'events': {
         const ac = new AbortController();
         const stop = (): void => ac.abort();
@@ -241,7 +253,7 @@ export async function runCtl(argv: readonly string[], io: CtlIo = { stdout: proc
   }
 }
 
-type Command = 'forward add' | 'forward rm' | 'forward ls' | 'leases' | 'flows' | 'ports' | 'stats' | 'config' | 'health' | 'events' | 'filter' | 'filter set' | 'dns' | 'dns add' | 'dns rm' | 'mode';
+type Command = 'forward add' | 'forward rm' | 'forward ls' | 'leases' | 'flows' | 'ports' | 'stats' | 'config' | 'health' | 'events' | 'filter' | 'filter set' | 'dns' | 'dns add' | 'dns rm' | 'mode' | 'top';
 
 interface CtlOptions {
   help: boolean;
@@ -256,6 +268,8 @@ interface CtlOptions {
   name?: string;
   /** dns add: the address. */
   ip?: string;
+  /** top: seconds between samples. */
+  intervalS: number;
 }
 
 function parseCtlArgs(argv: readonly string[], env: Record<string, string | undefined>): CtlOptions & { help: boolean } {
@@ -265,6 +279,7 @@ function parseCtlArgs(argv: readonly string[], env: Record<string, string | unde
   let natpf: string | undefined;
   let hostfwd: string | undefined;
   let name: string | undefined;
+  let intervalS: number | undefined;
   const words: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i]!;
@@ -284,18 +299,25 @@ function parseCtlArgs(argv: readonly string[], env: Record<string, string | unde
     else if (arg === '--natpf') natpf = value();
     else if (arg === '--hostfwd') hostfwd = value();
     else if (arg === '--name') name = value();
+    else if (arg === '--interval') {
+      const text = value();
+      const n = Number(text);
+      if (text.trim() === '' || !Number.isFinite(n) || n < 0.1 || n > 3600) throw new UsageError(`--interval: ${JSON.stringify(text)} is not a number of seconds from 0.1 to 3600`);
+      intervalS = n;
+    }
     else if (arg === '--') {
       words.push(...argv.slice(i + 1));
       break;
     } else if (arg.startsWith('--')) throw new UsageError(`${arg}: unknown option`);
     else words.push(arg);
   }
-  if (help) return { help, json, socket: '', command: 'health', ruleFlag: '' };
+  if (help) return { help, json, socket: '', command: 'health', ruleFlag: '', intervalS: 1 };
   socket ??= env['VMNAT_API_SOCKET'];
   if (socket === undefined || socket === '') throw new UsageError('needs --api-socket PATH (or VMNAT_API_SOCKET)');
   const [w0, w1, ...rest] = words;
   if (w0 === undefined) throw new UsageError('needs a command');
-  const base = { help, json, socket, ruleFlag: '--hostfwd' };
+  const base = { help, json, socket, ruleFlag: '--hostfwd', intervalS: intervalS ?? 1 };
+  if (intervalS !== undefined && w0 !== 'top') throw new UsageError('--interval only applies to "top"');
   const noMore = (extra: readonly string[]): void => {
     if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
   };
@@ -369,7 +391,7 @@ function parseCtlArgs(argv: readonly string[], env: Record<string, string | unde
     }
     throw new UsageError(`filter: unknown subcommand ${JSON.stringify(w1)} (set, or none to show the rules)`);
   }
-  const simple: Record<string, Command> = { leases: 'leases', flows: 'flows', ports: 'ports', stats: 'stats', config: 'config', health: 'health', events: 'events' };
+  const simple: Record<string, Command> = { leases: 'leases', flows: 'flows', ports: 'ports', stats: 'stats', config: 'config', health: 'health', events: 'events', top: 'top' };
   const command = simple[w0];
   if (command === undefined || !Object.hasOwn(simple, w0)) throw new UsageError(`unknown command ${JSON.stringify(w0)}`);
   noMore(w1 === undefined ? rest : [w1, ...rest]);

@@ -9,7 +9,7 @@
  * `events()` has no timeout and ends when the server ends the stream or the signal aborts.
  */
 import http from 'node:http';
-import type { ApiFlow, ApiLease, ApiPort } from './server.ts';
+import type { ApiEvent, ApiFlow, ApiLease, ApiPort } from './server.ts';
 import type { ForwardRuleJson } from '../portfwd/rules.ts';
 import type { FilterJson } from '../filter/filter.ts';
 
@@ -19,6 +19,9 @@ export interface ForwardListItem extends ForwardRuleJson {
   tcp_active: number;
   udp_flows: number;
 }
+
+/** One line of GET /events: a lease, forward, flow or filter event, stamped with its ISO time. */
+export type VmnatEvent = ApiEvent & { time: string };
 
 /** The API answered with an error status. */
 export class ApiError extends Error {
@@ -171,6 +174,50 @@ export class ApiClient {
       signal?.addEventListener('abort', () => req.destroy(), { once: true });
       req.end();
     });
+  }
+
+  /**
+   * GET /events as an async iterator: `for await (const e of client.eventStream({ signal }))`.
+   * Ends when vmnat ends the stream or `signal` aborts; events that arrive while the loop body
+   * runs are queued (the server drops a reader more than 1 MiB behind).
+   */
+  async *eventStream(options: { signal?: AbortSignal } = {}): AsyncGenerator<VmnatEvent, void, undefined> {
+    const queue: VmnatEvent[] = [];
+    let wake: (() => void) | undefined;
+    let finished = false;
+    let failure: unknown;
+    const stop = new AbortController();
+    const onAbort = (): void => stop.abort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.signal?.aborted) stop.abort();
+    const done = this.events((e) => {
+      queue.push(e as unknown as VmnatEvent);
+      wake?.();
+    }, stop.signal).then(
+      () => void (finished = true),
+      (err: unknown) => {
+        failure = err;
+        finished = true;
+      },
+    ).finally(() => wake?.());
+    try {
+      for (;;) {
+        const next = queue.shift();
+        if (next !== undefined) {
+          yield next;
+          continue;
+        }
+        if (finished) break;
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+      if (failure !== undefined) throw failure;
+    } finally {
+      // A consumer that breaks out of the loop closes the stream.
+      stop.abort();
+      options.signal?.removeEventListener('abort', onAbort);
+      await done;
+    }
   }
 
   private unreachable(err: NodeJS.ErrnoException): Error {

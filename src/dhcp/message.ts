@@ -64,6 +64,8 @@ export const DhcpOpt = {
   tftpServerName: 66,
   bootfileName: 67,
   domainSearch: 119, // RFC 3397
+  /** iPXE's own settings, encapsulated ("Etherboot" option space; iPXE's include/ipxe/dhcp.h). */
+  ipxeEncap: 175,
   end: 255,
 } as const;
 

@@ -88,7 +88,8 @@ export interface DhcpServerConfig {
   /**
    * Network boot (PXE): the boot file's name, sent in the BOOTP `file` field and option 67, with
    * the TFTP server in `siaddr` and option 66 (as qemu's bootfile= and VirtualBox's
-   * --nattftpfile do).
+   * --nattftpfile do). iPXE clients that request option 175 also get its no-ProxyDHCP setting
+   * (see the constructor), which saves them a 2 s wait.
    */
   bootFile?: string;
   tftpServer?: Ipv4Addr;
@@ -160,6 +161,8 @@ const INFINITE_LEASE = 0xffff_ffff;
 const IP_UDP_HEADERS = 28;
 /** RFC 2131 §2: every host accepts 576-byte datagrams, whatever option 57 says. */
 const MIN_MAX_MESSAGE = 576;
+/** iPXE's encapsulated setting 176 (DHCP_EB_NO_PXEDHCP): skip the wait for ProxyDHCP offers. */
+const IPXE_NO_PXEDHCP = 0xb0;
 
 /** A configuration the server cannot run with. */
 export class DhcpConfigError extends Error {
@@ -279,6 +282,11 @@ export class DhcpServer {
       this.optionData.set(DhcpOpt.tftpServerName, asciiBytes(formatIpv4(server))!);
       this.optionData.set(DhcpOpt.bootfileName, file);
       this.defaultOptions.push(DhcpOpt.tftpServerName, DhcpOpt.bootfileName);
+      // iPXE (qemu's NIC ROMs) waits 2 s after the first OFFER for a ProxyDHCP server to name a
+      // boot file, unless the OFFER carries its "no-pxedhcp" setting (175.176 = 1). Here vmnat
+      // names the boot file itself, so there is nothing to wait for. Sent only to clients that ask
+      // for option 175 in their parameter request list (iPXE does; nothing else knows it).
+      this.optionData.set(DhcpOpt.ipxeEncap, Uint8Array.of(IPXE_NO_PXEDHCP, 1, 1));
     }
     // An unrequested MTU is only worth its bytes when it is not the value the client assumes anyway.
     if (config.mtu !== 1500) this.defaultOptions.push(DhcpOpt.interfaceMtu);

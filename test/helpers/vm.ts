@@ -23,7 +23,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,8 +53,15 @@ export function qemuAvailable(): boolean {
  * when everything is built; a first build downloads the kernel package with apt, ~10 s here).
  * Throws with the script's output when it fails.
  */
-let guestChecked: { vmlinux: string; initramfs: string } | undefined;
-export function ensureGuest(): { vmlinux: string; initramfs: string } {
+export interface GuestImage {
+  /** The uncompressed ELF kernel (qemu -kernel boots it directly: the fast path). */
+  vmlinux: string;
+  /** The compressed bzImage it came from (what boot loaders such as iPXE load). */
+  vmlinuz: string;
+  initramfs: string;
+}
+let guestChecked: GuestImage | undefined;
+export function ensureGuest(): GuestImage {
   if (guestChecked) return guestChecked;
   const vmlinux = path.join(GUEST_DIR, 'vmlinux');
   const initramfs = path.join(GUEST_DIR, 'initramfs.cpio');
@@ -66,7 +73,10 @@ export function ensureGuest(): { vmlinux: string; initramfs: string } {
   if (r.status !== 0 || !existsSync(vmlinux) || !existsSync(initramfs)) {
     throw new Error(`scripts/build-guest.sh failed (status ${r.status}):\n${r.stdout}${r.stderr}`);
   }
-  guestChecked = { vmlinux, initramfs };
+  const bootDir = path.join(GUEST_DIR, 'kernel/boot');
+  const vmlinuzName = readdirSync(bootDir).find((f) => f.startsWith('vmlinuz-'));
+  if (vmlinuzName === undefined) throw new Error(`no vmlinuz-* in ${bootDir}`);
+  guestChecked = { vmlinux, vmlinuz: path.join(bootDir, vmlinuzName), initramfs };
   return guestChecked;
 }
 
@@ -99,6 +109,16 @@ export function cpioArchive(files: Readonly<Record<string, string | Uint8Array>>
   const body = Buffer.concat(parts);
   // Pad to a 512-byte block like cpio(1) does; the kernel skips zeros between archives.
   return Buffer.concat([body, Buffer.alloc((512 - (body.length % 512)) % 512)]);
+}
+
+/**
+ * The initramfs a run boots: the base image with `script` as /test.sh (and `files`) appended as a
+ * second archive.
+ */
+export function guestInitrd(script: string, files: Readonly<Record<string, string | Uint8Array>> = {}): Buffer {
+  const base = readFileSync(ensureGuest().initramfs);
+  const test = cpioArchive({ ...files, 'test.sh': script });
+  return Buffer.concat([base, Buffer.alloc((4 - (base.length % 4)) % 4), test]);
 }
 
 /** Parses every `VMNAT-RESULT k=v k=v` line of a console log; a later value wins. */
@@ -174,6 +194,12 @@ export interface RunVmOptions {
   launcher?: { command: string; args: readonly string[] };
   /** More qemu arguments, appended. */
   qemuArgs?: readonly string[];
+  /**
+   * Boot from the network instead of -kernel/-initrd: the NIC's iPXE ROM (Debian ipxe-qemu) runs
+   * DHCP and loads what the boot file names; `script` and `files` are then unused here (put
+   * `guestInitrd(...)` where the boot file points). See qemuArgv for the ROM's constraints.
+   */
+  netboot?: boolean;
   env?: NodeJS.ProcessEnv;
   /** Called right after the spawn (e.g. to close the parent's copies of `extraFds`). */
   onSpawn?: (child: ChildProcess) => void;
@@ -204,25 +230,45 @@ export interface VmRun {
   dir: string;
 }
 
-/** qemu's argv for one run (without the binary): TCG, no defaults, one virtio-net NIC on n0. */
+/** Where Debian's ipxe-qemu installs qemu's NIC boot ROMs. */
+export const IPXE_ROM_DIR = '/usr/lib/ipxe/qemu';
+/** The kernel command line of every run (also what network-boot scripts pass). */
+export const GUEST_CMDLINE = 'console=ttyS0 quiet panic=-1';
+
+/**
+ * qemu's argv for one run (without the binary): TCG, no defaults, one virtio-net NIC on n0.
+ *
+ * Direct boot (`kernel`): -kernel/-initrd, and the NIC without a ROM. Network boot (`netboot`):
+ * SeaBIOS runs the NIC's iPXE ROM (bootindex=1). Debian's pxe-virtio.rom (iPXE 2019) carries the
+ * PCI ID of a modern-only virtio-net (1af4:1041) and SeaBIOS runs a ROM only for its own ID, so
+ * the NIC is made modern-only (disable-legacy=on); the guest kernel's virtio_pci drives it the same.
+ */
 export function qemuArgv(o: {
-  vmlinux: string;
-  initrd: string;
+  boot: { kind: 'kernel'; vmlinux: string; initrd: string } | { kind: 'netboot'; romfile?: string };
   serialLog: string;
   pidFile: string;
   netdev: string;
   mac: string;
   extra?: readonly string[];
 }): string[] {
+  const head = ['-accel', 'tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-m', '256', '-smp', '1'];
+  const tail = ['-serial', `file:${o.serialLog}`, '-pidfile', o.pidFile, '-netdev', o.netdev];
+  if (o.boot.kind === 'kernel') {
+    return [
+      ...head,
+      '-kernel', o.boot.vmlinux, '-initrd', o.boot.initrd,
+      '-append', GUEST_CMDLINE,
+      ...tail,
+      '-device', `virtio-net-pci,netdev=n0,romfile=,mac=${o.mac}`,
+      ...(o.extra ?? []),
+    ];
+  }
+  const rom = o.boot.romfile ?? path.join(IPXE_ROM_DIR, 'pxe-virtio.rom');
   return [
-    '-accel', 'tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-m', '256', '-smp', '1',
-    '-kernel', o.vmlinux, '-initrd', o.initrd,
-    '-append', 'console=ttyS0 quiet panic=-1',
-    '-serial', `file:${o.serialLog}`,
-    '-pidfile', o.pidFile,
-    '-netdev', o.netdev,
-    '-device', `virtio-net-pci,netdev=n0,romfile=,mac=${o.mac}`,
+    ...head,
+    '-boot', 'n',
+    ...tail,
+    '-device', `virtio-net-pci,netdev=n0,romfile=${rom},disable-legacy=on,bootindex=1,mac=${o.mac}`,
     ...(o.extra ?? []),
   ];
 }
@@ -257,18 +303,17 @@ function killPidFromFile(pidFile: string): void {
 
 /** Boots the guest with `script` as /test.sh and resolves when qemu (or the launcher) exits. */
 export async function runVm(opts: RunVmOptions): Promise<VmRun> {
-  const { vmlinux, initramfs } = ensureGuest();
+  const { vmlinux } = ensureGuest();
   const dir = makeRunDir();
   const initrd = path.join(dir, 'initrd.cpio');
   const serialLog = path.join(dir, 'console.log');
   const pidFile = path.join(dir, 'qemu.pid');
-  const base = readFileSync(initramfs);
-  const test = cpioArchive({ ...opts.files, 'test.sh': opts.script });
-  writeFileSync(initrd, Buffer.concat([base, Buffer.alloc((4 - (base.length % 4)) % 4), test]));
+  if (!opts.netboot) writeFileSync(initrd, guestInitrd(opts.script, opts.files));
   writeFileSync(serialLog, '');
 
   const qargs = qemuArgv({
-    vmlinux, initrd, serialLog, pidFile,
+    boot: opts.netboot ? { kind: 'netboot' } : { kind: 'kernel', vmlinux, initrd },
+    serialLog, pidFile,
     netdev: opts.netdev,
     mac: opts.mac ?? uniqueMac(),
     ...(opts.qemuArgs ? { extra: opts.qemuArgs } : {}),
@@ -378,7 +423,13 @@ export interface VmnatProcess {
  */
 export async function startVmnat(
   args: readonly string[],
-  opts: { extraFds?: Readonly<Record<number, number>>; readyTimeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+  opts: {
+    extraFds?: Readonly<Record<number, number>>;
+    readyTimeoutMs?: number;
+    env?: NodeJS.ProcessEnv;
+    /** Sees each stderr chunk as it arrives (e.g. to time NODE_DEBUG trace lines). */
+    onStderr?: (chunk: string) => void;
+  } = {},
 ): Promise<VmnatProcess> {
   // VMNAT_NODE_ARGS: extra node flags for vmnat (e.g. `--cpu-prof`, which NODE_OPTIONS refuses), for benchmarks.
   const nodeArgs = (process.env['VMNAT_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
@@ -390,6 +441,7 @@ export async function startVmnat(
   const err = { text: '' };
   collect(child.stdout, out);
   collect(child.stderr, err);
+  if (opts.onStderr) child.stderr?.on('data', opts.onStderr);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('close', (code, signal) => resolve({ code, signal }));
     child.once('error', () => resolve({ code: null, signal: null }));

@@ -158,6 +158,22 @@ const CAPTURES = {
     '000000000000000000000000000000000000000000000000000000000000000000000000000000000000000063825363' +
     '35010432040a00021936040a0002023d0701525400dec11eff0000000000000000000000000000000000000000000000' +
     '000000000000000000000000',
+  /**
+   * qemu's own iPXE ROM (Debian ipxe-qemu 1.0.0+git-20190125, pxe-virtio.rom) booting over vmnat
+   * --socket, captured with vmnat --pcap: 0.0.0.0:68 -> 255.255.255.255:67 len=400. Options 60
+   * (PXEClient:Arch:00000:UNDI:002001), 77 (user class "iPXE"), 175 (its feature list), and 175
+   * in the parameter request list.
+   */
+  IPXE_DISCOVER:
+    '01010600dbea64140004000000000000000000000000000000000000525400aabb010000000000000000000000000000' +
+    '000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000' +
+    '000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000' +
+    '000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000' +
+    '000000000000000000000000000000000000000000000000000000000000000000000000000000000000000063825363' +
+    '350101390205c05d0200005e030102013c20505845436c69656e743a417263683a30303030303a554e44493a30303230' +
+    '30314d04695058453717010306070c0f111a2b3c4243778081828384858687afcbaf30b105011af41041eb0301000017' +
+    '01012201011301011101012701011901012901011001022101011501011801011201013d0701525400aabb0161110000' +
+    '000000000000000000000000000000ff',
 } as const;
 
 type CaptureName = keyof typeof CAPTURES;
@@ -170,6 +186,7 @@ const ip = (s: string): Ipv4Addr => parseIpv4(s)!;
 const MAC_UDHCPC = parseMac('52:54:00:12:34:56')!;
 const MAC_DHCLIENT = parseMac('52:54:00:ab:cd:ef')!;
 const MAC_DECLINER = parseMac('52:54:00:de:c1:1e')!;
+const MAC_IPXE = parseMac('52:54:00:aa:bb:01')!;
 const T0 = 1_000_000;
 
 function config(over: Partial<DhcpServerConfig> = {}): DhcpServerConfig {
@@ -319,6 +336,38 @@ describe('DISCOVER → OFFER', () => {
     const b = parsed(s.handle(cap('UDHCPC_DISCOVER'), 0, T0 + 3000)).yiaddr;
     expect(b).toBe(a);
     expect(s.leases(T0 + 3000)).toHaveLength(1);
+  });
+});
+
+describe('network boot (--bootfile) with the iPXE ROM\'s DISCOVER', () => {
+  it('names the file in the BOOTP header and options 66/67, and tells iPXE not to wait for ProxyDHCP', () => {
+    const s = new DhcpServer(config({ bootFile: 'boot.ipxe' }));
+    const req = DhcpMessage.parse(cap('IPXE_DISCOVER')) as DhcpMessage;
+    expect(req.chaddrMac).toBe(MAC_IPXE);
+    expect(Buffer.from(req.option(DhcpOpt.vendorClassId)!).toString()).toBe('PXEClient:Arch:00000:UNDI:002001');
+    expect(Buffer.from(req.option(77)!).toString()).toBe('iPXE');
+    expect([...req.option(DhcpOpt.parameterRequestList)!]).toContain(DhcpOpt.ipxeEncap);
+
+    const m = parsed(s.handle(cap('IPXE_DISCOVER'), 0, T0));
+    expect(m.messageType).toBe(DhcpMessageType.offer);
+    expect(formatIpv4(m.yiaddr)).toBe('10.0.2.15');
+    const file = m.buf.subarray(BootpOff.file, BootpOff.file + 128);
+    expect(Buffer.from(file.subarray(0, file.indexOf(0))).toString()).toBe('boot.ipxe');
+    expect(formatIpv4(m.siaddr)).toBe('10.0.2.2');
+    expect(Buffer.from(m.option(DhcpOpt.tftpServerName)!).toString()).toBe('10.0.2.2');
+    expect(Buffer.from(m.option(DhcpOpt.bootfileName)!).toString()).toBe('boot.ipxe');
+    // 175 holding setting 176 (no-pxedhcp) = 1: iPXE requests at once instead of waiting 2 s.
+    expect([...m.option(DhcpOpt.ipxeEncap)!]).toEqual([0xb0, 1, 1]);
+    // The PXE vendor class is not echoed: vmnat is a plain DHCP server, not a PXE boot server.
+    expect(m.option(DhcpOpt.vendorClassId)).toBeUndefined();
+  });
+
+  it('sends no option 175 without a boot file, nor to clients that do not ask for it', () => {
+    const plain = parsed(new DhcpServer(config()).handle(cap('IPXE_DISCOVER'), 0, T0));
+    expect(plain.option(DhcpOpt.ipxeEncap)).toBeUndefined();
+    const udhcpc = parsed(new DhcpServer(config({ bootFile: 'boot.ipxe' })).handle(cap('UDHCPC_DISCOVER'), 0, T0));
+    expect(udhcpc.option(DhcpOpt.ipxeEncap)).toBeUndefined();
+    expect(Buffer.from(udhcpc.option(DhcpOpt.bootfileName)!).toString()).toBe('boot.ipxe');
   });
 });
 
