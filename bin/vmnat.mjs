@@ -37,7 +37,14 @@ function distIsCurrent() {
 }
 
 if (distIsCurrent()) {
-  await import('../dist/cli.js');
+  // The single-file bundle when the build made one (faster to load), else the module tree.
+  let bundle = true;
+  try {
+    statSync(new URL('../dist/bundle/cli.js', import.meta.url));
+  } catch {
+    bundle = false;
+  }
+  await import(bundle ? '../dist/bundle/cli.js' : '../dist/cli.js');
 } else {
   const { register } = await import('tsx/esm/api');
   register();

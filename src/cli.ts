@@ -27,9 +27,20 @@ import { RuntimeDirError, checkSocketParent, ensurePrivateDir } from './runtime-
 import { UplinkError, openUplink } from './modes/uplink.ts';
 import { modeToApi } from './modes/mode.ts';
 
+/**
+ * vmnat's version from its package.json: one directory up from src/cli.ts and dist/cli.js, two
+ * from the single-file bundle in dist/bundle/ (scripts/build-dist.mjs).
+ */
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
+      if (pkg.name === 'vmnat') return pkg.version;
+    } catch {
+      // not at this depth
+    }
+  }
+  return 'unknown';
 }
 
 /** Exit status when every link has failed while running (1: internal error; 2: bad flags). */
