@@ -237,6 +237,13 @@ async function oneRun(engine: EngineName, round: number, server: HostServer, dir
       closeFd(fds[1]);
     }
     await bg?.stop('SIGTERM', 3000);
+    if (vmnat && process.env['BENCH_VM_DEBUG']) {
+      // vmnat's counters (SIGUSR1 prints them on stderr) for a look at what the run did.
+      vmnat.child.kill('SIGUSR1');
+      await new Promise((r) => setTimeout(r, 300));
+      const m = /stats: (\{.*\})/.exec(vmnat.stderr());
+      if (m) progress(`vmnat stats: ${m[1]}`);
+    }
     await vmnat?.stop('SIGTERM', 3000);
   }
 }
