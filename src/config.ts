@@ -16,7 +16,7 @@
  */
 import path from 'node:path';
 import { Address4 } from 'ip-address';
-import { formatIpv4, parseIpv4, parseMac, prefixMask, type Ipv4Addr, type MacAddr } from './stack/wire/addr.ts';
+import { formatIpv4, parseIpv4, parseIpv6Bytes, parseMac, prefixMask, readIpv6, type Ipv4Addr, type Ipv6Addr, type MacAddr } from './stack/wire/addr.ts';
 import { LogLevels, type LogLevel } from './log.ts';
 import { defaultRuntimeDir } from './runtime-dir.ts';
 import type { Ipv4Range } from './nat/policy.ts';
@@ -69,6 +69,36 @@ export interface NetworkConfig {
   filter?: FilterRules;
   /** --deny ranges, plus link-local unless --allow-link-local: never reached through the NAT. */
   deny: Ipv4Range[];
+  /** IPv6 on the guests' network (on by default; --no-ipv6 turns it off): the /64 and vmnat's ::2, ::3 in it. */
+  ipv6?: Ipv6Network;
+}
+
+/** The guests' IPv6 network: a /64 (`--ipv6-prefix`, default fd00:10:0:2::/64), gateway ::2 and DNS ::3 in it. */
+export interface Ipv6Network {
+  prefix: Ipv6Addr;
+  gateway: Ipv6Addr;
+  dns: Ipv6Addr;
+}
+
+/** The default IPv6 prefix: a ULA whose digits mirror 10.0.2.0/24. */
+export const DEFAULT_IPV6_NETWORK = 'fd00:10:0:2::/64';
+
+/** Parses `PREFIX/64` for --ipv6-prefix: a unicast /64 with its host bits clear. */
+export function parseIpv6Network(flag: string, text: string): Ipv6Network {
+  const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(text);
+  const bytes = m ? parseIpv6Bytes(m[1]!) : undefined;
+  if (!m || bytes === undefined) throw new ConfigError(flag, `${JSON.stringify(text)} is not an IPv6 prefix such as fd00:10:0:2::/64`);
+  if (m[2] !== '64') throw new ConfigError(flag, `${text}: the prefix must be a /64 (SLAAC needs 64 bits of interface identifier)`);
+  if (bytes.subarray(8).some((b) => b !== 0)) throw new ConfigError(flag, `${text} has host bits set (the network would be ${readIpv6(new Uint8Array([...bytes.subarray(0, 8), 0, 0, 0, 0, 0, 0, 0, 0]), 0)}/64)`);
+  if (bytes[0] === 0xff || (bytes[0] === 0xfe && (bytes[1]! & 0xc0) === 0x80) || bytes.every((b) => b === 0)) {
+    throw new ConfigError(flag, `${text} is not a unicast prefix (multicast, link-local and :: cannot hold the guests)`);
+  }
+  const host = (n: number) => {
+    const b = new Uint8Array(bytes);
+    b[15] = n;
+    return readIpv6(b, 0);
+  };
+  return { prefix: readIpv6(bytes, 0), gateway: host(2), dns: host(3) };
 }
 
 /** The whole configuration: the network, and how vmnat runs (links, NAT limits, forwards, API, logs). */
@@ -118,6 +148,7 @@ export function networkOf(c: Config): NetworkConfig {
     dnsHosts: c.dnsHosts, hostAliases: c.hostAliases, hostLoopback: c.hostLoopback, isolate: c.isolate, antiSpoof: c.antiSpoof,
     deny: c.deny,
   };
+  if (c.ipv6 !== undefined) n.ipv6 = c.ipv6;
   if (c.domain !== undefined) n.domain = c.domain;
   if (c.filter !== undefined) n.filter = c.filter;
   return n;
@@ -194,7 +225,9 @@ DNS (the guest's resolver at .3):
                         host.docker.internal, host.containers.internal
 
 NAT:
-  --no-host-loopback    the gateway address does not reach the host's 127.0.0.1
+  --no-host-loopback    the gateway address does not reach the host's 127.0.0.1 (nor ::2 the host's ::1)
+  --ipv6-prefix P/64    the guests' IPv6 prefix (default fd00:10:0:2::/64: gateway ::2, DNS ::3)
+  --no-ipv6             no IPv6 on the guests' network (no router advertisements)
                         (connections to it are refused)
   --deny CIDR           the guest may never reach CIDR through the NAT (ICMP
                         admin-prohibited; repeatable), e.g. the host's own LAN
@@ -247,11 +280,12 @@ Exit status: 0 after SIGINT/SIGTERM, 2 for a bad flag or a path vmnat refuses,
 with -- COMMAND, the command's status.
 `;
 
-const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local']);
+const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local', '--no-ipv6']);
 const takesValue = new Set([
   '--hostfwd', '--natpf', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode', '--host-alias', '--tftp', '--bootfile', '--tftp-server',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
+  '--ipv6-prefix',
 ]);
 
 function parseIntStrict(flag: string, text: string, min: number, max: number): number {
@@ -628,6 +662,12 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     config.tftpServer = ip;
   }
   if (filter !== undefined) config.filter = filter;
+  const ipv6Prefix = single('--ipv6-prefix');
+  if (values.has('--no-ipv6')) {
+    if (ipv6Prefix !== undefined) throw new ConfigError('--ipv6-prefix', 'cannot be used with --no-ipv6');
+  } else {
+    config.ipv6 = parseIpv6Network('--ipv6-prefix', ipv6Prefix ?? DEFAULT_IPV6_NETWORK);
+  }
   return { action: 'run', config };
 }
 

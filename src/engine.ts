@@ -22,7 +22,7 @@ import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
 import { DnsTcpService } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
-import { IPV4_BROADCAST, formatIpv4, formatMac, readMac as readMacAt } from './stack/wire/addr.ts';
+import { IPV4_BROADCAST, formatIpPort, formatIpv4, formatMac, parseIp, readMac as readMacAt, type IpAddr } from './stack/wire/addr.ts';
 import { DEFAULT_SWITCH, Switch, type SwitchPort } from './switch/switch.ts';
 import { log } from './log.ts';
 import { PortForwarder } from './portfwd/forwarder.ts';
@@ -37,7 +37,7 @@ import { BufferBudget } from './stack/tcp/budget.ts';
 import { Services, service } from './service.ts';
 import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
 import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJson } from './filter/filter.ts';
-import { IPV4_ANY, parseIpv4 as parseIpv4Text } from './stack/wire/addr.ts';
+import { IPV4_ANY } from './stack/wire/addr.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
@@ -58,8 +58,8 @@ function tcpConfigFor(config: Config, budget: BufferBudget): Partial<TcpConfig> 
 function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
   const out: ApiFlow = {
     proto: 'tcp',
-    guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
-    remote: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
+    guest: formatIpPort(f.guestIp, f.guestPort),
+    remote: formatIpPort(f.dstIp, f.dstPort),
     host: `${f.hostAddress}:${f.dstPort}`,
     state: f.conn?.state ?? 'dialing',
     bytes_from_guest: f.bytesFromGuest,
@@ -138,11 +138,24 @@ export class Engine implements ApiBackend {
     this.zone = new LocalZone(net.dnsHosts);
     const gatewayText = formatIpv4(net.gateway);
     for (const name of [...(net.domain !== undefined ? [`host.${net.domain}`] : []), ...net.hostAliases]) {
-      if (!this.zone.has(name)) this.zone.add(name, gatewayText, 'host');
+      if (this.zone.has(name)) continue;
+      this.zone.add(name, gatewayText, 'host');
+      // Its IPv6 twin: the IPv6 gateway reaches the host's ::1 as the IPv4 one reaches 127.0.0.1.
+      if (net.ipv6 !== undefined) this.zone.add(name, net.ipv6.gateway, 'host');
     }
     this.offload = config.links.every((l) => l.kind === 'tap') && !config.noTso;
     this.stack = new Stack(
-      { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu },
+      {
+        network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu,
+        ipv6: net.ipv6 === undefined ? undefined : {
+          ...net.ipv6,
+          mtu: net.mtu,
+          searchDomains: [...new Set([...(net.domain !== undefined ? [net.domain] : []), ...net.dnsSearch])],
+          raIntervalMs: 120_000,
+          managed: false,
+          otherConfig: true,
+        },
+      },
       (frame, gsoSize) => this.toGuests(frame, gsoSize),
     );
     this.switch = new Switch(
@@ -226,6 +239,11 @@ export class Engine implements ApiBackend {
       () => this.armTimer(this.now()),
     );
     this.stack.forward = (ip, srcMac, now) => this.nat.input(ip, srcMac, now);
+    const six = this.stack.ipv6;
+    if (six !== undefined && net.ipv6 !== undefined) {
+      this.nat.policy6 = { ...net.ipv6, hostLoopback: net.hostLoopback };
+      six.forward = (ip, srcMac, now) => this.nat.input6(ip, srcMac, now);
+    }
     // One ping socket per flow (an fd each): a smaller cap than other flows.
     this.icmpNat = new IcmpNat(
       this.stack,
@@ -252,10 +270,20 @@ export class Engine implements ApiBackend {
         this.stack.sendUdp(net.dns, 53, srcIp, srcPort, answer, srcMac);
       });
     });
+    if (six !== undefined && net.ipv6 !== undefined) {
+      const dns6 = net.ipv6.dns;
+      six.bindUdp(dns6, 53, (d) => {
+        const { srcIp, srcPort, srcMac } = d;
+        this.dns.query(d.buf.subarray(d.off, d.off + d.len), 'udp', (answer) => {
+          this.stack.sendUdp(dns6, 53, srcIp, srcPort, answer, srcMac);
+        });
+      });
+    }
     this.dnsTcp = new DnsTcpService(this.dns);
     // Registration order is poll order (and reverse close order); names are the stats' keys.
     const sv = this.services;
     sv.register(service('stack', this.stack, () => this.stack.stats));
+    if (six !== undefined) sv.register(service('ipv6', {}, () => six.stats));
     sv.register(service('dhcp', this.dhcp, () => this.dhcp.stats));
     sv.register(service('nat', this.nat, () => this.nat.stats, () => this.nat.close()));
     sv.register(service('udpNat', {}, () => this.nat.udp.stats));
@@ -507,7 +535,7 @@ export class Engine implements ApiBackend {
    * One check of the filter rules (no rules: pass, at the cost of one comparison). `count`: a
    * new flow (hits are counted and a block is an event); false only re-decides a packet.
    */
-  private filterCheck(direction: 'in' | 'out', proto: FilterFlow['proto'], src: number, srcPort: number, dst: number, dstPort: number, count: boolean): boolean {
+  private filterCheck(direction: 'in' | 'out', proto: FilterFlow['proto'], src: IpAddr, srcPort: number, dst: IpAddr, dstPort: number, count: boolean): boolean {
     if (this.filterSet.size === 0) return true;
     const f = this.filterScratch;
     f.direction = direction;
@@ -581,7 +609,7 @@ export class Engine implements ApiBackend {
     if (f.hostAddress === 'dns') return false;
     const proto = f.proto;
     if (f.forward !== undefined) {
-      const client = parseIpv4Text(f.hostAddress) ?? IPV4_ANY;
+      const client = parseIp(f.hostAddress) ?? IPV4_ANY;
       return !this.filterCheck('in', proto, client, 0, f.guestIp, f.guestPort, false);
     }
     return !this.filterCheck('out', proto, f.guestIp, proto === 'icmp' ? 0 : f.guestPort, f.dstIp, f.dstPort, false);

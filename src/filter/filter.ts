@@ -32,7 +32,7 @@
  * and the old set, with its counters, stays in force. The swap is one reference assignment, so a
  * check sees either the old set or the new one, never a mix.
  */
-import { formatIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
+import { formatIp, formatIpPort, ipv6Bytes, ipv6InPrefix, type IpAddr, type Ipv4Addr, type Ipv6Addr } from '../stack/wire/addr.ts';
 import { formatRule, parseFilter, ruleToJson, type AddrMatch, type FilterAction, type FilterRule, type FilterRuleJson, type FilterRules } from './rules.ts';
 
 /** A flow's protocol; `other` for anything but TCP, UDP and ICMP (only rules without `proto` match it). */
@@ -42,10 +42,11 @@ export type FlowProto = 'tcp' | 'udp' | 'icmp' | 'other';
 export interface FilterFlow {
   direction: 'in' | 'out';
   proto: FlowProto;
-  src: Ipv4Addr;
+  /** Either family: IPv4 and IPv6 flows pass through the same rules (an IPv4 CIDR never matches IPv6). */
+  src: IpAddr;
   /** 0 for protocols without ports. */
   srcPort: number;
-  dst: Ipv4Addr;
+  dst: IpAddr;
   dstPort: number;
 }
 
@@ -53,6 +54,8 @@ export interface FilterFlow {
 export interface FilterNet {
   network: Ipv4Addr;
   netmask: Ipv4Addr;
+  /** The guests' IPv6 /64, if any: `local` covers it (and link-local) for IPv6 flows. */
+  ipv6?: { prefix: Ipv6Addr } | undefined;
 }
 
 /** A decision. Verdicts are shared and frozen: compare, read, never keep for mutation. */
@@ -67,7 +70,12 @@ export interface FilterVerdict {
 export const DEFAULT_PASS: FilterVerdict = Object.freeze({ action: 'pass', ruleIndex: undefined, rule: undefined });
 
 /** True if `ip` is on the guest network `net` (any guest, the gateway, DNS) or is 255.255.255.255. */
-export function isLocal(ip: Ipv4Addr, net: FilterNet): boolean {
+export function isLocal(ip: IpAddr, net: FilterNet): boolean {
+  if (typeof ip === 'string') {
+    const b = ipv6Bytes(ip);
+    if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) return true;
+    return net.ipv6 !== undefined && ipv6InPrefix(b, ipv6Bytes(net.ipv6.prefix), 64);
+  }
   return (ip & net.netmask) === (net.network | 0) || ip === 0xffff_ffff;
 }
 
@@ -134,9 +142,10 @@ function addrFields(a: AddrMatch): [number, number, number] {
   }
 }
 
-function addrMatches(kind: number, addr: number, mask: number, ip: Ipv4Addr, net: FilterNet): boolean {
+function addrMatches(kind: number, addr: number, mask: number, ip: IpAddr, net: FilterNet): boolean {
   if (kind === ADDR_ANY) return true;
   if (kind === ADDR_LOCAL) return isLocal(ip, net);
+  if (typeof ip === 'string') return false;
   return (ip & mask) === addr;
 }
 
@@ -297,8 +306,8 @@ export interface FilterEvent {
   line: number;
 }
 
-function endpoint(proto: FlowProto, ip: Ipv4Addr, port: number): string {
-  return proto === 'tcp' || proto === 'udp' ? `${formatIpv4(ip)}:${port}` : formatIpv4(ip);
+function endpoint(proto: FlowProto, ip: IpAddr, port: number): string {
+  return proto === 'tcp' || proto === 'udp' ? formatIpPort(ip, port) : formatIp(ip);
 }
 
 /** The `/events` record of a block (allocates: call only for blocks). */

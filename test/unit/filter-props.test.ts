@@ -56,7 +56,8 @@ const arbFlow: fc.Arbitrary<FilterFlow> = fc.record({
 });
 
 /** The rule as the grammar reads, with no compilation: the reference for the matcher. */
-function modelMatches(r: FilterRule, f: FilterFlow): boolean {
+function modelMatches(r: FilterRule, f4: FilterFlow): boolean {
+  const f = f4 as FilterFlow & { src: number; dst: number }; // arbIp: IPv4 only
   const inNet = (ip: number): boolean => Math.floor(ip / 256) === 0x0a0002 || ip === 0xffffffff;
   const addrOk = (a: AddrMatch, ip: number): boolean => {
     if (a.kind === 'any') return true;
