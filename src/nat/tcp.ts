@@ -170,7 +170,8 @@ class SocketEndpoint implements HostEndpoint {
     if (this.stale() || this.socket.destroyed) return undefined;
     const s = this.socket;
     if (s.localAddress === undefined || s.localPort === undefined || s.remoteAddress === undefined || s.remotePort === undefined) return undefined;
-    return { local: `${s.localAddress}:${s.localPort}`, peer: `${s.remoteAddress}:${s.remotePort}` };
+    const end = (a: string, p: number) => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
+    return { local: end(s.localAddress, s.localPort), peer: end(s.remoteAddress, s.remotePort) };
   }
 }
 

@@ -1,0 +1,239 @@
+/**
+ * IPv6 end to end with the Linux kernel's own IPv6 stack as the guest (a network namespace behind
+ * vmnat's TAP). To keep every packet off the machine's real network, vmnat itself runs inside a
+ * "host" namespace whose only IPv6 route leads over a veth to a "remote" namespace (ULA addresses
+ * this test gives both); the guest namespace's TAP is opened from there. So "the host's ::1" is the
+ * host namespace's loopback, the remote namespace plays an IPv6 host on the outside, and any other
+ * destination has no route at all.
+ *
+ * Checked as a user would: the SLAAC address and default route the kernel built from vmnat's router
+ * advertisement, the advertisement's RDNSS/DNSSL/MTU options as a solicitation's answer shows them,
+ * pings to ::2 and ::3, the sha256 of bytes fetched with curl -6, dig's AAAA answers, a fragmented UDP
+ * echo, the API's /flows listing an IPv6 flow, and how fast a connection without a route fails.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { createNetns, type Netns } from '../helpers/netns.ts';
+import { ROOT, killAll, run, sleep, startVmnat, type VmnatProcess } from '../helpers/proc.ts';
+
+const PEER = path.join(ROOT, 'test/helpers/v6peer.py');
+const PREFIX = 'fd00:10:0:2::';
+const GW6 = 'fd00:10:0:2::2';
+const DNS6 = 'fd00:10:0:2::3';
+const HOST_VETH = 'fd99:1::1';
+const REMOTE = 'fd99:1::2';
+
+let hostNs: Netns;
+let remoteNs: Netns;
+let guestNs: Netns;
+let vmnat: VmnatProcess;
+const children: ChildProcess[] = [];
+let hostPorts: Record<string, number>;
+let remotePorts: Record<string, number>;
+let apiSocket: string;
+let guestAddr: string;
+
+/** The deterministic bytes v6peer.py serves for GET /N. */
+function pattern(n: number): Buffer {
+  const out: Buffer[] = [];
+  let have = 0;
+  let block = crypto.createHash('sha256').update('guest').digest();
+  while (have < n) {
+    block = crypto.createHash('sha256').update(block).digest();
+    const chunk = Buffer.concat(new Array<Buffer>(64).fill(block));
+    out.push(chunk);
+    have += chunk.length;
+  }
+  return Buffer.concat(out).subarray(0, n);
+}
+const sha = (b: Uint8Array) => crypto.createHash('sha256').update(b).digest('hex');
+
+/** Starts v6peer.py serve in `ns`; resolves with its ports once it says ready. */
+function startPeer(ns: Netns, args: string[]): Promise<Record<string, number>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', ns.name, 'python3', PEER, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '';
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /ready (.*)\n/.exec(out);
+      if (!m) return;
+      const ports: Record<string, number> = {};
+      for (const kv of m[1]!.matchAll(/(\w+)=(\d+)/g)) ports[kv[1]!] = Number(kv[2]);
+      resolve(ports);
+    });
+    child.on('exit', (code) => reject(new Error(`v6peer exited ${code}: ${err}`)));
+  });
+}
+
+async function must(cmd: string[]): Promise<string> {
+  const r = await run(cmd, { timeoutMs: 20_000 });
+  if (r.code !== 0) throw new Error(`${cmd.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+beforeAll(async () => {
+  hostNs = await createNetns();
+  remoteNs = await createNetns();
+  guestNs = await createNetns();
+  const vh = `v6h${process.pid}`.slice(0, 15);
+  const vr = `v6r${process.pid}`.slice(0, 15);
+  await must(['ip', '-n', hostNs.name, 'link', 'add', vh, 'type', 'veth', 'peer', 'name', vr, 'netns', remoteNs.name]);
+  await must(['ip', '-n', hostNs.name, 'addr', 'add', `${HOST_VETH}/64`, 'dev', vh, 'nodad']);
+  await must(['ip', '-n', remoteNs.name, 'addr', 'add', `${REMOTE}/64`, 'dev', vr, 'nodad']);
+  await must(['ip', '-n', hostNs.name, 'link', 'set', vh, 'up']);
+  await must(['ip', '-n', remoteNs.name, 'link', 'set', vr, 'up']);
+  hostPorts = await startPeer(hostNs, ['::1', 'www.example.test=fd99:1::2', 'www.example.test=192.0.2.7']);
+  remotePorts = await startPeer(remoteNs, ['::']);
+  apiSocket = path.join(guestNs.dir, 'api.sock');
+  vmnat = await startVmnat(
+    ['--tap', 'tap0', '--netns', guestNs.path, '--dns-server', `127.0.0.1:${hostPorts.dns}`, '--api-socket', apiSocket],
+    { prefix: ['ip', 'netns', 'exec', hostNs.name] },
+  );
+  await must(['ip', '-n', guestNs.name, 'link', 'set', 'tap0', 'up']);
+  // SLAAC: the kernel solicits, configures from the advertisement, then runs DAD (~1 s).
+  for (let i = 0; i < 100; i++) {
+    const out = await must(['ip', '-n', guestNs.name, '-6', 'addr', 'show', 'dev', 'tap0', 'scope', 'global']);
+    const m = /inet6 (\S+)\/64 scope global (?!.*tentative)/.exec(out);
+    if (m) {
+      guestAddr = m[1]!;
+      break;
+    }
+    await sleep(100);
+  }
+}, 60_000);
+
+afterAll(async () => {
+  await vmnat?.stop();
+  for (const c of children) c.kill('SIGKILL');
+  await guestNs?.destroy();
+  await remoteNs?.destroy();
+  await hostNs?.destroy();
+  killAll();
+});
+
+type Stats = Record<string, Record<string, Record<string, number>>>;
+
+describe('the guest configures itself from the router advertisement', () => {
+  test('SLAAC address in the prefix, default route via fe80::2', async () => {
+    expect(vmnat.ready.ipv6_prefix).toBe('fd00:10:0:2::/64');
+    expect(vmnat.ready.gateway6).toBe(GW6);
+    expect(guestAddr, 'no SLAAC address').toBeDefined();
+    expect(guestAddr.startsWith('fd00:10:0:2:')).toBe(true);
+    const route = await must(['ip', '-n', guestNs.name, '-6', 'route', 'show', 'default']);
+    expect(route).toMatch(/default via fe80::2 dev tap0 proto ra/);
+    // DAD succeeded: vmnat never answered for the guest's own address.
+    const addr = await must(['ip', '-n', guestNs.name, '-6', 'addr', 'show', 'dev', 'tap0']);
+    expect(addr).not.toMatch(/dadfailed/);
+  });
+
+  test('the advertisement names ::3 (RDNSS), the search domain (DNSSL), the MTU and the prefix', async () => {
+    const r = await guestNs.exec(['python3', PEER, 'ra', 'tap0'], { timeoutMs: 10_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const ra = JSON.parse(r.stdout) as { from: string; rdnss: string[]; dnssl: string[]; mtu: number; prefixes: { prefix: string; autonomous: boolean; onlink: boolean }[]; source_mac: string; router_lifetime: number; other: boolean };
+    expect(ra.from).toBe('fe80::2');
+    expect(ra.rdnss).toEqual([DNS6]);
+    expect(ra.dnssl).toEqual(['vmnat.internal']);
+    expect(ra.mtu).toBe(1500);
+    expect(ra.prefixes).toEqual([{ prefix: `${PREFIX}/64`, onlink: true, autonomous: true, valid: 86400 }]);
+    expect(ra.source_mac).toBe('52:55:0a:00:02:02');
+    expect(ra.router_lifetime).toBeGreaterThan(0);
+    expect(ra.other).toBe(true);
+  });
+});
+
+describe('vmnat answers on ::2 and ::3', () => {
+  test('ping -6 ::2 and ::3', async () => {
+    for (const ip of [GW6, DNS6]) {
+      const r = await guestNs.exec(['busybox', 'ping', '-6', '-c', '3', '-W', '2', ip], { timeoutMs: 10_000 });
+      expect(r.stdout).toContain('3 packets received');
+    }
+  });
+
+  test('dig AAAA @::3 goes to the upstream; host.vmnat.internal has an IPv6 twin', async () => {
+    const r = await guestNs.exec(['dig', '+short', '+time=2', '+tries=1', 'AAAA', 'www.example.test', `@${DNS6}`], { timeoutMs: 10_000 });
+    expect(r.stdout.trim()).toBe(REMOTE);
+    const a = await guestNs.exec(['dig', '+short', '+time=2', '+tries=1', 'A', 'www.example.test', `@${DNS6}`], { timeoutMs: 10_000 });
+    expect(a.stdout.trim()).toBe('192.0.2.7');
+    const h = await guestNs.exec(['dig', '+short', '+time=2', '+tries=1', 'AAAA', 'host.vmnat.internal', `@${DNS6}`], { timeoutMs: 10_000 });
+    expect(h.stdout.trim()).toBe(GW6);
+  });
+});
+
+describe('through the NAT', () => {
+  test('curl -6 via [::2] reaches the host ::1 (sha256)', async () => {
+    const n = 3_000_000;
+    const r = await guestNs.exec(['sh', '-c', `curl -sS -6 --max-time 20 http://[${GW6}]:${hostPorts.http}/${n} | sha256sum`], { timeoutMs: 30_000 });
+    expect(r.stdout.split(' ')[0]).toBe(sha(pattern(n)));
+  });
+
+  test('a remote IPv6 host is reached by TCP (sha256) and UDP', async () => {
+    const n = 2_000_000;
+    const r = await guestNs.exec(['sh', '-c', `curl -sS -6 --max-time 20 http://[${REMOTE}]:${remotePorts.http}/${n} | sha256sum`], { timeoutMs: 30_000 });
+    expect(r.stdout.split(' ')[0]).toBe(sha(pattern(n)));
+    const u = await udpEcho(REMOTE, remotePorts.udp!, 1000);
+    expect(u).toBe(`ok 1000 ${sha(pattern(1000))}`);
+  });
+
+  test('UDP echo over IPv6 with a fragmented datagram, both ways', async () => {
+    const before = ((await vmnat.stats()) as Stats).ipv6!.reassembly6!.reassembled!;
+    const r = await udpEcho(GW6, hostPorts.udp!, 6000);
+    expect(r).toBe(`ok 6000 ${sha(pattern(6000))}`);
+    const after = ((await vmnat.stats()) as Stats).ipv6!;
+    expect(after.reassembly6!.reassembled!).toBeGreaterThan(before);
+    expect(after.ipv6!.txFragments!).toBeGreaterThan(0);
+  });
+
+  test('an open IPv6 connection is listed by GET /flows beside IPv4 ones', async () => {
+    const script = `
+import socket, subprocess, json
+s = socket.create_connection(('${GW6}', ${hostPorts.http}), timeout=5)
+out = subprocess.run(['curl', '-sS', '--unix-socket', '${apiSocket}', 'http://vmnat/flows'], capture_output=True, text=True).stdout
+print(json.dumps({'local': '[%s]:%d' % s.getsockname()[:2], 'flows': json.loads(out)}))
+`;
+    const r = await guestNs.exec(['python3', '-c', script], { timeoutMs: 10_000 });
+    const j = JSON.parse(r.stdout) as { local: string; flows: { proto: string; guest: string; remote: string; host: string; state: string }[] };
+    const f = j.flows.find((x) => x.guest === j.local);
+    expect(f, r.stdout).toBeDefined();
+    expect(f!.proto).toBe('tcp');
+    expect(f!.remote).toBe(`[${GW6}]:${hostPorts.http}`);
+    expect(f!.host).toBe(`[::1]:${hostPorts.http}`);
+  });
+
+  test('no route on the host: the guest is refused at once (ICMPv6 unreachable)', async () => {
+    const r = await guestNs.exec(['python3', '-c', `
+import socket, time
+t = time.monotonic()
+try:
+    socket.create_connection(('fd00:99::1', 80), timeout=10); print('connected')
+except OSError as e:
+    print('%s %.3f' % (e.strerror, time.monotonic() - t))
+`], { timeoutMs: 20_000 });
+    const [, what, secs] = /^(.*) ([\d.]+)$/.exec(r.stdout.trim()) ?? [];
+    expect(what).toBe('Network is unreachable');
+    expect(Number(secs)).toBeLessThan(0.5);
+  });
+});
+
+/** Sends one UDP datagram of `n` pattern bytes from the guest and checks the echo. */
+async function udpEcho(ip: string, port: number, n: number): Promise<string> {
+  const r = await guestNs.exec(['python3', '-c', `
+import hashlib, socket, sys
+sys.path.insert(0, '${path.dirname(PEER)}')
+from v6peer import pattern
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(3)
+b = pattern(${n})
+for i in range(3):
+    s.sendto(b, ('${ip}', ${port}))
+    try:
+        d, _ = s.recvfrom(65535); break
+    except socket.timeout:
+        d = b''
+print('ok' if d == b else 'bad', len(d), hashlib.sha256(d).hexdigest())
+`], { timeoutMs: 20_000 });
+  return r.stdout.trim() || r.stderr;
+}
