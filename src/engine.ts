@@ -311,8 +311,7 @@ export class Engine implements ApiBackend {
       if (reason !== undefined) e.reason = reason;
       this.publish(e);
     };
-    this.forwards = new PortForwarder({
-      dialer: new NatGuestDialer(
+    const dialer = new NatGuestDialer(
         this.stack,
         this.nat.tcp,
         net.gateway,
@@ -322,10 +321,13 @@ export class Engine implements ApiBackend {
           return last;
         },
         (proto, clientIp, clientPort, guestIp, guestPort) => this.filterCheck('in', proto, clientIp ?? IPV4_ANY, clientPort, guestIp, guestPort, true),
-      ),
+      );
+    dialer.gateway6 = net.ipv6?.gateway;
+    this.forwards = new PortForwarder({
+      dialer,
       udpIdleTimeoutMs: config.udpTimeoutSec * 1000,
       maxUdpFlows: config.maxFlows,
-      guestNetwork: { network: net.network, netmask: net.netmask, reserved: [net.gateway, net.dns] },
+      guestNetwork: { network: net.network, netmask: net.netmask, reserved: [net.gateway, net.dns], ipv6: net.ipv6 },
     });
   }
 

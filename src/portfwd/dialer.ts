@@ -12,23 +12,25 @@
 import type net from 'node:net';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpNat } from '../nat/tcp.ts';
-import { parseIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
+import { parseIp, type IpAddr, type Ipv4Addr, type Ipv6Addr } from '../stack/wire/addr.ts';
 import type { ForwardTarget, GuestDialer, GuestUdpFlow, HostUdpPeer } from './forwarder.ts';
 
 export class NatGuestDialer implements GuestDialer {
   private nextPort = 49152 + Math.floor(Math.random() * 16384);
+  /** The IPv6 gateway, when the network has IPv6: forwards to an IPv6 guest address come from it. */
+  gateway6: Ipv6Addr | undefined;
 
   constructor(
     private readonly stack: Stack,
     private readonly tcp: TcpNat,
     private readonly gateway: Ipv4Addr,
     /** The address leased most recently (the default guest of a forward), if any. */
-    private readonly currentLease: () => Ipv4Addr | undefined,
+    private readonly currentLease: () => IpAddr | undefined,
     /**
      * The filter's say on a connection into the guest (`in`), from the host client's own address
      * (IPv4, or undefined for an IPv6 client); absent = every forward may open.
      */
-    private readonly admitIn?: (proto: 'tcp', clientIp: Ipv4Addr | undefined, clientPort: number, guestIp: Ipv4Addr, guestPort: number) => boolean,
+    private readonly admitIn?: (proto: 'tcp', clientIp: IpAddr | undefined, clientPort: number, guestIp: IpAddr, guestPort: number) => boolean,
   ) {}
 
   dialTcp(socket: net.Socket, target: ForwardTarget): net.Socket | undefined {
@@ -39,18 +41,24 @@ export class NatGuestDialer implements GuestDialer {
     }
     if (this.admitIn !== undefined) {
       const text = socket.remoteAddress ?? '';
-      const clientIp = parseIpv4(text.startsWith('::ffff:') ? text.slice(7) : text);
+      const clientIp = parseIp(text.startsWith('::ffff:') ? text.slice(7) : text);
       if (!this.admitIn('tcp', clientIp, socket.remotePort ?? 0, guestIp, target.guestPort)) {
         socket.resetAndDestroy(); // the host client hears "refused" at once
         return undefined;
       }
     }
-    return this.tcp.openToGuest(socket, this.gateway, guestIp, target.guestPort, target.rule);
+    const from = typeof guestIp === 'string' ? this.gateway6 : this.gateway;
+    if (from === undefined) {
+      socket.resetAndDestroy();
+      return undefined;
+    }
+    return this.tcp.openToGuest(socket, from, guestIp, target.guestPort, target.rule);
   }
 
   openUdp(target: ForwardTarget, host: HostUdpPeer): GuestUdpFlow | undefined {
     const guestIp = target.guestIp ?? this.currentLease();
     if (guestIp === undefined) return undefined;
+    if (typeof guestIp === 'string') return this.openUdp6(guestIp, target, host);
     const port = this.freeUdpPort();
     if (port === undefined) return undefined;
     const { stack, gateway } = this;
@@ -63,6 +71,29 @@ export class NatGuestDialer implements GuestDialer {
         stack.sendUdp(gateway, port, guestIp, target.guestPort, payload);
       },
       close: () => stack.unbindUdp(gateway, port),
+    };
+  }
+
+  /** As openUdp, to a guest's IPv6 address from the IPv6 gateway. */
+  private openUdp6(guestIp: Ipv6Addr, target: ForwardTarget, host: HostUdpPeer): GuestUdpFlow | undefined {
+    const six = this.stack.ipv6;
+    const gateway = this.gateway6;
+    if (six === undefined || gateway === undefined) return undefined;
+    let port: number | undefined;
+    for (let i = 0; i < 16384 && port === undefined; i++) {
+      this.nextPort = this.nextPort >= 65535 ? 49152 : this.nextPort + 1;
+      if (!six.isUdpBound(gateway, this.nextPort)) port = this.nextPort;
+    }
+    if (port === undefined) return undefined;
+    const p = port;
+    six.bindUdp(gateway, p, (d) => {
+      if (d.srcIp === guestIp && d.srcPort === target.guestPort) host.send(d.buf.subarray(d.off, d.off + d.len));
+    });
+    return {
+      send: (payload) => {
+        this.stack.sendUdp(gateway, p, guestIp, target.guestPort, payload);
+      },
+      close: () => six.unbindUdp(gateway, p),
     };
   }
 

@@ -161,6 +161,10 @@ export class Ipv6Stack {
     this.udpHandlers.set(`${ip}|${port}`, handler);
   }
 
+  isUdpBound(ip: Ipv6Addr, port: number): boolean {
+    return this.udpHandlers.has(`${ip}|${port}`);
+  }
+
   unbindUdp(ip: Ipv6Addr, port: number): void {
     this.udpHandlers.delete(`${ip}|${port}`);
   }

@@ -219,6 +219,37 @@ except OSError as e:
   });
 });
 
+describe('port forwards', () => {
+  let guestPorts: Record<string, number>;
+  beforeAll(async () => {
+    guestPorts = await startPeer(guestNs, ['::']);
+  });
+
+  async function addForward(body: object): Promise<{ host_port: number; host_addr: string; guest_addr: string | null }> {
+    const r = await run(['curl', '-sS', '--unix-socket', apiSocket, '-H', 'content-type: application/json', '-d', JSON.stringify(body), 'http://vmnat/forwards'], { timeoutMs: 10_000 });
+    return JSON.parse(r.stdout) as { host_port: number; host_addr: string; guest_addr: string | null };
+  }
+  async function fetchFromHost(url: string): Promise<string> {
+    const r = await hostNs.exec(['sh', '-c', `curl -sS -g --max-time 10 ${url} | sha256sum`], { timeoutMs: 20_000 });
+    return r.stdout.split(' ')[0]!;
+  }
+
+  test('a forward on [::1] reaches the guest\'s IPv6 httpd', async () => {
+    const rule = await addForward({ proto: 'tcp', host_addr: '::1', host_port: 0, guest_addr: guestAddr, guest_port: guestPorts.http });
+    expect(rule.host_addr).toBe('::1');
+    expect(rule.guest_addr).toBe(guestAddr);
+    expect(await fetchFromHost(`http://[::1]:${rule.host_port}/1000000`)).toBe(sha(pattern(1_000_000)));
+  });
+
+  test('a forward given without an address answers on both 127.0.0.1 and ::1', async () => {
+    const rule = await addForward({ proto: 'tcp', host_port: 0, guest_addr: guestAddr, guest_port: guestPorts.http });
+    expect(rule.host_addr).toBe('127.0.0.1');
+    expect(await fetchFromHost(`http://127.0.0.1:${rule.host_port}/70000`)).toBe(sha(pattern(70_000)));
+    expect(await fetchFromHost(`http://[::1]:${rule.host_port}/70000`)).toBe(sha(pattern(70_000)));
+    expect(await fetchFromHost(`http://localhost:${rule.host_port}/70000`)).toBe(sha(pattern(70_000)));
+  });
+});
+
 /** Sends one UDP datagram of `n` pattern bytes from the guest and checks the echo. */
 async function udpEcho(ip: string, port: number, n: number): Promise<string> {
   const r = await guestNs.exec(['python3', '-c', `
