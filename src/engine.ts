@@ -254,6 +254,7 @@ export class Engine implements ApiBackend {
       log,
     );
     this.nat.icmp = (ip, srcMac, now, hostAddress) => this.icmpNat.input(ip, srcMac, now, hostAddress);
+    this.nat.icmp6 = (ip, srcMac, now, hostAddress) => this.icmpNat.input(ip, srcMac, now, hostAddress);
     this.dns = new DnsForwarder({
       mode: net.dnsMode,
       servers: net.dnsServers,

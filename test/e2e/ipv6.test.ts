@@ -87,6 +87,8 @@ beforeAll(async () => {
   await must(['ip', '-n', remoteNs.name, 'addr', 'add', `${REMOTE}/64`, 'dev', vr, 'nodad']);
   await must(['ip', '-n', hostNs.name, 'link', 'set', vh, 'up']);
   await must(['ip', '-n', remoteNs.name, 'link', 'set', vr, 'up']);
+  // vmnat's pings to outside addresses use ping sockets, which this namespace must allow.
+  await must(['ip', 'netns', 'exec', hostNs.name, 'sysctl', '-qw', 'net.ipv4.ping_group_range=0 2147483647']);
   hostPorts = await startPeer(hostNs, ['::1', 'www.example.test=fd99:1::2', 'www.example.test=192.0.2.7']);
   remotePorts = await startPeer(remoteNs, ['::']);
   apiSocket = path.join(guestNs.dir, 'api.sock');
@@ -177,6 +179,13 @@ describe('through the NAT', () => {
     expect(r.stdout.split(' ')[0]).toBe(sha(pattern(n)));
     const u = await udpEcho(REMOTE, remotePorts.udp!, 1000);
     expect(u).toBe(`ok 1000 ${sha(pattern(1000))}`);
+  });
+
+  test('ping -6 a remote host through the host\'s ping sockets', async () => {
+    const r = await guestNs.exec(['busybox', 'ping', '-6', '-c', '3', '-W', '2', REMOTE], { timeoutMs: 15_000 });
+    expect(r.stdout).toContain('3 packets received');
+    const s = (await vmnat.stats()) as Stats;
+    expect((s.icmpNat as unknown as Record<string, number>).repliesToGuest).toBeGreaterThanOrEqual(3);
   });
 
   test('UDP echo over IPv6 with a fragmented datagram, both ways', async () => {
