@@ -16,6 +16,7 @@
  */
 import path from 'node:path';
 import { Address4 } from 'ip-address';
+import type { Dhcp6Static } from './dhcp6/server.ts';
 import { formatIpv4, parseIpv4, parseIpv6Bytes, parseMac, prefixMask, readIpv6, type Ipv4Addr, type Ipv6Addr, type MacAddr } from './stack/wire/addr.ts';
 import { LogLevels, type LogLevel } from './log.ts';
 import { defaultRuntimeDir } from './runtime-dir.ts';
@@ -71,6 +72,8 @@ export interface NetworkConfig {
   deny: Ipv4Range[];
   /** IPv6 on the guests' network (on by default; --no-ipv6 turns it off): the /64 and vmnat's ::2, ::3 in it. */
   ipv6?: Ipv6Network;
+  /** --dhcp-static MAC=IPV6 / DUID=IPV6: fixed DHCPv6 addresses. */
+  dhcp6Static?: Dhcp6Static[];
 }
 
 /** The guests' IPv6 network: a /64 (`--ipv6-prefix`, default fd00:10:0:2::/64), gateway ::2 and DNS ::3 in it. */
@@ -82,6 +85,26 @@ export interface Ipv6Network {
 
 /** The default IPv6 prefix: a ULA whose digits mirror 10.0.2.0/24. */
 export const DEFAULT_IPV6_NETWORK = 'fd00:10:0:2::/64';
+
+/** `--dhcp-static MAC=IPV6` and `DUID=IPV6` entries → fixed DHCPv6 addresses in the /64. */
+function parseDhcp6Statics(pending: readonly { entry: string; key: string; ipText: string }[], net: Ipv6Network | undefined): Dhcp6Static[] {
+  const out: Dhcp6Static[] = [];
+  for (const { entry, key, ipText } of pending) {
+    if (net === undefined) throw new ConfigError('--dhcp-static', `${JSON.stringify(entry)}: an IPv6 address needs IPv6 (not with --no-ipv6)`);
+    const bytes = parseIpv6Bytes(ipText);
+    if (bytes === undefined) throw new ConfigError('--dhcp-static', `${JSON.stringify(ipText)} is not an IPv6 address`);
+    const ip = readIpv6(bytes, 0);
+    const prefix = parseIpv6Bytes(net.prefix)!;
+    if (!bytes.subarray(0, 8).every((b, i) => b === prefix[i])) throw new ConfigError('--dhcp-static', `${ipText} is not in ${net.prefix}/64`);
+    if (ip === net.gateway || ip === net.dns || bytes.subarray(8).every((b) => b === 0)) throw new ConfigError('--dhcp-static', `${ipText} is reserved (gateway/DNS/subnet-router anycast)`);
+    const mac = parseMac(key);
+    const hex = key.replace(/[:-]/g, '').toLowerCase();
+    if (mac === undefined && (!/^([0-9a-f]{2}){3,130}$/.test(hex))) throw new ConfigError('--dhcp-static', `${JSON.stringify(key)} is neither a MAC nor a DUID (hex bytes, e.g. 00:03:00:01:52:54:00:12:34:56)`);
+    if (out.some((s) => s.ip === ip)) throw new ConfigError('--dhcp-static', `${ipText} given twice`);
+    out.push(mac !== undefined ? { mac, ip } : { duid: hex, ip });
+  }
+  return out;
+}
 
 /** Parses `PREFIX/64` for --ipv6-prefix: a unicast /64 with its host bits clear. */
 export function parseIpv6Network(flag: string, text: string): Ipv6Network {
@@ -149,6 +172,7 @@ export function networkOf(c: Config): NetworkConfig {
     deny: c.deny,
   };
   if (c.ipv6 !== undefined) n.ipv6 = c.ipv6;
+  if (c.dhcp6Static !== undefined) n.dhcp6Static = c.dhcp6Static;
   if (c.domain !== undefined) n.domain = c.domain;
   if (c.filter !== undefined) n.filter = c.filter;
   return n;
@@ -202,7 +226,8 @@ Network:
                         first lease .15)
   --mtu N               link MTU, 68..65520 (default 1500)
   --dhcp-lease-time S   DHCP lease time in seconds (default 86400)
-  --dhcp-static MAC=IP  fixed lease for a MAC (repeatable)
+  --dhcp-static MAC=IP  fixed lease for a MAC (repeatable); MAC=IPV6 or DUID=IPV6
+                        fixes the DHCPv6 address (DUID as hex bytes)
   --domain NAME         DHCP domain name (option 15), and where guests' names
                         resolve: a guest that sends its hostname in DHCP is
                         NAME and NAME.DOMAIN at the DNS address
@@ -509,12 +534,18 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
   const dhcpStatic = new Map<MacAddr, Ipv4Addr>();
   const gateway = network + 2;
   const dns = network + 3;
+  const dhcp6Pending: { entry: string; key: string; ipText: string }[] = [];
   for (const entry of values.get('--dhcp-static') ?? []) {
     const [macText, ipText, extra] = entry.split('=');
+    if (extra === undefined && macText !== undefined && ipText !== undefined && ipText.includes(':')) {
+      // MAC=IPV6 or DUID=IPV6: a fixed DHCPv6 address (checked once the IPv6 prefix is known).
+      dhcp6Pending.push({ entry, key: macText, ipText });
+      continue;
+    }
     const mac = macText === undefined ? undefined : parseMac(macText);
     const ip = ipText === undefined ? undefined : parseIpv4(ipText);
     if (extra !== undefined || mac === undefined || ip === undefined) {
-      throw new ConfigError('--dhcp-static', `${JSON.stringify(entry)} is not MAC=IP (e.g. 52:54:00:12:34:56=10.0.2.20)`);
+      throw new ConfigError('--dhcp-static', `${JSON.stringify(entry)} is not MAC=IP or MAC|DUID=IPV6 (e.g. 52:54:00:12:34:56=10.0.2.20, 00:03:00:01:52:54:00:12:34:56=fd00:10:0:2::20)`);
     }
     if ((ip & netmask) >>> 0 !== network || ip === network || ip === broadcast) throw new ConfigError('--dhcp-static', `${ipText} is not a host address in ${netText}`);
     if (ip === gateway || ip === dns) throw new ConfigError('--dhcp-static', `${ipText} is reserved (gateway/DNS)`);
@@ -667,7 +698,12 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     if (ipv6Prefix !== undefined) throw new ConfigError('--ipv6-prefix', 'cannot be used with --no-ipv6');
   } else {
     config.ipv6 = parseIpv6Network('--ipv6-prefix', ipv6Prefix ?? DEFAULT_IPV6_NETWORK);
+    if (mtu < 1280) {
+      warnings.push(`IPv6 is off: it needs an MTU of at least 1280 (--mtu ${mtu})`);
+      delete config.ipv6;
+    }
   }
+  config.dhcp6Static = parseDhcp6Statics(dhcp6Pending, config.ipv6);
   return { action: 'run', config };
 }
 

@@ -16,6 +16,7 @@ import type { Link } from './link/types.ts';
 import { loadNative } from './link/native.ts';
 import { Stack, type UdpDatagram } from './stack/stack.ts';
 import { DhcpServer } from './dhcp/server.ts';
+import { ALL_DHCP_SERVERS, DHCP6_CLIENT_PORT, DHCP6_SERVER_PORT, Dhcp6Server } from './dhcp6/server.ts';
 import { PcapWriter } from './pcap.ts';
 import { Nat } from './nat/nat.ts';
 import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
@@ -76,6 +77,8 @@ const LEASE_LOG_BURST = 20;
 export class Engine implements ApiBackend {
   readonly stack: Stack;
   readonly dhcp: DhcpServer;
+  /** DHCPv6 (when the network has IPv6). */
+  dhcp6: Dhcp6Server | undefined;
   readonly nat: Nat;
   readonly icmpNat: IcmpNat;
   readonly dns: DnsForwarder;
@@ -280,11 +283,31 @@ export class Engine implements ApiBackend {
         });
       });
     }
+    if (six !== undefined && net.ipv6 !== undefined) {
+      // DHCPv6 (dhcp6/server.ts): for guests that ask (stateful) or ignore RDNSS (stateless).
+      const dhcp6 = new Dhcp6Server({
+        prefix: net.ipv6.prefix,
+        dns: net.ipv6.dns,
+        reserved: [net.ipv6.gateway, net.ipv6.dns],
+        searchDomains: six.config.searchDomains,
+        leaseTimeSec: net.dhcpLeaseTimeSec,
+        statics: net.dhcp6Static ?? [],
+        serverMac: this.stack.gatewayMac,
+      });
+      this.dhcp6 = dhcp6;
+      six.bindUdp(ALL_DHCP_SERVERS, DHCP6_SERVER_PORT, (d, now) => {
+        if (d.srcPort !== DHCP6_CLIENT_PORT) return;
+        const reply = dhcp6.handle(d.buf.subarray(d.off, d.off + d.len), d.srcMac, now);
+        if (reply !== undefined) this.stack.sendUdp(six.linkLocal, DHCP6_SERVER_PORT, d.srcIp, DHCP6_CLIENT_PORT, reply, d.srcMac);
+      });
+    }
     this.dnsTcp = new DnsTcpService(this.dns);
     // Registration order is poll order (and reverse close order); names are the stats' keys.
     const sv = this.services;
     sv.register(service('stack', this.stack, () => this.stack.stats));
     if (six !== undefined) sv.register(service('ipv6', {}, () => six.stats));
+    const dhcp6 = this.dhcp6;
+    if (dhcp6 !== undefined) sv.register(service('dhcp6', {}, () => dhcp6.stats));
     sv.register(service('dhcp', this.dhcp, () => this.dhcp.stats));
     sv.register(service('nat', this.nat, () => this.nat.stats, () => this.nat.close()));
     sv.register(service('udpNat', {}, () => this.nat.udp.stats));

@@ -14,6 +14,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { createNetns, type Netns } from '../helpers/netns.ts';
 import { ROOT, killAll, run, sleep, startVmnat, type VmnatProcess } from '../helpers/proc.ts';
@@ -256,6 +257,89 @@ describe('port forwards', () => {
     expect(await fetchFromHost(`http://127.0.0.1:${rule.host_port}/70000`)).toBe(sha(pattern(70_000)));
     expect(await fetchFromHost(`http://[::1]:${rule.host_port}/70000`)).toBe(sha(pattern(70_000)));
     expect(await fetchFromHost(`http://localhost:${rule.host_port}/70000`)).toBe(sha(pattern(70_000)));
+  });
+});
+
+const DHCLIENT_SCRIPT = `#!/bin/sh
+# dhclient -6 calls this; it configures the address itself and never touches /etc/resolv.conf
+# (the namespace shares the host's file system).
+echo "DH6 reason=$reason ip6=$new_ip6_address dns=$new_dhcp6_name_servers search=$new_dhcp6_domain_search" >> "$(dirname "$0")/dh6.out"
+case "$reason" in BOUND6|RENEW6|REBIND6) [ -n "$new_ip6_address" ] && ip -6 addr replace "$new_ip6_address/128" dev "$interface" ;; esac
+exit 0
+`;
+
+/** Runs ISC dhclient -6 once in `n` (stateful, or stateless with -S); returns its script's lines. */
+async function dhclient6(n: Netns, tag: string, extra: string[]): Promise<Record<string, string>[]> {
+  const dir = path.join(n.dir, tag);
+  fs.mkdirSync(dir, { recursive: true });
+  const script = path.join(dir, 'script.sh');
+  fs.writeFileSync(script, DHCLIENT_SCRIPT, { mode: 0o755 });
+  const pidFile = path.join(dir, 'pid');
+  try {
+    await n.exec(['timeout', '15', 'dhclient', '-6', '-1', ...extra, '-sf', script, '-lf', path.join(dir, 'lease'), '-pf', pidFile, 'tap0'], { timeoutMs: 20_000 });
+  } finally {
+    // dhclient stays behind as a daemon once configured: end it by the PID it wrote.
+    if (fs.existsSync(pidFile)) {
+      const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+      if (pid > 0) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
+  }
+  const out = fs.existsSync(path.join(dir, 'dh6.out')) ? fs.readFileSync(path.join(dir, 'dh6.out'), 'utf8') : '';
+  return out.split('\n').filter((l) => l.startsWith('DH6')).map((l) => {
+    const o: Record<string, string> = {};
+    for (const m of l.matchAll(/(\w+)=(\S*)/g)) o[m[1]!] = m[2]!;
+    return o;
+  });
+}
+
+describe('DHCPv6', () => {
+  test('a stateful client (dhclient -6) gets an address from the prefix and ::3', async () => {
+    const lines = await dhclient6(guestNs, 'stateful', []);
+    const bound = lines.find((l) => l.reason === 'BOUND6');
+    expect(bound, JSON.stringify(lines)).toBeDefined();
+    expect(bound!.ip6!.startsWith('fd00:10:0:2::')).toBe(true);
+    expect(bound!.dns).toBe(DNS6);
+    const addr = await must(['ip', '-n', guestNs.name, '-6', 'addr', 'show', 'dev', 'tap0']);
+    expect(addr).toContain(`inet6 ${bound!.ip6}/128`);
+  });
+
+  test('a stateless client (dhclient -6 -S) gets the DNS server and the search list', async () => {
+    const lines = await dhclient6(guestNs, 'stateless', ['-S']);
+    const info = lines.find((l) => l.dns !== undefined && l.dns !== '');
+    expect(info, JSON.stringify(lines)).toBeDefined();
+    expect(info!.dns).toBe(DNS6);
+    expect(info!.search).toBe('vmnat.internal.');
+    expect(info!.ip6).toBe('');
+  });
+
+  test('--dhcp-static MAC=IPV6 fixes the address of a guest by its MAC', async () => {
+    const g2 = await createNetns();
+    // A persistent TAP with a known MAC before vmnat attaches to it (vmnat opens it by name).
+    await must(['ip', '-n', g2.name, 'tuntap', 'add', 'dev', 'tap0', 'mode', 'tap']);
+    await must(['ip', '-n', g2.name, 'link', 'set', 'tap0', 'address', '52:54:00:aa:bb:cc']);
+    const v2 = await startVmnat(
+      ['--tap', 'tap0', '--netns', g2.path, '--dns-server', `127.0.0.1:${hostPorts.dns}`, '--dhcp-static', '52:54:00:aa:bb:cc=fd00:10:0:2::77'],
+      { prefix: ['ip', 'netns', 'exec', hostNs.name] },
+    );
+    try {
+      await must(['ip', '-n', g2.name, 'link', 'set', 'tap0', 'up']);
+      for (let i = 0; i < 50; i++) {
+        const out = await must(['ip', '-n', g2.name, '-6', 'addr', 'show', 'dev', 'tap0', 'scope', 'link']);
+        if (out.includes('inet6') && !out.includes('tentative')) break;
+        await sleep(100);
+      }
+      const lines = await dhclient6(g2, 'static', []);
+      expect(lines.find((l) => l.reason === 'BOUND6')?.ip6, JSON.stringify(lines)).toBe('fd00:10:0:2::77');
+    } finally {
+      await v2.stop();
+      await g2.destroy();
+    }
   });
 });
 
