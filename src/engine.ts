@@ -552,7 +552,22 @@ export class Engine implements ApiBackend {
   // ---- ApiBackend ----
   leases() {
     const now = this.now();
-    return this.dhcp.leases(now).map((l) => leaseToApi(l, now));
+    const six = this.stack.ipv6;
+    const v6ByMac = new Map<number, string[]>();
+    if (six !== undefined) {
+      for (const [ip, mac] of six.neighbourList()) {
+        if (!six.inPrefix(ip)) continue;
+        const list = v6ByMac.get(mac) ?? [];
+        list.push(ip);
+        v6ByMac.set(mac, list);
+      }
+    }
+    return this.dhcp.leases(now).map((l) => {
+      const out = leaseToApi(l, now);
+      const v6 = v6ByMac.get(l.mac);
+      if (v6 !== undefined) out.ipv6 = v6.sort();
+      return out;
+    });
   }
 
   // ---- the filter ----
