@@ -17,15 +17,15 @@ import { Cleanup } from './lib/host.ts';
 import type { LabContext } from './lib/lab.ts';
 import { LabCheckFailed, Transcript } from './lib/transcript.ts';
 import { isolationLab } from './isolation.ts';
+import { ipv6Lab } from './ipv6.ts';
 import { natLab } from './nat.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The labs that exist, and those waiting for the features they teach. */
-const LABS: Record<string, (ctx: LabContext) => Promise<void>> = { nat: natLab, capture: captureLab, isolation: isolationLab };
+const LABS: Record<string, (ctx: LabContext) => Promise<void>> = { nat: natLab, capture: captureLab, isolation: isolationLab, ipv6: ipv6Lab };
 const PLANNED: Record<string, string> = {
   hostonly: 'issue 11 (host-only mode) and issue 9 (several guests on one vmnat)',
-  ipv6: 'issue 10 (IPv6: router advertisements, RDNSS, NAT66)',
 };
 
 const USAGE = `Usage: npm run lab -- NAME [--out DIR] [--port N]

@@ -387,7 +387,8 @@ function hostSide(r: ForwardRuleJson): string {
 }
 
 function guestSide(r: ForwardRuleJson): string {
-  return `${r.guest_addr ?? '(lease)'}:${ports(r.guest_port, r.port_count)}`;
+  const addr = r.guest_addr === null ? '(lease)' : r.guest_addr.includes(':') ? `[${r.guest_addr}]` : r.guest_addr;
+  return `${addr}:${ports(r.guest_port, r.port_count)}`;
 }
 
 function describeForward(r: ForwardRuleJson): string {

@@ -142,7 +142,7 @@ export function topologyModel(s: TopologySnapshot): TopologyModel {
       name: f.name,
       proto: f.proto,
       host: `${hostAddr(f.host_addr)}:${ports(f.host_port, f.port_count)}`,
-      guest: `${f.guest_addr ?? '(lease)'}:${ports(f.guest_port, f.port_count)}`,
+      guest: `${f.guest_addr === null ? '(lease)' : hostAddr(f.guest_addr)}:${ports(f.guest_port, f.port_count)}`,
       active: f.proto === 'tcp' ? f.tcp_active : f.udp_flows,
     })),
     flows: s.flows.map((f) => ({
