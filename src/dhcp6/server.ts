@@ -6,8 +6,9 @@
  *  - Stateless (INFORMATION-REQUEST, §18.2.6): the reply carries the DNS server (::3, option 23)
  *    and the search domains (option 24). The RA's O flag says this is available.
  *  - Stateful (SOLICIT → ADVERTISE → REQUEST → REPLY, RENEW/REBIND, RELEASE, CONFIRM, DECLINE; §18.3):
- *    one address per IA_NA from the guests' /64. An address is the client's from its first
- *    SOLICIT/REQUEST on (keyed by DUID and IAID) until it releases or the binding expires; a client
+ *    one address per IA_NA from the guests' /64 (prefix::100 upward). An ADVERTISE holds the address
+ *    it offers for a minute; a REQUEST binds it (keyed by DUID and IAID) until the client releases
+ *    it or the lease runs out without a renewal; a client
  *    with a `--dhcp-static` entry (by its DUID, or by the MAC it sends from) always gets its fixed
  *    address. Rapid Commit (§18.3.1) is honoured: a SOLICIT that asks for it gets the REPLY at once.
  *    IA_TA and IA_PD are not offered (status NoAddrsAvail / the option left out).
@@ -24,6 +25,8 @@ import { encodeDomains } from '../stack/ipv6.ts';
 export const DHCP6_CLIENT_PORT = 546;
 export const DHCP6_SERVER_PORT = 547;
 export const ALL_DHCP_SERVERS = 'ff02::1:2';
+/** How long an address offered in an ADVERTISE stays held for its client. */
+const OFFER_HOLD_MS = 60_000;
 
 export const Dhcp6Msg = {
   Solicit: 1, Advertise: 2, Request: 3, Confirm: 4, Renew: 5, Rebind: 6, Reply: 7, Release: 8, Decline: 9,
@@ -183,7 +186,9 @@ export class Dhcp6Server {
           for (const ia of opts.filter((o) => o.code === Dhcp6Opt.IaNa)) {
             if (ia.len < 12) continue;
             const iaid = readU32(msg, ia.off);
-            const ip = this.assign(duid, iaid, clientMac, now);
+            // An ADVERTISE only offers: the binding is held briefly (as a DHCPv4 offer), so a flood
+            // of SOLICITs from made-up DUIDs cannot pin the pool; REQUEST commits it for the lease.
+            const ip = this.assign(duid, iaid, clientMac, now, out === Dhcp6Msg.Advertise ? OFFER_HOLD_MS : this.config.leaseTimeSec * 1000);
             const body = new Writer().u32(iaid);
             if (ip === undefined) {
               this.stats.noAddrsAvail++;
@@ -257,13 +262,13 @@ export class Dhcp6Server {
   }
 
   /** The client's address for one IA_NA: its static one, its binding, or a free one from the pool. */
-  private assign(duid: string, iaid: number, mac: MacAddr, now: number): Ipv6Addr | undefined {
+  private assign(duid: string, iaid: number, mac: MacAddr, now: number, holdMs: number): Ipv6Addr | undefined {
     const key = `${duid}/${iaid}`;
-    const expiresAt = now + this.config.leaseTimeSec * 1000;
+    const expiresAt = now + holdMs;
     const fixed = this.config.statics.find((s) => s.duid === duid) ?? this.config.statics.find((s) => s.mac === mac);
     let b = this.bindings.get(key);
     if (b !== undefined && (fixed === undefined || b.ip === fixed.ip)) {
-      b.expiresAt = expiresAt;
+      b.expiresAt = Math.max(b.expiresAt, expiresAt);
       return b.ip;
     }
     let ip: Ipv6Addr | undefined = fixed?.ip;
