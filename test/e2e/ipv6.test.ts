@@ -94,7 +94,7 @@ beforeAll(async () => {
   remotePorts = await startPeer(remoteNs, ['::']);
   apiSocket = path.join(guestNs.dir, 'api.sock');
   vmnat = await startVmnat(
-    ['--tap', 'tap0', '--netns', guestNs.path, '--dns-server', `127.0.0.1:${hostPorts.dns}`, '--api-socket', apiSocket],
+    ['--tap', 'tap0', '--netns', guestNs.path, '--dns-server', `127.0.0.1:${hostPorts.dns}`, '--api-socket', apiSocket, '--dns-host', 'v6only.test=fd99:1::2'],
     { prefix: ['ip', 'netns', 'exec', hostNs.name] },
   );
   await must(['ip', '-n', guestNs.name, 'link', 'set', 'tap0', 'up']);
@@ -164,6 +164,8 @@ describe('vmnat answers on ::2 and ::3', () => {
     expect(a.stdout.trim()).toBe('192.0.2.7');
     const h = await guestNs.exec(['dig', '+short', '+time=2', '+tries=1', 'AAAA', 'host.vmnat.internal', `@${DNS6}`], { timeoutMs: 10_000 });
     expect(h.stdout.trim()).toBe(GW6);
+    const d = await guestNs.exec(['dig', '+short', '+time=2', '+tries=1', 'AAAA', 'v6only.test', `@${DNS6}`], { timeoutMs: 10_000 });
+    expect(d.stdout.trim()).toBe(REMOTE); // --dns-host NAME=IPV6
   });
 });
 
@@ -212,6 +214,27 @@ print(json.dumps({'local': '[%s]:%d' % s.getsockname()[:2], 'flows': json.loads(
     expect(f!.proto).toBe('tcp');
     expect(f!.remote).toBe(`[${GW6}]:${hostPorts.http}`);
     expect(f!.host).toBe(`[::1]:${hostPorts.http}`);
+  });
+
+  test('hop limit 1 to an outside host: ICMPv6 time exceeded from ::2 (as a router)', async () => {
+    const r = await guestNs.exec(['python3', '-c', `
+import socket, struct
+IPV6_RECVERR = 25
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 1)
+s.sendto(b'x', ('${REMOTE}', ${remotePorts.udp}))
+import select
+select.select([s], [], [], 3)
+data, anc, flags, addr = s.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+for level, typ, d in anc:
+    if level == socket.IPPROTO_IPV6 and typ == IPV6_RECVERR:
+        errno, origin, etype, ecode = struct.unpack_from('=IBBB', d)
+        off = socket.inet_ntop(socket.AF_INET6, d[16 + 8:16 + 24])
+        print(origin, etype, ecode, off)
+`], { timeoutMs: 10_000 });
+    // origin 3 = SO_EE_ORIGIN_ICMP6; type 3 code 0 = hop limit exceeded in transit; from the gateway.
+    expect(r.stdout.trim(), r.stderr).toBe(`3 3 0 ${GW6}`);
   });
 
   test('no route on the host: the guest is refused at once (ICMPv6 unreachable)', async () => {
