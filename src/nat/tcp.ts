@@ -737,13 +737,10 @@ export class TcpNat {
     return socket;
   }
 
-  /**
-   * The TCP configuration for a flow's family: IPv6's header is 20 bytes longer (a smaller MSS),
-   * and IPv6 frames go to the link without segmentation offload (ipv6.ts), so no TSO-sized sends.
-   */
+  /** The TCP configuration for a flow's family: IPv6's header is 20 bytes longer, so its MSS is 20 smaller. */
   private configFor(f: TcpFlow): TcpConfig {
     if (typeof f.guestIp !== 'string') return this.config;
-    return (this.config6 ??= { ...this.config, mss: this.config.mss - 20, tsoMaxBytes: 0 });
+    return (this.config6 ??= { ...this.config, mss: this.config.mss - 20 });
   }
   private config6: TcpConfig | undefined;
 

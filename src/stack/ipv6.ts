@@ -139,7 +139,9 @@ export class Ipv6Stack {
     readonly config: Ipv6StackConfig,
     readonly gatewayMac: MacAddr,
     readonly dnsMac: MacAddr,
-    private readonly emit: (frame: Uint8Array) => void,
+    private readonly emit: (frame: Uint8Array, gsoSize?: number) => void,
+    /** Every link takes large TCP frames as GSO (the stack's `gso`, set by the engine). */
+    private readonly gso: () => boolean = () => false,
   ) {
     this.prefixBytes = ipv6Bytes(config.prefix);
     this.reassembler = new Ipv6Reassembler({}, this.stats.reassembly6);
@@ -523,13 +525,23 @@ export class Ipv6Stack {
     return this.sendIp(this.srcMacOf(src), mac, UDP_HLEN + payload.length);
   }
 
-  /** Sends one TCP segment to a guest (full checksum; IPv6 frames go without GSO). */
+  /**
+   * Sends one TCP segment to a guest. On an offload link (as for IPv4, stack.ts) the link's kernel
+   * completes the checksum and cuts a segment larger than the MTU (`seg.gsoSize`) as TCPv6 GSO;
+   * elsewhere vmnat sums it and segments never exceed the MSS.
+   */
   sendTcp(dstMac: MacAddr, src: Ipv6Addr, srcPort: number, dst: Ipv6Addr, dstPort: number, seg: TcpOutSegment): boolean {
     const l4 = ETH_HLEN + IPV6_HLEN;
     const len = 20 + seg.optionsLen + seg.payloadLen;
-    writeIpv6(this.tx, ETH_HLEN, len, Ipv6Next.TCP, 64, src, dst);
-    writeTcpOutSum(this.tx, l4, seg, srcPort, dstPort, sumBytes(this.tx, ETH_HLEN + 8, 32));
-    return this.sendIp(this.srcMacOf(src), dstMac, len);
+    const tx = this.tx;
+    writeIpv6(tx, ETH_HLEN, len, Ipv6Next.TCP, 64, src, dst);
+    const offload = this.gso();
+    writeTcpOutSum(tx, l4, seg, srcPort, dstPort, sumBytes(tx, ETH_HLEN + 8, 32), offload);
+    if (!offload) return this.sendIp(this.srcMacOf(src), dstMac, len);
+    writeEthernet(tx, 0, dstMac, this.srcMacOf(src), EtherType.IPv6);
+    this.stats.ipv6.txPackets++;
+    this.emit(tx.subarray(0, l4 + len), seg.gsoSize > 0 ? seg.gsoSize : 0);
+    return true;
   }
 
   /**

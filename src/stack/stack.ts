@@ -116,7 +116,20 @@ export class Stack {
     this.dnsMac = virtualMac(config.dns);
     this.broadcast = (config.network | ~config.netmask) >>> 0;
     this.reassembler = new Ipv4Reassembler({}, this.stats.reassembly);
-    this.ipv6 = config.ipv6 === undefined ? undefined : new Ipv6Stack(config.ipv6, this.gatewayMac, this.dnsMac, (f) => this.send(f));
+    this.ipv6 =
+      config.ipv6 === undefined
+        ? undefined
+        : new Ipv6Stack(
+            config.ipv6,
+            this.gatewayMac,
+            this.dnsMac,
+            (f, gsoSize) => {
+              this.stats.eth.txFrames++;
+              if (gsoSize === undefined) this.emit(f);
+              else this.emit(f, gsoSize);
+            },
+            () => this.gso,
+          );
   }
 
   /** The guest MAC of `ip` (either family) from the neighbour tables. */
