@@ -12,8 +12,9 @@
  * flows a new filter rule set blocks.
  *
  * Keys: per index, network → guest side → remote side, each a `Map`, so a lookup is three map
- * reads and never a scan. A side's key is `address * 65536 + port` for IPv4 (exact in a double);
- * the key type admits strings so IPv6 sides (`"2001:db8::1|443"`) fit without a new table. The
+ * reads and never a scan. A side's key is `address * 65536 + port` for IPv4 (exact in a double)
+ * and `"address|port"` for IPv6 (`"2001:db8::1|443"`, the address in canonical text), so both
+ * families live in the same indexes, the same count and limit, and the same `/flows`. The
  * network number lets two isolated networks both have a 10.0.2.15 (today every guest is on
  * network 0).
  */

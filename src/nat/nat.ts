@@ -5,7 +5,8 @@
  * packet that would die here gets ICMP time exceeded from the gateway, so traceroute works), asks
  * the policy (policy.ts) where the destination leads, and hands the packet to the protocol's flow
  * machine: UDP (udp.ts), TCP and ICMP echo (their own files). Refusals become what the guest's
- * stack expects: ICMP port unreachable for UDP, RST for TCP.
+ * stack expects: ICMP port unreachable for UDP, RST for TCP. IPv6 packets come through `input6`
+ * with the same rules (policy.ts `natTarget6`) and ICMPv6 errors; the flow machines are shared.
  */
 import type { Stack } from '../stack/stack.ts';
 import type { Ipv4View } from '../stack/wire/ipv4.ts';

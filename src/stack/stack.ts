@@ -8,7 +8,9 @@
  * reassembled within a bounded budget, ICMP echo to a virtual address is answered here, UDP to a
  * bound port (DHCP on 67) goes to its handler, and everything else is offered to the `forward` hook
  * (the NAT, later) or dropped. Every drop increments one named counter in `stats`; guest input
- * never throws.
+ * never throws. IPv6 frames go to the IPv6 side (ipv6.ts: NDP, router advertisements, its own
+ * services and the NAT's `input6`); the send methods take an address of either family (`IpAddr`)
+ * and hand IPv6 ones to it, so the NAT's flow machines serve both families through one interface.
  *
  * Sans-I/O: the stack has no sockets, timers or clock of its own. Frames leave through the `emit`
  * callback, built once in a scratch buffer that the callee copies before returning; time comes in as

@@ -88,6 +88,9 @@ describe('--socket lifecycle', () => {
       netmask: '255.255.255.0',
       mtu: 1500,
       gateway_mac: '52:55:0a:00:02:02',
+      ipv6_prefix: 'fd00:10:0:2::/64',
+      gateway6: 'fd00:10:0:2::2',
+      dns6: 'fd00:10:0:2::3',
     });
     expect(fs.statSync(sock).isSocket()).toBe(true);
     const b = await vmnat(['--socket', sock]);
