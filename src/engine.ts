@@ -23,7 +23,7 @@ import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
 import { DnsTcpService } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
-import { IPV4_BROADCAST, formatIpPort, formatIpv4, formatMac, parseIp, readMac as readMacAt, type IpAddr } from './stack/wire/addr.ts';
+import { IPV4_BROADCAST, formatIpPort, formatIpv4, formatMac, ipv6Bytes, parseIp, readMac as readMacAt, type IpAddr } from './stack/wire/addr.ts';
 import { DEFAULT_SWITCH, Switch, type SwitchPort } from './switch/switch.ts';
 import { log } from './log.ts';
 import { PortForwarder } from './portfwd/forwarder.ts';
@@ -167,6 +167,7 @@ export class Engine implements ApiBackend {
         netmask: net.netmask,
         reserved: [net.gateway, net.dns],
         ownMacs: [this.stack.gatewayMac, this.stack.dnsMac],
+        reserved6: net.ipv6 === undefined ? [] : [net.ipv6.gateway, net.ipv6.dns, 'fe80::2'].map((a) => ipv6Bytes(a)),
         isolate: net.isolate,
         antiSpoof: net.antiSpoof,
         maxMacs: DEFAULT_SWITCH.maxMacs,

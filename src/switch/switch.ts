@@ -10,7 +10,9 @@
  *     other port holds — a VM image with a hard-coded 10.0.2.15 keeps working — and is then bound
  *     to it as if leased (`static`). The gateway's and the DNS server's addresses, and an address
  *     another port holds, are never accepted as a source, in IPv4 or in ARP (a forged ARP reply
- *     for the gateway is dropped here, before any guest can believe it).
+ *     for the gateway is dropped here, before any guest can believe it). IPv6: never from vmnat's
+ *     addresses, and no router advertisement, redirect, or neighbour advertisement for vmnat's
+ *     addresses from a guest (RA guard, `ndpSpoof`).
  *  2. Learning: the source MAC is (re)learned for the port, with its time; entries age out after
  *     `macAgeMs` without a frame and the table holds at most `maxMacs` (the oldest is forgotten).
  *  3. Forwarding: frames for vmnat's own MACs go to the stack; broadcast and multicast go to the
@@ -28,6 +30,12 @@
  */
 import { IPV4_ANY, isGroupMac, readMac, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
 import type { Link } from '../link/types.ts';
+import { Ipv6View } from '../stack/wire/ipv6.ts';
+
+function sameBytes(frame: Uint8Array, off: number, b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (frame[off + i] !== b[i]) return false;
+  return true;
+}
 
 export interface SwitchConfig {
   network: Ipv4Addr;
@@ -36,6 +44,8 @@ export interface SwitchConfig {
   reserved: readonly Ipv4Addr[];
   /** vmnat's own MACs: frames for them go to the stack. */
   ownMacs: readonly MacAddr[];
+  /** vmnat's own IPv6 addresses (gateway, DNS, the router's link-local), 16 bytes each. */
+  reserved6?: readonly Uint8Array[];
   isolate: boolean;
   antiSpoof: boolean;
   maxMacs: number;
@@ -45,7 +55,7 @@ export interface SwitchConfig {
 export const DEFAULT_SWITCH = { isolate: false, antiSpoof: true, maxMacs: 4096, macAgeMs: 300_000 } as const;
 
 export function createPortDrops() {
-  return { macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, filtered: 0, runt: 0 };
+  return { macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, filtered: 0, runt: 0, ndpSpoof: 0 };
 }
 export type PortDropReason = keyof ReturnType<typeof createPortDrops>;
 
@@ -324,7 +334,41 @@ export class Switch {
       }
       return true;
     }
-    return true; // IPv6 and the rest: the MAC check only (for now)
+    if (etherType === 0x86dd) return this.ipv6Allowed(port, frame);
+    return true; // the rest: the MAC check only
+  }
+
+  /**
+   * IPv6 from a guest (RFC 6105's RA guard, and NDP's counterpart of the ARP check): never from one
+   * of vmnat's own addresses, no router advertisement or redirect (only vmnat is the router, so a
+   * guest cannot hand the others a prefix, a DNS server or a default route), and no neighbour
+   * advertisement for vmnat's addresses. The ICMPv6 type is found past any extension headers, so
+   * wrapping an RA in them (RFC 7113) does not slip by.
+   */
+  private ipv6Allowed(port: SwitchPort, frame: Uint8Array): boolean {
+    const drops = port.stats.drops;
+    if (frame.length < 54) {
+      drops.runt++;
+      return false;
+    }
+    const own = this.cfg.reserved6 ?? [];
+    if (own.some((a) => sameBytes(frame, 22, a))) {
+      drops.ipSpoof++;
+      return false;
+    }
+    const ip = Ipv6View.checked(frame, 14, frame.length - 14);
+    if (typeof ip === 'string') return true; // the stack counts it; nothing here to judge
+    if (ip.protocol !== 58 || ip.payloadLen < 1 || (ip.isFragment && ip.fragmentOffset !== 0)) return true;
+    const type = frame[ip.payloadOff]!;
+    if (type === 134 || type === 137) {
+      drops.ndpSpoof++;
+      return false;
+    }
+    if (type === 136 && ip.payloadLen >= 24 && own.some((a) => sameBytes(frame, ip.payloadOff + 8, a))) {
+      drops.ndpSpoof++;
+      return false;
+    }
+    return true;
   }
 
   /** May `port` send from `ip`? A port with no address claims a free one of the subnet here. */
