@@ -39,6 +39,7 @@ import { Services, service } from './service.ts';
 import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
 import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJson } from './filter/filter.ts';
 import { IPV4_ANY } from './stack/wire/addr.ts';
+import { Ipv6View } from './stack/wire/ipv6.ts';
 
 /**
  * TCP buffers by MTU: at MTU 65520 one segment is 64 KiB, so windows and send buffers of 4 MiB keep
@@ -600,6 +601,7 @@ export class Engine implements ApiBackend {
    */
   private filterGuestToGuest(frame: Uint8Array, _from: SwitchPort, _to: SwitchPort): boolean {
     if (this.filterSet.size === 0) return true;
+    if (frame.length >= 54 && frame[12] === 0x86 && frame[13] === 0xdd) return this.filterGuestToGuest6(frame);
     if (frame.length < 34 || frame[12] !== 0x08 || frame[13] !== 0x00) return true; // ARP and the rest
     const ihl = (frame[14]! & 15) * 4;
     const l4 = 14 + ihl;
@@ -623,6 +625,37 @@ export class Engine implements ApiBackend {
       const ip = frame.subarray(14);
       this.stack.sendIcmpErrorQuoting(ip.subarray(0, Math.min(ip.length, ihl + 8)), readMacAt(frame, 6), this.cfg.gateway, src, 3, 13);
     }
+    return ok;
+  }
+
+  /**
+   * As filterGuestToGuest, for IPv6: Neighbor Discovery and MLD pass as ARP does (without them
+   * nothing works, and they open no flow); a blocked flow start gets ICMPv6 "administratively
+   * prohibited" from the gateway.
+   */
+  private filterGuestToGuest6(frame: Uint8Array): boolean {
+    const ip = Ipv6View.checked(frame, 14, frame.length - 14);
+    if (typeof ip === 'string') return true; // malformed: the receiving guest's stack drops it
+    const p = ip.protocol;
+    const proto = p === 6 ? 'tcp' : p === 17 ? 'udp' : p === 58 ? 'icmp' : 'other';
+    const l4 = ip.payloadOff;
+    const firstPiece = !ip.isFragment || ip.fragmentOffset === 0;
+    let srcPort = 0;
+    let dstPort = 0;
+    let starts = proto === 'other' || proto === 'udp';
+    if ((proto === 'tcp' || proto === 'udp') && firstPiece && ip.payloadLen >= 4) {
+      srcPort = (frame[l4]! << 8) | frame[l4 + 1]!;
+      dstPort = (frame[l4 + 2]! << 8) | frame[l4 + 3]!;
+      if (proto === 'tcp' && ip.payloadLen >= 14) starts = (frame[l4 + 13]! & 0x12) === 0x02;
+    } else if (proto === 'icmp' && firstPiece && ip.payloadLen >= 1) {
+      const type = frame[l4]!;
+      if ((type >= 130 && type <= 137) || type === 143) return true; // MLD and NDP
+      starts = type === 128; // echo request
+    }
+    const src = ip.src;
+    const dst = ip.dst;
+    const ok = this.filterCheck('out', proto, src, srcPort, dst, dstPort, starts) && this.filterCheck('in', proto, src, srcPort, dst, dstPort, starts);
+    if (!ok && starts) this.stack.ipv6?.sendErrorAbout(ip, readMacAt(frame, 6), 1, 1);
     return ok;
   }
 

@@ -90,6 +90,8 @@ const PROTO_OTHER = -1;
 const ADDR_ANY = 0;
 const ADDR_LOCAL = 1;
 const ADDR_IPV4 = 2;
+const ADDR_IPV6 = 3;
+const NO_NET6 = new Uint8Array(0);
 
 /**
  * A rule flattened to numbers (one hidden class for all rules: the loop stays monomorphic).
@@ -110,6 +112,11 @@ class CompiledRule {
   readonly toMask: number;
   readonly toLo: number;
   readonly toHi: number;
+  /** IPv6 rules: the network's 16 bytes and prefix length (empty and 0 otherwise). */
+  readonly fromNet6: Uint8Array;
+  readonly fromLen6: number;
+  readonly toNet6: Uint8Array;
+  readonly toLen6: number;
   readonly verdict: FilterVerdict;
   hits = 0;
 
@@ -122,6 +129,10 @@ class CompiledRule {
     this.peerLocal = rule.peerLocal;
     [this.fromKind, this.fromAddr, this.fromMask] = addrFields(rule.from);
     [this.toKind, this.toAddr, this.toMask] = addrFields(rule.to);
+    this.fromNet6 = rule.from.kind === 'ipv6' ? ipv6Bytes(rule.from.addr) : NO_NET6;
+    this.fromLen6 = rule.from.kind === 'ipv6' ? rule.from.prefixLen : 0;
+    this.toNet6 = rule.to.kind === 'ipv6' ? ipv6Bytes(rule.to.addr) : NO_NET6;
+    this.toLen6 = rule.to.kind === 'ipv6' ? rule.to.prefixLen : 0;
     this.fromLo = rule.fromPorts?.lo ?? 0;
     this.fromHi = rule.fromPorts?.hi ?? 65535;
     this.toLo = rule.toPorts?.lo ?? 0;
@@ -139,12 +150,15 @@ function addrFields(a: AddrMatch): [number, number, number] {
     case 'ipv4':
       // Signed 32-bit, as `ip & mask` yields: the compare stays in int32 arithmetic.
       return [ADDR_IPV4, a.addr | 0, a.mask | 0];
+    case 'ipv6':
+      return [ADDR_IPV6, 0, 0];
   }
 }
 
-function addrMatches(kind: number, addr: number, mask: number, ip: IpAddr, net: FilterNet): boolean {
+function addrMatches(kind: number, addr: number, mask: number, ip: IpAddr, net: FilterNet, net6: Uint8Array, len6: number): boolean {
   if (kind === ADDR_ANY) return true;
   if (kind === ADDR_LOCAL) return isLocal(ip, net);
+  if (kind === ADDR_IPV6) return typeof ip === 'string' && ipv6InPrefix(ipv6Bytes(ip), net6, len6);
   if (typeof ip === 'string') return false;
   return (ip & mask) === addr;
 }
@@ -276,8 +290,8 @@ export class FilterSet {
       if (r.dir !== DIR_BOTH && r.dir !== dir) continue;
       if (r.proto !== PROTO_ANY && r.proto !== proto) continue;
       if (r.peerLocal && !isLocal(dir === DIR_OUT ? dst : src, net)) continue;
-      if (!addrMatches(r.fromKind, r.fromAddr, r.fromMask, src, net)) continue;
-      if (!addrMatches(r.toKind, r.toAddr, r.toMask, dst, net)) continue;
+      if (!addrMatches(r.fromKind, r.fromAddr, r.fromMask, src, net, r.fromNet6, r.fromLen6)) continue;
+      if (!addrMatches(r.toKind, r.toAddr, r.toMask, dst, net, r.toNet6, r.toLen6)) continue;
       // Port ranges exist only on tcp/udp rules (the parser insists), so ICMP never reaches them
       // with a constraint; an unconstrained side spans 0..65535.
       if (srcPort < r.fromLo || srcPort > r.fromHi) continue;

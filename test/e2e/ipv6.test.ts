@@ -287,6 +287,58 @@ describe('port forwards', () => {
   });
 });
 
+describe('two guests and filter rules over IPv6', () => {
+  test('guests reach each other over IPv6 (NDP passes the filter); an IPv6 rule blocks one service between them and one outside host, and nothing else', async () => {
+    const a = await createNetns();
+    const b = await createNetns();
+    const rulesDir = fs.mkdtempSync(path.join('/tmp', 'vmnat-filter6-'));
+    const rules = path.join(rulesDir, 'rules.conf');
+    fs.writeFileSync(rules, `block out proto tcp to ${PREFIX}/64 port 8080\nblock out proto tcp to ${REMOTE} port ${remotePorts.http}\n`);
+    const v = await startVmnat(
+      ['--tap', 'tap0', '--netns', a.path, '--tap', 'tap0', '--netns', b.path, '--dns-server', `127.0.0.1:${hostPorts.dns}`, '--filter', rules],
+      { prefix: ['ip', 'netns', 'exec', hostNs.name] },
+    );
+    try {
+      const addrOf = async (n: Netns): Promise<string> => {
+        await must(['ip', '-n', n.name, 'link', 'set', 'tap0', 'up']);
+        for (let i = 0; i < 100; i++) {
+          const out = await must(['ip', '-n', n.name, '-6', 'addr', 'show', 'dev', 'tap0']);
+          const m = /inet6 (fd00:10:0:2:\S+)\/64 scope global/.exec(out);
+          if (m && !out.includes('tentative')) return m[1]!;
+          await sleep(100);
+        }
+        throw new Error(`no SLAAC address in ${n.name}`);
+      };
+      const [aIp, bIp] = [await addrOf(a), await addrOf(b)];
+      const peers = await startPeer(b, ['::']); // b's httpd on an ephemeral port: not blocked
+      const server8080 = spawn('ip', ['netns', 'exec', b.name, 'python3', '-m', 'http.server', '8080', '--bind', '::'], { stdio: 'ignore' });
+      children.push(server8080);
+      for (let i = 0; i < 50; i++) {
+        if ((await b.exec(['curl', '-s', '-g', '-o', '/dev/null', '-w', '%{http_code}', 'http://[::1]:8080/'])).stdout === '200') break;
+        await sleep(100);
+      }
+      const ping = await a.exec(['busybox', 'ping', '-6', '-c', '2', '-W', '2', bIp], { timeoutMs: 10_000 });
+      expect(ping.stdout, `${aIp} -> ${bIp}`).toContain('2 packets received');
+      const ok = await a.exec(['sh', '-c', `curl -sS -g --max-time 10 http://[${bIp}]:${peers.http}/50000 | sha256sum`], { timeoutMs: 20_000 });
+      expect(ok.stdout.split(' ')[0]).toBe(sha(pattern(50_000)));
+      const t0 = performance.now();
+      const refused = await a.exec(['curl', '-sS', '-g', '--max-time', '10', '-o', '/dev/null', `http://[${bIp}]:8080/`], { timeoutMs: 20_000 });
+      expect(refused.code, refused.stderr).toBe(7); // ICMPv6 administratively prohibited: at once
+      expect(performance.now() - t0).toBeLessThan(3000);
+      const out = await a.exec(['curl', '-sS', '-g', '--max-time', '10', '-o', '/dev/null', `http://[${REMOTE}]:${remotePorts.http}/1`], { timeoutMs: 20_000 });
+      expect(out.code, out.stderr).toBe(7); // refused by vmnat (RST)
+      const stats = (await v.stats()) as { tcpNat: { refusedByFilter: number }; filter: { blocked: number } };
+      expect(stats.tcpNat.refusedByFilter).toBeGreaterThanOrEqual(1);
+      expect(stats.filter.blocked).toBeGreaterThanOrEqual(2);
+    } finally {
+      await v.stop();
+      await a.destroy();
+      await b.destroy();
+      fs.rmSync(rulesDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
 const DHCLIENT_SCRIPT = `#!/bin/sh
 # dhclient -6 calls this; it configures the address itself and never touches /etc/resolv.conf
 # (the namespace shares the host's file system).

@@ -62,6 +62,7 @@ function modelMatches(r: FilterRule, f4: FilterFlow): boolean {
   const addrOk = (a: AddrMatch, ip: number): boolean => {
     if (a.kind === 'any') return true;
     if (a.kind === 'local') return inNet(ip);
+    if (a.kind === 'ipv6') return false; // an IPv6 rule never matches an IPv4 flow
     const size = 2 ** (32 - a.prefixLen);
     return ip >= a.addr && ip < a.addr + size;
   };
