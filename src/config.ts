@@ -70,10 +70,32 @@ export interface NetworkConfig {
   filter?: FilterRules;
   /** --deny ranges, plus link-local unless --allow-link-local: never reached through the NAT. */
   deny: Ipv4Range[];
+  /** The IPv6 --deny ranges (plus fd00:ec2::254, cloud metadata, unless --allow-link-local). */
+  deny6?: Ipv6Range[];
   /** IPv6 on the guests' network (on by default; --no-ipv6 turns it off): the /64 and vmnat's ::2, ::3 in it. */
   ipv6?: Ipv6Network;
   /** --dhcp-static MAC=IPV6 / DUID=IPV6: fixed DHCPv6 addresses. */
   dhcp6Static?: Dhcp6Static[];
+}
+
+/** An IPv6 range: the network's text (host bits clear) and its prefix length. */
+export interface Ipv6Range {
+  prefix: Ipv6Addr;
+  prefixLen: number;
+}
+
+/** IPv6 instance metadata (AWS's IMDS over IPv6): denied with 169.254.0.0/16 unless --allow-link-local. */
+export const METADATA6: Ipv6Range = { prefix: 'fd00:ec2::254', prefixLen: 128 };
+
+/** `PREFIX/N` (N in 0..128, no host bits) → a range; a bare address means /128. */
+function parseCidr6(flag: string, text: string): Ipv6Range {
+  const m = /^([0-9A-Fa-f:.]+)(?:\/(\d{1,3}))?$/.exec(text);
+  const bytes = m ? parseIpv6Bytes(m[1]!) : undefined;
+  const len = m?.[2] === undefined ? 128 : Number(m[2]);
+  if (!m || bytes === undefined || len > 128) throw new ConfigError(flag, `${JSON.stringify(text)} is not a CIDR such as 192.168.1.0/24 or fd12::/16`);
+  const net = bytes.map((b, i) => b & ((0xff << (8 - Math.max(0, Math.min(8, len - i * 8)))) & 0xff));
+  if (net.some((b, i) => b !== bytes[i])) throw new ConfigError(flag, `${text} has host bits set (did you mean ${readIpv6(net, 0)}/${len}?)`);
+  return { prefix: readIpv6(net, 0), prefixLen: len };
 }
 
 /** The guests' IPv6 network: a /64 (`--ipv6-prefix`, default fd00:10:0:2::/64), gateway ::2 and DNS ::3 in it. */
@@ -171,6 +193,7 @@ export function networkOf(c: Config): NetworkConfig {
     dnsHosts: c.dnsHosts, hostAliases: c.hostAliases, hostLoopback: c.hostLoopback, isolate: c.isolate, antiSpoof: c.antiSpoof,
     deny: c.deny,
   };
+  if (c.deny6 !== undefined) n.deny6 = c.deny6;
   if (c.ipv6 !== undefined) n.ipv6 = c.ipv6;
   if (c.dhcp6Static !== undefined) n.dhcp6Static = c.dhcp6Static;
   if (c.domain !== undefined) n.domain = c.domain;
@@ -256,9 +279,10 @@ NAT:
                         (connections to it are refused)
   --deny CIDR           the guest may never reach CIDR through the NAT (ICMP
                         admin-prohibited; repeatable), e.g. the host's own LAN
-                        addresses: --deny 192.168.1.0/24
-  --allow-link-local    let the guest reach 169.254.0.0/16 (denied by default:
-                        cloud instance metadata and credentials live there)
+                        addresses: --deny 192.168.1.0/24 (IPv6 too: --deny fd12::/16)
+  --allow-link-local    let the guest reach 169.254.0.0/16 and fd00:ec2::254
+                        (denied by default: cloud instance metadata and
+                        credentials live there)
   --udp-timeout S       idle timeout of a UDP flow in seconds (default 60)
   --max-flows N         most flows the guests may have open, TCP, UDP and ICMP
                         together (default: 3/4 of the descriptors left after a
@@ -612,7 +636,11 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
   }
   const deny: Ipv4Range[] = [];
   if (!values.has('--allow-link-local')) deny.push({ network: LINK_LOCAL.network, mask: LINK_LOCAL.mask });
-  for (const text of values.get('--deny') ?? []) deny.push(parseCidr('--deny', text));
+  const deny6: Ipv6Range[] = values.has('--allow-link-local') ? [] : [METADATA6];
+  for (const text of values.get('--deny') ?? []) {
+    if (text.includes(':')) deny6.push(parseCidr6('--deny', text));
+    else deny.push(parseCidr('--deny', text));
+  }
   const filterFile = single('--filter');
   const filter = filterFile === undefined ? undefined : readFilterFlag(filterFile);
   const apiSocket = single('--api-socket');
@@ -658,6 +686,7 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     logLevel: level as LogLevel,
     hostLoopback: !values.has('--no-host-loopback'),
     deny,
+    deny6,
     noTso: values.has('--no-tso'),
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
     maxFlows: flowBudget.maxFlows,

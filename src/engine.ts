@@ -246,7 +246,7 @@ export class Engine implements ApiBackend {
     this.stack.forward = (ip, srcMac, now) => this.nat.input(ip, srcMac, now);
     const six = this.stack.ipv6;
     if (six !== undefined && net.ipv6 !== undefined) {
-      this.nat.policy6 = { ...net.ipv6, hostLoopback: net.hostLoopback };
+      this.nat.policy6 = { ...net.ipv6, hostLoopback: net.hostLoopback, deny: net.deny6 ?? [] };
       six.forward = (ip, srcMac, now) => this.nat.input6(ip, srcMac, now);
     }
     // One ping socket per flow (an fd each): a smaller cap than other flows.

@@ -240,7 +240,7 @@ export function configToApi(config: Config): Record<string, unknown> {
     tftp: config.tftpDir ?? null,
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
-    ipv6: config.ipv6 === undefined ? null : { prefix: `${config.ipv6.prefix}/64`, gateway: config.ipv6.gateway, dns: config.ipv6.dns, router: 'fe80::2' },
+    ipv6: config.ipv6 === undefined ? null : { prefix: `${config.ipv6.prefix}/64`, gateway: config.ipv6.gateway, dns: config.ipv6.dns, router: 'fe80::2', deny: (config.deny6 ?? []).map((r) => `${r.prefix}/${r.prefixLen}`) },
   };
 }
 

@@ -69,6 +69,8 @@ export interface NatPolicy6Config {
   /** The guests' /64 prefix (network address). */
   prefix: Ipv6Addr;
   hostLoopback: boolean;
+  /** IPv6 ranges the guest may never reach through the NAT (`--deny`). */
+  deny?: readonly { prefix: Ipv6Addr; prefixLen: number }[];
 }
 
 const LOOPBACK6: NatTarget = { kind: 'host', address: '::1' };
@@ -87,5 +89,6 @@ export function natTarget6(cfg: NatPolicy6Config, dst: Ipv6Addr, dstPort: number
   if (dst === '::' || dst === '::1' || dst.startsWith('::ffff:')) return DROP_MARTIAN;
   if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) return DROP_LOCAL;
   if (ipv6InPrefix(b, ipv6Bytes(cfg.prefix), 64)) return DROP_LOCAL;
+  if (cfg.deny !== undefined) for (const r of cfg.deny) if (ipv6InPrefix(b, ipv6Bytes(r.prefix), r.prefixLen)) return DENY;
   return { kind: 'host', address: dst };
 }

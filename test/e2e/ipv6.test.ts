@@ -94,7 +94,7 @@ beforeAll(async () => {
   remotePorts = await startPeer(remoteNs, ['::']);
   apiSocket = path.join(guestNs.dir, 'api.sock');
   vmnat = await startVmnat(
-    ['--tap', 'tap0', '--netns', guestNs.path, '--dns-server', `127.0.0.1:${hostPorts.dns}`, '--api-socket', apiSocket, '--dns-host', 'v6only.test=fd99:1::2'],
+    ['--tap', 'tap0', '--netns', guestNs.path, '--dns-server', `127.0.0.1:${hostPorts.dns}`, '--api-socket', apiSocket, '--dns-host', 'v6only.test=fd99:1::2', '--deny', 'fd98::/16'],
     { prefix: ['ip', 'netns', 'exec', hostNs.name] },
   );
   await must(['ip', '-n', guestNs.name, 'link', 'set', 'tap0', 'up']);
@@ -239,6 +239,19 @@ for level, typ, d in anc:
 `], { timeoutMs: 10_000 });
     // origin 3 = SO_EE_ORIGIN_ICMP6; type 3 code 0 = hop limit exceeded in transit; from the gateway.
     expect(r.stdout.trim(), r.stderr).toBe(`3 3 0 ${GW6}`);
+  });
+
+  test('--deny fd98::/16 and the IPv6 metadata address: refused at once, administratively (EACCES)', async () => {
+    for (const dst of ['fd98::1', 'fd00:ec2::254']) {
+      const r = await guestNs.exec(['python3', '-c', `
+import socket
+try:
+    socket.create_connection(('${dst}', 80), timeout=5); print('connected')
+except OSError as e:
+    print(e.strerror)
+`], { timeoutMs: 10_000 });
+      expect(r.stdout.trim(), dst).toBe('Permission denied');
+    }
   });
 
   test('no route on the host: the guest is refused at once (ICMPv6 unreachable)', async () => {

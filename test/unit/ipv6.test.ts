@@ -332,6 +332,12 @@ describe('the IPv6 NAT policy', () => {
   ])('%s:%d', (dst, port, want) => {
     expect(natTarget6(cfg, dst, port)).toEqual(want);
   });
+  test('--deny ranges', () => {
+    const deny = [{ prefix: 'fd98::', prefixLen: 16 }, { prefix: 'fd00:ec2::254', prefixLen: 128 }];
+    expect(natTarget6({ ...cfg, deny }, 'fd98:1::5', 80)).toEqual({ kind: 'deny' });
+    expect(natTarget6({ ...cfg, deny }, 'fd00:ec2::254', 80)).toEqual({ kind: 'deny' });
+    expect(natTarget6({ ...cfg, deny }, 'fd00:ec2::253', 80)).toEqual({ kind: 'host', address: 'fd00:ec2::253' });
+  });
   test('--no-host-loopback refuses ::2 as it refuses 10.0.2.2', () => {
     expect(natTarget6({ ...cfg, hostLoopback: false }, GW6, 80)).toEqual({ kind: 'refuse', reason: 'noHostLoopback' });
   });
@@ -362,6 +368,11 @@ describe('flags', () => {
     [['--dhcp-static', '52:54:00:00:00:01=fd00:10:0:2::2'], /reserved/],
   ])('%j is refused', (extra, want) => {
     expect(() => run(extra)).toThrow(want);
+  });
+  test('--deny takes IPv6 CIDRs; the IPv6 metadata address is denied unless --allow-link-local', () => {
+    expect(run(['--deny', 'fd12::/16', '--deny', '10.1.0.0/16']).deny6).toEqual([{ prefix: 'fd00:ec2::254', prefixLen: 128 }, { prefix: 'fd12::', prefixLen: 16 }]);
+    expect(run(['--allow-link-local']).deny6).toEqual([]);
+    expect(() => run(['--deny', 'fd12::1/16'])).toThrow(/host bits set \(did you mean fd12::\/16\?\)/);
   });
   test('--dhcp-static by MAC and by DUID', () => {
     expect(run(['--dhcp-static', '52:54:00:00:00:01=fd00:10:0:2::20', '--dhcp-static', '00:03:00:01:52:54:00:00:00:02=fd00:10:0:2::21']).dhcp6Static).toEqual([
