@@ -515,6 +515,9 @@ export class Engine implements ApiBackend {
     setImmediate(() => {
       this.flushScheduled = false;
       this.flushDirty();
+      // What was sent outside a batch may have started a timer (an IPv6 neighbour solicitation
+      // waiting for its answer): make sure the one timer covers it.
+      this.armTimer(this.now());
     });
   }
 

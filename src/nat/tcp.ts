@@ -644,7 +644,7 @@ export class TcpNat {
    * answer, the host client sees a reset. Returns the socket that carries the connection from now
    * on (`accepted` itself, or its re-wrapped replacement), or undefined if none was attempted.
    */
-  openToGuest(accepted: net.Socket, srcIp: IpAddr, guestIp: IpAddr, guestPort: number, forward: string): net.Socket | undefined {
+  openToGuest(accepted: net.Socket, srcIp: IpAddr, guestIp: IpAddr, guestPort: number, forward: string, rewrap = true): net.Socket | undefined {
     const guestMac = this.stack.lookupNeighbour(guestIp);
     const srcPort = guestMac === undefined ? undefined : this.ephemeralPort(guestIp, guestPort, srcIp);
     const client = accepted.remoteAddress ?? '';
@@ -666,7 +666,8 @@ export class TcpNat {
     this.forwardFlows++;
     this.forwardHalfOpen++;
     this.forwardsBySource.set(client, fromClient + 1);
-    const rewrapped = this.rewrapWithOnread(accepted, f);
+    // `rewrap` false: the caller already handed `accepted` on as the connection's socket.
+    const rewrapped = rewrap ? this.rewrapWithOnread(accepted, f) : undefined;
     const socket = rewrapped ?? accepted;
     f.host = new SocketEndpoint(socket);
     f.established = () => {

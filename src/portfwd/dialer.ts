@@ -47,12 +47,27 @@ export class NatGuestDialer implements GuestDialer {
         return undefined;
       }
     }
-    const from = typeof guestIp === 'string' ? this.gateway6 : this.gateway;
-    if (from === undefined) {
-      socket.resetAndDestroy();
-      return undefined;
+    if (typeof guestIp === 'string') {
+      const six = this.stack.ipv6;
+      const from = this.gateway6;
+      if (six === undefined || from === undefined) {
+        socket.resetAndDestroy();
+        return undefined;
+      }
+      if (six.lookup(guestIp) === undefined) {
+        // A guest that has not spoken from this address yet: solicit it and hold the client's
+        // connection (accepted paused) until it answers, as a router holds a packet while it
+        // resolves; no answer → the client is reset.
+        six.resolveThen(guestIp, this.tcp.now(), (mac) => {
+          if (socket.destroyed) return;
+          if (mac === undefined) socket.resetAndDestroy();
+          else this.tcp.openToGuest(socket, from, guestIp, target.guestPort, target.rule, false);
+        });
+        return socket;
+      }
+      return this.tcp.openToGuest(socket, from, guestIp, target.guestPort, target.rule);
     }
-    return this.tcp.openToGuest(socket, from, guestIp, target.guestPort, target.rule);
+    return this.tcp.openToGuest(socket, this.gateway, guestIp, target.guestPort, target.rule);
   }
 
   openUdp(target: ForwardTarget, host: HostUdpPeer): GuestUdpFlow | undefined {
@@ -89,11 +104,23 @@ export class NatGuestDialer implements GuestDialer {
     six.bindUdp(gateway, p, (d) => {
       if (d.srcIp === guestIp && d.srcPort === target.guestPort) host.send(d.buf.subarray(d.off, d.off + d.len));
     });
+    let closed = false;
     return {
       send: (payload) => {
-        this.stack.sendUdp(gateway, p, guestIp, target.guestPort, payload);
+        if (six.lookup(guestIp) !== undefined) {
+          this.stack.sendUdp(gateway, p, guestIp, target.guestPort, payload);
+          return;
+        }
+        // Not resolved yet: the datagram waits for the guest's answer to a solicitation.
+        const copy = Uint8Array.from(payload);
+        six.resolveThen(guestIp, this.tcp.now(), (mac) => {
+          if (!closed && mac !== undefined) this.stack.sendUdp(gateway, p, guestIp, target.guestPort, copy, mac);
+        });
       },
-      close: () => six.unbindUdp(gateway, p),
+      close: () => {
+        closed = true;
+        six.unbindUdp(gateway, p);
+      },
     };
   }
 

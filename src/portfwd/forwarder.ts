@@ -219,14 +219,15 @@ export class PortForwarder {
         if (renamed) entry.rule.name = defaultRuleName(rule.proto, rule.hostAddr, bound, 1);
         if (this.entries.has(entry.rule.name)) throw new ForwardError('EEXIST', entry.rule.name, `a forward named ${entry.rule.name} already exists`);
       }
-      // `localhost` may resolve to ::1 (podman users meet exactly this): a TCP forward on
-      // 127.0.0.1 listens on ::1 too, on the same port, when it can (best effort: a host without
-      // IPv6, or ::1's port taken by someone else, leaves the IPv4 listener alone).
-      if (rule.proto === 'tcp' && rule.hostAddr === DEFAULT_HOST_ADDR && this.options.loopback6 !== false) {
+      // `localhost` may resolve to ::1 (podman users meet exactly this): a forward on 127.0.0.1
+      // listens on ::1 too, on the same port, when it can (best effort: a host without IPv6, or
+      // ::1's port taken by someone else, leaves the IPv4 listener alone).
+      if (rule.hostAddr === DEFAULT_HOST_ADDR && this.options.loopback6 !== false) {
         for (let i = 0; i < rule.portCount; i++) {
           const port = entry.rule.hostPort + i;
           try {
-            entry.servers.push(await this.listenTcp(entry, port, '::1'));
+            if (rule.proto === 'tcp') entry.servers.push(await this.listenTcp(entry, port, '::1'));
+            else entry.sockets.push(await this.bindUdp(entry, port, '::1'));
           } catch (err) {
             this.stats.loopback6Skipped++;
             trace('no ::1 twin for %s port %d: %o', rule.name, port, err);
@@ -354,9 +355,10 @@ export class PortForwarder {
 
   // ── UDP ─────────────────────────────────────────────────────────────────────────────────────
 
-  private bindUdp(entry: Entry, port: number): Promise<dgram.Socket> {
+  private bindUdp(entry: Entry, port: number, hostAddr?: string): Promise<dgram.Socket> {
     const rule = entry.rule;
-    const v6 = rule.hostAddr.includes(':');
+    const host = hostAddr ?? rule.hostAddr;
+    const v6 = host.includes(':');
     const socket = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6 });
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => {
@@ -364,7 +366,7 @@ export class PortForwarder {
         reject(listenError(rule, port, err));
       };
       socket.once('error', onError);
-      socket.bind({ address: rule.hostAddr, port, exclusive: true }, () => {
+      socket.bind({ address: host, port, exclusive: true }, () => {
         socket.off('error', onError);
         socket.on('error', (err) => {
           this.stats.listenerErrors++;

@@ -113,6 +113,11 @@ export type Forward6Hook = (ip: Ipv6View, srcMac: MacAddr, now: number) => boole
 const MAX_NEIGHBOURS = 4096;
 /** One solicitation per unknown address per this long. */
 const SOLICIT_EVERY_MS = 1000;
+/** How long a send waits for an unknown guest to answer its solicitation (RFC 4861 §7.2.2: 3 × 1 s). */
+const RESOLVE_WAIT_MS = 3000;
+/** Addresses waited for at once, and callers per address (bounded, as Linux's unres_qlen). */
+const MAX_WAITING = 256;
+const MAX_WAITERS = 16;
 /** Router lifetime (s) in advertisements. */
 const ROUTER_LIFETIME_S = 1800;
 const PREFIX_VALID_S = 86_400;
@@ -127,6 +132,9 @@ export class Ipv6Stack {
   private readonly prefixBytes: Uint8Array;
   private readonly neighbours = new Map<Ipv6Addr, MacAddr>();
   private readonly solicited = new Map<Ipv6Addr, number>();
+  /** Callers waiting for a guest's MAC (resolveThen), in deadline order. */
+  private readonly waiting = new Map<Ipv6Addr, { deadline: number; cbs: ((mac: MacAddr | undefined) => void)[] }>();
+  private resolicitAt = 0;
   private readonly udpHandlers = new Map<string, Udp6Handler>();
   private readonly reassembler: Ipv6Reassembler;
   private readonly tx = new Uint8Array(ETH_HLEN + IPV6_HLEN + 65535);
@@ -182,6 +190,14 @@ export class Ipv6Stack {
   }
 
   learn(ip: Ipv6Addr, mac: MacAddr): void {
+    const w = this.waiting.get(ip);
+    if (w !== undefined) {
+      this.waiting.delete(ip);
+      // After the frame at hand is handled: the callers send frames of their own.
+      queueMicrotask(() => {
+        for (const cb of w.cbs) cb(mac);
+      });
+    }
     if (this.neighbours.get(ip) === mac) return;
     this.neighbours.delete(ip);
     if (this.neighbours.size >= MAX_NEIGHBOURS) {
@@ -458,6 +474,28 @@ export class Ipv6Stack {
     return undefined;
   }
 
+  /**
+   * Calls `cb` with the MAC of guest `ip`: at once if known; otherwise a solicitation goes out and
+   * `cb` runs when the guest answers (or anything else teaches vmnat the address), or with
+   * undefined after RESOLVE_WAIT_MS. For sends that start from the host side (port forwards) to a
+   * guest that has not spoken from that address yet, as a router holds a packet while it resolves.
+   */
+  resolveThen(ip: Ipv6Addr, now: number, cb: (mac: MacAddr | undefined) => void): void {
+    const mac = this.neighbours.get(ip);
+    if (mac !== undefined) return cb(mac);
+    let w = this.waiting.get(ip);
+    if (w === undefined) {
+      if (this.waiting.size >= MAX_WAITING) return cb(undefined);
+      w = { deadline: now + RESOLVE_WAIT_MS, cbs: [] };
+      if (this.waiting.size === 0) this.resolicitAt = now + SOLICIT_EVERY_MS;
+      this.waiting.set(ip, w);
+    }
+    if (w.cbs.length >= MAX_WAITERS) return cb(undefined);
+    w.cbs.push(cb);
+    this.stats.ipv6.noNeighbour++;
+    this.solicit(ip, now);
+  }
+
   // ---- sending (the L4 part is built at ETH_HLEN + IPV6_HLEN in tx) ----
 
   private srcMacOf(src: Ipv6Addr): MacAddr {
@@ -579,6 +617,16 @@ export class Ipv6Stack {
       quote.set(first, header.length);
       this.sendIcmpMessage(mac, this.config.gateway, src, Icmpv6Type.TimeExceeded, 1, 0, quote);
     });
+    for (const [ip, w] of this.waiting) {
+      if (w.deadline > now) break; // deadline order
+      this.waiting.delete(ip);
+      for (const cb of w.cbs) cb(undefined);
+    }
+    if (this.waiting.size > 0 && now >= this.resolicitAt) {
+      // Ask again each second while someone waits (RFC 4861 §7.2.2 retransmits).
+      for (const ip of this.waiting.keys()) this.solicit(ip, now);
+      this.resolicitAt = now + SOLICIT_EVERY_MS;
+    }
     if (now >= this.nextRa) {
       this.nextRa = now + this.config.raIntervalMs;
       this.sendRouterAdvert(ipv6MulticastMac(ipv6Bytes(IPV6_ALL_NODES)), IPV6_ALL_NODES);
@@ -587,7 +635,13 @@ export class Ipv6Stack {
 
   nextDeadline(): number | undefined {
     const r = this.reassembler.nextDeadline();
-    return r === undefined ? this.nextRa : Math.min(r, this.nextRa);
+    let at = r === undefined ? this.nextRa : Math.min(r, this.nextRa);
+    for (const w of this.waiting.values()) {
+      // The first waiter's deadline (deadline order), and the next solicitation while any waits.
+      at = Math.min(at, w.deadline, this.resolicitAt);
+      break;
+    }
+    return at;
   }
 }
 

@@ -298,6 +298,19 @@ describe('port forwards', () => {
     expect(await fetchFromHost(`http://[::1]:${rule.host_port}/70000`)).toBe(sha(pattern(70_000)));
     expect(await fetchFromHost(`http://localhost:${rule.host_port}/70000`)).toBe(sha(pattern(70_000)));
   });
+
+  test('a UDP forward without an address answers on 127.0.0.1 and ::1, to the guest\'s IPv6 address', async () => {
+    const rule = await addForward({ proto: 'udp', host_port: 0, guest_addr: guestAddr, guest_port: guestPorts.udp });
+    for (const [family, addr] of [['AF_INET', '127.0.0.1'], ['AF_INET6', '::1']] as const) {
+      const r = await hostNs.exec(['python3', '-c', `
+import socket
+s = socket.socket(socket.${family}, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(b'hello ${family}', ('${addr}', ${rule.host_port}))
+print(s.recvfrom(100)[0].decode())
+`], { timeoutMs: 10_000 });
+      expect(r.stdout.trim(), r.stderr).toBe(`hello ${family}`);
+    }
+  });
 });
 
 describe('two guests and filter rules over IPv6', () => {

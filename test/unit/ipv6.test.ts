@@ -256,6 +256,29 @@ describe('Neighbor Discovery and router advertisements', () => {
   });
 });
 
+describe('resolving a guest that has not spoken yet', () => {
+  test('a solicitation goes out; the guest\'s answer releases the waiter, silence ends it with undefined', async () => {
+    const { stack, six, out } = makeStack();
+    stack.poll(0); // the first periodic RA
+    out.length = 0;
+    const got: (number | undefined)[] = [];
+    six.resolveThen(GUEST6, 1000, (m) => got.push(m));
+    six.resolveThen('fd00:10:0:2::99', 1000, (m) => got.push(m));
+    expect(out).toHaveLength(2);
+    const ns = parse(out[0]!);
+    expect([ns.icmp!.type, ns.ip.dst, ns.ip.hopLimit]).toEqual([Icmpv6Type.NeighborSolicitation, 'ff02::1:ff12:3456', 255]);
+    expect(readIpv6(out[0]!, ns.icmp!.payloadOff)).toBe(GUEST6);
+    stack.input(ECHO_REQUEST6, 1100); // anything from the guest's address teaches vmnat its MAC
+    await Promise.resolve();
+    expect(got).toEqual([GUEST6_MAC]);
+    expect(stack.nextDeadline()).toBe(2000); // the next solicitation for the silent one
+    stack.poll(2000);
+    expect(out.filter((f) => parse(f).icmp?.type === Icmpv6Type.NeighborSolicitation)).toHaveLength(3); // asked again
+    stack.poll(4000);
+    expect(got).toEqual([GUEST6_MAC, undefined]);
+  });
+});
+
 describe('echo and fragments', () => {
   test('ping ::2: the reply keeps id, sequence and data', () => {
     const { stack, out } = makeStack();
