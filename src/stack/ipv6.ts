@@ -287,7 +287,7 @@ export class Ipv6Stack {
         this.neighborSolicit(ip, icmp, srcMac, src, now);
         return true;
       case Icmpv6Type.NeighborAdvertisement:
-        this.neighborAdvert(ip, icmp);
+        this.neighborAdvert(ip, icmp, srcMac);
         return true;
       case Icmpv6Type.RouterSolicitation:
         this.routerSolicit(ip, icmp, srcMac, src);
@@ -321,7 +321,7 @@ export class Ipv6Stack {
       return;
     }
     const dad = src === IPV6_ANY;
-    let guestMac = srcMac;
+    const guestMac = srcMac;
     for (const o of opts) {
       if (o.type !== NdpOption.SourceLinkAddr) continue;
       // RFC 4861 §7.1.1: a DAD probe (unspecified source) carries no source link-layer address.
@@ -329,7 +329,9 @@ export class Ipv6Stack {
         this.stats.icmpv6.badNdp++;
         return;
       }
-      guestMac = ndpLinkAddr(ip.buf, o) ?? srcMac;
+      // The frame's own source MAC is what the switch vouched for; an option naming another MAC
+      // (sending some other guest vmnat's traffic) is not believed.
+      if (ndpLinkAddr(ip.buf, o) !== srcMac) this.stats.icmpv6.badNdp++;
     }
     if (!dad && (src.startsWith('fe80:') || this.inPrefix(src))) this.learn(src, guestMac);
     const mac = this.macOfVirtual(target);
@@ -353,7 +355,7 @@ export class Ipv6Stack {
     void now;
   }
 
-  private neighborAdvert(ip: Ipv6View, icmp: Icmpv6View): void {
+  private neighborAdvert(ip: Ipv6View, icmp: Icmpv6View, srcMac: MacAddr): void {
     this.stats.icmpv6.rxNeighborAdverts++;
     if (ip.hopLimit !== 255 || icmp.payloadLen < 16) {
       this.stats.icmpv6.badNdp++;
@@ -372,7 +374,12 @@ export class Ipv6Stack {
     for (const o of opts) {
       if (o.type !== NdpOption.TargetLinkAddr) continue;
       const mac = ndpLinkAddr(ip.buf, o);
-      if (mac !== undefined && (target.startsWith('fe80:') || this.inPrefix(target))) this.learn(target, mac);
+      // Only a guest's answer for itself: the MAC it names must be the one it sends from.
+      if (mac !== srcMac) {
+        this.stats.icmpv6.badNdp++;
+        continue;
+      }
+      if (target.startsWith('fe80:') || this.inPrefix(target)) this.learn(target, mac);
     }
   }
 

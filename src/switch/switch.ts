@@ -12,7 +12,8 @@
  *     another port holds, are never accepted as a source, in IPv4 or in ARP (a forged ARP reply
  *     for the gateway is dropped here, before any guest can believe it). IPv6: never from vmnat's
  *     addresses, and no router advertisement, redirect, or neighbour advertisement for vmnat's
- *     addresses from a guest (RA guard, `ndpSpoof`).
+ *     addresses from a guest (RA guard, `ndpSpoof`); an IPv6 source address belongs to the first
+ *     port that uses it (up to 16 per port, the oldest forgotten), so no guest takes another's.
  *  2. Learning: the source MAC is (re)learned for the port, with its time; entries age out after
  *     `macAgeMs` without a frame and the table holds at most `maxMacs` (the oldest is forgotten).
  *  3. Forwarding: frames for vmnat's own MACs go to the stack; broadcast and multicast go to the
@@ -28,9 +29,12 @@
  * Sends are queued on each port's link and flushed once per batch (`flush`), one syscall per port.
  * Every drop is counted per port and reason (`PortStats.drops`).
  */
-import { IPV4_ANY, isGroupMac, readMac, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
+import { IPV4_ANY, isGroupMac, readIpv6, readMac, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
 import type { Link } from '../link/types.ts';
 import { Ipv6View } from '../stack/wire/ipv6.ts';
+
+/** IPv6 addresses one port may hold at once (link-local, SLAAC, temporary ones, DHCPv6). */
+const MAX_IPV6_PER_PORT = 16;
 
 function sameBytes(frame: Uint8Array, off: number, b: Uint8Array): boolean {
   for (let i = 0; i < b.length; i++) if (frame[off + i] !== b[i]) return false;
@@ -80,6 +84,8 @@ export class SwitchPort {
   ip: Ipv4Addr | undefined;
   ipSource: 'dhcp' | 'static' | undefined;
   hostname: string | undefined;
+  /** IPv6 source addresses the port has used (claimed first come; at most MAX_IPV6_PER_PORT, oldest forgotten). */
+  readonly ipv6 = new Set<string>();
   closed = false;
 
   constructor(
@@ -98,6 +104,8 @@ export class Switch {
   private readonly portList: SwitchPort[] = [];
   private readonly macs = new Map<MacAddr, MacEntry>();
   private readonly ipOwner = new Map<Ipv4Addr, SwitchPort>();
+  /** Which port uses which IPv6 source address (SLAAC, temporary, DHCPv6, link-local). */
+  private readonly ip6Owner = new Map<string, SwitchPort>();
   private readonly dirty = new Set<SwitchPort>();
   private readonly broadcast: Ipv4Addr;
   private nextId = 1;
@@ -138,6 +146,8 @@ export class Switch {
     if (i >= 0) this.portList.splice(i, 1);
     for (const [mac, e] of this.macs) if (e.port === port) this.macs.delete(mac);
     for (const [ip, p] of this.ipOwner) if (p === port) this.ipOwner.delete(ip);
+    for (const ip of port.ipv6) this.ip6Owner.delete(ip);
+    port.ipv6.clear();
     this.dirty.delete(port);
   }
 
@@ -358,15 +368,39 @@ export class Switch {
     }
     const ip = Ipv6View.checked(frame, 14, frame.length - 14);
     if (typeof ip === 'string') return true; // the stack counts it; nothing here to judge
+    // Source binding, first come: an address another port uses is not this port's to send from
+    // (the IPv6 counterpart of the IPv4 claim; '::' is DAD's and anyone's).
+    const src = ip.src;
+    if (src !== '::') {
+      const owner = this.ip6Owner.get(src);
+      if (owner !== undefined && owner !== port) {
+        drops.ipSpoof++;
+        return false;
+      }
+      if (owner === undefined) {
+        if (port.ipv6.size >= MAX_IPV6_PER_PORT) {
+          const oldest = port.ipv6.values().next().value!;
+          port.ipv6.delete(oldest);
+          this.ip6Owner.delete(oldest);
+        }
+        port.ipv6.add(src);
+        this.ip6Owner.set(src, port);
+      }
+    }
     if (ip.protocol !== 58 || ip.payloadLen < 1 || (ip.isFragment && ip.fragmentOffset !== 0)) return true;
     const type = frame[ip.payloadOff]!;
     if (type === 134 || type === 137) {
       drops.ndpSpoof++;
       return false;
     }
-    if (type === 136 && ip.payloadLen >= 24 && own.some((a) => sameBytes(frame, ip.payloadOff + 8, a))) {
-      drops.ndpSpoof++;
-      return false;
+    if (type === 136 && ip.payloadLen >= 24) {
+      // A neighbour advertisement speaks for its target: never for vmnat's, nor for an address
+      // another port uses.
+      const owner = this.ip6Owner.get(readIpv6(frame, ip.payloadOff + 8));
+      if (own.some((a) => sameBytes(frame, ip.payloadOff + 8, a)) || (owner !== undefined && owner !== port)) {
+        drops.ndpSpoof++;
+        return false;
+      }
     }
     return true;
   }

@@ -184,6 +184,27 @@ describe('anti-spoofing', () => {
     expect(links[0]!.sent.length).toBe(1);
   });
 
+  test('IPv6 source binding: first come; another port can neither send from it nor advertise it', () => {
+    const { sw, toStack, ports } = setup({ reserved6: [] });
+    const g = (n: number) => [0xfd, 0, 0, 0x10, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, n];
+    const all = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const icmp6 = (from: number, src: number[], type: number, body: number[]) => {
+      const m = new Uint8Array([type, 0, 0, 0, ...body]);
+      l4sum6(58, src, all, m, 2);
+      return eth([0x33, 0x33, 0, 0, 0, 1], macOf(from), 0x86dd, ipv6(58, src, all, m, 255));
+    };
+    sw.input(ports[0], icmp6(15, g(15), 128, [0, 1, 0, 1]), 0); // port 0 uses ::15
+    sw.input(ports[1], icmp6(16, g(15), 128, [0, 1, 0, 1]), 1); // port 1 from ::15: no
+    sw.input(ports[1], icmp6(16, g(16), 136, [0, 0, 0, 0, ...g(15)]), 2); // "::15 is at my MAC": no
+    expect(ports[1].stats.drops.ipSpoof).toBe(1);
+    expect(ports[1].stats.drops.ndpSpoof).toBe(1);
+    sw.input(ports[1], icmp6(16, [...new Array<number>(16).fill(0)], 135, [0, 0, 0, 0, ...g(15)]), 3); // DAD from ::: passes
+    expect(toStack.length).toBe(2); // port 0's ping and port 1's DAD probe; nothing of the two refused
+    sw.detach(ports[0]);
+    sw.input(ports[1], icmp6(16, g(15), 128, [0, 1, 0, 1]), 4); // free again once port 0 is gone
+    expect(ports[1].stats.drops.ipSpoof).toBe(1);
+  });
+
   test('a port that goes away frees its MACs and addresses', () => {
     const { sw, ports } = setup();
     sw.input(ports[0], frameFrom(15, GW_MAC, ipOf(2)), 0);
