@@ -95,6 +95,8 @@ export class Engine implements ApiBackend {
   readonly zone: LocalZone;
   /** Names in the DNS table that belong to a guest's lease, by its address. */
   private readonly namesOfGuest = new Map<number, string[]>();
+  /** The IPv6 addresses (at most 4, the newest) answered for those names, by the lease's address. */
+  private readonly v6OfGuest = new Map<number, string[]>();
   /** Bound leases, newest last: an empty guest address in a forward means the newest. */
   private readonly boundLeases = new Map<number, number>();
   /** Everything with timers: polled at the earliest deadline any of them reports. */
@@ -245,6 +247,11 @@ export class Engine implements ApiBackend {
     );
     this.stack.forward = (ip, srcMac, now) => this.nat.input(ip, srcMac, now);
     const six = this.stack.ipv6;
+    if (six !== undefined) {
+      six.onNewAddress = (ip6, mac) => {
+        for (const [ip4, m] of this.boundLeases) if (m === mac) this.guestAddress6(ip4, ip6);
+      };
+    }
     if (six !== undefined && net.ipv6 !== undefined) {
       this.nat.policy6 = { ...net.ipv6, hostLoopback: net.hostLoopback, deny: net.deny6 ?? [] };
       six.forward = (ip, srcMac, now) => this.nat.input6(ip, srcMac, now);
@@ -387,8 +394,12 @@ export class Engine implements ApiBackend {
    */
   private guestNames(ip: number, hostname: string | undefined): void {
     const ipText = formatIpv4(ip);
-    for (const name of this.namesOfGuest.get(ip) ?? []) this.zone.removeAddress(name, ipText);
+    for (const name of this.namesOfGuest.get(ip) ?? []) {
+      this.zone.removeAddress(name, ipText);
+      for (const a of this.v6OfGuest.get(ip) ?? []) this.zone.removeAddress(name, a);
+    }
     this.namesOfGuest.delete(ip);
+    this.v6OfGuest.delete(ip);
     if (hostname === undefined) return;
     const label = hostname.split('.')[0]!.toLowerCase();
     const names = this.cfg.domain !== undefined ? [label, `${label}.${this.cfg.domain}`] : [label];
@@ -401,7 +412,37 @@ export class Engine implements ApiBackend {
         // not a valid DNS name: the guest just is not found by it
       }
     }
-    if (added.length > 0) this.namesOfGuest.set(ip, added);
+    if (added.length === 0) return;
+    this.namesOfGuest.set(ip, added);
+    // The guest's IPv6 addresses seen so far (from its MAC) answer AAAA for the same names.
+    const mac = this.boundLeases.get(ip);
+    const six = this.stack.ipv6;
+    if (mac === undefined || six === undefined) return;
+    for (const [a, m] of six.neighbourList()) if (m === mac && six.inPrefix(a)) this.guestAddress6(ip, a);
+  }
+
+  /**
+   * A leased guest uses an IPv6 address of the prefix (SLAAC, DHCPv6): its DHCP names answer AAAA
+   * with it too, the newest four kept (temporary addresses come and go).
+   */
+  private guestAddress6(ip4: number, ip6: string): void {
+    const names = this.namesOfGuest.get(ip4);
+    if (names === undefined) return;
+    const list = this.v6OfGuest.get(ip4) ?? [];
+    if (list.includes(ip6)) return;
+    if (list.length >= 4) {
+      const old = list.shift()!;
+      for (const n of names) this.zone.removeAddress(n, old);
+    }
+    list.push(ip6);
+    this.v6OfGuest.set(ip4, list);
+    for (const n of names) {
+      try {
+        this.zone.add(n, ip6, 'guest');
+      } catch {
+        // not a valid name: as for IPv4
+      }
+    }
   }
 
   // ---- the local zone (GET/POST/DELETE /dns) ----

@@ -126,6 +126,8 @@ const PREFIX_PREFERRED_S = 14_400;
 export class Ipv6Stack {
   readonly stats: Ipv6Stats = createIpv6Stats();
   forward: Forward6Hook | undefined;
+  /** A guest address of the prefix is newly known (or moved to another MAC): for the DNS names of guests. */
+  onNewAddress: ((ip: Ipv6Addr, mac: MacAddr) => void) | undefined;
   /** Set by the caller for the frame it passes in (the link vouched for its L4 checksum). */
   rxL4ChecksumOk = false;
   readonly linkLocal: Ipv6Addr = IPV6_LINK_LOCAL_ROUTER;
@@ -205,6 +207,7 @@ export class Ipv6Stack {
       if (!oldest.done) this.neighbours.delete(oldest.value);
     }
     this.neighbours.set(ip, mac);
+    if (this.onNewAddress !== undefined && !ip.startsWith('fe80:') && this.inPrefix(ip)) this.onNewAddress(ip, mac);
   }
 
   input(frame: Uint8Array, off: number, len: number, srcMac: MacAddr, now: number): void {

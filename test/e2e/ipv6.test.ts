@@ -254,6 +254,18 @@ except OSError as e:
     }
   });
 
+  test('a dual-stack guest is found by its DHCP hostname over both families', async () => {
+    // udhcpc with a script that touches IPv4 only (the SLAAC address stays).
+    const script = path.join(guestNs.dir, 'udhcpc4.sh');
+    fs.writeFileSync(script, '#!/bin/sh\ncase "$1" in bound|renew) ip -4 addr flush dev "$interface"; ip -4 addr add "$ip/$mask" dev "$interface"; echo "LEASE ip=$ip";; esac\nexit 0\n', { mode: 0o755 });
+    const lease = await guestNs.exec(['busybox', 'udhcpc', '-f', '-q', '-n', '-t', '5', '-T', '1', '-i', 'tap0', '-s', script, '-x', 'hostname:sixguest'], { timeoutMs: 20_000 });
+    expect(lease.stdout).toContain('LEASE ip=10.0.2.15');
+    const aaaa = await guestNs.exec(['dig', '+short', '+time=2', '+tries=1', 'AAAA', 'sixguest.vmnat.internal', `@${DNS6}`], { timeoutMs: 10_000 });
+    expect(aaaa.stdout.trim().split('\n')).toContain(guestAddr);
+    const a = await guestNs.exec(['dig', '+short', '+time=2', '+tries=1', 'A', 'sixguest', `@${DNS6}`], { timeoutMs: 10_000 });
+    expect(a.stdout.trim()).toBe('10.0.2.15');
+  });
+
   test('no route on the host: the guest is refused at once (ICMPv6 unreachable)', async () => {
     const r = await guestNs.exec(['python3', '-c', `
 import socket, time
