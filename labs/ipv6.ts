@@ -119,6 +119,8 @@ export async function ipv6Lab(ctx: LabContext): Promise<void> {
     picture at the end shows both addresses.`);
   const lease = await guestSh(ctx, guest, 'udhcpc -i eth0 -s /etc/lab-udhcpc.sh -q -n -t 5 -T 2', 60_000);
   t.check(lease.status === 0 && /lease of 10\.0\.2\.15 obtained/.test(lease.output), 'the guest leased 10.0.2.15 too', lease.output);
+  const leases = await ctl(ctx, v, ['leases']);
+  t.check(new RegExp(`^10\\.0\\.2\\.15\\s+52:54:00:12:34:56\\s.*\\s${SLAAC}$`, 'm').test(leases.stdout), `vmnat's lease list shows both: 10.0.2.15 by DHCP, ${SLAAC} seen in use`, leases.stdout);
 
   t.step('a port forward on [::1] into the guest', `
     A web server in the guest (busybox httpd, listening on IPv6 and IPv4), and a forward that listens on
