@@ -228,6 +228,8 @@ describe.sequential('labs', () => {
     expect(flow, w).not.toBeNull();
     expect(flow![2]).toBe(flow![1]);
     expect(r.stdout).toMatch(/^ {4}wget exit 0\n {4}[0-9a-f]{64} {2}\/tmp\/index\.html$/m);
+    // vmnat's lease list: the DHCP lease and, beside it, the IPv6 address the guest uses.
+    expect(r.stdout).toMatch(/^ {4}10\.0\.2\.15\s+52:54:00:12:34:56\s.*\sfd00:10:0:2:5054:ff:fe12:3456$/m);
     // The forward on [::1] reached the guest's httpd; 127.0.0.1 on that port is not vmnat's.
     expect(r.stdout).toMatch(/^ {4}added web6: tcp \[::1\]:\d+ -> guest \[fd00:10:0:2:5054:ff:fe12:3456\]:8080$/m);
     expect(r.stdout).toMatch(/^host\$ curl -g http:\/\/\[::1\]:\d+\/\n {4}<!doctype html>/m);
