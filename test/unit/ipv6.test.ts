@@ -305,8 +305,8 @@ describe('echo and fragments', () => {
     const udp = UdpView.checkedSum(ip.buf, ip.payloadOff, ip.payloadLen, ip.addrSum, false, false) as UdpView;
     expect(ip.buf.subarray(udp.payloadOff, udp.payloadOff + udp.payloadLen)).toEqual(payload);
   });
-  test('fragments from the guest reassemble for a bound service; overlaps poison the datagram', () => {
-    const { stack, six } = makeStack();
+  test('fragments from the guest reassemble for a bound service; overlaps poison the datagram; a lost one times out', () => {
+    const { stack, six, out } = makeStack();
     const got: number[] = [];
     six.bindUdp(DNS6, 53, (d) => got.push(d.len));
     const frags = (ident: number, overlap = false): Uint8Array[] => {
@@ -335,6 +335,14 @@ describe('echo and fragments', () => {
     expect(got).toEqual([2000]);
     expect(six.stats.reassembly6.overlap).toBe(1);
     expect(six.stats.ipv6.reassembled).toBe(1);
+    // Only the first fragment of a third datagram: 30 s later, time exceeded (code 1) quoting it.
+    stack.input(frags(9)[0]!, 1000);
+    const sent = out.length;
+    stack.poll(31_001);
+    const te = out.slice(sent).map(parse).find((p) => p.icmp?.type === Icmpv6Type.TimeExceeded);
+    expect(te, 'no time exceeded').toBeDefined();
+    expect([te!.icmp!.code, te!.ip.src, te!.ip.dst]).toEqual([1, GW6, GUEST6]);
+    expect(six.stats.reassembly6.timeout).toBe(1);
   });
 });
 const GW_MAC_BYTES = Uint8Array.of(0x52, 0x55, 10, 0, 2, 2);
