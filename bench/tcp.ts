@@ -15,6 +15,9 @@
  * a VM's first transfer; a 10 s iperf3 run amortizes vmnat's JIT warm-up. Tests:
  *   up    iperf3 guest→host: client in the namespace, server on 127.0.0.1 (Gbit/s)
  *   down  the same with -R, host→guest (Gbit/s)
+ *   up6, down6  the same over IPv6 (vmnat only; the others are skipped): the guest's SLAAC address
+ *         to [fd00:10:0:2::2], which vmnat maps to the host's ::1 (iperf3 server on ::1); beside
+ *         up/down in the same run, so the table's rows compare the families (Gbit/s)
  *   fwd   host→guest through a port forward: iperf3 server in the namespace, client on the host
  *         connecting to the forwarded host port (Gbit/s). The client runs in a second namespace
  *         joined to the host by a veth pair (198.19.x.0/30, the benchmarking range) because pasta
@@ -54,10 +57,12 @@ import {
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PROBE = path.join(HERE, 'lib/probe.py');
 const GUEST_IPERF_PORT = 5201;
+/** vmnat's IPv6 gateway (its default prefix): the host's ::1. */
+const GATEWAY6 = 'fd00:10:0:2::2';
 
 // ---- arguments ------------------------------------------------------------------------------
 
-const TESTS = ['up', 'down', 'fwd', 'rr', 'crr', 'hold'] as const;
+const TESTS = ['up', 'down', 'up6', 'down6', 'fwd', 'rr', 'crr', 'hold'] as const;
 type TestName = (typeof TESTS)[number];
 
 const argv = process.argv.slice(2);
@@ -238,10 +243,21 @@ function fail(error: string, detail: Record<string, unknown> = {}): RunRecord {
 }
 
 /** One iperf3 measurement; the engine's CPU time is read around the client's whole run. */
-async function iperf(e: Engine, ns: string, mtu: number, test: 'up' | 'down' | 'fwd', fwdClient: FwdClient, fwdPort: number): Promise<RunRecord> {
+async function iperf(e: Engine, ns: string, mtu: number, test: 'up' | 'down' | 'up6' | 'down6' | 'fwd', fwdClient: FwdClient, fwdPort: number): Promise<RunRecord> {
   let server: Bg;
   let client: string[];
-  if (test === 'fwd') {
+  if (test === 'up6' || test === 'down6') {
+    if (e.name !== 'vmnat') return { ok: false, skipped: true, error: 'IPv6 rows: vmnat only', values: {}, detail: {} };
+    // SLAAC from vmnat's router advertisement: wait until the address is no longer tentative.
+    for (let i = 0; i < 100; i++) {
+      const a = await run(['ip', '-n', ns, '-6', 'addr', 'show', 'dev', 'tap0', 'scope', 'global']);
+      if (a.stdout.includes('inet6') && !a.stdout.includes('tentative')) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const port = await freePort('::1');
+    server = await startIperfServer(port, '::1');
+    client = ['ip', 'netns', 'exec', ns, 'iperf3', '-6', '-c', GATEWAY6, '-p', String(port), ...(test === 'down6' ? ['-R'] : [])];
+  } else if (test === 'fwd') {
     if (e.fwd !== 'ok') return { ok: false, skipped: true, error: e.fwd, values: {}, detail: {} };
     server = await startIperfServer(GUEST_IPERF_PORT, undefined, ns);
     client = [...(fwdClient.ns ? ['ip', 'netns', 'exec', fwdClient.ns] : []), 'iperf3', '-c', fwdClient.hostAddr, '-p', String(fwdPort)];
@@ -507,6 +523,8 @@ function ratio(a: Summary, b: Summary): string {
 const LABELS: Record<TestName, string> = {
   up: 'TCP guest→host (iperf3), Gbit/s',
   down: 'TCP host→guest (iperf3 -R), Gbit/s',
+  up6: 'TCP guest→host over IPv6 ([::2] → ::1), Gbit/s',
+  down6: 'TCP host→guest over IPv6 (-R), Gbit/s',
   fwd: 'TCP host→guest via port forward, Gbit/s',
   rr: '1-byte round trips/s, pinned to CPU 0',
   crr: 'TCP connect+close per second',
@@ -515,6 +533,8 @@ const LABELS: Record<TestName, string> = {
 const CPU_LABELS: Partial<Record<TestName, string>> = {
   up: 'engine CPU s per GB, guest→host',
   down: 'engine CPU s per GB, host→guest',
+  up6: 'engine CPU s per GB, guest→host, IPv6',
+  down6: 'engine CPU s per GB, host→guest, IPv6',
   fwd: 'engine CPU s per GB, port forward',
 };
 const FRAME_LABELS: Partial<Record<TestName, string>> = {
@@ -529,6 +549,8 @@ const CPU_OP_LABELS: Partial<Record<TestName, string>> = {
 const RETRANS_LABELS: Partial<Record<TestName, string>> = {
   up: 'sender retransmits per run, guest→host',
   down: 'sender retransmits per run, host→guest',
+  up6: 'sender retransmits per run, guest→host, IPv6',
+  down6: 'sender retransmits per run, host→guest, IPv6',
   fwd: 'sender retransmits per run, port forward',
 };
 
@@ -681,6 +703,15 @@ async function main(): Promise<void> {
   out.push(table(rs));
   out.push('');
   out.push('Ratios are vmnat ÷ other: above 1 is better for vmnat in throughput and rates, worse in CPU s/GB and retransmits.');
+  // IPv6 beside IPv4, vmnat's own rows: the same transfer, each family's median.
+  for (const [v6, v4] of [['up6', 'up'], ['down6', 'down']] as const) {
+    if (!cfg.tests.includes(v6) || !cfg.tests.includes(v4) || !cfg.engines.includes('vmnat')) continue;
+    for (const mtu of cfg.mtus) {
+      const a = summarize('vmnat', mtu, v6, 'gbps');
+      const b = summarize('vmnat', mtu, v4, 'gbps');
+      out.push(`vmnat IPv6/IPv4 ${v4} at MTU ${mtu}: ${ratio(a, b)}`);
+    }
+  }
   const fl = failures();
   if (fl.length) {
     out.push('', 'Failures and skips (first reason each):');

@@ -18,12 +18,15 @@ import path from 'node:path';
 import { bootLabGuest, ctl, drawTopology, ensureSshArchive, guestSh, sha256, shown, startLabVmnat, type LabContext } from './lib/lab.ts';
 import { runHost, startDnsServer, startWebServer } from './lib/host.ts';
 
-/** The guest's DHCP event script: unlike the tests' one, it writes resolv.conf and a lease file, as a distribution's would. */
+/**
+ * The guest's DHCP event script: unlike the tests' one, it writes resolv.conf and a lease file, as a
+ * distribution's would. It flushes IPv4 addresses only: the IPv6 ones (SLAAC, the ipv6 lab) are not DHCP's.
+ */
 const UDHCPC_SCRIPT = `#!/bin/sh
 case "$1" in
-  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
   bound|renew)
-    ip addr flush dev "$interface"
+    ip -4 addr flush dev "$interface"
     ip addr add "$ip/\${mask:-24}" \${broadcast:+broadcast "$broadcast"} dev "$interface"
     for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
     : > /etc/resolv.conf

@@ -17,20 +17,19 @@ import { Cleanup } from './lib/host.ts';
 import type { LabContext } from './lib/lab.ts';
 import { LabCheckFailed, Transcript } from './lib/transcript.ts';
 import { isolationLab } from './isolation.ts';
+import { ipv6Lab } from './ipv6.ts';
 import { natLab } from './nat.ts';
 import { hostonlyLab } from './hostonly.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The labs that exist, and those waiting for the features they teach. */
-const LABS: Record<string, (ctx: LabContext) => Promise<void>> = { nat: natLab, capture: captureLab, isolation: isolationLab, hostonly: hostonlyLab };
-const PLANNED: Record<string, string> = {
-  ipv6: 'issue 10 (IPv6: router advertisements, RDNSS, NAT66)',
-};
+const LABS: Record<string, (ctx: LabContext) => Promise<void>> = { nat: natLab, capture: captureLab, isolation: isolationLab, hostonly: hostonlyLab, ipv6: ipv6Lab };
+const PLANNED: Record<string, string> = {};
 
 const USAGE = `Usage: npm run lab -- NAME [--out DIR] [--port N]
 
-Labs: ${Object.keys(LABS).join(', ')}   (coming: ${Object.keys(PLANNED).join(', ')}; see labs/README.md)
+Labs: ${Object.keys(LABS).join(', ')}${Object.keys(PLANNED).length > 0 ? `   (coming: ${Object.keys(PLANNED).join(', ')}; see labs/README.md)` : '   (see labs/README.md)'}
   --out DIR   where the lab leaves the topology SVG and other results (default .cache/labs/NAME)
   --port N    nat: the host port of the forward to the guest's port 22 (default 2222; 0: the kernel picks)
 `;

@@ -219,6 +219,7 @@ async function main(argv: string[]): Promise<void> {
     netmask: formatIpv4(config.netmask),
     mtu: config.mtu,
     gateway_mac: formatMac(engine.stack.gatewayMac),
+    ...(config.ipv6 !== undefined ? { ipv6_prefix: `${config.ipv6.prefix}/64`, gateway6: config.ipv6.gateway, dns6: config.ipv6.dns } : {}),
     ...(config.apiSocket !== undefined ? { api_socket: config.apiSocket } : {}),
     ...(forwards.length > 0 ? { forwards } : {}),
     mode: engine.mode().mode,

@@ -16,7 +16,8 @@
  */
 import path from 'node:path';
 import { Address4 } from 'ip-address';
-import { formatIpv4, parseIpv4, parseMac, prefixMask, type Ipv4Addr, type MacAddr } from './stack/wire/addr.ts';
+import type { Dhcp6Static } from './dhcp6/server.ts';
+import { formatIpv4, parseIpv4, parseIpv6Bytes, parseMac, prefixMask, readIpv6, type Ipv4Addr, type Ipv6Addr, type MacAddr } from './stack/wire/addr.ts';
 import { LogLevels, type LogLevel } from './log.ts';
 import { defaultRuntimeDir } from './runtime-dir.ts';
 import type { Ipv4Range } from './nat/policy.ts';
@@ -71,6 +72,80 @@ export interface NetworkConfig {
   filter?: FilterRules;
   /** --deny ranges, plus link-local unless --allow-link-local: never reached through the NAT. */
   deny: Ipv4Range[];
+  /** The IPv6 --deny ranges (plus fd00:ec2::254, cloud metadata, unless --allow-link-local). */
+  deny6?: Ipv6Range[];
+  /** IPv6 on the guests' network (on by default; --no-ipv6 turns it off): the /64 and vmnat's ::2, ::3 in it. */
+  ipv6?: Ipv6Network;
+  /** --dhcp-static MAC=IPV6 / DUID=IPV6: fixed DHCPv6 addresses. */
+  dhcp6Static?: Dhcp6Static[];
+}
+
+/** An IPv6 range: the network's text (host bits clear) and its prefix length. */
+export interface Ipv6Range {
+  prefix: Ipv6Addr;
+  prefixLen: number;
+}
+
+/** IPv6 instance metadata (AWS's IMDS over IPv6): denied with 169.254.0.0/16 unless --allow-link-local. */
+export const METADATA6: Ipv6Range = { prefix: 'fd00:ec2::254', prefixLen: 128 };
+
+/** `PREFIX/N` (N in 0..128, no host bits) → a range; a bare address means /128. */
+function parseCidr6(flag: string, text: string): Ipv6Range {
+  const m = /^([0-9A-Fa-f:.]+)(?:\/(\d{1,3}))?$/.exec(text);
+  const bytes = m ? parseIpv6Bytes(m[1]!) : undefined;
+  const len = m?.[2] === undefined ? 128 : Number(m[2]);
+  if (!m || bytes === undefined || len > 128) throw new ConfigError(flag, `${JSON.stringify(text)} is not a CIDR such as 192.168.1.0/24 or fd12::/16`);
+  const net = bytes.map((b, i) => b & ((0xff << (8 - Math.max(0, Math.min(8, len - i * 8)))) & 0xff));
+  if (net.some((b, i) => b !== bytes[i])) throw new ConfigError(flag, `${text} has host bits set (did you mean ${readIpv6(net, 0)}/${len}?)`);
+  return { prefix: readIpv6(net, 0), prefixLen: len };
+}
+
+/** The guests' IPv6 network: a /64 (`--ipv6-prefix`, default fd00:10:0:2::/64), gateway ::2 and DNS ::3 in it. */
+export interface Ipv6Network {
+  prefix: Ipv6Addr;
+  gateway: Ipv6Addr;
+  dns: Ipv6Addr;
+}
+
+/** The default IPv6 prefix: a ULA whose digits mirror 10.0.2.0/24. */
+export const DEFAULT_IPV6_NETWORK = 'fd00:10:0:2::/64';
+
+/** `--dhcp-static MAC=IPV6` and `DUID=IPV6` entries → fixed DHCPv6 addresses in the /64. */
+function parseDhcp6Statics(pending: readonly { entry: string; key: string; ipText: string }[], net: Ipv6Network | undefined): Dhcp6Static[] {
+  const out: Dhcp6Static[] = [];
+  for (const { entry, key, ipText } of pending) {
+    if (net === undefined) throw new ConfigError('--dhcp-static', `${JSON.stringify(entry)}: an IPv6 address needs IPv6 (not with --no-ipv6)`);
+    const bytes = parseIpv6Bytes(ipText);
+    if (bytes === undefined) throw new ConfigError('--dhcp-static', `${JSON.stringify(ipText)} is not an IPv6 address`);
+    const ip = readIpv6(bytes, 0);
+    const prefix = parseIpv6Bytes(net.prefix)!;
+    if (!bytes.subarray(0, 8).every((b, i) => b === prefix[i])) throw new ConfigError('--dhcp-static', `${ipText} is not in ${net.prefix}/64`);
+    if (ip === net.gateway || ip === net.dns || bytes.subarray(8).every((b) => b === 0)) throw new ConfigError('--dhcp-static', `${ipText} is reserved (gateway/DNS/subnet-router anycast)`);
+    const mac = parseMac(key);
+    const hex = key.replace(/[:-]/g, '').toLowerCase();
+    if (mac === undefined && (!/^([0-9a-f]{2}){3,130}$/.test(hex))) throw new ConfigError('--dhcp-static', `${JSON.stringify(key)} is neither a MAC nor a DUID (hex bytes, e.g. 00:03:00:01:52:54:00:12:34:56)`);
+    if (out.some((s) => s.ip === ip)) throw new ConfigError('--dhcp-static', `${ipText} given twice`);
+    out.push(mac !== undefined ? { mac, ip } : { duid: hex, ip });
+  }
+  return out;
+}
+
+/** Parses `PREFIX/64` for --ipv6-prefix: a unicast /64 with its host bits clear. */
+export function parseIpv6Network(flag: string, text: string): Ipv6Network {
+  const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(text);
+  const bytes = m ? parseIpv6Bytes(m[1]!) : undefined;
+  if (!m || bytes === undefined) throw new ConfigError(flag, `${JSON.stringify(text)} is not an IPv6 prefix such as fd00:10:0:2::/64`);
+  if (m[2] !== '64') throw new ConfigError(flag, `${text}: the prefix must be a /64 (SLAAC needs 64 bits of interface identifier)`);
+  if (bytes.subarray(8).some((b) => b !== 0)) throw new ConfigError(flag, `${text} has host bits set (the network would be ${readIpv6(new Uint8Array([...bytes.subarray(0, 8), 0, 0, 0, 0, 0, 0, 0, 0]), 0)}/64)`);
+  if (bytes[0] === 0xff || (bytes[0] === 0xfe && (bytes[1]! & 0xc0) === 0x80) || bytes.every((b) => b === 0)) {
+    throw new ConfigError(flag, `${text} is not a unicast prefix (multicast, link-local and :: cannot hold the guests)`);
+  }
+  const host = (n: number) => {
+    const b = new Uint8Array(bytes);
+    b[15] = n;
+    return readIpv6(b, 0);
+  };
+  return { prefix: readIpv6(bytes, 0), gateway: host(2), dns: host(3) };
 }
 
 /** The whole configuration: the network, and how vmnat runs (links, NAT limits, forwards, API, logs). */
@@ -128,6 +203,9 @@ export function networkOf(c: Config): NetworkConfig {
     dnsHosts: c.dnsHosts, hostAliases: c.hostAliases, hostLoopback: c.hostLoopback, isolate: c.isolate, antiSpoof: c.antiSpoof,
     deny: c.deny,
   };
+  if (c.deny6 !== undefined) n.deny6 = c.deny6;
+  if (c.ipv6 !== undefined) n.ipv6 = c.ipv6;
+  if (c.dhcp6Static !== undefined) n.dhcp6Static = c.dhcp6Static;
   if (c.domain !== undefined) n.domain = c.domain;
   if (c.filter !== undefined) n.filter = c.filter;
   return n;
@@ -186,7 +264,8 @@ Network:
                         first lease .15)
   --mtu N               link MTU, 68..65520 (default 1500)
   --dhcp-lease-time S   DHCP lease time in seconds (default 86400)
-  --dhcp-static MAC=IP  fixed lease for a MAC (repeatable)
+  --dhcp-static MAC=IP  fixed lease for a MAC (repeatable); MAC=IPV6 or DUID=IPV6
+                        fixes the DHCPv6 address (DUID as hex bytes)
   --domain NAME         DHCP domain name (option 15), and where guests' names
                         resolve: a guest that sends its hostname in DHCP is
                         NAME and NAME.DOMAIN at the DNS address
@@ -209,13 +288,16 @@ DNS (the guest's resolver at .3):
                         host.docker.internal, host.containers.internal
 
 NAT:
-  --no-host-loopback    the gateway address does not reach the host's 127.0.0.1
+  --no-host-loopback    the gateway address does not reach the host's 127.0.0.1 (nor ::2 the host's ::1)
+  --ipv6-prefix P/64    the guests' IPv6 prefix (default fd00:10:0:2::/64: gateway ::2, DNS ::3)
+  --no-ipv6             no IPv6 on the guests' network (no router advertisements)
                         (connections to it are refused)
   --deny CIDR           the guest may never reach CIDR through the NAT (ICMP
                         admin-prohibited; repeatable), e.g. the host's own LAN
-                        addresses: --deny 192.168.1.0/24
-  --allow-link-local    let the guest reach 169.254.0.0/16 (denied by default:
-                        cloud instance metadata and credentials live there)
+                        addresses: --deny 192.168.1.0/24 (IPv6 too: --deny fd12::/16)
+  --allow-link-local    let the guest reach 169.254.0.0/16 and fd00:ec2::254
+                        (denied by default: cloud instance metadata and
+                        credentials live there)
   --udp-timeout S       idle timeout of a UDP flow in seconds (default 60)
   --max-flows N         most flows the guests may have open, TCP, UDP and ICMP
                         together (default: 3/4 of the descriptors left after a
@@ -271,12 +353,13 @@ Exit status: 0 after SIGINT/SIGTERM, 2 for a bad flag or a path vmnat refuses,
 with -- COMMAND, the command's status.
 `;
 
-const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local', ...MODE_BOOLEAN_FLAGS]);
+const booleanFlags = new Set(['--no-host-loopback', '--no-tso', '--isolate', '--allow-link-local', '--no-ipv6', ...MODE_BOOLEAN_FLAGS]);
 const takesValue = new Set([
   '--hostfwd', '--natpf', '--guestfwd', '--hostfwd-source', '--api-socket', '--deny', '--udp-timeout', '--max-flows', '--max-forward-flows', '--max-buffer-memory', '--tcp-idle-timeout', '--tcp-connect-timeout', '--tcp-keepalive', '--tcp-buffer', '--dns-server', '--dns-host', '--dns-hosts', '--dns-mode', '--host-alias', '--tftp', '--bootfile', '--tftp-server',
   '--socket', '--fd', '--stream', '--tap', '--netns', '--netns-pid', '--net', '--mtu', '--anti-spoof',
   '--dhcp-lease-time', '--dhcp-static', '--dns-search', '--domain', '--pcap', '--log-level', '--filter', '--user',
   ...MODE_VALUE_FLAGS,
+  '--ipv6-prefix',
 ]);
 
 function parseIntStrict(flag: string, text: string, min: number, max: number): number {
@@ -540,12 +623,18 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
   const dhcpLeaseTimeSec = parseIntStrict('--dhcp-lease-time', single('--dhcp-lease-time') ?? '86400', 60, 0x7fff_ffff);
 
   const dhcpStatic = new Map<MacAddr, Ipv4Addr>();
+  const dhcp6Pending: { entry: string; key: string; ipText: string }[] = [];
   for (const entry of values.get('--dhcp-static') ?? []) {
     const [macText, ipText, extra] = entry.split('=');
+    if (extra === undefined && macText !== undefined && ipText !== undefined && ipText.includes(':')) {
+      // MAC=IPV6 or DUID=IPV6: a fixed DHCPv6 address (checked once the IPv6 prefix is known).
+      dhcp6Pending.push({ entry, key: macText, ipText });
+      continue;
+    }
     const mac = macText === undefined ? undefined : parseMac(macText);
     const ip = ipText === undefined ? undefined : parseIpv4(ipText);
     if (extra !== undefined || mac === undefined || ip === undefined) {
-      throw new ConfigError('--dhcp-static', `${JSON.stringify(entry)} is not MAC=IP (e.g. 52:54:00:12:34:56=10.0.2.20)`);
+      throw new ConfigError('--dhcp-static', `${JSON.stringify(entry)} is not MAC=IP or MAC|DUID=IPV6 (e.g. 52:54:00:12:34:56=10.0.2.20, 00:03:00:01:52:54:00:12:34:56=fd00:10:0:2::20)`);
     }
     if ((ip & netmask) >>> 0 !== network || ip === network || ip === broadcast) throw new ConfigError('--dhcp-static', `${ipText} is not a host address in ${netText}`);
     if (ip === gateway || ip === dns) throw new ConfigError('--dhcp-static', `${ipText} is reserved (${mode.kind === 'host' ? 'vmnat\'s DHCP server' : 'gateway/DNS'})`);
@@ -629,7 +718,11 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
   }
   const deny: Ipv4Range[] = [];
   if (!values.has('--allow-link-local')) deny.push({ network: LINK_LOCAL.network, mask: LINK_LOCAL.mask });
-  for (const text of values.get('--deny') ?? []) deny.push(parseCidr('--deny', text));
+  const deny6: Ipv6Range[] = values.has('--allow-link-local') ? [] : [METADATA6];
+  for (const text of values.get('--deny') ?? []) {
+    if (text.includes(':')) deny6.push(parseCidr6('--deny', text));
+    else deny.push(parseCidr('--deny', text));
+  }
   const filterFile = single('--filter');
   const filter = filterFile === undefined ? undefined : readFilterFlag(filterFile);
   const apiSocket = single('--api-socket');
@@ -675,6 +768,7 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     logLevel: level as LogLevel,
     hostLoopback: !values.has('--no-host-loopback'),
     deny,
+    deny6,
     noTso: values.has('--no-tso'),
     udpTimeoutSec: parseIntStrict('--udp-timeout', single('--udp-timeout') ?? '60', 1, 86400),
     maxFlows: flowBudget.maxFlows,
@@ -718,6 +812,19 @@ export function parseArgs(argv: readonly string[], platform: NodeJS.Platform = p
     if (sourceText !== 'gateway' && sourceText !== 'client') throw new ConfigError('--hostfwd-source', `${JSON.stringify(sourceText)} is not one of gateway|client`);
     config.hostfwdSource = sourceText;
   }
+  const ipv6Prefix = single('--ipv6-prefix');
+  if (values.has('--no-ipv6') || mode.kind !== 'nat') {
+    // (Host-only, bridged and vmnet modes: IPv6 is the host's or the LAN's business, as IPv4
+    // routing is; vmnat's router advertisements and IPv6 NAT serve nat mode only.)
+    if (ipv6Prefix !== undefined) throw new ConfigError('--ipv6-prefix', mode.kind !== 'nat' ? `applies to nat mode only (this is ${mode.kind} mode)` : 'cannot be used with --no-ipv6');
+  } else {
+    config.ipv6 = parseIpv6Network('--ipv6-prefix', ipv6Prefix ?? DEFAULT_IPV6_NETWORK);
+    if (mtu < 1280) {
+      warnings.push(`IPv6 is off: it needs an MTU of at least 1280 (--mtu ${mtu})`);
+      delete config.ipv6;
+    }
+  }
+  config.dhcp6Static = parseDhcp6Statics(dhcp6Pending, config.ipv6);
   return { action: 'run', config };
 }
 

@@ -428,7 +428,8 @@ function hostSide(r: ForwardRuleJson): string {
 }
 
 function guestSide(r: ForwardRuleJson): string {
-  return `${r.guest_addr ?? '(lease)'}:${ports(r.guest_port, r.port_count)}`;
+  const addr = r.guest_addr === null ? '(lease)' : r.guest_addr.includes(':') ? `[${r.guest_addr}]` : r.guest_addr;
+  return `${addr}:${ports(r.guest_port, r.port_count)}`;
 }
 
 function describeForward(r: ForwardRuleJson): string {
@@ -457,9 +458,14 @@ function forwardsTable(list: readonly ForwardListItem[]): string {
 }
 
 function leasesTable(leases: readonly ApiLease[]): string {
+  // The IPv6 column only when some guest has been seen using IPv6 (dual-stack guests).
+  const v6 = leases.some((l) => (l.ipv6?.length ?? 0) > 0);
   return table(
-    ['IP', 'MAC', 'HOSTNAME', 'STATE', 'EXPIRES'],
-    leases.map((l) => [l.ip, l.mac, l.hostname ?? '-', l.static ? `${l.state} (static)` : l.state, l.expires_in_s === null ? 'never' : `in ${duration(l.expires_in_s)}`]),
+    ['IP', 'MAC', 'HOSTNAME', 'STATE', 'EXPIRES', ...(v6 ? ['IPV6'] : [])],
+    leases.map((l) => [
+      l.ip, l.mac, l.hostname ?? '-', l.static ? `${l.state} (static)` : l.state, l.expires_in_s === null ? 'never' : `in ${duration(l.expires_in_s)}`,
+      ...(v6 ? [l.ipv6 !== undefined && l.ipv6.length > 0 ? l.ipv6.join(' ') : '-'] : []),
+    ]),
   );
 }
 

@@ -16,13 +16,14 @@ import { COMPLETE_L4_CHECKSUM, type Link } from './link/types.ts';
 import { loadNative } from './link/native.ts';
 import { Stack, type UdpDatagram } from './stack/stack.ts';
 import { DhcpServer } from './dhcp/server.ts';
+import { ALL_DHCP_SERVERS, DHCP6_CLIENT_PORT, DHCP6_SERVER_PORT, Dhcp6Server } from './dhcp6/server.ts';
 import { PcapWriter } from './pcap.ts';
 import { Nat } from './nat/nat.ts';
 import { IcmpNat, nativePingOpener } from './nat/icmp.ts';
 import { DnsForwarder } from './dns/forwarder.ts';
 import { DnsTcpService } from './dns/tcp-endpoint.ts';
 import { resolveTcpConfig, type TcpConfig } from './stack/tcp/index.ts';
-import { IPV4_BROADCAST, formatIpv4, formatMac, readMac as readMacAt } from './stack/wire/addr.ts';
+import { IPV4_BROADCAST, formatIpPort, formatIpv4, formatMac, ipv6Bytes, parseIp, readMac as readMacAt, type IpAddr } from './stack/wire/addr.ts';
 import { DEFAULT_SWITCH, Switch, type SwitchPort } from './switch/switch.ts';
 import { log } from './log.ts';
 import { PortForwarder } from './portfwd/forwarder.ts';
@@ -38,6 +39,7 @@ import { Services, service } from './service.ts';
 import { FlowTable, type FlowAdmission, type FlowEntry } from './nat/flows.ts';
 import { FilterSet, blockEvent, type FilterEvent, type FilterFlow, type FilterJson } from './filter/filter.ts';
 import { IPV4_ANY, parseIpv4 as parseIpv4Text } from './stack/wire/addr.ts';
+import { Ipv6View } from './stack/wire/ipv6.ts';
 import { GuestForwards } from './portfwd/guestfwd.ts';
 import { natTarget, type NatPolicyConfig } from './nat/policy.ts';
 import { DhcpSnoop } from './modes/snoop.ts';
@@ -63,8 +65,8 @@ function tcpConfigFor(config: Config, budget: BufferBudget): Partial<TcpConfig> 
 function tcpFlowToApi(f: TcpFlow, now: number): ApiFlow {
   const out: ApiFlow = {
     proto: 'tcp',
-    guest: `${formatIpv4(f.guestIp)}:${f.guestPort}`,
-    remote: `${formatIpv4(f.dstIp)}:${f.dstPort}`,
+    guest: formatIpPort(f.guestIp, f.guestPort),
+    remote: formatIpPort(f.dstIp, f.dstPort),
     host: f.hostShown ?? `${f.hostAddress}:${f.dstPort}`,
     state: f.conn?.state ?? 'dialing',
     bytes_from_guest: f.bytesFromGuest,
@@ -81,6 +83,8 @@ const LEASE_LOG_BURST = 20;
 export class Engine implements ApiBackend {
   readonly stack: Stack;
   readonly dhcp: DhcpServer;
+  /** DHCPv6 (when the network has IPv6). */
+  dhcp6: Dhcp6Server | undefined;
   readonly nat: Nat;
   readonly icmpNat: IcmpNat;
   readonly dns: DnsForwarder;
@@ -98,6 +102,8 @@ export class Engine implements ApiBackend {
   readonly zone: LocalZone;
   /** Names in the DNS table that belong to a guest's lease, by its address. */
   private readonly namesOfGuest = new Map<number, string[]>();
+  /** The IPv6 addresses (at most 4, the newest) answered for those names, by the lease's address. */
+  private readonly v6OfGuest = new Map<number, string[]>();
   /** Bound leases, newest last: an empty guest address in a forward means the newest. */
   private readonly boundLeases = new Map<number, number>();
   /** Everything with timers: polled at the earliest deadline any of them reports. */
@@ -157,11 +163,24 @@ export class Engine implements ApiBackend {
     this.stackOn = nat || (mode.kind === 'host' && mode.vmnet === undefined);
     // The names that reach the host through the gateway exist only where there is a gateway.
     for (const name of nat ? [...(net.domain !== undefined ? [`host.${net.domain}`] : []), ...net.hostAliases] : []) {
-      if (!this.zone.has(name)) this.zone.add(name, gatewayText, 'host');
+      if (this.zone.has(name)) continue;
+      this.zone.add(name, gatewayText, 'host');
+      // Its IPv6 twin: the IPv6 gateway reaches the host's ::1 as the IPv4 one reaches 127.0.0.1.
+      if (net.ipv6 !== undefined) this.zone.add(name, net.ipv6.gateway, 'host');
     }
     this.offload = config.links.every((l) => l.kind === 'tap' || ((l.kind === 'socket' || l.kind === 'fd') && l.offload === true)) && !config.noTso;
     this.stack = new Stack(
-      { network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu },
+      {
+        network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu,
+        ipv6: net.ipv6 === undefined ? undefined : {
+          ...net.ipv6,
+          mtu: net.mtu,
+          searchDomains: [...new Set([...(net.domain !== undefined ? [net.domain] : []), ...net.dnsSearch])],
+          raIntervalMs: 120_000,
+          managed: false,
+          otherConfig: true,
+        },
+      },
       (frame, gsoSize) => this.toGuests(frame, gsoSize),
     );
     // Guest forwards' addresses are virtual hosts of the stack, reserved like the gateway's
@@ -179,6 +198,7 @@ export class Engine implements ApiBackend {
         netmask: this.stackOn ? net.netmask : 0,
         reserved: this.stackOn ? [net.gateway, net.dns, ...virtualHosts, ...hostIp] : [],
         ownMacs: this.stackOn ? [this.stack.gatewayMac, this.stack.dnsMac, ...virtualMacs] : [],
+        reserved6: net.ipv6 === undefined || !this.stackOn ? [] : [net.ipv6.gateway, net.ipv6.dns, 'fe80::2'].map((x) => ipv6Bytes(x)),
         isolate: net.isolate,
         antiSpoof: net.antiSpoof,
         maxMacs: DEFAULT_SWITCH.maxMacs,
@@ -258,6 +278,16 @@ export class Engine implements ApiBackend {
     );
     // Outside nat mode nothing is routed: a guest aiming past vmnat's MAC is counted (ipv4.noRoute).
     this.stack.forward = nat ? (ip, srcMac, now) => this.nat.input(ip, srcMac, now) : () => false;
+    const six = this.stack.ipv6;
+    if (six !== undefined) {
+      six.onNewAddress = (ip6, mac) => {
+        for (const [ip4, m] of this.boundLeases) if (m === mac) this.guestAddress6(ip4, ip6);
+      };
+    }
+    if (six !== undefined && net.ipv6 !== undefined) {
+      this.nat.policy6 = { ...net.ipv6, hostLoopback: net.hostLoopback, deny: net.deny6 ?? [] };
+      six.forward = (ip, srcMac, now) => this.nat.input6(ip, srcMac, now);
+    }
     // One ping socket per flow (an fd each): a smaller cap than other flows.
     this.icmpNat = new IcmpNat(
       this.stack,
@@ -268,6 +298,7 @@ export class Engine implements ApiBackend {
       log,
     );
     this.nat.icmp = (ip, srcMac, now, hostAddress) => this.icmpNat.input(ip, srcMac, now, hostAddress);
+    this.nat.icmp6 = (ip, srcMac, now, hostAddress) => this.icmpNat.input(ip, srcMac, now, hostAddress);
     this.dns = new DnsForwarder({
       mode: net.dnsMode,
       servers: net.dnsServers,
@@ -286,10 +317,40 @@ export class Engine implements ApiBackend {
         });
       });
     }
+    if (six !== undefined && net.ipv6 !== undefined) {
+      const dns6 = net.ipv6.dns;
+      six.bindUdp(dns6, 53, (d) => {
+        const { srcIp, srcPort, srcMac } = d;
+        this.dns.query(d.buf.subarray(d.off, d.off + d.len), 'udp', (answer) => {
+          this.stack.sendUdp(dns6, 53, srcIp, srcPort, answer, srcMac);
+        });
+      });
+    }
+    if (six !== undefined && net.ipv6 !== undefined) {
+      // DHCPv6 (dhcp6/server.ts): for guests that ask (stateful) or ignore RDNSS (stateless).
+      const dhcp6 = new Dhcp6Server({
+        prefix: net.ipv6.prefix,
+        dns: net.ipv6.dns,
+        reserved: [net.ipv6.gateway, net.ipv6.dns],
+        searchDomains: six.config.searchDomains,
+        leaseTimeSec: net.dhcpLeaseTimeSec,
+        statics: net.dhcp6Static ?? [],
+        serverMac: this.stack.gatewayMac,
+      });
+      this.dhcp6 = dhcp6;
+      six.bindUdp(ALL_DHCP_SERVERS, DHCP6_SERVER_PORT, (d, now) => {
+        if (d.srcPort !== DHCP6_CLIENT_PORT) return;
+        const reply = dhcp6.handle(d.buf.subarray(d.off, d.off + d.len), d.srcMac, now);
+        if (reply !== undefined) this.stack.sendUdp(six.linkLocal, DHCP6_SERVER_PORT, d.srcIp, DHCP6_CLIENT_PORT, reply, d.srcMac);
+      });
+    }
     this.dnsTcp = new DnsTcpService(this.dns);
     // Registration order is poll order (and reverse close order); names are the stats' keys.
     const sv = this.services;
     sv.register(service('stack', this.stack, () => this.stack.stats));
+    if (six !== undefined) sv.register(service('ipv6', {}, () => six.stats));
+    const dhcp6 = this.dhcp6;
+    if (dhcp6 !== undefined) sv.register(service('dhcp6', {}, () => dhcp6.stats));
     sv.register(service('dhcp', this.dhcp, () => this.dhcp.stats));
     sv.register(service('nat', this.nat, () => this.nat.stats, () => this.nat.close()));
     sv.register(service('udpNat', {}, () => this.nat.udp.stats));
@@ -332,8 +393,7 @@ export class Engine implements ApiBackend {
       if (reason !== undefined) e.reason = reason;
       this.publish(e);
     };
-    this.forwards = new PortForwarder({
-      dialer: new NatGuestDialer(
+    const dialer = new NatGuestDialer(
         this.stack,
         this.nat.tcp,
         net.gateway,
@@ -343,13 +403,14 @@ export class Engine implements ApiBackend {
           return last;
         },
         (proto, clientIp, clientPort, guestIp, guestPort) => this.filterCheck('in', proto, clientIp ?? IPV4_ANY, clientPort, guestIp, guestPort, true),
-        // --hostfwd-source client: only where the guest's replies to that address come back
-        // through the NAT (not loopback, the guest network, a denied range or the gateway).
         config.hostfwdSource === 'client' ? (ip) => ip !== net.gateway && natTarget(policy, ip, 0).kind === 'host' : undefined,
-      ),
+      );
+    dialer.gateway6 = net.ipv6?.gateway;
+    this.forwards = new PortForwarder({
+      dialer,
       udpIdleTimeoutMs: config.udpTimeoutSec * 1000,
       maxUdpFlows: config.maxFlows,
-      guestNetwork: { network: net.network, netmask: net.netmask, reserved: [net.gateway, net.dns] },
+      guestNetwork: { network: net.network, netmask: net.netmask, reserved: [net.gateway, net.dns], ipv6: net.ipv6 },
       // As --hostfwd is refused outside nat mode, so is a forward added at run time.
       ...(config.mode.kind !== 'nat' ? { refuseAll: `port forwards need nat mode (vmnat runs in ${config.mode.kind} mode: guests are reached by their own addresses)` } : {}),
     });
@@ -385,8 +446,12 @@ export class Engine implements ApiBackend {
    */
   private guestNames(ip: number, hostname: string | undefined): void {
     const ipText = formatIpv4(ip);
-    for (const name of this.namesOfGuest.get(ip) ?? []) this.zone.removeAddress(name, ipText);
+    for (const name of this.namesOfGuest.get(ip) ?? []) {
+      this.zone.removeAddress(name, ipText);
+      for (const a of this.v6OfGuest.get(ip) ?? []) this.zone.removeAddress(name, a);
+    }
     this.namesOfGuest.delete(ip);
+    this.v6OfGuest.delete(ip);
     if (hostname === undefined) return;
     const label = hostname.split('.')[0]!.toLowerCase();
     const names = this.cfg.domain !== undefined ? [label, `${label}.${this.cfg.domain}`] : [label];
@@ -399,7 +464,37 @@ export class Engine implements ApiBackend {
         // not a valid DNS name: the guest just is not found by it
       }
     }
-    if (added.length > 0) this.namesOfGuest.set(ip, added);
+    if (added.length === 0) return;
+    this.namesOfGuest.set(ip, added);
+    // The guest's IPv6 addresses seen so far (from its MAC) answer AAAA for the same names.
+    const mac = this.boundLeases.get(ip);
+    const six = this.stack.ipv6;
+    if (mac === undefined || six === undefined) return;
+    for (const [a, m] of six.neighbourList()) if (m === mac && six.inPrefix(a)) this.guestAddress6(ip, a);
+  }
+
+  /**
+   * A leased guest uses an IPv6 address of the prefix (SLAAC, DHCPv6): its DHCP names answer AAAA
+   * with it too, the newest four kept (temporary addresses come and go).
+   */
+  private guestAddress6(ip4: number, ip6: string): void {
+    const names = this.namesOfGuest.get(ip4);
+    if (names === undefined) return;
+    const list = this.v6OfGuest.get(ip4) ?? [];
+    if (list.includes(ip6)) return;
+    if (list.length >= 4) {
+      const old = list.shift()!;
+      for (const n of names) this.zone.removeAddress(n, old);
+    }
+    list.push(ip6);
+    this.v6OfGuest.set(ip4, list);
+    for (const n of names) {
+      try {
+        this.zone.add(n, ip6, 'guest');
+      } catch {
+        // not a valid name: as for IPv4
+      }
+    }
   }
 
   // ---- the local zone (GET/POST/DELETE /dns) ----
@@ -536,6 +631,9 @@ export class Engine implements ApiBackend {
     setImmediate(() => {
       this.flushScheduled = false;
       this.flushDirty();
+      // What was sent outside a batch may have started a timer (an IPv6 neighbour solicitation
+      // waiting for its answer): make sure the one timer covers it.
+      this.armTimer(this.now());
     });
   }
 
@@ -575,7 +673,22 @@ export class Engine implements ApiBackend {
   // ---- ApiBackend ----
   leases() {
     const now = this.now();
-    return this.dhcp.leases(now).map((l) => leaseToApi(l, now));
+    const six = this.stack.ipv6;
+    const v6ByMac = new Map<number, string[]>();
+    if (six !== undefined) {
+      for (const [ip, mac] of six.neighbourList()) {
+        if (!six.inPrefix(ip)) continue;
+        const list = v6ByMac.get(mac) ?? [];
+        list.push(ip);
+        v6ByMac.set(mac, list);
+      }
+    }
+    return this.dhcp.leases(now).map((l) => {
+      const out = leaseToApi(l, now);
+      const v6 = v6ByMac.get(l.mac);
+      if (v6 !== undefined) out.ipv6 = v6.sort();
+      return out;
+    });
   }
 
   // ---- the filter ----
@@ -584,7 +697,7 @@ export class Engine implements ApiBackend {
    * One check of the filter rules (no rules: pass, at the cost of one comparison). `count`: a
    * new flow (hits are counted and a block is an event); false only re-decides a packet.
    */
-  private filterCheck(direction: 'in' | 'out', proto: FilterFlow['proto'], src: number, srcPort: number, dst: number, dstPort: number, count: boolean): boolean {
+  private filterCheck(direction: 'in' | 'out', proto: FilterFlow['proto'], src: IpAddr, srcPort: number, dst: IpAddr, dstPort: number, count: boolean): boolean {
     if (this.filterSet.size === 0) return true;
     const f = this.filterScratch;
     f.direction = direction;
@@ -607,6 +720,7 @@ export class Engine implements ApiBackend {
    */
   private filterGuestToGuest(frame: Uint8Array, from: SwitchPort, to: SwitchPort): boolean {
     if (this.filterSet.size === 0) return true;
+    if (frame.length >= 54 && frame[12] === 0x86 && frame[13] === 0xdd) return this.filterGuestToGuest6(frame);
     if (frame.length < 34 || frame[12] !== 0x08 || frame[13] !== 0x00) return true; // ARP and the rest
     const ihl = (frame[14]! & 15) * 4;
     const l4 = 14 + ihl;
@@ -631,6 +745,37 @@ export class Engine implements ApiBackend {
       const ip = frame.subarray(14);
       this.stack.sendIcmpErrorQuoting(ip.subarray(0, Math.min(ip.length, ihl + 8)), readMacAt(frame, 6), this.cfg.gateway, src, 3, 13);
     }
+    return ok;
+  }
+
+  /**
+   * As filterGuestToGuest, for IPv6: Neighbor Discovery and MLD pass as ARP does (without them
+   * nothing works, and they open no flow); a blocked flow start gets ICMPv6 "administratively
+   * prohibited" from the gateway.
+   */
+  private filterGuestToGuest6(frame: Uint8Array): boolean {
+    const ip = Ipv6View.checked(frame, 14, frame.length - 14);
+    if (typeof ip === 'string') return true; // malformed: the receiving guest's stack drops it
+    const p = ip.protocol;
+    const proto = p === 6 ? 'tcp' : p === 17 ? 'udp' : p === 58 ? 'icmp' : 'other';
+    const l4 = ip.payloadOff;
+    const firstPiece = !ip.isFragment || ip.fragmentOffset === 0;
+    let srcPort = 0;
+    let dstPort = 0;
+    let starts = proto === 'other' || proto === 'udp';
+    if ((proto === 'tcp' || proto === 'udp') && firstPiece && ip.payloadLen >= 4) {
+      srcPort = (frame[l4]! << 8) | frame[l4 + 1]!;
+      dstPort = (frame[l4 + 2]! << 8) | frame[l4 + 3]!;
+      if (proto === 'tcp' && ip.payloadLen >= 14) starts = (frame[l4 + 13]! & 0x12) === 0x02;
+    } else if (proto === 'icmp' && firstPiece && ip.payloadLen >= 1) {
+      const type = frame[l4]!;
+      if ((type >= 130 && type <= 137) || type === 143) return true; // MLD and NDP
+      starts = type === 128; // echo request
+    }
+    const src = ip.src;
+    const dst = ip.dst;
+    const ok = this.filterCheck('out', proto, src, srcPort, dst, dstPort, starts) && this.filterCheck('in', proto, src, srcPort, dst, dstPort, starts);
+    if (!ok && starts) this.stack.ipv6?.sendErrorAbout(ip, readMacAt(frame, 6), 1, 1);
     return ok;
   }
 
@@ -659,7 +804,7 @@ export class Engine implements ApiBackend {
     if (f.hostAddress === 'dns') return false;
     const proto = f.proto;
     if (f.forward !== undefined) {
-      const client = parseIpv4Text(f.hostAddress) ?? IPV4_ANY;
+      const client = parseIp(f.hostAddress) ?? IPV4_ANY;
       return !this.filterCheck('in', proto, client, 0, f.guestIp, f.guestPort, false);
     }
     return !this.filterCheck('out', proto, f.guestIp, proto === 'icmp' ? 0 : f.guestPort, f.dstIp, f.dstPort, false);

@@ -73,6 +73,35 @@ function splitEnd(end: string): [string, string] {
 }
 
 /** Explains every frame; TCP needs the frames before it (handshake state per connection). */
+/**
+ * An IPv6 frame, from tcpdump's one-line decode: the Neighbor Discovery and router messages that
+ * set up the guest's IPv6 side (the ipv6 lab goes through them), or IPv6 traffic in general.
+ */
+function explainIpv6(index: number, first: string): ExplainedFrame {
+  const e = (summary: string, meaning: string): ExplainedFrame => ({ index, kind: 'ipv6', summary, meaning });
+  const ends = /\) (\S+) > (\S+?): /.exec(first);
+  const src = ends?.[1] ?? '?';
+  const dst = ends?.[2] ?? '?';
+  const msg = /ICMP6, ([a-z ]+?)(?:,|$| v2)/.exec(first)?.[1];
+  const summary = `IPv6 ${src} > ${dst}${msg !== undefined ? `: ${msg}` : ''}`;
+  if (msg === 'multicast listener report') {
+    return e(summary, "the guest's kernel announces the multicast groups it listens to (MLD), e.g. its solicited-node group; switches use this, vmnat needs nothing from it.");
+  }
+  if (msg === 'router solicitation') return e(summary, 'the guest asks for a router (RS); vmnat answers with a router advertisement.');
+  if (msg === 'router advertisement') {
+    return e(summary, "vmnat (fe80::2) advertises itself as the IPv6 router: the prefix for SLAAC, the MTU, and ::3 as DNS server (RDNSS); the guest's kernel forms its own address from it.");
+  }
+  if (msg === 'neighbor solicitation') {
+    const target = /who has (\S+?)(?:,|$)/.exec(first)?.[1] ?? '?';
+    return e(`${summary} who has ${target}`, src === '::'
+      ? `duplicate address detection: before using ${target} the guest asks whether anyone has it; nobody answers (vmnat never claims a guest's address), so it is free.`
+      : `IPv6's ARP: which MAC has ${target}? (vmnat answers for its own addresses).`);
+  }
+  if (msg === 'neighbor advertisement') return e(summary, `the answer to a neighbour solicitation: ${src} is at the MAC this frame comes from.`);
+  if (msg === 'echo request' || msg === 'echo reply') return e(summary, `ping over IPv6 (${msg}).`);
+  return e(summary, "IPv6 traffic: vmnat's network is dual-stack (see the ipv6 lab).");
+}
+
 export function explainCapture(frames: readonly TcpdumpFrame[]): ExplainedFrame[] {
   /** Per connection (`a > b` sorted): who sent the SYN, and whether the SYN-ACK was seen. */
   const conns = new Map<string, { synFrom: string; synAck: boolean; done: boolean }>();
@@ -95,9 +124,7 @@ export function explainCapture(frames: readonly TcpdumpFrame[]): ExplainedFrame[
       }
       return e('unknown', summary, 'an ARP frame of another kind');
     }
-    if (first.includes('ethertype IPv6')) {
-      return e('ipv6', first.slice(first.indexOf('ethertype IPv6')).split(',')[0]!, "the guest's kernel speaks IPv6 on its own (multicast listener reports, duplicate address detection); vmnat has no IPv6 yet (issue 10), so nothing answers.");
-    }
+    if (first.includes('ethertype IPv6')) return explainIpv6(f.index, first);
     if (!first.includes('ethertype IPv4')) return e('unknown', first, 'not IPv4, IPv6 or ARP');
 
     const ends = /^(\S+) > (\S+?):/.exec(l2);

@@ -87,10 +87,10 @@ export interface WebServer {
 }
 
 /**
- * An HTTP server on 127.0.0.1 (port 0) serving `page` at `/`, 404 elsewhere. With `hold`, each
+ * An HTTP server on 127.0.0.1 (or `host`, e.g. ::1; port 0) serving `page` at `/`, 404 elsewhere. With `hold`, each
  * request waits for the lab's `release()`.
  */
-export async function startWebServer(page: Buffer, hold: boolean): Promise<WebServer> {
+export async function startWebServer(page: Buffer, hold: boolean, host = '127.0.0.1'): Promise<WebServer> {
   const waiting: ((r: HeldRequest) => void)[] = [];
   const pending: HeldRequest[] = [];
   const state = { served: 0 };
@@ -116,7 +116,7 @@ export async function startWebServer(page: Buffer, hold: boolean): Promise<WebSe
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(0, host, () => resolve());
   });
   const addr = server.address();
   if (addr === null || typeof addr === 'string') throw new Error('web server: no TCP address');
@@ -147,7 +147,7 @@ export interface DnsServer {
 }
 
 /**
- * An authoritative UDP DNS server on 127.0.0.1 (port 0) for a fixed zone of A records; NXDOMAIN
+ * An authoritative UDP DNS server on 127.0.0.1 (port 0) for a fixed zone of A (and, for IPv6 addresses, AAAA) records; NXDOMAIN
  * for other names. Lab answers are small, so UDP alone suffices (vmnat retries over TCP only for a
  * truncated answer, which this server never sends).
  */
@@ -165,7 +165,9 @@ export async function startDnsServer(zone: Readonly<Record<string, string>>): Pr
     if (question === undefined) return;
     queries.push(`${question.name} ${question.type}`);
     const ip = zone[question.name.toLowerCase()];
-    const answers: dnsPacket.Answer[] = ip !== undefined && question.type === 'A' ? [{ type: 'A', name: question.name, ttl: 60, data: ip }] : [];
+    // An IPv6 address in the zone is an AAAA record, an IPv4 one an A record.
+    const type = ip?.includes(':') ? 'AAAA' : 'A';
+    const answers: dnsPacket.Answer[] = ip !== undefined && question.type === type ? [{ type, name: question.name, ttl: 60, data: ip }] : [];
     const flags = dnsPacket.AUTHORITATIVE_ANSWER | (ip === undefined ? 3 : 0); // rcode 3: NXDOMAIN
     sock.send(dnsPacket.encode({ type: 'response', id: q.id ?? 0, flags, questions: [question], answers }), rinfo.port, rinfo.address);
   });

@@ -25,6 +25,8 @@ export interface TopologySnapshot {
 
 export interface TopologyGuest {
   ip: string;
+  /** IPv6 addresses vmnat saw the guest use in its prefix (SLAAC, DHCPv6). */
+  ipv6: string[];
   prefix: string;
   mac: string;
   hostname: string | undefined;
@@ -65,6 +67,8 @@ export interface TopologyModel {
   leaseRange: string;
   /** Host-only mode (GET /config `mode`): the host's TAP and address, vmnat's DHCP server. */
   hostOnly?: { hostIf: string; hostIp: string; dhcpServer: string };
+  /** The IPv6 side, when the network has one: prefix, gateway (= host ::1), DNS. */
+  ipv6: { prefix: string; gateway: string; dns: string; router: string } | undefined;
   guests: TopologyGuest[];
   forwards: TopologyForward[];
   flows: TopologyFlow[];
@@ -106,6 +110,12 @@ function hostAddr(a: string): string {
   return a.includes(':') ? `[${a}]` : a;
 }
 
+function ipv6Of(v: unknown): TopologyModel['ipv6'] {
+  if (typeof v !== 'object' || v === null) return undefined;
+  const o = v as Record<string, unknown>;
+  return { prefix: str(o['prefix']), gateway: str(o['gateway']), dns: str(o['dns']), router: str(o['router']) };
+}
+
 /** The parts of a snapshot the picture shows. */
 export function topologyModel(s: TopologySnapshot): TopologyModel {
   const network = str(s.config['network']);
@@ -124,10 +134,12 @@ export function topologyModel(s: TopologySnapshot): TopologyModel {
     ...(s.config['configured_mode'] === 'host' && typeof s.config['host_if'] === 'string'
       ? { hostOnly: { hostIf: str(s.config['host_if']), hostIp: str(s.config['host_ip']), dhcpServer: str(s.config['dhcp_server']) } }
       : {}),
+    ipv6: ipv6Of(s.config['ipv6']),
     guests: [...s.leases]
       .sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }))
       .map((l) => ({
         ip: l.ip,
+        ipv6: l.ipv6 ?? [],
         prefix,
         mac: l.mac,
         hostname: l.hostname,
@@ -137,7 +149,7 @@ export function topologyModel(s: TopologySnapshot): TopologyModel {
       name: f.name,
       proto: f.proto,
       host: `${hostAddr(f.host_addr)}:${ports(f.host_port, f.port_count)}`,
-      guest: `${f.guest_addr ?? '(lease)'}:${ports(f.guest_port, f.port_count)}`,
+      guest: `${f.guest_addr === null ? '(lease)' : hostAddr(f.guest_addr)}:${ports(f.guest_port, f.port_count)}`,
       active: f.proto === 'tcp' ? f.tcp_active : f.udp_flows,
     })),
     flows: s.flows.map((f) => ({
@@ -168,7 +180,16 @@ function columns(m: TopologyModel): Column[] {
         ? [{ title: 'no lease yet', lines: ['(no guest has leased)'] }]
         : m.guests.map((g) => ({
             title: g.hostname ?? 'guest',
-            lines: [`eth0 ${g.ip}/${g.prefix}`, `mac  ${g.mac}`, `via  ${m.gateway}`, `dns  ${m.dns}`, `lease ${g.lease}`],
+            lines: [
+              `eth0 ${g.ip}/${g.prefix}`,
+              ...g.ipv6.map((a) => `eth0 ${a}/64`),
+              `mac  ${g.mac}`,
+              `via  ${m.gateway}`,
+              ...(m.ipv6 !== undefined && g.ipv6.length > 0 ? [`via  ${m.ipv6.router} (IPv6)`] : []),
+              `dns  ${m.dns}`,
+              ...(m.ipv6 !== undefined && g.ipv6.length > 0 ? [`dns  ${m.ipv6.dns}`] : []),
+              `lease ${g.lease}`,
+            ],
           })),
   };
   const vmnat: Column = {
@@ -182,11 +203,18 @@ function columns(m: TopologyModel): Column[] {
           `gateway ${m.gateway}${m.gatewayLeadsTo !== undefined ? ` = host ${m.gatewayLeadsTo}` : ''}`,
           `dns     ${m.dns} -> ${m.dnsUpstream}`,
           `dhcp    ${m.leaseRange}`,
+          ...(m.ipv6 === undefined
+            ? []
+            : [
+                `ipv6    ${m.ipv6.prefix} (RA from ${m.ipv6.router})`,
+                `gw6     ${m.ipv6.gateway}${m.gatewayLeadsTo !== undefined ? ' = host ::1' : ''}`,
+                `dns6    ${m.ipv6.dns} -> ${m.dnsUpstream}`,
+              ]),
         ],
       },
     ],
   };
-  const hostLines = [`loopback ${m.gatewayLeadsTo ?? '(not reachable: --no-host-loopback)'}`];
+  const hostLines = [`loopback ${m.gatewayLeadsTo ?? '(not reachable: --no-host-loopback)'}${m.ipv6 !== undefined && m.gatewayLeadsTo !== undefined ? ', ::1' : ''}`];
   for (const f of m.forwards) hostLines.push(`listen ${f.proto} ${f.host} (${f.name})`);
   const host: Column = { heading: 'host', boxes: [{ title: 'this machine', lines: hostLines }] };
   return [guests, vmnat, host];

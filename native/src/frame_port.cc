@@ -747,7 +747,7 @@ Napi::Value FramePort::Send(const Napi::CallbackInfo& info) {
 }
 
 // Writes the virtio_net_hdr for one outgoing frame (little-endian, as tun expects on x86/arm64).
-// offload >= 0: an IPv4 TCP frame whose checksum field holds only the pseudo-header sum; the
+// offload >= 0: an IPv4 (or IPv6) TCP frame whose checksum field holds only the pseudo-header sum; the
 // kernel completes it (NEEDS_CSUM) — or, on a netns guest's local receive path, trusts it as
 // CHECKSUM_PARTIAL without summing the payload at all. offload > 0: the frame is also larger
 // than the MTU and the kernel treats it as GSO with that segment size (the guest's stack receives
@@ -755,16 +755,18 @@ Napi::Value FramePort::Send(const Napi::CallbackInfo& info) {
 static bool WriteVnetHdr(uint8_t* h, const uint8_t* frame, size_t len, int32_t offload) {
   memset(h, 0, 10);
   if (offload < 0) return true;
-  if (len < 14 + 20 + 20 || frame[12] != 0x08 || frame[13] != 0x00) return false;
-  const uint32_t ihl = (frame[14] & 0x0f) * 4u;
-  if (ihl < 20 || len < 14 + ihl + 20 || frame[14 + 9] != 6) return false;
+  // IPv4, or IPv6 with TCP right after its 40-byte header (vmnat writes no extension headers).
+  const bool v6 = len >= 14 + 40 + 20 && frame[12] == 0x86 && frame[13] == 0xdd;
+  if (!v6 && (len < 14 + 20 + 20 || frame[12] != 0x08 || frame[13] != 0x00)) return false;
+  const uint32_t ihl = v6 ? 40u : (frame[14] & 0x0f) * 4u;
+  if (v6 ? frame[14 + 6] != 6 : (ihl < 20 || len < 14 + ihl + 20 || frame[14 + 9] != 6)) return false;
   const uint32_t thl = (frame[14 + ihl + 12] >> 4) * 4u;
   const uint32_t hdrLen = 14 + ihl + thl;
   const uint32_t csumStart = 14 + ihl;
   h[0] = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
   if (offload > 0) {
     const uint32_t gsoSize = static_cast<uint32_t>(offload);
-    h[1] = 1;  // VIRTIO_NET_HDR_GSO_TCPV4
+    h[1] = v6 ? 4 : 1;  // VIRTIO_NET_HDR_GSO_TCPV6 / VIRTIO_NET_HDR_GSO_TCPV4
     h[2] = hdrLen & 0xff;
     h[3] = hdrLen >> 8;
     h[4] = gsoSize & 0xff;

@@ -32,6 +32,12 @@
 //   error that fails the next send): the same code handles both, because an ICMP type byte is
 //   never 0x45..0x4f, the first byte of an IPv4 header.
 //
+// IPv6 (Linux branch): a destination with a ':' opens socket(AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6),
+//   the same kind of ping socket under the same ping_group_range: the kernel rewrites the
+//   identifier of echo requests (type 128), delivers echo replies (129) with the hop limit
+//   (IPV6_RECVHOPLIMIT), and queues ICMPv6 errors (IPV6_RECVERR). Addresses of replies and
+//   offenders reach JS as text for IPv6 (a number for IPv4). The portable branch is IPv4 only.
+//
 // Errors and exceptions
 //   The constructor throws an errno Error (code EACCES when ping sockets are not permitted).
 //   send() never throws for I/O: it returns the errno name (EAGAIN, ENETUNREACH, …) or undefined.
@@ -103,6 +109,7 @@ class PingSocket : public Napi::ObjectWrap<PingSocket> {
   void ReadMessages();
   void ReadErrors();
   void Deliver(const uint8_t* data, size_t n, uint32_t src, int ttl);
+  napi_value AddrValue(const sockaddr* sa);
   void CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
   void Teardown();
 
@@ -110,7 +117,9 @@ class PingSocket : public Napi::ObjectWrap<PingSocket> {
   Napi::FunctionReference onMessage_;
   Napi::FunctionReference onError_;
   int fd_ = -1;
-  sockaddr_in peer_{};
+  sockaddr_storage peer_{};
+  socklen_t peerLen_ = 0;
+  bool v6_ = false;
   uint16_t ident_ = 0;
 #if !VMNAT_LINUX
   int lastTtl_ = -1;  // the IP_TTL the socket carries now
@@ -140,11 +149,30 @@ PingSocket::PingSocket(const Napi::CallbackInfo& info)
     return;
   }
   std::string dst = info[0].As<Napi::String>().Utf8Value();
-  sockaddr_in peer{};
-  peer.sin_family = AF_INET;
-  if (inet_pton(AF_INET, dst.c_str(), &peer.sin_addr) != 1) {
-    ThrowType(env, "PingSocket: destination must be an IPv4 address");
+  sockaddr_storage peer{};
+  socklen_t peerLen = 0;
+  const bool v6 = dst.find(':') != std::string::npos;
+  if (v6) {
+#if VMNAT_LINUX
+    sockaddr_in6* p6 = reinterpret_cast<sockaddr_in6*>(&peer);
+    p6->sin6_family = AF_INET6;
+    if (inet_pton(AF_INET6, dst.c_str(), &p6->sin6_addr) != 1) {
+      ThrowType(env, "PingSocket: destination must be an IPv4 or IPv6 address");
+      return;
+    }
+    peerLen = sizeof(sockaddr_in6);
+#else
+    ThrowType(env, "PingSocket: IPv6 pings need the Linux build");
     return;
+#endif
+  } else {
+    sockaddr_in* p4 = reinterpret_cast<sockaddr_in*>(&peer);
+    p4->sin_family = AF_INET;
+    if (inet_pton(AF_INET, dst.c_str(), &p4->sin_addr) != 1) {
+      ThrowType(env, "PingSocket: destination must be an IPv4 or IPv6 address");
+      return;
+    }
+    peerLen = sizeof(sockaddr_in);
   }
   Napi::Object opts = info[1].As<Napi::Object>();
   Napi::Value onMessage = opts.Get("onMessage");
@@ -154,23 +182,38 @@ PingSocket::PingSocket(const Napi::CallbackInfo& info)
     return;
   }
 
-  int fd = OpenSocket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP, true);
+  const int proto = v6 ? static_cast<int>(IPPROTO_ICMPV6) : static_cast<int>(IPPROTO_ICMP);
+  int fd = OpenSocket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM, proto, true);
   if (fd < 0) {
     ThrowErrno(env, errno, "socket");
     return;
   }
   const int on = 1;
+  sockaddr_storage any{};
+  socklen_t anyLen = 0;
+  if (v6) {
 #if VMNAT_LINUX
-  setsockopt(fd, IPPROTO_IP, IP_RECVERR, &on, sizeof on);
+    setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &on, sizeof on);
+    setsockopt(fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &on, sizeof on);
+    sockaddr_in6* a6 = reinterpret_cast<sockaddr_in6*>(&any);
+    a6->sin6_family = AF_INET6;
+    a6->sin6_addr = in6addr_any;
+    anyLen = sizeof(sockaddr_in6);
 #endif
-  setsockopt(fd, IPPROTO_IP, IP_RECVTTL, &on, sizeof on);
-  sockaddr_in any{};
-  any.sin_family = AF_INET;
-  any.sin_addr.s_addr = htonl(INADDR_ANY);
-  any.sin_port = 0;  // the kernel picks a free identifier
-  sockaddr_in bound{};
+  } else {
+#if VMNAT_LINUX
+    setsockopt(fd, IPPROTO_IP, IP_RECVERR, &on, sizeof on);
+#endif
+    setsockopt(fd, IPPROTO_IP, IP_RECVTTL, &on, sizeof on);
+    sockaddr_in* a4 = reinterpret_cast<sockaddr_in*>(&any);
+    a4->sin_family = AF_INET;
+    a4->sin_addr.s_addr = htonl(INADDR_ANY);
+    anyLen = sizeof(sockaddr_in);
+  }
+  // Port 0: the kernel picks a free identifier.
+  sockaddr_storage bound{};
   socklen_t boundLen = sizeof bound;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&any), sizeof any) != 0) {
+  if (bind(fd, reinterpret_cast<sockaddr*>(&any), anyLen) != 0) {
     int err = errno;
     close(fd);
     ThrowErrno(env, err, "bind");
@@ -182,7 +225,8 @@ PingSocket::PingSocket(const Napi::CallbackInfo& info)
     ThrowErrno(env, err, "getsockname");
     return;
   }
-  ident_ = ntohs(bound.sin_port);
+  ident_ = v6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+             : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
 #if !VMNAT_LINUX
   // macOS assigns none (the "port" stays 0): pick one. Other processes' pings may share it by
   // chance; replies are matched on identifier only, so a collision can deliver a stray reply,
@@ -208,6 +252,8 @@ PingSocket::PingSocket(const Napi::CallbackInfo& info)
   poll_->data = this;
   fd_ = fd;
   peer_ = peer;
+  peerLen_ = peerLen;
+  v6_ = v6;
   onMessage_ = Napi::Persistent(onMessage.As<Napi::Function>());
   onError_ = Napi::Persistent(onError.As<Napi::Function>());
   napi_add_env_cleanup_hook(env, EnvCleanup, this);
@@ -288,14 +334,14 @@ Napi::Value PingSocket::Send(const Napi::CallbackInfo& info) {
   memset(control, 0, sizeof control);
   msghdr msg{};
   msg.msg_name = &peer_;
-  msg.msg_namelen = sizeof peer_;
+  msg.msg_namelen = peerLen_;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = IPPROTO_IP;
-  c->cmsg_type = IP_TTL;
+  c->cmsg_level = v6_ ? IPPROTO_IPV6 : IPPROTO_IP;
+  c->cmsg_type = v6_ ? IPV6_HOPLIMIT : IP_TTL;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(c), &ttl, sizeof ttl);
 #else
@@ -320,7 +366,7 @@ Napi::Value PingSocket::Send(const Napi::CallbackInfo& info) {
   iovec iov{g_tx, length};
   msghdr msg{};
   msg.msg_name = &peer_;
-  msg.msg_namelen = sizeof peer_;
+  msg.msg_namelen = peerLen_;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
 #endif
@@ -389,21 +435,32 @@ void PingSocket::CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_
   }
 }
 
-#if VMNAT_LINUX
-static double AddrOf(const sockaddr_in& sa) { return static_cast<double>(ntohl(sa.sin_addr.s_addr)); }
-#endif
+// An address for JS: IPv4 as a number (host order), IPv6 as text; -1 for anything else.
+napi_value PingSocket::AddrValue(const sockaddr* sa) {
+  Napi::Env env = Env();
+  if (sa->sa_family == AF_INET) {
+    return Napi::Number::New(env, static_cast<double>(ntohl(reinterpret_cast<const sockaddr_in*>(sa)->sin_addr.s_addr)));
+  }
+  if (sa->sa_family == AF_INET6) {
+    char text[INET6_ADDRSTRLEN];
+    if (inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, text, sizeof text) != nullptr) {
+      return Napi::String::New(env, text);
+    }
+  }
+  return Napi::Number::New(env, -1);
+}
 
 void PingSocket::ReadMessages() {
 #if VMNAT_LINUX
   Napi::Env env = Env();
 #endif
   for (int i = 0; i < kMaxReadsPerEvent && !closed_; ++i) {
-    sockaddr_in from{};
+    sockaddr_storage fromStorage{};
     iovec iov{g_rx, sizeof g_rx};
     alignas(cmsghdr) char control[256];
     msghdr msg{};
-    msg.msg_name = &from;
-    msg.msg_namelen = sizeof from;
+    msg.msg_name = &fromStorage;
+    msg.msg_namelen = sizeof fromStorage;
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control;
@@ -420,6 +477,11 @@ void PingSocket::ReadMessages() {
     if (msg.msg_flags & MSG_TRUNC) continue;
     int ttl = -1;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+#if VMNAT_LINUX
+      if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+        memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
+      }
+#endif
       if (c->cmsg_level != IPPROTO_IP) continue;
       // Linux: IP_TTL with an int. BSD/macOS: IP_RECVTTL with one byte.
       if (c->cmsg_type == IP_TTL && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
@@ -432,9 +494,9 @@ void PingSocket::ReadMessages() {
 #if VMNAT_LINUX
     ++rxMessages_;
     Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, g_rx, static_cast<size_t>(n));
-    CallJs(onMessage_, {buf, Napi::Number::New(env, AddrOf(from)), Napi::Number::New(env, ttl)});
+    CallJs(onMessage_, {buf, AddrValue(reinterpret_cast<const sockaddr*>(&fromStorage)), Napi::Number::New(env, ttl)});
 #else
-    Deliver(g_rx, static_cast<size_t>(n), ntohl(from.sin_addr.s_addr), ttl);
+    Deliver(g_rx, static_cast<size_t>(n), ntohl(reinterpret_cast<sockaddr_in*>(&fromStorage)->sin_addr.s_addr), ttl);
 #endif
   }
 }
@@ -542,7 +604,7 @@ void PingSocket::ReadErrors() {
   for (int i = 0; i < kMaxReadsPerEvent && !closed_; ++i) {
     iovec iov{g_rx, sizeof g_rx};
     alignas(cmsghdr) char control[512];
-    sockaddr_in from{};
+    sockaddr_storage from{};
     msghdr msg{};
     msg.msg_name = &from;
     msg.msg_namelen = sizeof from;
@@ -557,22 +619,20 @@ void PingSocket::ReadErrors() {
     }
     const sock_extended_err* ee = nullptr;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) {
+      if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) ||
+          (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_RECVERR)) {
         ee = reinterpret_cast<const sock_extended_err*>(CMSG_DATA(c));
       }
     }
-    if (ee == nullptr || ee->ee_origin != SO_EE_ORIGIN_ICMP) {
+    if (ee == nullptr || (ee->ee_origin != SO_EE_ORIGIN_ICMP && ee->ee_origin != SO_EE_ORIGIN_ICMP6)) {
       ++localErrors_;
       continue;
     }
     ++rxErrors_;
     const sockaddr* off = SO_EE_OFFENDER(ee);
-    double offender = off->sa_family == AF_INET
-                          ? AddrOf(*reinterpret_cast<const sockaddr_in*>(off))
-                          : -1;
     Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, g_rx, static_cast<size_t>(n));
     CallJs(onError_, {Napi::Number::New(env, ee->ee_type), Napi::Number::New(env, ee->ee_code),
-                      Napi::Number::New(env, ee->ee_info), Napi::Number::New(env, offender), buf});
+                      Napi::Number::New(env, ee->ee_info), AddrValue(off), buf});
   }
   // The same error also set sk_err: clear it so the next send is not failed by it.
   int err = 0;

@@ -81,6 +81,8 @@ export interface ApiLease {
   static: boolean;
   /** Seconds left; null for an infinite lease. */
   expires_in_s: number | null;
+  /** The guest's IPv6 addresses in the network's prefix (SLAAC or DHCPv6), as vmnat saw them used from its MAC. */
+  ipv6?: string[];
 }
 
 /** One open flow. Addresses are `ip:port` text; `forward` names the rule of a forwarded flow. */
@@ -275,6 +277,7 @@ export function configToApi(config: Config): Record<string, unknown> {
     hostfwd_source: config.hostfwdSource ?? 'gateway',
     pcap_file: config.pcapFile ?? null,
     log_level: config.logLevel,
+    ipv6: config.ipv6 === undefined ? null : { prefix: `${config.ipv6.prefix}/64`, gateway: config.ipv6.gateway, dns: config.ipv6.dns, router: 'fe80::2', deny: (config.deny6 ?? []).map((r) => `${r.prefix}/${r.prefixLen}`) },
   };
 }
 

@@ -32,7 +32,7 @@
  * and the old set, with its counters, stays in force. The swap is one reference assignment, so a
  * check sees either the old set or the new one, never a mix.
  */
-import { formatIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
+import { formatIp, formatIpPort, ipv6Bytes, ipv6InPrefix, type IpAddr, type Ipv4Addr, type Ipv6Addr } from '../stack/wire/addr.ts';
 import { formatRule, parseFilter, ruleToJson, type AddrMatch, type FilterAction, type FilterRule, type FilterRuleJson, type FilterRules } from './rules.ts';
 
 /** A flow's protocol; `other` for anything but TCP, UDP and ICMP (only rules without `proto` match it). */
@@ -42,10 +42,11 @@ export type FlowProto = 'tcp' | 'udp' | 'icmp' | 'other';
 export interface FilterFlow {
   direction: 'in' | 'out';
   proto: FlowProto;
-  src: Ipv4Addr;
+  /** Either family: IPv4 and IPv6 flows pass through the same rules (an IPv4 CIDR never matches IPv6). */
+  src: IpAddr;
   /** 0 for protocols without ports. */
   srcPort: number;
-  dst: Ipv4Addr;
+  dst: IpAddr;
   dstPort: number;
 }
 
@@ -53,6 +54,8 @@ export interface FilterFlow {
 export interface FilterNet {
   network: Ipv4Addr;
   netmask: Ipv4Addr;
+  /** The guests' IPv6 /64, if any: `local` covers it (and link-local) for IPv6 flows. */
+  ipv6?: { prefix: Ipv6Addr } | undefined;
 }
 
 /** A decision. Verdicts are shared and frozen: compare, read, never keep for mutation. */
@@ -67,7 +70,12 @@ export interface FilterVerdict {
 export const DEFAULT_PASS: FilterVerdict = Object.freeze({ action: 'pass', ruleIndex: undefined, rule: undefined });
 
 /** True if `ip` is on the guest network `net` (any guest, the gateway, DNS) or is 255.255.255.255. */
-export function isLocal(ip: Ipv4Addr, net: FilterNet): boolean {
+export function isLocal(ip: IpAddr, net: FilterNet): boolean {
+  if (typeof ip === 'string') {
+    const b = ipv6Bytes(ip);
+    if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) return true;
+    return net.ipv6 !== undefined && ipv6InPrefix(b, ipv6Bytes(net.ipv6.prefix), 64);
+  }
   return (ip & net.netmask) === (net.network | 0) || ip === 0xffff_ffff;
 }
 
@@ -82,6 +90,8 @@ const PROTO_OTHER = -1;
 const ADDR_ANY = 0;
 const ADDR_LOCAL = 1;
 const ADDR_IPV4 = 2;
+const ADDR_IPV6 = 3;
+const NO_NET6 = new Uint8Array(0);
 
 /**
  * A rule flattened to numbers (one hidden class for all rules: the loop stays monomorphic).
@@ -102,6 +112,11 @@ class CompiledRule {
   readonly toMask: number;
   readonly toLo: number;
   readonly toHi: number;
+  /** IPv6 rules: the network's 16 bytes and prefix length (empty and 0 otherwise). */
+  readonly fromNet6: Uint8Array;
+  readonly fromLen6: number;
+  readonly toNet6: Uint8Array;
+  readonly toLen6: number;
   readonly verdict: FilterVerdict;
   hits = 0;
 
@@ -114,6 +129,10 @@ class CompiledRule {
     this.peerLocal = rule.peerLocal;
     [this.fromKind, this.fromAddr, this.fromMask] = addrFields(rule.from);
     [this.toKind, this.toAddr, this.toMask] = addrFields(rule.to);
+    this.fromNet6 = rule.from.kind === 'ipv6' ? ipv6Bytes(rule.from.addr) : NO_NET6;
+    this.fromLen6 = rule.from.kind === 'ipv6' ? rule.from.prefixLen : 0;
+    this.toNet6 = rule.to.kind === 'ipv6' ? ipv6Bytes(rule.to.addr) : NO_NET6;
+    this.toLen6 = rule.to.kind === 'ipv6' ? rule.to.prefixLen : 0;
     this.fromLo = rule.fromPorts?.lo ?? 0;
     this.fromHi = rule.fromPorts?.hi ?? 65535;
     this.toLo = rule.toPorts?.lo ?? 0;
@@ -131,12 +150,16 @@ function addrFields(a: AddrMatch): [number, number, number] {
     case 'ipv4':
       // Signed 32-bit, as `ip & mask` yields: the compare stays in int32 arithmetic.
       return [ADDR_IPV4, a.addr | 0, a.mask | 0];
+    case 'ipv6':
+      return [ADDR_IPV6, 0, 0];
   }
 }
 
-function addrMatches(kind: number, addr: number, mask: number, ip: Ipv4Addr, net: FilterNet): boolean {
+function addrMatches(kind: number, addr: number, mask: number, ip: IpAddr, net: FilterNet, net6: Uint8Array, len6: number): boolean {
   if (kind === ADDR_ANY) return true;
   if (kind === ADDR_LOCAL) return isLocal(ip, net);
+  if (kind === ADDR_IPV6) return typeof ip === 'string' && ipv6InPrefix(ipv6Bytes(ip), net6, len6);
+  if (typeof ip === 'string') return false;
   return (ip & mask) === addr;
 }
 
@@ -267,8 +290,8 @@ export class FilterSet {
       if (r.dir !== DIR_BOTH && r.dir !== dir) continue;
       if (r.proto !== PROTO_ANY && r.proto !== proto) continue;
       if (r.peerLocal && !isLocal(dir === DIR_OUT ? dst : src, net)) continue;
-      if (!addrMatches(r.fromKind, r.fromAddr, r.fromMask, src, net)) continue;
-      if (!addrMatches(r.toKind, r.toAddr, r.toMask, dst, net)) continue;
+      if (!addrMatches(r.fromKind, r.fromAddr, r.fromMask, src, net, r.fromNet6, r.fromLen6)) continue;
+      if (!addrMatches(r.toKind, r.toAddr, r.toMask, dst, net, r.toNet6, r.toLen6)) continue;
       // Port ranges exist only on tcp/udp rules (the parser insists), so ICMP never reaches them
       // with a constraint; an unconstrained side spans 0..65535.
       if (srcPort < r.fromLo || srcPort > r.fromHi) continue;
@@ -297,8 +320,8 @@ export interface FilterEvent {
   line: number;
 }
 
-function endpoint(proto: FlowProto, ip: Ipv4Addr, port: number): string {
-  return proto === 'tcp' || proto === 'udp' ? `${formatIpv4(ip)}:${port}` : formatIpv4(ip);
+function endpoint(proto: FlowProto, ip: IpAddr, port: number): string {
+  return proto === 'tcp' || proto === 'udp' ? formatIpPort(ip, port) : formatIp(ip);
 }
 
 /** The `/events` record of a block (allocates: call only for blocks). */

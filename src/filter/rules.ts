@@ -30,11 +30,12 @@
  *   address (`to any port 53`), so it is always clear which side's port is meant.
  * - A CIDR with host bits set (`10.0.2.15/24`) is refused with a hint: it is nearly always a typo
  *   for the network or for one host, and silently masking it would widen the rule.
- * - Addresses are IPv4 today; an IPv6 address is refused with a clear reason. `AddrMatch` is a
- *   union so an `ipv6` arm can join it without changing any other field.
+ * - Addresses are IPv4 (`10.0.0.0/8`) or IPv6 (`fd00::/8`, `2001:db8::1`); an IPv4 address never
+ *   matches an IPv6 flow nor the reverse, while `any` and `local` match both families (`local`
+ *   includes the guests' IPv6 prefix and link-local).
  */
 import { Address4, Address6 } from 'ip-address';
-import { formatIpv4, parseIpv4, prefixMask, type Ipv4Addr } from '../stack/wire/addr.ts';
+import { formatIpv4, parseIpv4, parseIpv6Bytes, prefixMask, readIpv6, type Ipv4Addr, type Ipv6Addr } from '../stack/wire/addr.ts';
 
 export type FilterAction = 'pass' | 'block';
 /** `both` when the rule names no direction. */
@@ -47,7 +48,9 @@ export type AddrMatch =
   | { kind: 'any' }
   | { kind: 'local' }
   /** `addr` is the network (host bits zero); `mask` is `prefixMask(prefixLen)`. */
-  | { kind: 'ipv4'; addr: Ipv4Addr; prefixLen: number; mask: Ipv4Addr };
+  | { kind: 'ipv4'; addr: Ipv4Addr; prefixLen: number; mask: Ipv4Addr }
+  /** `addr` is the network in canonical text (host bits zero), `prefixLen` 0..128. */
+  | { kind: 'ipv6'; addr: Ipv6Addr; prefixLen: number };
 
 /** An inclusive port range; one port is `{lo: N, hi: N}`. */
 export interface PortRange {
@@ -216,8 +219,24 @@ function parseAddr(text: string, fail: (reason: string) => never): AddrMatch {
   const ipText = slash >= 0 ? text.slice(0, slash) : text;
   const lenText = slash >= 0 ? text.slice(slash + 1) : '32';
   if (ipText.includes(':')) {
-    if (Address6.isValid(text)) fail(`IPv6 address ${q(text)} is not supported yet (the guest network is IPv4)`);
-    fail(`bad address ${q(text)} (expected ADDR[/N], any or local)`);
+    const len6 = slash >= 0 ? lenText : '128';
+    const bytes = parseIpv6Bytes(ipText);
+    if (bytes === undefined || !Address6.isValid(`${ipText}/${len6}`)) {
+      if (bytes !== undefined && /^\d+$/.test(len6)) fail(`bad prefix length in ${q(text)} (0..128)`);
+      fail(`bad address ${q(text)} (expected ADDR[/N], any or local)`);
+    }
+    const prefixLen = Number(len6);
+    if (!/^\d{1,3}$/.test(len6) || prefixLen > 128) fail(`bad prefix length in ${q(text)} (0..128)`);
+    const net = new Uint8Array(16);
+    for (let i = 0; i < 16; i++) {
+      const bits = Math.max(0, Math.min(8, prefixLen - i * 8));
+      net[i] = bytes![i]! & ((0xff << (8 - bits)) & 0xff);
+    }
+    const addr = readIpv6(net, 0);
+    if (net.some((b, i) => b !== bytes![i])) {
+      fail(`${q(text)} has host bits set (did you mean ${addr}/${prefixLen}, or ${ipText} for one host?)`);
+    }
+    return { kind: 'ipv6', addr, prefixLen };
   }
   const ip = parseIpv4(ipText);
   if (ip === undefined || !/^\d{1,2}$/.test(lenText) || !Address4.isValid(`${ipText}/${lenText}`)) {
@@ -254,6 +273,8 @@ export function formatAddr(a: AddrMatch): string {
       return a.kind;
     case 'ipv4':
       return a.prefixLen === 32 ? formatIpv4(a.addr) : `${formatIpv4(a.addr)}/${a.prefixLen}`;
+    case 'ipv6':
+      return a.prefixLen === 128 ? a.addr : `${a.addr}/${a.prefixLen}`;
   }
 }
 
@@ -303,7 +324,7 @@ export interface FilterRuleJson {
 }
 
 function addrJson(a: AddrMatch): string {
-  return a.kind === 'ipv4' ? `${formatIpv4(a.addr)}/${a.prefixLen}` : a.kind;
+  return a.kind === 'ipv4' ? `${formatIpv4(a.addr)}/${a.prefixLen}` : a.kind === 'ipv6' ? `${a.addr}/${a.prefixLen}` : a.kind;
 }
 
 export function ruleToJson(r: FilterRule, index: number, hits: number): FilterRuleJson {

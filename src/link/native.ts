@@ -95,13 +95,15 @@ export interface NativePingSocketOptions {
    * An echo reply for our identifier: the whole ICMP message (header + data, identifier = ours),
    * its sender (IPv4 as a 32-bit number) and the TTL it arrived with (-1 if unknown).
    */
-  onMessage: (message: Buffer, src: number, ttl: number) => void;
+  /** `src`: IPv4 as a number, IPv6 as text. */
+  onMessage: (message: Buffer, src: number | string, ttl: number) => void;
   /**
    * An ICMP error about one of our requests (IP_RECVERR, origin ICMP): its type, code and info
    * (the next-hop MTU of a "fragmentation needed"), the offender's address (-1 if unknown), and our
    * request as the offender quoted it (ICMP header with our identifier + data, possibly truncated).
    */
-  onError: (type: number, code: number, info: number, offender: number, quoted: Buffer) => void;
+  /** `offender`: IPv4 as a number, IPv6 as text, -1 if unknown. */
+  onError: (type: number, code: number, info: number, offender: number | string, quoted: Buffer) => void;
 }
 
 export interface NativePingSocket {

@@ -12,12 +12,13 @@
  * flows a new filter rule set blocks.
  *
  * Keys: per index, network → guest side → remote side, each a `Map`, so a lookup is three map
- * reads and never a scan. A side's key is `address * 65536 + port` for IPv4 (exact in a double);
- * the key type admits strings so IPv6 sides (`"2001:db8::1|443"`) fit without a new table. The
+ * reads and never a scan. A side's key is `address * 65536 + port` for IPv4 (exact in a double)
+ * and `"address|port"` for IPv6 (`"2001:db8::1|443"`, the address in canonical text), so both
+ * families live in the same indexes, the same count and limit, and the same `/flows`. The
  * network number lets two isolated networks both have a 10.0.2.15 (today every guest is on
  * network 0).
  */
-import { formatIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
+import { formatIp, formatIpPort, type IpAddr } from '../stack/wire/addr.ts';
 
 export type FlowProto = 'tcp' | 'udp' | 'icmp';
 
@@ -26,18 +27,18 @@ export type FlowProto = 'tcp' | 'udp' | 'icmp';
  * (`--filter`); on no, the NAT refuses as the guest's stack expects (RST, or ICMP
  * "administratively prohibited") and counts it.
  */
-export type FlowAdmission = (proto: FlowProto, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number) => boolean;
+export type FlowAdmission = (proto: FlowProto, guestIp: IpAddr, guestPort: number, dstIp: IpAddr, dstPort: number) => boolean;
 export type SideKey = number | string;
 
 /** What every flow shows, whatever its protocol. */
 export interface FlowEntry {
   readonly proto: FlowProto;
   readonly net: number;
-  readonly guestIp: Ipv4Addr;
+  readonly guestIp: IpAddr;
   /** The guest's port (TCP, UDP) or echo identifier (ICMP). */
   readonly guestPort: number;
   /** The remote address as the guest addressed it. */
-  readonly dstIp: Ipv4Addr;
+  readonly dstIp: IpAddr;
   /** The remote port (0 for ICMP). */
   readonly dstPort: number;
   /** Where the host side goes: the policy's answer (127.0.0.1 for the gateway), or 'dns'. */
@@ -75,8 +76,9 @@ export interface FlowListing {
   idle_s: number;
 }
 
-export function sideKey(ip: Ipv4Addr, port: number): number {
-  return ip * 65536 + port;
+/** A side's key: `address * 65536 + port` for IPv4 (a number), `"address|port"` for IPv6. */
+export function sideKey(ip: IpAddr, port: number): SideKey {
+  return typeof ip === 'string' ? `${ip}|${port}` : ip * 65536 + port;
 }
 
 /** The flows of one protocol, typed, in the shared table. */
@@ -168,15 +170,16 @@ export class FlowTable {
     const out: FlowListing[] = [];
     for (const idx of this.indexes) {
       for (const f of idx.values()) {
-        const port = (p: number) => (f.proto === 'icmp' ? `id ${p}` : String(p));
+        const ipPort = (ip: IpAddr, p: number) => (f.proto === 'icmp' ? `${formatIp(ip)}:id ${p}` : formatIpPort(ip, p));
         const ends = f.hostSocketEnds?.();
         // Without a live socket only the host side's address is known; for a forward, dstPort is
         // vmnat's own port toward the guest, not the host client's, so it is left out.
-        const host = ends?.peer ?? f.hostShown ?? (f.proto === 'icmp' || f.forward !== undefined ? f.hostAddress : `${f.hostAddress}:${f.dstPort}`);
+        const hostAddr = f.hostAddress.includes(':') ? `[${f.hostAddress}]` : f.hostAddress;
+        const host = ends?.peer ?? f.hostShown ?? (f.proto === 'icmp' || f.forward !== undefined ? f.hostAddress : `${hostAddr}:${f.dstPort}`);
         const item: FlowListing = {
           proto: f.proto,
-          guest: `${formatIpv4(f.guestIp)}:${port(f.guestPort)}`,
-          remote: f.proto === 'icmp' ? formatIpv4(f.dstIp) : `${formatIpv4(f.dstIp)}:${f.dstPort}`,
+          guest: ipPort(f.guestIp, f.guestPort),
+          remote: f.proto === 'icmp' ? formatIp(f.dstIp) : formatIpPort(f.dstIp, f.dstPort),
           host,
           state: f.stateName,
           bytes_from_guest: f.bytesFromGuest,

@@ -35,7 +35,9 @@ import type { Ipv4View } from '../stack/wire/ipv4.ts';
 import { IpProto, IPV4_HLEN, writeIpv4 } from '../stack/wire/ipv4.ts';
 import { IcmpTimeExceededCode, IcmpType, IcmpUnreachCode, Icmpv4View } from '../stack/wire/icmpv4.ts';
 import { adjustChecksum16 } from '../stack/wire/checksum.ts';
-import { formatIpv4, parseIpv4, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
+import { formatIp, formatIpv4, parseIp, type IpAddr, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
+import { IPV6_HLEN, Ipv6Next, Ipv6View, writeIpv6 } from '../stack/wire/ipv6.ts';
+import { Icmpv6Type, Icmpv6UnreachCode, Icmpv6View } from '../stack/wire/icmpv6.ts';
 import { loadNative, type NativePingSocket, type NativePingSocketOptions } from '../link/native.ts';
 import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
 
@@ -83,14 +85,14 @@ interface IcmpFlow extends FlowEntry {
   bytesToGuest: number;
   /** Position in the LRU map. */
   key: number;
-  guestIp: Ipv4Addr;
+  guestIp: IpAddr;
   guestIdent: number;
   guestMac: MacAddr;
   /** The destination as the guest addressed it. */
-  dstIp: Ipv4Addr;
-  /** Where the policy sends it on the host (127.0.0.1 for the gateway). */
+  dstIp: IpAddr;
+  /** Where the policy sends it on the host (127.0.0.1 for the gateway, ::1 for the IPv6 one). */
   hostAddress: string;
-  hostIp: Ipv4Addr;
+  hostIp: IpAddr;
   socket: PingHandle;
   /** The kernel's identifier for this socket (what the host-side messages carry). */
   hostIdent: number;
@@ -168,7 +170,8 @@ export class IcmpNat {
   }
 
   /** An ICMP message from the guest for `hostAddress` (already decided by the policy; TTL > 1). */
-  input(ip: Ipv4View, guestMac: MacAddr, now: number, hostAddress: string): void {
+  input(ip: Ipv4View | Ipv6View, guestMac: MacAddr, now: number, hostAddress: string): void {
+    if (ip instanceof Ipv6View) return this.input6(ip, guestMac, now, hostAddress);
     const icmp = Icmpv4View.checked(ip.buf, ip.payloadOff, ip.payloadLen);
     if (typeof icmp === 'string') {
       this.stats.dropped[icmp]++;
@@ -225,9 +228,68 @@ export class IcmpNat {
     this.stats.sendErrors++;
   }
 
-  private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestIdent: number, dstIp: Ipv4Addr, hostAddress: string, now: number): IcmpFlow | undefined {
-    const hostIp = parseIpv4(hostAddress);
-    if (hostIp === undefined) throw new Error(`IcmpNat: not an IPv4 address: ${hostAddress}`); // policy bug
+  /**
+   * ICMPv6 echo (RFC 4443 §4) through an IPv6 ping socket: the same flows and rules as IPv4; an
+   * error vmnat raises itself goes out as ICMPv6 from the IPv6 gateway.
+   */
+  private input6(ip: Ipv6View, guestMac: MacAddr, now: number, hostAddress: string): void {
+    const six = this.stack.ipv6;
+    if (six === undefined) return;
+    const icmp = Icmpv6View.checked(ip.buf, ip.payloadOff, ip.payloadLen, ip.addrSum);
+    if (typeof icmp === 'string') {
+      this.stats.dropped[icmp]++;
+      return;
+    }
+    if (icmp.type !== Icmpv6Type.EchoRequest) {
+      this.stats.dropped.notEchoRequest++;
+      return;
+    }
+    if (icmp.code !== 0) {
+      this.stats.dropped.badCode++;
+      return;
+    }
+    if (this.notPermitted !== undefined) {
+      this.stats.dropped.notPermitted++;
+      return;
+    }
+    const guestIp = ip.src;
+    const dstIp = ip.dst;
+    const guestIdent = icmp.ident;
+    let flow = this.index.get(0, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
+    if (flow === undefined) {
+      if (this.options.admit !== undefined && !this.options.admit('icmp', guestIp, guestIdent, dstIp, 0)) {
+        this.stats.refusedByFilter++;
+        six.sendErrorAbout(ip, guestMac, Icmpv6Type.DestUnreachable, Icmpv6UnreachCode.AdminProhibited);
+        return;
+      }
+      flow = this.open(guestMac, guestIp, guestIdent, dstIp, hostAddress, now);
+      if (flow === undefined) return;
+      this.index.add(flow, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
+    } else {
+      this.flows.delete(flow.key);
+      this.flows.set(flow.key, flow);
+    }
+    flow.lastActive = now;
+    flow.guestMac = guestMac;
+    flow.lastTtl = ip.hopLimit;
+    flow.lastLen = icmp.len;
+    flow.requests++;
+    flow.bytesFromGuest += icmp.payloadLen;
+    this.stats.requestsFromGuest++;
+    this.stats.bytesFromGuest += icmp.payloadLen;
+    const err = flow.socket.send(ip.buf.subarray(icmp.off, icmp.off + icmp.len), Math.max(1, ip.hopLimit - 1));
+    if (err === undefined) return;
+    if (err === 'ENETUNREACH' || err === 'EHOSTUNREACH') {
+      this.stats.unreachableToGuest++;
+      six.sendErrorAbout(ip, guestMac, Icmpv6Type.DestUnreachable, err === 'ENETUNREACH' ? Icmpv6UnreachCode.NoRoute : Icmpv6UnreachCode.Address);
+      return;
+    }
+    this.stats.sendErrors++;
+  }
+
+  private open(guestMac: MacAddr, guestIp: IpAddr, guestIdent: number, dstIp: IpAddr, hostAddress: string, now: number): IcmpFlow | undefined {
+    const hostIp = parseIp(hostAddress);
+    if (hostIp === undefined) throw new Error(`IcmpNat: not an IP address: ${hostAddress}`); // policy bug
     if (this.flows.size >= this.options.maxFlows || this.table.guestFull) {
       // The least recently active flow of ours makes room; with none, the guests' budget is taken
       // by other protocols' flows and this one is refused.
@@ -244,10 +306,12 @@ export class IcmpNat {
     try {
       socket = this.opener(hostAddress, {
         onMessage: (msg, src, ttl) => {
-          if (flow !== undefined) this.onReply(flow, msg, src, ttl);
+          if (flow !== undefined) this.onReply(flow, msg, typeof src === 'string' ? (parseIp(src) ?? src) : src, ttl);
         },
         onError: (type, code, info, offender, quoted) => {
-          if (flow !== undefined) this.onError(flow, type, code, info, offender, quoted);
+          if (flow === undefined) return;
+          if (typeof flow.guestIp === 'string') this.onError6(flow, type, code, info, typeof offender === 'string' ? (parseIp(offender) ?? offender) : undefined, quoted);
+          else if (typeof offender === 'number') this.onError(flow, type, code, info, offender, quoted);
         },
       });
     } catch (err) {
@@ -273,14 +337,15 @@ export class IcmpNat {
   }
 
   /** An echo reply for the flow's socket: back to the guest with its own identifier. */
-  private onReply(flow: IcmpFlow, msg: Uint8Array, src: Ipv4Addr, ttl: number): void {
+  private onReply(flow: IcmpFlow, msg: Uint8Array, src: IpAddr, ttl: number): void {
     if (flow.closed) return;
     if (src !== flow.hostIp) {
       // Our identifier, another sender: the guest never asked that address.
       this.stats.dropped.foreignSource++;
       return;
     }
-    if (msg.length < 8 || msg[0] !== IcmpType.EchoReply) {
+    const v6 = typeof flow.guestIp === 'string';
+    if (msg.length < 8 || msg[0] !== (v6 ? Icmpv6Type.EchoReply : IcmpType.EchoReply)) {
       this.stats.dropped.badReply++;
       return;
     }
@@ -292,7 +357,44 @@ export class IcmpNat {
     const seq = (msg[6]! << 8) | msg[7]!;
     // vmnat is one more hop on the way back.
     const ttlOut = ttl < 0 ? 64 : Math.max(1, ttl - 1);
-    this.stack.sendIcmpMessage(flow.guestMac, flow.dstIp, flow.guestIp, IcmpType.EchoReply, 0, ((flow.guestIdent << 16) | seq) >>> 0, msg.subarray(8), ttlOut);
+    this.stack.sendIcmpMessage(flow.guestMac, flow.dstIp, flow.guestIp, v6 ? Icmpv6Type.EchoReply : IcmpType.EchoReply, 0, ((flow.guestIdent << 16) | seq) >>> 0, msg.subarray(8), ttlOut);
+  }
+
+  /**
+   * An ICMPv6 error about one of an IPv6 flow's requests (RFC 4443 §3: unreachable, packet too big,
+   * time exceeded, parameter problem), relayed as for IPv4: quoting the guest's request with its
+   * own identifier, from the router that sent it (the gateway for the host's own ::1).
+   */
+  private onError6(flow: IcmpFlow, type: number, code: number, info: number, offender: IpAddr | undefined, quoted: Uint8Array): void {
+    if (flow.closed || typeof flow.guestIp !== 'string' || typeof flow.dstIp !== 'string') return;
+    const six = this.stack.ipv6;
+    if (six === undefined) return;
+    if (type !== Icmpv6Type.DestUnreachable && type !== Icmpv6Type.PacketTooBig && type !== Icmpv6Type.TimeExceeded && type !== Icmpv6Type.ParameterProblem) {
+      this.stats.dropped.errorType++;
+      return;
+    }
+    if (offender === undefined || typeof offender !== 'string') {
+      this.stats.dropped.errorNoOffender++;
+      return;
+    }
+    if (quoted.length < 8) {
+      this.stats.dropped.errorTruncated++;
+      return;
+    }
+    const from = offender === flow.hostIp ? flow.dstIp : offender === '::1' ? six.config.gateway : offender;
+    const icmpLen = Math.min(quoted.length, 1232 - IPV6_HLEN);
+    const q = new Uint8Array(IPV6_HLEN + icmpLen);
+    const hopLimit = type === Icmpv6Type.TimeExceeded && code === 0 ? 1 : flow.lastTtl;
+    writeIpv6(q, 0, Math.max(flow.lastLen, icmpLen), Ipv6Next.ICMPv6, hopLimit, flow.guestIp, flow.dstIp);
+    q.set(quoted.subarray(0, icmpLen), IPV6_HLEN);
+    const hostIdent = (quoted[4]! << 8) | quoted[5]!;
+    const fixed = adjustChecksum16((quoted[2]! << 8) | quoted[3]!, hostIdent, flow.guestIdent);
+    q[IPV6_HLEN + 2] = fixed >>> 8;
+    q[IPV6_HLEN + 3] = fixed & 0xff;
+    q[IPV6_HLEN + 4] = flow.guestIdent >>> 8;
+    q[IPV6_HLEN + 5] = flow.guestIdent & 0xff;
+    this.stats.errorsToGuest++;
+    six.sendIcmpMessage(flow.guestMac, from, flow.guestIp, type, code, type === Icmpv6Type.PacketTooBig || type === Icmpv6Type.ParameterProblem ? info >>> 0 : 0, q);
   }
 
   /**
@@ -316,6 +418,7 @@ export class IcmpNat {
     // The host speaking for itself from loopback, or the destination behind the gateway mapping:
     // the guest knows them as the address it pinged, or as the gateway.
     const from = offender === flow.hostIp ? flow.dstIp : offender >>> 24 === 127 ? this.options.gateway : offender;
+    if (typeof flow.guestIp !== 'number' || typeof flow.dstIp !== 'number') return;
     const q = this.quote;
     const icmpLen = Math.min(quoted.length, MAX_QUOTED_ICMP);
     const quotedTtl = type === IcmpType.TimeExceeded && code === IcmpTimeExceededCode.TtlExceeded ? 1 : flow.lastTtl;
@@ -367,8 +470,8 @@ export class IcmpNat {
     const now = this.now();
     return [...this.flows.values()].map((f) => ({
       proto: 'icmp' as const,
-      guest: formatIpv4(f.guestIp),
-      destination: formatIpv4(f.dstIp),
+      guest: formatIp(f.guestIp),
+      destination: formatIp(f.dstIp),
       host: f.hostAddress,
       guestIdent: f.guestIdent,
       hostIdent: f.hostIdent,

@@ -18,7 +18,7 @@
  *   its own switch (`--no-host-loopback`).
  * - Every other address is reached at its real address from an ordinary host socket.
  */
-import { formatIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
+import { formatIpv4, ipv6Bytes, ipv6InPrefix, type Ipv4Addr, type Ipv6Addr } from '../stack/wire/addr.ts';
 import type { GuestForwardEntry } from '../portfwd/guestfwd.ts';
 
 export interface NatPolicyConfig {
@@ -73,4 +73,35 @@ export function natTarget(cfg: NatPolicyConfig, dst: Ipv4Addr, dstPort: number):
   if ((dst & cfg.netmask) >>> 0 === cfg.network) return DROP_LOCAL;
   if (cfg.deny !== undefined) for (const r of cfg.deny) if ((dst & r.mask) >>> 0 === r.network) return DENY;
   return { kind: 'host', address: formatIpv4(dst) };
+}
+
+/** The IPv6 side of the policy: the same rules over the guests' /64 (ipv6.ts). */
+export interface NatPolicy6Config {
+  gateway: Ipv6Addr;
+  dns: Ipv6Addr;
+  /** The guests' /64 prefix (network address). */
+  prefix: Ipv6Addr;
+  hostLoopback: boolean;
+  /** IPv6 ranges the guest may never reach through the NAT (`--deny`). */
+  deny?: readonly { prefix: Ipv6Addr; prefixLen: number }[];
+}
+
+const LOOPBACK6: NatTarget = { kind: 'host', address: '::1' };
+
+/**
+ * Where an IPv6 destination leads: the gateway (::2) is the host's ::1 (unless
+ * `--no-host-loopback`); ::3 offers DNS on 53; multicast is the link's; the unspecified, loopback
+ * and IPv4-mapped addresses cannot be meant for the outside; link-local (fe80::/10) and the guests'
+ * own prefix never leave the link; every other address is reached at its real address.
+ */
+export function natTarget6(cfg: NatPolicy6Config, dst: Ipv6Addr, dstPort: number): NatTarget {
+  if (dst === cfg.gateway) return cfg.hostLoopback ? LOOPBACK6 : REFUSE_LOOPBACK;
+  if (dst === cfg.dns) return dstPort === 53 ? DNS : REFUSE_PORT;
+  const b = ipv6Bytes(dst);
+  if (b[0] === 0xff) return DROP_MCAST;
+  if (dst === '::' || dst === '::1' || dst.startsWith('::ffff:')) return DROP_MARTIAN;
+  if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) return DROP_LOCAL;
+  if (ipv6InPrefix(b, ipv6Bytes(cfg.prefix), 64)) return DROP_LOCAL;
+  if (cfg.deny !== undefined) for (const r of cfg.deny) if (ipv6InPrefix(b, ipv6Bytes(r.prefix), r.prefixLen)) return DENY;
+  return { kind: 'host', address: dst };
 }

@@ -30,9 +30,11 @@ import net from 'node:net';
 import { debuglog } from 'node:util';
 import type { Stack } from '../stack/stack.ts';
 import type { Ipv4View } from '../stack/wire/ipv4.ts';
+import { Ipv6View } from '../stack/wire/ipv6.ts';
+import { ipv4AddrSum } from '../stack/wire/checksum.ts';
 import { TcpFlag, TcpView, createTcpOptions } from '../stack/wire/tcp.ts';
 import { IcmpType, IcmpUnreachCode } from '../stack/wire/icmpv4.ts';
-import { formatIpv4, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
+import { formatIpPort, type IpAddr, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
 import {
   TcpConnection,
   TcpOutSegment,
@@ -48,7 +50,7 @@ import {
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
 import type { FaultBarrier } from '../fault.ts';
-import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex } from './flows.ts';
+import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex, type SideKey } from './flows.ts';
 
 const trace = debuglog('vmnat');
 /** How often idle flows are looked for: the timeout is coarse (hours by default), so is this. */
@@ -175,7 +177,8 @@ class SocketEndpoint implements HostEndpoint {
     if (this.stale() || this.socket.destroyed) return undefined;
     const s = this.socket;
     if (s.localAddress === undefined || s.localPort === undefined || s.remoteAddress === undefined || s.remotePort === undefined) return undefined;
-    return { local: `${s.localAddress}:${s.localPort}`, peer: `${s.remoteAddress}:${s.remotePort}` };
+    const end = (a: string, p: number) => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
+    return { local: end(s.localAddress, s.localPort), peer: end(s.remoteAddress, s.remotePort) };
   }
 }
 
@@ -256,9 +259,9 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
   constructor(
     private readonly nat: TcpNat,
     readonly guestMac: MacAddr,
-    readonly guestIp: Ipv4Addr,
+    readonly guestIp: IpAddr,
     readonly guestPort: number,
-    readonly dstIp: Ipv4Addr,
+    readonly dstIp: IpAddr,
     readonly dstPort: number,
     readonly hostAddress: string,
     now: number,
@@ -418,7 +421,7 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
   }
 
   describe(): string {
-    return `${formatIpv4(this.guestIp)}:${this.guestPort} -> ${formatIpv4(this.dstIp)}:${this.dstPort}`;
+    return `${formatIpPort(this.guestIp, this.guestPort)} -> ${formatIpPort(this.dstIp, this.dstPort)}`;
   }
 
   get stateName(): string {
@@ -492,8 +495,10 @@ export class TcpNat {
    * A TCP packet from a guest. `hostAddress` is where the policy sends it; 'dns' means the local
    * DNS service; undefined means refuse (RST).
    */
-  input(ip: Ipv4View, srcMac: MacAddr, now: number, hostAddress: string | 'dns' | undefined, connectTo?: { path: string } | { host: string; port: number }): void {
-    const view = TcpView.checked(ip.buf, ip.payloadOff, ip.payloadLen, ip.src, ip.dst, this.stack.rxL4ChecksumOk);
+  input(ip: Ipv4View | Ipv6View, srcMac: MacAddr, now: number, hostAddress: string | 'dns' | undefined, connectTo?: { path: string } | { host: string; port: number }): void {
+    const v6 = ip instanceof Ipv6View;
+    const addrSum = v6 ? ip.addrSum : ipv4AddrSum(ip.src, ip.dst);
+    const view = TcpView.checkedSum(ip.buf, ip.payloadOff, ip.payloadLen, addrSum, v6 ? this.stack.ipv6?.rxL4ChecksumOk === true : this.stack.rxL4ChecksumOk);
     if (typeof view === 'string') {
       this.stats.malformed++;
       trace('tcp: drop %s', view);
@@ -504,8 +509,10 @@ export class TcpNat {
       this.stats.badOptions++;
       return;
     }
-    const guestKey = ip.src * 65536 + view.srcPort;
-    const dstKey = ip.dst * 65536 + view.dstPort;
+    const src = ip.src;
+    const dst = ip.dst;
+    const guestKey = sideKey(src, view.srcPort);
+    const dstKey = sideKey(dst, view.dstPort);
     const flow = this.flows.get(0, guestKey, dstKey);
     if (flow !== undefined) {
       flow.lastActive = now;
@@ -530,41 +537,41 @@ export class TcpNat {
     if ((seg.flags & (TcpFlag.SYN | TcpFlag.ACK | TcpFlag.RST)) !== TcpFlag.SYN) {
       if (seg.flags & TcpFlag.RST) return;
       this.stats.rstForUnknown++;
-      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      this.sendRst(srcMac, dst, view.dstPort, src, view.srcPort);
       return;
     }
     if (hostAddress === undefined) {
       this.stats.refusedByPolicy++;
-      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      this.sendRst(srcMac, dst, view.dstPort, src, view.srcPort);
       return;
     }
     // vmnat's own DNS service is not a way out, and is never filtered (as DHCP).
-    if (hostAddress !== 'dns' && this.options.admit !== undefined && !this.options.admit('tcp', ip.src, view.srcPort, ip.dst, view.dstPort)) {
+    if (hostAddress !== 'dns' && this.options.admit !== undefined && !this.options.admit('tcp', src, view.srcPort, dst, view.dstPort)) {
       this.stats.refusedByFilter++;
-      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      this.sendRst(srcMac, dst, view.dstPort, src, view.srcPort);
       return;
     }
     if (this.flows.size - this.forwardFlows >= this.options.maxFlows || this.table.guestFull) {
       this.stats.flowLimit++;
-      this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+      this.sendRst(srcMac, dst, view.dstPort, src, view.srcPort);
       return;
     }
-    const f = new TcpFlow(this, srcMac, ip.src, view.srcPort, ip.dst, view.dstPort, hostAddress === 'dns' ? 'dns' : hostAddress, now);
+    const f = new TcpFlow(this, srcMac, src, view.srcPort, dst, view.dstPort, hostAddress === 'dns' ? 'dns' : hostAddress, now);
     if (hostAddress === 'dns') {
       if (this.localService === undefined) {
         this.stats.refusedByPolicy++;
-        this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+        this.sendRst(srcMac, dst, view.dstPort, src, view.srcPort);
         return;
       }
       const endpoint = this.localService(f);
       if (endpoint === undefined) {
         this.stats.localServiceLimit++;
-        this.sendRst(srcMac, ip.dst, view.dstPort, ip.src, view.srcPort);
+        this.sendRst(srcMac, dst, view.dstPort, src, view.srcPort);
         return;
       }
       this.add(f, guestKey, dstKey);
       f.host = endpoint;
-      f.conn = TcpConnection.acceptSyn(seg, f, now, { config: this.config, stats: this.tcpStats });
+      f.conn = TcpConnection.acceptSyn(seg, f, now, { config: this.configFor(f), stats: this.tcpStats });
       this.touchedNoWake(f);
       return;
     }
@@ -580,14 +587,14 @@ export class TcpNat {
     this.dial(f, seg, ip);
   }
 
-  private add(f: TcpFlow, guestKey: number, dstKey: number): void {
+  private add(f: TcpFlow, guestKey: SideKey, dstKey: SideKey): void {
     if (this.nextSweep === undefined && this.options.idleTimeoutMs > 0) this.nextSweep = f.openedAt + this.sweepMs();
     this.flows.add(f, guestKey, dstKey);
     this.stats.flowsOpened++;
     this.onFlowEvent?.('open', f);
   }
 
-  private dial(f: TcpFlow, seg: TcpSegment, ip: Ipv4View): void {
+  private dial(f: TcpFlow, seg: TcpSegment, ip: Ipv4View | Ipv6View): void {
     this.halfOpen++;
     const syn = new TcpSegment();
     syn.seq = seg.seq;
@@ -598,7 +605,8 @@ export class TcpNat {
     syn.windowScale = seg.windowScale;
     syn.sackPermitted = seg.sackPermitted;
     f.syn = syn;
-    const quoteLen = Math.min(ip.headerLen + 8, ip.totalLen);
+    // ICMPv4 quotes the header and 8 bytes (RFC 792); ICMPv6 as much as fits (the SYN is small).
+    const quoteLen = ip instanceof Ipv6View ? Math.min(ip.totalLen, 1232) : Math.min(ip.headerLen + 8, ip.totalLen);
     f.synQuote = ip.buf.slice(ip.off, ip.off + quoteLen);
     let dial = this.dialPool.pop();
     if (dial !== undefined) this.stats.dialSocketsReused++;
@@ -618,7 +626,7 @@ export class TcpNat {
     const syn = f.syn;
     f.syn = undefined;
     f.synQuote = undefined;
-    f.conn = TcpConnection.acceptSyn(syn, f, this.now(), { config: this.config, stats: this.tcpStats });
+    f.conn = TcpConnection.acceptSyn(syn, f, this.now(), { config: this.configFor(f), stats: this.tcpStats });
     this.touched(f);
   }
 
@@ -648,7 +656,7 @@ export class TcpNat {
     this.wake();
   }
 
-  private sendRst(guestMac: MacAddr, srcIp: Ipv4Addr, srcPort: number, dstIp: Ipv4Addr, dstPort: number): void {
+  private sendRst(guestMac: MacAddr, srcIp: IpAddr, srcPort: number, dstIp: IpAddr, dstPort: number): void {
     if (rstForSegment(this.seg, this.rst)) this.stack.sendTcp(guestMac, srcIp, srcPort, dstIp, dstPort, this.rst);
   }
 
@@ -660,14 +668,29 @@ export class TcpNat {
    * answer, the host client sees a reset. Returns the socket that carries the connection from now
    * on (`accepted` itself, or its re-wrapped replacement), or undefined if none was attempted.
    */
-  openToGuest(accepted: net.Socket, srcIp: Ipv4Addr, guestIp: Ipv4Addr, guestPort: number, forward: string, clientLabel?: string, srcPortWanted?: number): net.Socket | undefined {
-    const guestMac = this.stack.neighbours.lookup(guestIp);
+  /**
+   * A forwarded connection into the guest. `opts.clientLabel`: how listings and the per-source
+   * budget name the client (a unix socket's peer has no address); `opts.srcPortWanted`: the
+   * client's own port, used when free (--hostfwd-source client); `opts.rewrap` false: the caller
+   * already handed `accepted` on as the connection's socket.
+   */
+  openToGuest(
+    accepted: net.Socket,
+    srcIp: IpAddr,
+    guestIp: IpAddr,
+    guestPort: number,
+    forward: string,
+    opts: { clientLabel?: string | undefined; srcPortWanted?: number | undefined; rewrap?: boolean } = {},
+  ): net.Socket | undefined {
+    const guestMac = this.stack.lookupNeighbour(guestIp);
+    const srcPortWanted = opts.srcPortWanted;
+    const rewrap = opts.rewrap ?? true;
     // The client's own port when vmnat speaks as the client (--hostfwd-source client) and it is
     // free toward this guest port; else an ephemeral one.
-    const wantedFree = srcPortWanted !== undefined && this.flows.ofGuest(0, sideKey(guestIp, guestPort))?.get(srcIp * 65536 + srcPortWanted) === undefined;
+    const wantedFree = srcPortWanted !== undefined && this.flows.ofGuest(0, sideKey(guestIp, guestPort))?.get(sideKey(srcIp, srcPortWanted)) === undefined;
     const srcPort = guestMac === undefined ? undefined : wantedFree ? srcPortWanted : this.ephemeralPort(guestIp, guestPort, srcIp);
     // The client as listings and the per-source budget name it (a unix socket's peer has no address).
-    const client = clientLabel ?? accepted.remoteAddress ?? '';
+    const client = opts.clientLabel ?? accepted.remoteAddress ?? '';
     const fromClient = this.forwardsBySource.get(client) ?? 0;
     let limit: 'forwardLimit' | 'forwardHalfOpenLimit' | 'forwardPerSourceLimit' | undefined;
     if (this.forwardFlows >= (this.options.maxForwardFlows ?? 4096)) limit = 'forwardLimit';
@@ -690,7 +713,8 @@ export class TcpNat {
     this.forwardFlows++;
     this.forwardHalfOpen++;
     this.forwardsBySource.set(client, fromClient + 1);
-    const rewrapped = this.rewrapWithOnread(accepted, f);
+    // `rewrap` false: the caller already handed `accepted` on as the connection's socket.
+    const rewrapped = rewrap ? this.rewrapWithOnread(accepted, f) : undefined;
     const socket = rewrapped ?? accepted;
     f.host = new SocketEndpoint(socket);
     f.established = () => {
@@ -704,9 +728,9 @@ export class TcpNat {
     if (rewrapped === undefined) socket.on('data', (chunk: Buffer) => this.guard(f, 'reading a forwarded socket', (g) => g.data(chunk)));
     socket.on('end', () => this.guard(f, 'ending a forwarded socket', (g) => g.end()));
     socket.on('error', (err: NodeJS.ErrnoException) => this.guard(f, 'handling a forwarded socket error', (g) => g.error(err.code)));
-    this.add(f, guestIp * 65536 + guestPort, srcIp * 65536 + srcPort);
+    this.add(f, sideKey(guestIp, guestPort), sideKey(srcIp, srcPort));
     this.stats.forwardsOpened++;
-    f.conn = TcpConnection.connect(f, now, { config: this.config, stats: this.tcpStats });
+    f.conn = TcpConnection.connect(f, now, { config: this.configFor(f), stats: this.tcpStats });
     this.touched(f);
     return socket;
   }
@@ -761,12 +785,19 @@ export class TcpNat {
     return socket;
   }
 
+  /** The TCP configuration for a flow's family: IPv6's header is 20 bytes longer, so its MSS is 20 smaller. */
+  private configFor(f: TcpFlow): TcpConfig {
+    if (typeof f.guestIp !== 'string') return this.config;
+    return (this.config6 ??= { ...this.config, mss: this.config.mss - 20 });
+  }
+  private config6: TcpConfig | undefined;
+
   /** A free source port on `srcIp` for a new flow to guestIp:guestPort (49152..65535, rotating). */
-  private ephemeralPort(guestIp: Ipv4Addr, guestPort: number, srcIp: Ipv4Addr): number | undefined {
+  private ephemeralPort(guestIp: IpAddr, guestPort: number, srcIp: IpAddr): number | undefined {
     const perGuest = this.flows.ofGuest(0, sideKey(guestIp, guestPort));
     for (let i = 0; i < 16384; i++) {
       this.nextEphemeral = this.nextEphemeral >= 65535 ? 49152 : this.nextEphemeral + 1;
-      if (perGuest?.get(srcIp * 65536 + this.nextEphemeral) === undefined) return this.nextEphemeral;
+      if (perGuest?.get(sideKey(srcIp, this.nextEphemeral)) === undefined) return this.nextEphemeral;
     }
     return undefined;
   }

@@ -2,7 +2,7 @@
  * UDP through the NAT: one connected host socket per guest flow.
  *
  * Theory of operation: a flow is the 4-tuple (guest address:port → destination address:port).
- * Its host side is a `udp4` socket connect()ed to the destination the policy chose (the gateway
+ * Its host side is a `udp4` (or, for IPv6, `udp6`) socket connect()ed to the destination the policy chose (the gateway
  * becomes 127.0.0.1), so the kernel filters replies to that peer only and reports ICMP port
  * unreachable as ECONNREFUSED, which we turn into an ICMP port unreachable to the guest (quoting
  * the guest's own header, as a router would). Replies go back to the guest from the address it
@@ -27,7 +27,8 @@
  * nothing is ever sent on a socket Node left unconnected (that send() would throw).
  */
 import dgram from 'node:dgram';
-import { formatIpv4, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
+import type { IpAddr, MacAddr } from '../stack/wire/addr.ts';
+import { writeIpv6 } from '../stack/wire/ipv6.ts';
 import type { Stack } from '../stack/stack.ts';
 import { IdleSweep } from './idle.ts';
 import { IcmpType, IcmpUnreachCode } from '../stack/wire/icmpv4.ts';
@@ -66,10 +67,10 @@ interface UdpFlow extends FlowEntry {
   readonly proto: 'udp';
   /** Position in the LRU map. */
   key: number;
-  guestIp: Ipv4Addr;
+  guestIp: IpAddr;
   guestPort: number;
   guestMac: MacAddr;
-  dstIp: Ipv4Addr;
+  dstIp: IpAddr;
   dstPort: number;
   hostAddress: string;
   socket: dgram.Socket;
@@ -119,7 +120,7 @@ export class UdpNat {
   }
 
   /** A datagram from the guest for `hostAddress` (already decided by the policy). */
-  output(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, payload: Uint8Array, now: number): void {
+  output(guestMac: MacAddr, guestIp: IpAddr, guestPort: number, dstIp: IpAddr, dstPort: number, hostAddress: string, payload: Uint8Array, now: number): void {
     if (dstPort === 0) {
       // Reserved (RFC 768 has no port 0 service) and Node's connect() throws on it: as a host
       // would, say "port unreachable".
@@ -200,7 +201,7 @@ export class UdpNat {
     flow.pending = [];
   }
 
-  private open(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, hostAddress: string, now: number): UdpFlow | undefined {
+  private open(guestMac: MacAddr, guestIp: IpAddr, guestPort: number, dstIp: IpAddr, dstPort: number, hostAddress: string, now: number): UdpFlow | undefined {
     if (this.flows.size >= this.options.maxFlows || this.table.guestFull) {
       // The least recently active flow of ours makes room; with none, the guests' budget is taken
       // by other protocols' flows and this one is refused.
@@ -212,7 +213,7 @@ export class UdpNat {
       this.stats.flowsEvicted++;
       this.close(oldest.value);
     }
-    const socket = dgram.createSocket({ type: 'udp4' });
+    const socket = dgram.createSocket({ type: hostAddress.includes(':') ? 'udp6' : 'udp4' });
     const key = ++this.flowSeq;
     const flow: UdpFlow = {
       proto: 'udp', net: 0, openedAt: now, stateName: 'active',
@@ -279,18 +280,23 @@ export class UdpNat {
   }
 
   /** ICMP port unreachable to the guest, quoting the header of a datagram it sent on this flow. */
-  private portUnreachable(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number): void {
+  private portUnreachable(guestMac: MacAddr, guestIp: IpAddr, guestPort: number, dstIp: IpAddr, dstPort: number): void {
     this.unreachable(guestMac, guestIp, guestPort, dstIp, dstPort, IcmpUnreachCode.Port);
   }
 
-  private unreachable(guestMac: MacAddr, guestIp: Ipv4Addr, guestPort: number, dstIp: Ipv4Addr, dstPort: number, code: number): void {
-    const quote = new Uint8Array(28);
-    writeIpv4(quote, 0, 28, 0, 0, 64, IpProto.UDP, guestIp, dstIp);
-    quote[20] = guestPort >>> 8;
-    quote[21] = guestPort & 0xff;
-    quote[22] = dstPort >>> 8;
-    quote[23] = dstPort & 0xff;
-    quote[25] = 8;
+  private unreachable(guestMac: MacAddr, guestIp: IpAddr, guestPort: number, dstIp: IpAddr, dstPort: number, code: number): void {
+    // The quote: an IP header as the guest sent it and the UDP header (its length; no payload).
+    const v6 = typeof guestIp === 'string' && typeof dstIp === 'string';
+    const h = v6 ? 40 : 20;
+    const quote = new Uint8Array(h + 8);
+    if (typeof guestIp === 'string' && typeof dstIp === 'string') writeIpv6(quote, 0, 8, IpProto.UDP, 64, guestIp, dstIp);
+    else if (typeof guestIp === 'number' && typeof dstIp === 'number') writeIpv4(quote, 0, 28, 0, 0, 64, IpProto.UDP, guestIp, dstIp);
+    else return;
+    quote[h] = guestPort >>> 8;
+    quote[h + 1] = guestPort & 0xff;
+    quote[h + 2] = dstPort >>> 8;
+    quote[h + 3] = dstPort & 0xff;
+    quote[h + 5] = 8;
     this.stack.sendIcmpErrorQuoting(quote, guestMac, dstIp, guestIp, IcmpType.DestUnreachable, code);
   }
 

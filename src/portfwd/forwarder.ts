@@ -30,10 +30,11 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import { debuglog } from 'node:util';
 import fs from 'node:fs';
-import { parseIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
+import { parseIp, type IpAddr } from '../stack/wire/addr.ts';
 import { listenPrivate, replaceStaleSocket, fileIdentity, UnixSocketError } from '../unix-socket.ts';
 import { checkSocketParent, RuntimeDirError } from '../runtime-dir.ts';
 import {
+  DEFAULT_HOST_ADDR,
   checkRuleForNetwork,
   defaultRuleName,
   formatHostSide,
@@ -53,7 +54,7 @@ export interface ForwardTarget {
   rule: string;
   proto: ForwardProto;
   /** The guest address; undefined: the guest's current lease (the dialer resolves it now). */
-  guestIp: Ipv4Addr | undefined;
+  guestIp: IpAddr | undefined;
   guestPort: number;
   /** The host client as the listener saw it. */
   clientAddr: string;
@@ -131,6 +132,8 @@ export interface PortForwarderOptions {
   guestNetwork?: GuestNetwork;
   /** Set when no forward can work (host-only/bridged mode: no NAT): why, for the refusal. */
   refuseAll?: string;
+  /** False: a TCP forward on 127.0.0.1 does not also listen on ::1 (default: it does, when it can). */
+  loopback6?: boolean;
 }
 
 export function createPortfwdStats() {
@@ -140,6 +143,8 @@ export function createPortfwdStats() {
     udpFlowsOpened: 0, udpFlowsClosed: 0, udpFlowsExpired: 0, udpFlowsEvicted: 0, udpRefused: 0,
     datagramsFromHost: 0, datagramsToHost: 0, bytesFromHost: 0, bytesToHost: 0, udpSendErrors: 0,
     dialerThrew: 0, listenerErrors: 0,
+    /** ::1 twins of 127.0.0.1 forwards that could not listen (no IPv6, or the port taken there). */
+    loopback6Skipped: 0,
   };
 }
 export type PortfwdStats = ReturnType<typeof createPortfwdStats>;
@@ -235,6 +240,21 @@ export class PortForwarder {
         if (renamed) entry.rule.name = defaultRuleName(rule.proto, rule.hostAddr, bound, 1);
         if (this.entries.has(entry.rule.name)) throw new ForwardError('EEXIST', entry.rule.name, `a forward named ${entry.rule.name} already exists`);
       }
+      // `localhost` may resolve to ::1 (podman users meet exactly this): a forward on 127.0.0.1
+      // listens on ::1 too, on the same port, when it can (best effort: a host without IPv6, or
+      // ::1's port taken by someone else, leaves the IPv4 listener alone).
+      if (rule.hostAddr === DEFAULT_HOST_ADDR && this.options.loopback6 !== false) {
+        for (let i = 0; i < rule.portCount; i++) {
+          const port = entry.rule.hostPort + i;
+          try {
+            if (rule.proto === 'tcp') entry.servers.push(await this.listenTcp(entry, port, '::1'));
+            else entry.sockets.push(await this.bindUdp(entry, port, '::1'));
+          } catch (err) {
+            this.stats.loopback6Skipped++;
+            trace('no ::1 twin for %s port %d: %o', rule.name, port, err);
+          }
+        }
+      }
       if (this.closed) throw new ForwardError('ECLOSED', rule.name, 'vmnat is shutting down');
     } catch (err) {
       this.stats.addFailed++;
@@ -313,8 +333,9 @@ export class PortForwarder {
 
   // ── TCP ─────────────────────────────────────────────────────────────────────────────────────
 
-  private listenTcp(entry: Entry, port: number): Promise<net.Server> {
+  private listenTcp(entry: Entry, port: number, hostAddr?: string): Promise<net.Server> {
     const rule = entry.rule;
+    const host = hostAddr ?? rule.hostAddr;
     // allowHalfOpen: a client that half-closes must still get the rest of the guest's reply.
     // `port` 0: the kernel picks one; connections are told the port actually bound.
     let bound = port;
@@ -322,7 +343,7 @@ export class PortForwarder {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(listenError(rule, port, err));
       server.once('error', onError);
-      server.listen({ host: rule.hostAddr, port, ipv6Only: rule.hostAddr.includes(':'), exclusive: true }, () => {
+      server.listen({ host, port, ipv6Only: host.includes(':'), exclusive: true }, () => {
         server.off('error', onError);
         bound = (server.address() as net.AddressInfo).port;
         server.on('error', (err) => {
@@ -381,9 +402,10 @@ export class PortForwarder {
 
   // ── UDP ─────────────────────────────────────────────────────────────────────────────────────
 
-  private bindUdp(entry: Entry, port: number): Promise<dgram.Socket> {
+  private bindUdp(entry: Entry, port: number, hostAddr?: string): Promise<dgram.Socket> {
     const rule = entry.rule;
-    const v6 = rule.hostAddr.includes(':');
+    const host = hostAddr ?? rule.hostAddr;
+    const v6 = host.includes(':');
     const socket = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6 });
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => {
@@ -391,7 +413,7 @@ export class PortForwarder {
         reject(listenError(rule, port, err));
       };
       socket.once('error', onError);
-      socket.bind({ address: rule.hostAddr, port, exclusive: true }, () => {
+      socket.bind({ address: host, port, exclusive: true }, () => {
         socket.off('error', onError);
         socket.on('error', (err) => {
           this.stats.listenerErrors++;
@@ -507,7 +529,7 @@ export class PortForwarder {
     return {
       rule: rule.name,
       proto: rule.proto,
-      guestIp: rule.guestAddr === undefined ? undefined : parseIpv4(rule.guestAddr),
+      guestIp: rule.guestAddr === undefined ? undefined : parseIp(rule.guestAddr),
       guestPort: guestPortFor(rule, port),
       clientAddr,
       clientPort,

@@ -17,7 +17,10 @@
  *   - IPv6 listen addresses in brackets in hostfwd (`tcp:[::1]:8080-:80`); natpf takes `::1` or
  *     `[::1]`. An IPv6 listener is IPv6-only (ipv6Only), so `[::]` and `0.0.0.0` can coexist.
  *   - GUESTADDR empty → the guest's leased address, resolved per connection (follows the lease).
- *     The guest network is IPv4, so a guest address is always IPv4.
+ *     A fixed GUESTADDR may be IPv6 (`tcp:[::1]:8080-[fd00:10:0:2::15]:80`, in brackets), in the
+ *     guests' /64; vmnat then connects from the IPv6 gateway.
+ *   - A TCP forward on 127.0.0.1 (the default) also listens on ::1 when it can (forwarder.ts), so
+ *     a client whose `localhost` resolves to ::1 reaches it too.
  *   - Port ranges (neither qemu nor VirtualBox has them): `A..B` on both sides, same size, mapped
  *     one to one: `tcp::8000..8010-:9000..9010`. At most MAX_PORT_RANGE ports per rule (each is a
  *     listening socket). A `-` inside a port is rejected with a hint (the `-` separates the sides).
@@ -31,7 +34,7 @@
  *     hold `-`: the host side ends at the last `-` before `[GUESTADDR]:GUESTPORT`. qemu takes the
  *     first `-`, so any rule qemu reads means the same here. Generated name: `unix-PATH`.
  */
-import { formatIpv4, parseIpv4, type Ipv4Addr } from '../stack/wire/addr.ts';
+import { formatIpv4, ipv6Bytes, ipv6InPrefix, parseIpv4, parseIpv6 as parseIpv6Text, type Ipv4Addr } from '../stack/wire/addr.ts';
 import { formatIpv6, parseIpv6 } from '../dns/hosts.ts';
 
 /** `unix`: the host side is a socket file (`hostAddr` is its path); the guest side is TCP. */
@@ -45,7 +48,7 @@ export interface ForwardRule {
   hostAddr: string;
   /** First host port (the only one unless `portCount` > 1). */
   hostPort: number;
-  /** Dotted-quad IPv4; undefined: the guest's current lease, looked up per connection/flow. */
+  /** Dotted-quad IPv4 or canonical IPv6; undefined: the guest's current lease, looked up per connection/flow. */
   guestAddr: string | undefined;
   guestPort: number;
   /** ≥ 1: host ports hostPort..hostPort+portCount-1 map one to one onto guestPort… */
@@ -131,13 +134,19 @@ function checkHostAddr(text: string): string {
   return fail(`host address ${JSON.stringify(text)} is not an IP address (e.g. 127.0.0.1, 0.0.0.0, [::1], [::])`);
 }
 
-/** Guest address: '' → undefined (the lease); else strict dotted-quad IPv4. */
+/** Guest address: '' → undefined (the lease); else dotted-quad IPv4 or IPv6 (brackets optional), canonical. */
 function checkGuestAddr(text: string): string | undefined {
   if (text === '') return undefined;
   const v4 = parseIpv4(text);
   if (v4 !== undefined) return formatIpv4(v4);
-  if (text.includes(':') || text.startsWith('[')) fail(`guest address ${JSON.stringify(text)} is not IPv4 (the guest network is IPv4)`);
-  return fail(`guest address ${JSON.stringify(text)} is not an IPv4 address (e.g. 10.0.2.15; empty: the guest's lease)`);
+  const inner = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text;
+  if (inner.includes(':')) {
+    if (inner.includes('%')) fail(`guest address ${JSON.stringify(text)}: scoped IPv6 addresses (%zone) are not supported`);
+    const v6 = parseIpv6(inner);
+    if (v6 !== undefined) return formatIpv6(v6);
+    fail(`guest address ${JSON.stringify(text)} is not an IPv6 address (e.g. [fd00:10:0:2::15])`);
+  }
+  return fail(`guest address ${JSON.stringify(text)} is not an IP address (e.g. 10.0.2.15 or [fd00:10:0:2::15]; empty: the guest's lease)`);
 }
 
 function checkPort(side: 'host' | 'guest', n: number, shown: string): number {
@@ -357,7 +366,8 @@ export function formatHostSide(rule: ForwardRule): string {
 
 /** The guest side: `10.0.2.15:80`, or `:80` when it follows the lease. */
 export function formatGuestSide(rule: ForwardRule): string {
-  return `${rule.guestAddr ?? ''}:${formatPorts(rule.guestPort, rule.portCount)}`;
+  const g = rule.guestAddr === undefined ? '' : rule.guestAddr.includes(':') ? `[${rule.guestAddr}]` : rule.guestAddr;
+  return `${g}:${formatPorts(rule.guestPort, rule.portCount)}`;
 }
 
 /** Canonical qemu syntax; `parseHostfwd(formatHostfwd(r))` equals `r` up to the name. */
@@ -379,11 +389,20 @@ export interface GuestNetwork {
   netmask: Ipv4Addr;
   /** vmnat's own addresses there (gateway, DNS): not guests. */
   reserved: readonly Ipv4Addr[];
+  /** The IPv6 /64 and vmnat's addresses in it, when the network has IPv6. */
+  ipv6?: { prefix: string; gateway: string; dns: string } | undefined;
 }
 
 /** Throws ForwardRuleError if a fixed guest address is not a guest host address of `net`. */
 export function checkRuleForNetwork(rule: ForwardRule, net: GuestNetwork): void {
   if (rule.guestAddr === undefined) return;
+  if (rule.guestAddr.includes(':')) {
+    const v6 = parseIpv6Text(rule.guestAddr)!;
+    if (net.ipv6 === undefined) throw new ForwardRuleError(`guest address ${rule.guestAddr} is IPv6, but the guest network has no IPv6 (--no-ipv6)`);
+    if (!ipv6InPrefix(ipv6Bytes(v6), ipv6Bytes(net.ipv6.prefix), 64)) throw new ForwardRuleError(`guest address ${rule.guestAddr} is outside the guest network ${net.ipv6.prefix}/64`);
+    if (v6 === net.ipv6.gateway || v6 === net.ipv6.dns) throw new ForwardRuleError(`guest address ${rule.guestAddr} is vmnat's own address (gateway/DNS), not a guest`);
+    return;
+  }
   const ip = parseIpv4(rule.guestAddr)!;
   const cidr = `${formatIpv4(net.network)}/${Math.clz32(~net.netmask >>> 0)}`;
   const broadcast = (net.network | ~net.netmask) >>> 0;

@@ -26,6 +26,23 @@
  */
 
 import { fillIpv4Checksum, IPV4_FRAG_OFFSET_MASK, IPV4_MAX_LEN, IPV4_MF, type Ipv4View } from './wire/ipv4.ts';
+import { IPV6_FRAG_HLEN, IPV6_HLEN, type Ipv6View } from './wire/ipv6.ts';
+
+/**
+ * One fragment as the family-neutral core sees it: the datagram's key, the fragment's place, the
+ * bytes of the header to keep (`buf[off, off+headerLen)`: the IPv4 header, or IPv6's unfragmentable
+ * part) and of its data (`buf[dataOff, dataOff+len)`).
+ */
+interface FragmentIn {
+  key: string;
+  start: number;
+  len: number;
+  more: boolean;
+  buf: Uint8Array;
+  off: number;
+  headerLen: number;
+  dataOff: number;
+}
 
 export interface ReassemblyLimits {
   /** Datagrams being reassembled at once (tombstones included). Default 64. */
@@ -98,7 +115,13 @@ interface Pending {
 /** Called by `poll` for each expired datagram whose first fragment had arrived (for ICMP Time Exceeded). */
 export type ReassemblyExpiredHandler = (firstFragmentHeader: Uint8Array, firstPayloadBytes: Uint8Array) => void;
 
-export class Ipv4Reassembler {
+/**
+ * The reassembly core for both families (below: `Ipv4Reassembler`, `Ipv6Reassembler`). IPv6
+ * (RFC 8200 §4.5) shares the rules: overlaps poison the datagram (RFC 5722), the same limits and
+ * counters, 65,535 bytes of payload at most; its header kept is the unfragmentable part, and the
+ * Fragment header is left out of the datagram returned.
+ */
+abstract class Reassembler {
   readonly limits: Readonly<ReassemblyLimits>;
   private readonly pending = new Map<string, Pending>();
   private bytesCharged = 0;
@@ -124,26 +147,25 @@ export class Ipv4Reassembler {
    * Takes one fragment (a checked view; its bytes are copied, the frame may be reused). Returns the
    * complete datagram, newly allocated, when this fragment completes it; otherwise undefined.
    */
-  input(ip: Ipv4View, now: number): Uint8Array | undefined {
-    if (!ip.isFragment) {
-      this.stats.notFragment++;
-      return undefined;
-    }
+  protected abstract readonly maxHeaderAndPayload: number;
+  protected abstract finish(header: Uint8Array, frags: readonly Fragment[], payloadLen: number): Uint8Array | undefined;
+
+  protected inputFragment(ip: FragmentIn, now: number): Uint8Array | undefined {
     this.stats.fragments++;
-    const start = ip.fragmentOffset;
-    const len = ip.payloadLen;
+    const start = ip.start;
+    const len = ip.len;
     const end = start + len;
-    const more = ip.moreFragments;
+    const more = ip.more;
     if (more && (len === 0 || (len & 7) !== 0)) {
       this.stats.badFragment++;
       return undefined;
     }
-    if (ip.headerLen + end > IPV4_MAX_LEN) {
+    if (ip.headerLen + end > this.maxHeaderAndPayload) {
       this.stats.tooBig++;
       return undefined;
     }
 
-    const key = `${ip.src}/${ip.dst}/${ip.protocol}/${ip.ident}`;
+    const key = ip.key;
     let p = this.pending.get(key);
     if (p !== undefined && p.deadline <= now) {
       // Expired but not yet polled: this fragment starts a new datagram.
@@ -198,7 +220,7 @@ export class Ipv4Reassembler {
     // greatest end among them: it is the only one that can reach past `start`.
     const prev = idx > 0 ? frags[idx - 1] : undefined;
     if (prev !== undefined && prev.end > start) {
-      if (prev.start === start && prev.end === end && sameBytes(prev.data, ip.buf, ip.payloadOff)) {
+      if (prev.start === start && prev.end === end && sameBytes(prev.data, ip.buf, ip.dataOff)) {
         this.stats.duplicate++;
         return undefined;
       }
@@ -213,7 +235,7 @@ export class Ipv4Reassembler {
       this.stats.evicted++;
       return undefined;
     }
-    const data = ip.buf.slice(ip.payloadOff, ip.payloadOff + len);
+    const data = ip.buf.slice(ip.dataOff, ip.dataOff + len);
     frags.splice(idx, 0, { start, end, data });
     p.payloadHeld += len;
     p.charged += cost;
@@ -222,7 +244,7 @@ export class Ipv4Reassembler {
     if (!more) p.totalPayload = end;
 
     if (p.totalPayload === undefined || p.payloadHeld !== p.totalPayload || p.header === undefined) return undefined;
-    const out = this.assemble(p.header, frags, p.totalPayload);
+    const out = this.finish(p.header, frags, p.totalPayload);
     this.remove(key, p);
     if (out !== undefined) this.stats.reassembled++;
     return out;
@@ -294,7 +316,41 @@ export class Ipv4Reassembler {
     return this.bytesCharged + bytes <= maxBytesTotal && this.pending.size + records <= maxDatagrams;
   }
 
-  private assemble(header: Uint8Array, frags: readonly Fragment[], payloadLen: number): Uint8Array | undefined {
+  protected tooBig(): undefined {
+    this.stats.tooBig++;
+    return undefined;
+  }
+}
+
+/** IPv4 reassembly (RFC 791 §3.2): see the module comment. */
+export class Ipv4Reassembler extends Reassembler {
+  protected readonly maxHeaderAndPayload = IPV4_MAX_LEN;
+
+  /**
+   * Takes one fragment (a checked view; its bytes are copied, the frame may be reused). Returns the
+   * complete datagram, newly allocated, when this fragment completes it; otherwise undefined.
+   */
+  input(ip: Ipv4View, now: number): Uint8Array | undefined {
+    if (!ip.isFragment) {
+      this.stats.notFragment++;
+      return undefined;
+    }
+    return this.inputFragment(
+      {
+        key: `${ip.src}/${ip.dst}/${ip.protocol}/${ip.ident}`,
+        start: ip.fragmentOffset,
+        len: ip.payloadLen,
+        more: ip.moreFragments,
+        buf: ip.buf,
+        off: ip.off,
+        headerLen: ip.headerLen,
+        dataOff: ip.payloadOff,
+      },
+      now,
+    );
+  }
+
+  protected finish(header: Uint8Array, frags: readonly Fragment[], payloadLen: number): Uint8Array | undefined {
     const hl = header.length;
     const total = hl + payloadLen;
     if (total > IPV4_MAX_LEN) {
@@ -312,6 +368,53 @@ export class Ipv4Reassembler {
     out[7] = flags & 0xff;
     for (const f of frags) out.set(f.data, hl + f.start);
     fillIpv4Checksum(out, 0);
+    return out;
+  }
+}
+
+/** IPv6 reassembly (RFC 8200 §4.5): the same core; the Fragment header is unlinked from the result. */
+export class Ipv6Reassembler extends Reassembler {
+  protected readonly maxHeaderAndPayload = IPV6_HLEN + 0xffff;
+  private prevNextAt = 0;
+
+  /** As `Ipv4Reassembler.input`: the whole packet (fixed header, payload length fixed) when complete. */
+  input(ip: Ipv6View, now: number): Uint8Array | undefined {
+    if (!ip.isFragment) {
+      this.stats.notFragment++;
+      return undefined;
+    }
+    const headerLen = ip.fragHeaderOff - ip.off;
+    // Where, in the kept header, the Next Header byte naming the Fragment header is (a fixed
+    // position for one datagram's fragments: their unfragmentable parts are the same).
+    this.prevNextAt = ip.fragPrevNextOff - ip.off;
+    const dataOff = ip.fragHeaderOff + IPV6_FRAG_HLEN;
+    return this.inputFragment(
+      {
+        key: `${ip.src}/${ip.dst}/${ip.ident}`,
+        start: ip.fragmentOffset,
+        len: ip.off + ip.totalLen - dataOff,
+        more: ip.moreFragments,
+        buf: ip.buf,
+        off: ip.off,
+        headerLen: headerLen + IPV6_FRAG_HLEN, // kept with the first fragment: its next header
+        dataOff,
+      },
+      now,
+    );
+  }
+
+  protected finish(header: Uint8Array, frags: readonly Fragment[], payloadLen: number): Uint8Array | undefined {
+    // `header` is the unfragmentable part followed by the first fragment's Fragment header.
+    const hl = header.length - IPV6_FRAG_HLEN;
+    if (hl - IPV6_HLEN + payloadLen > 0xffff) return this.tooBig();
+    const out = new Uint8Array(hl + payloadLen);
+    out.set(header.subarray(0, hl), 0);
+    const plen = hl - IPV6_HLEN + payloadLen;
+    out[4] = plen >>> 8;
+    out[5] = plen & 0xff;
+    const at = this.prevNextAt;
+    if (at >= 0 && at < hl) out[at] = header[hl]!; // the Fragment header's Next Header
+    for (const f of frags) out.set(f.data, hl + f.start);
     return out;
   }
 }

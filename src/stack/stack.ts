@@ -9,18 +9,22 @@
  * reassembled within a bounded budget, ICMP echo to a virtual address is answered here, UDP to a
  * bound port (DHCP on 67) goes to its handler, and everything else is offered to the `forward` hook
  * (the NAT, later) or dropped. Every drop increments one named counter in `stats`; guest input
- * never throws.
+ * never throws. IPv6 frames go to the IPv6 side (ipv6.ts: NDP, router advertisements, its own
+ * services and the NAT's `input6`); the send methods take an address of either family (`IpAddr`)
+ * and hand IPv6 ones to it, so the NAT's flow machines serve both families through one interface.
  *
  * Sans-I/O: the stack has no sockets, timers or clock of its own. Frames leave through the `emit`
  * callback, built once in a scratch buffer that the callee copies before returning; time comes in as
  * `now` (ms, monotonic); `poll(now)` runs expiries and `nextDeadline()` says when it is next needed.
  */
 import { debuglog } from 'node:util';
-import { IPV4_ANY, IPV4_BROADCAST, MAC_BROADCAST, isGroupMac, type Ipv4Addr, type MacAddr } from './wire/addr.ts';
+import { IPV4_ANY, IPV4_BROADCAST, MAC_BROADCAST, isGroupMac, type IpAddr, type Ipv4Addr, type MacAddr } from './wire/addr.ts';
+import { Ipv6Stack, type Ipv6StackConfig } from './ipv6.ts';
+import { Icmpv6Type, Icmpv6UnreachCode } from './wire/icmpv6.ts';
 import { ETH_HLEN, EtherType, EthernetView, writeEthernet } from './wire/ethernet.ts';
 import { ArpOp, ArpView, writeArp } from './wire/arp.ts';
 import { IPV4_DF, IPV4_HLEN, IPV4_MF, IpProto, Ipv4View, writeIpv4 } from './wire/ipv4.ts';
-import { IcmpType, Icmpv4View, writeIcmpEcho, writeIcmpError } from './wire/icmpv4.ts';
+import { IcmpType, IcmpUnreachCode, Icmpv4View, writeIcmpEcho, writeIcmpError } from './wire/icmpv4.ts';
 import { UDP_HLEN, UdpView, writeUdp } from './wire/udp.ts';
 import { Ipv4Reassembler, createReassemblyStats } from './reassembly.ts';
 import { NeighbourTable } from './neighbours.ts';
@@ -35,6 +39,8 @@ export interface StackConfig {
   gateway: Ipv4Addr;
   dns: Ipv4Addr;
   mtu: number;
+  /** IPv6 on the guests' network (ipv6.ts); absent: IPv6 frames are counted and ignored. */
+  ipv6?: Ipv6StackConfig | undefined;
 }
 
 /** The MAC vmnat uses for one of its virtual addresses: 52:55 followed by the IPv4 address. */
@@ -85,6 +91,8 @@ export class Stack {
   readonly neighbours = new NeighbourTable();
   readonly gatewayMac: MacAddr;
   readonly dnsMac: MacAddr;
+  /** The IPv6 side (ipv6.ts), when the network has IPv6. */
+  readonly ipv6: Ipv6Stack | undefined;
   forward: ForwardHook | undefined;
   /** Every link takes large TCP frames as GSO (set by the engine); TCP then sends up to 64 KiB at once. */
   gso = false;
@@ -109,6 +117,8 @@ export class Stack {
   private readonly udpIn: UdpDatagram = { srcMac: 0, srcIp: 0, srcPort: 0, dstIp: 0, dstPort: 0, buf: this.tx, off: 0, len: 0 };
   private frag: Uint8Array | undefined;
   private ident = 1;
+  /** The last `now` seen (input or poll): for IPv6 neighbour solicitations from send paths. */
+  private lastNow = 0;
   private readonly broadcast: Ipv4Addr;
 
   constructor(
@@ -121,6 +131,26 @@ export class Stack {
     this.virtualHosts.set(config.gateway, this.gatewayMac);
     this.virtualHosts.set(config.dns, this.dnsMac);
     this.reassembler = new Ipv4Reassembler({}, this.stats.reassembly);
+    this.ipv6 =
+      config.ipv6 === undefined
+        ? undefined
+        : new Ipv6Stack(
+            config.ipv6,
+            this.gatewayMac,
+            this.dnsMac,
+            (f, gsoSize) => {
+              this.stats.eth.txFrames++;
+              if (gsoSize === undefined) this.emit(f);
+              else this.emit(f, gsoSize);
+            },
+            () => this.gso,
+            () => this.linkCompletesChecksums,
+          );
+  }
+
+  /** The guest MAC of `ip` (either family) from the neighbour tables. */
+  lookupNeighbour(ip: IpAddr): MacAddr | undefined {
+    return typeof ip === 'string' ? this.ipv6?.lookup(ip) : this.neighbours.lookup(ip);
   }
 
   /** The MAC of one of vmnat's own addresses, or undefined if `ip` is not one. */
@@ -179,6 +209,7 @@ export class Stack {
   }
 
   input(frame: Uint8Array, now: number): void {
+    this.lastNow = now;
     const eth = EthernetView.checked(frame, 0, frame.length);
     if (typeof eth === 'string') return this.drop(this.stats.eth, 'truncated', eth);
     this.stats.eth.rxFrames++;
@@ -193,8 +224,12 @@ export class Stack {
       case EtherType.ARP:
         return this.inputArp(frame, eth.payloadOff, eth.payloadLen, eth.src, now);
       case EtherType.IPv6:
-        this.stats.eth.ipv6Ignored++;
-        return;
+        if (this.ipv6 === undefined) {
+          this.stats.eth.ipv6Ignored++;
+          return;
+        }
+        this.ipv6.rxL4ChecksumOk = this.rxL4ChecksumOk;
+        return this.ipv6.input(frame, eth.payloadOff, eth.payloadLen, eth.src, now);
       case EtherType.VLAN:
         this.stats.eth.vlanDropped++;
         return;
@@ -325,7 +360,11 @@ export class Stack {
    * Sends one UDP datagram to a guest. `payload` is copied. With `dstMac` undefined the neighbour
    * table is consulted (dropped and counted under ipv4.noRoute if the guest is unknown).
    */
-  sendUdp(srcIp: Ipv4Addr, srcPort: number, dstIp: Ipv4Addr, dstPort: number, payload: Uint8Array, dstMac?: MacAddr): boolean {
+  sendUdp(srcIp: IpAddr, srcPort: number, dstIp: IpAddr, dstPort: number, payload: Uint8Array, dstMac?: MacAddr): boolean {
+    if (typeof srcIp === 'string' || typeof dstIp === 'string') {
+      if (typeof srcIp !== 'string' || typeof dstIp !== 'string' || this.ipv6 === undefined) return false;
+      return this.ipv6.sendUdp(srcIp, srcPort, dstIp, dstPort, payload, dstMac, this.lastNow);
+    }
     const mac = dstMac ?? this.resolve(dstIp);
     if (mac === undefined) return false;
     const udpOff = ETH_HLEN + IPV4_HLEN;
@@ -346,7 +385,15 @@ export class Stack {
   }
 
   /** Sends an ICMP error to guest `to` quoting `quote` (an IP header + 8 bytes the guest sent). */
-  sendIcmpErrorQuoting(quote: Uint8Array, toMac: MacAddr, from: Ipv4Addr, to: Ipv4Addr, type: number, code: number, restOfHeader = 0): boolean {
+  sendIcmpErrorQuoting(quote: Uint8Array, toMac: MacAddr, from: IpAddr, to: IpAddr, type: number, code: number, restOfHeader = 0): boolean {
+    if (typeof to === 'string') {
+      // An IPv6 flow: the same error in ICMPv6 terms (RFC 4443), from `from` if it is an IPv6
+      // address (the peer's own "port unreachable"), else from the IPv6 gateway.
+      if (this.ipv6 === undefined) return false;
+      const [t6, c6, r6] = icmpv4ToV6(type, code, restOfHeader);
+      return this.ipv6.sendIcmpMessage(toMac, typeof from === 'string' ? from : this.ipv6.config.gateway, to, t6, c6, r6, quote);
+    }
+    if (typeof from === 'string') return false;
     const icmpOff = ETH_HLEN + IPV4_HLEN;
     this.tx.set(quote, icmpOff + 8);
     writeIcmpError(this.tx, icmpOff, type, code, quote.length, restOfHeader);
@@ -358,7 +405,11 @@ export class Stack {
    * Sends an ICMP message (e.g. an echo reply relayed from the host) to guest `to`: header fields
    * `type`, `code`, `restOfHeader`, then `data` (copied), with IP TTL `ttl`. Not counted here.
    */
-  sendIcmpMessage(toMac: MacAddr, from: Ipv4Addr, to: Ipv4Addr, type: number, code: number, restOfHeader: number, data: Uint8Array, ttl: number): boolean {
+  sendIcmpMessage(toMac: MacAddr, from: IpAddr, to: IpAddr, type: number, code: number, restOfHeader: number, data: Uint8Array, ttl: number): boolean {
+    if (typeof from === 'string' || typeof to === 'string') {
+      if (typeof from !== 'string' || typeof to !== 'string' || this.ipv6 === undefined) return false;
+      return this.ipv6.sendIcmpMessage(toMac, from, to, type, code, restOfHeader, data, ttl);
+    }
     const icmpOff = ETH_HLEN + IPV4_HLEN;
     if (icmpOff + 8 + data.length > this.tx.length) return false;
     this.tx.set(data, icmpOff + 8);
@@ -370,7 +421,11 @@ export class Stack {
    * Sends one TCP segment to a guest: the header, options and payload are written by `writeTcpOut`
    * straight into the outgoing frame (the payload's only copy on the way out).
    */
-  sendTcp(dstMac: MacAddr, srcIp: Ipv4Addr, srcPort: number, dstIp: Ipv4Addr, dstPort: number, seg: TcpOutSegment): boolean {
+  sendTcp(dstMac: MacAddr, srcIp: IpAddr, srcPort: number, dstIp: IpAddr, dstPort: number, seg: TcpOutSegment): boolean {
+    if (typeof srcIp === 'string' || typeof dstIp === 'string') {
+      if (typeof srcIp !== 'string' || typeof dstIp !== 'string' || this.ipv6 === undefined) return false;
+      return this.ipv6.sendTcp(dstMac, srcIp, srcPort, dstIp, dstPort, seg);
+    }
     const l4off = ETH_HLEN + IPV4_HLEN;
     // On an offload link the kernel owns the TCP checksum: summing 64 KB in JS per segment was
     // ~7 % of vmnat's CPU host→guest at MTU 65520, and a netns guest never sums it at all.
@@ -436,11 +491,41 @@ export class Stack {
   }
 
   poll(now: number): void {
+    this.lastNow = now;
     this.reassembler.poll(now);
+    this.ipv6?.poll(now);
   }
 
   nextDeadline(): number | undefined {
-    return this.reassembler.nextDeadline();
+    const a = this.reassembler.nextDeadline();
+    const b = this.ipv6?.nextDeadline();
+    return a === undefined ? b : b === undefined ? a : Math.min(a, b);
   }
 }
 
+
+/** An ICMPv4 error's IPv6 counterpart (RFC 4443 codes), for flows of either family in one NAT. */
+export function icmpv4ToV6(type: number, code: number, rest: number): [number, number, number] {
+  if (type === IcmpType.TimeExceeded) return [Icmpv6Type.TimeExceeded, code, 0];
+  if (type === IcmpType.ParameterProblem) return [Icmpv6Type.ParameterProblem, 0, 0];
+  if (type === IcmpType.DestUnreachable) {
+    switch (code) {
+      case IcmpUnreachCode.Port:
+        return [Icmpv6Type.DestUnreachable, Icmpv6UnreachCode.Port, 0];
+      case IcmpUnreachCode.Protocol:
+        // RFC 4443 §3.4: unrecognised Next Header, pointing at the fixed header's field.
+        return [Icmpv6Type.ParameterProblem, 1, 6];
+      case IcmpUnreachCode.FragNeeded:
+        return [Icmpv6Type.PacketTooBig, 0, rest & 0xffff];
+      case IcmpUnreachCode.AdminProhibited:
+      case IcmpUnreachCode.NetProhibited:
+      case IcmpUnreachCode.HostProhibited:
+        return [Icmpv6Type.DestUnreachable, Icmpv6UnreachCode.AdminProhibited, 0];
+      case IcmpUnreachCode.Host:
+        return [Icmpv6Type.DestUnreachable, Icmpv6UnreachCode.Address, 0];
+      default:
+        return [Icmpv6Type.DestUnreachable, Icmpv6UnreachCode.NoRoute, 0];
+    }
+  }
+  return [Icmpv6Type.DestUnreachable, Icmpv6UnreachCode.NoRoute, 0];
+}

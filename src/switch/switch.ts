@@ -10,7 +10,10 @@
  *     other port holds — a VM image with a hard-coded 10.0.2.15 keeps working — and is then bound
  *     to it as if leased (`static`). The gateway's and the DNS server's addresses, and an address
  *     another port holds, are never accepted as a source, in IPv4 or in ARP (a forged ARP reply
- *     for the gateway is dropped here, before any guest can believe it).
+ *     for the gateway is dropped here, before any guest can believe it). IPv6: never from vmnat's
+ *     addresses, and no router advertisement, redirect, or neighbour advertisement for vmnat's
+ *     addresses from a guest (RA guard, `ndpSpoof`); an IPv6 source address belongs to the first
+ *     port that uses it (up to 16 per port, the oldest forgotten), so no guest takes another's.
  *  2. Learning: the source MAC is (re)learned for the port, with its time; entries age out after
  *     `macAgeMs` without a frame and the table holds at most `maxMacs` (the oldest is forgotten).
  *  3. Forwarding: frames for vmnat's own MACs go to the stack; broadcast and multicast go to the
@@ -37,8 +40,17 @@
  * Disconnected (`connected = false`, the cable pulled): every frame from a port is dropped and
  * counted as `disconnected` on that port, every frame to one in `disconnectedToGuests`.
  */
-import { IPV4_ANY, isGroupMac, readMac, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
+import { IPV4_ANY, isGroupMac, readIpv6, readMac, type Ipv4Addr, type MacAddr } from '../stack/wire/addr.ts';
 import type { Link } from '../link/types.ts';
+import { Ipv6View } from '../stack/wire/ipv6.ts';
+
+/** IPv6 addresses one port may hold at once (link-local, SLAAC, temporary ones, DHCPv6). */
+const MAX_IPV6_PER_PORT = 16;
+
+function sameBytes(frame: Uint8Array, off: number, b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (frame[off + i] !== b[i]) return false;
+  return true;
+}
 
 export interface SwitchConfig {
   network: Ipv4Addr;
@@ -47,6 +59,8 @@ export interface SwitchConfig {
   reserved: readonly Ipv4Addr[];
   /** vmnat's own MACs: frames for them go to the stack. */
   ownMacs: readonly MacAddr[];
+  /** vmnat's own IPv6 addresses (gateway, DNS, the router's link-local), 16 bytes each. */
+  reserved6?: readonly Uint8Array[];
   isolate: boolean;
   antiSpoof: boolean;
   maxMacs: number;
@@ -56,7 +70,7 @@ export interface SwitchConfig {
 export const DEFAULT_SWITCH = { isolate: false, antiSpoof: true, maxMacs: 4096, macAgeMs: 300_000 } as const;
 
 export function createPortDrops() {
-  return { macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, filtered: 0, runt: 0, disconnected: 0 };
+  return { macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, filtered: 0, runt: 0, disconnected: 0, ndpSpoof: 0 };
 }
 export type PortDropReason = keyof ReturnType<typeof createPortDrops>;
 
@@ -81,6 +95,8 @@ export class SwitchPort {
   ip: Ipv4Addr | undefined;
   ipSource: 'dhcp' | 'static' | undefined;
   hostname: string | undefined;
+  /** IPv6 source addresses the port has used (claimed first come; at most MAX_IPV6_PER_PORT, oldest forgotten). */
+  readonly ipv6 = new Set<string>();
   closed = false;
 
   constructor(
@@ -101,6 +117,8 @@ export class Switch {
   private readonly portList: SwitchPort[] = [];
   private readonly macs = new Map<MacAddr, MacEntry>();
   private readonly ipOwner = new Map<Ipv4Addr, SwitchPort>();
+  /** Which port uses which IPv6 source address (SLAAC, temporary, DHCPv6, link-local). */
+  private readonly ip6Owner = new Map<string, SwitchPort>();
   private readonly dirty = new Set<SwitchPort>();
   private readonly broadcast: Ipv4Addr;
   private nextId = 1;
@@ -147,6 +165,8 @@ export class Switch {
     if (u >= 0) this.uplinks.splice(u, 1);
     for (const [mac, e] of this.macs) if (e.port === port) this.macs.delete(mac);
     for (const [ip, p] of this.ipOwner) if (p === port) this.ipOwner.delete(ip);
+    for (const ip of port.ipv6) this.ip6Owner.delete(ip);
+    port.ipv6.clear();
     this.dirty.delete(port);
   }
 
@@ -374,7 +394,65 @@ export class Switch {
       }
       return true;
     }
-    return true; // IPv6 and the rest: the MAC check only (for now)
+    if (etherType === 0x86dd) return this.ipv6Allowed(port, frame);
+    return true; // the rest: the MAC check only
+  }
+
+  /**
+   * IPv6 from a guest (RFC 6105's RA guard, and NDP's counterpart of the ARP check): never from one
+   * of vmnat's own addresses, no router advertisement or redirect (only vmnat is the router, so a
+   * guest cannot hand the others a prefix, a DNS server or a default route), and no neighbour
+   * advertisement for vmnat's addresses. The ICMPv6 type is found past any extension headers, so
+   * wrapping an RA in them (RFC 7113) does not slip by.
+   */
+  private ipv6Allowed(port: SwitchPort, frame: Uint8Array): boolean {
+    const drops = port.stats.drops;
+    if (frame.length < 54) {
+      drops.runt++;
+      return false;
+    }
+    const own = this.cfg.reserved6 ?? [];
+    if (own.some((a) => sameBytes(frame, 22, a))) {
+      drops.ipSpoof++;
+      return false;
+    }
+    const ip = Ipv6View.checked(frame, 14, frame.length - 14);
+    if (typeof ip === 'string') return true; // the stack counts it; nothing here to judge
+    // Source binding, first come: an address another port uses is not this port's to send from
+    // (the IPv6 counterpart of the IPv4 claim; '::' is DAD's and anyone's).
+    const src = ip.src;
+    if (src !== '::') {
+      const owner = this.ip6Owner.get(src);
+      if (owner !== undefined && owner !== port) {
+        drops.ipSpoof++;
+        return false;
+      }
+      if (owner === undefined) {
+        if (port.ipv6.size >= MAX_IPV6_PER_PORT) {
+          const oldest = port.ipv6.values().next().value!;
+          port.ipv6.delete(oldest);
+          this.ip6Owner.delete(oldest);
+        }
+        port.ipv6.add(src);
+        this.ip6Owner.set(src, port);
+      }
+    }
+    if (ip.protocol !== 58 || ip.payloadLen < 1 || (ip.isFragment && ip.fragmentOffset !== 0)) return true;
+    const type = frame[ip.payloadOff]!;
+    if (type === 134 || type === 137) {
+      drops.ndpSpoof++;
+      return false;
+    }
+    if (type === 136 && ip.payloadLen >= 24) {
+      // A neighbour advertisement speaks for its target: never for vmnat's, nor for an address
+      // another port uses.
+      const owner = this.ip6Owner.get(readIpv6(frame, ip.payloadOff + 8));
+      if (own.some((a) => sameBytes(frame, ip.payloadOff + 8, a)) || (owner !== undefined && owner !== port)) {
+        drops.ndpSpoof++;
+        return false;
+      }
+    }
+    return true;
   }
 
   /** May `port` send from `ip`? A port with no address claims a free one of the subnet here. */

@@ -88,6 +88,21 @@ test('120,000 hostile frames: vmnat stays up, memory bounded, drops counted, a g
   expect(sum(stats.udp, ['badChecksum', 'badLength', 'truncated'])).toBeGreaterThan(100);
   expect(sum(stats.eth, ['unknownEtherType'])).toBeGreaterThan(1000);
   expect(stats.reassembly!['timeout']! + stats.reassembly!['evicted']! + stats.reassembly!['overlap']!).toBeGreaterThan(100);
+  // IPv6: NDP with bad options, extension chains, fragments and DHCPv6 noise were all seen and counted.
+  const six = stats.ipv6 as unknown as Record<string, Record<string, number>>;
+  console.log(`IPv6 counters: ${JSON.stringify(six)} dhcp6: ${JSON.stringify(stats.dhcp6)}`);
+  expect(six.ipv6!['rxPackets']!).toBeGreaterThan(20_000);
+  expect(sum(six.ipv6, ['truncated', 'badVersion', 'badPayloadLength', 'badExtensions'])).toBeGreaterThan(1000);
+  expect(six.icmpv6!['badNdp']!).toBeGreaterThan(100);
+  expect(sum(six.icmpv6, ['badChecksum', 'truncated'])).toBeGreaterThan(100);
+  expect(six.reassembly6!['fragments']!).toBeGreaterThan(1000);
+  expect(six.reassembly6!['evicted']! + six.reassembly6!['overlap']! + six.reassembly6!['inconsistent']!).toBeGreaterThan(10);
+  expect(stats.dhcp6!['rxMessages']!).toBeGreaterThan(100);
+
+  // IPv6 still answers the namespace's own kernel (before udhcpc's script flushes its addresses).
+  const ping6 = await ns.exec(['busybox', 'ping', '-6', '-c', '2', '-W', '2', 'fd00:10:0:2::2'], { timeoutMs: 15_000 });
+  const addr6 = await ns.exec(['ip', '-6', 'addr', 'show', 'dev', 'tap0']);
+  expect(ping6.stdout, ping6.stdout + ping6.stderr + addr6.stdout).toMatch(/2 packets received/);
 
   // A real guest still leases.
   await ns.exec(['ip', 'link', 'set', 'dev', 'tap0', 'address', '52:54:00:12:34:99']);

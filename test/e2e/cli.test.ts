@@ -89,6 +89,9 @@ describe('--socket lifecycle', () => {
       mtu: 1500,
       gateway_mac: '52:55:0a:00:02:02',
       mode: 'nat',
+      ipv6_prefix: 'fd00:10:0:2::/64',
+      gateway6: 'fd00:10:0:2::2',
+      dns6: 'fd00:10:0:2::3',
     });
     expect(fs.statSync(sock).isSocket()).toBe(true);
     const b = await vmnat(['--socket', sock]);

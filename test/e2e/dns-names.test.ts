@@ -49,8 +49,9 @@ test('host.vmnat.internal and --host-alias reach the host; guests by name; POST/
   const zone = JSON.parse(split(await call('GET', '/dns')).body) as { name: string; addresses: string[]; source: string }[];
   expect(zone).toEqual(
     expect.arrayContaining([
-      { name: 'host.vmnat.internal', addresses: ['10.0.2.2'], source: 'host' },
-      { name: 'host.docker.internal', addresses: ['10.0.2.2'], source: 'host' },
+      // The host's names have the IPv6 gateway as their IPv6 twin.
+      { name: 'host.vmnat.internal', addresses: ['10.0.2.2', 'fd00:10:0:2::2'], source: 'host' },
+      { name: 'host.docker.internal', addresses: ['10.0.2.2', 'fd00:10:0:2::2'], source: 'host' },
       { name: 'webby', addresses: ['10.0.2.15'], source: 'guest' },
       { name: 'webby.vmnat.internal', addresses: ['10.0.2.15'], source: 'guest' },
     ]),

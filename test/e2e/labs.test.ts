@@ -233,6 +233,42 @@ describe.sequential('labs', () => {
     expectCleanedUp(r);
   }, LAB_MS);
 
+  it('ipv6: SLAAC address from the RA, RDNSS/DNSSL on the wire, AAAA over ::3, a fetch from ::1 through ::2 in the flow table, a forward on [::1]', async () => {
+    const r = await runLab('ipv6');
+    const w = why(r);
+    expect(r.code, w).toBe(0);
+    console.log(`[labs] ipv6: ${r.ms} ms, ${JSON.stringify(JSON.parse(readFileSync(path.join(r.out, 'ipv6-summary.json'), 'utf8')).timings)}`);
+    // The guest's kernel formed its address from the prefix and its MAC, and routes via vmnat's link-local address.
+    expect(r.stdout).toMatch(/^ {8}inet6 fd00:10:0:2:5054:ff:fe12:3456\/64 scope global dynamic/m);
+    expect(r.stdout).toMatch(/^ {4}default via fe80::2 dev eth0/m);
+    // The router advertisement, read independently from the capture the lab kept.
+    const td = spawnSync('tcpdump', ['-nn', '-v', '-r', path.join(r.out, 'ipv6.pcap'), 'icmp6 and ip6[40] == 134'], { encoding: 'utf8' });
+    expect(td.status, td.stderr).toBe(0);
+    expect(td.stdout).toMatch(/rdnss option \(25\).*addr: fd00:10:0:2::3$/m);
+    expect(td.stdout).toMatch(/prefix info option \(3\).*: fd00:10:0:2::\/64, Flags \[onlink, auto\]/);
+    // AAAA through ::3, and the host's name with its IPv6 twin.
+    expect(r.stdout).toMatch(/^ {4}Name:\s+www\.lab\.test\n {4}Address: 2001:db8::80$/m);
+    expect(r.stdout).toMatch(/^ {4}Name:\s+host\.vmnat\.internal\n {4}Address: fd00:10:0:2::2$/m);
+    // The fetch: the flow table maps the guest's IPv6 connection to a host socket on ::1; the bytes match.
+    const flow = /^ {4}tcp\s+\[fd00:10:0:2:5054:ff:fe12:3456\]:\d+\s+\[fd00:10:0:2::2\]:(\d+)\s+-\s+established\s.*\[::1\]:\d+ -> \[::1\]:(\d+)$/m.exec(r.stdout);
+    expect(flow, w).not.toBeNull();
+    expect(flow![2]).toBe(flow![1]);
+    expect(r.stdout).toMatch(/^ {4}wget exit 0\n {4}[0-9a-f]{64} {2}\/tmp\/index\.html$/m);
+    // vmnat's lease list: the DHCP lease and, beside it, the IPv6 address the guest uses.
+    expect(r.stdout).toMatch(/^ {4}10\.0\.2\.15\s+52:54:00:12:34:56\s.*\sfd00:10:0:2:5054:ff:fe12:3456$/m);
+    // The forward on [::1] reached the guest's httpd; 127.0.0.1 on that port is not vmnat's.
+    expect(r.stdout).toMatch(/^ {4}added web6: tcp \[::1\]:\d+ -> guest \[fd00:10:0:2:5054:ff:fe12:3456\]:8080$/m);
+    expect(r.stdout).toMatch(/^host\$ curl -g http:\/\/\[::1\]:\d+\/\n {4}<!doctype html>/m);
+    // The picture shows both of the guest's addresses and the IPv6 side of vmnat.
+    expect(r.stdout).toMatch(/│ eth0 fd00:10:0:2:5054:ff:fe12:3456\/64\s+│/);
+    const svg = readFileSync(path.join(r.out, 'ipv6-topology.svg'), 'utf8');
+    for (const text of ['10.0.2.15', 'fd00:10:0:2:5054:ff:fe12:3456', 'fd00:10:0:2::/64', '[::1]']) expect(svg).toContain(text);
+    const summary = JSON.parse(readFileSync(path.join(r.out, 'ipv6-summary.json'), 'utf8')) as { ok: boolean; checks: { ok: boolean }[] };
+    expect(summary.ok).toBe(true);
+    expect(summary.checks.every((c) => c.ok)).toBe(true);
+    expectCleanedUp(r);
+  }, LAB_MS);
+
   it('a claim that fails (the forward\'s port is taken) exits 1, names the claim, and still cleans up', async () => {
     // Someone already listens on 127.0.0.1:2222 in the lab's namespace (our child, killed by PID).
     const ns = makeNetns();

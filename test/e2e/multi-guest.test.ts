@@ -194,7 +194,7 @@ print('sent')
     expect(attackerPort.drops['arpSpoof']).toBeGreaterThanOrEqual(5);
     const squatterPort = stats.ports.find((p) => p.ip === null)!;
     expect((squatterPort.drops['ipSpoof'] ?? 0) + (squatterPort.drops['arpSpoof'] ?? 0)).toBeGreaterThan(0);
-    expect(stats.ports.find((p) => p.ip === victim.ip)!.drops).toEqual({ macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, filtered: 0, runt: 0, disconnected: 0 });
+    expect(stats.ports.find((p) => p.ip === victim.ip)!.drops).toEqual({ macSpoof: 0, ipSpoof: 0, arpSpoof: 0, isolated: 0, filtered: 0, runt: 0, disconnected: 0, ndpSpoof: 0 });
   });
 });
 

@@ -42,6 +42,9 @@ describe.sequential('netns guest over --tap', () => {
       netmask: '255.255.255.0',
       mtu: 1500,
       gateway_mac: '52:55:0a:00:02:02',
+      ipv6_prefix: 'fd00:10:0:2::/64',
+      gateway6: 'fd00:10:0:2::2',
+      dns6: 'fd00:10:0:2::3',
     });
     const lease = await udhcpc(ns);
     const ms = performance.now() - t0;

@@ -1,7 +1,8 @@
 /**
  * Seeded generator of hostile Ethernet frames for the bad-input test: valid frames of every kind
  * vmnat handles, then truncated, bit-flipped, with lying length fields, bad checksums, IP options,
- * overlapping and never-completed fragments, and pure noise. Built independently of vmnat's own
+ * overlapping and never-completed fragments, and pure noise; IPv6 too (NDP with bad options, RS,
+ * echo, UDP to ::3, fragments, extension-header chains, SYNs, DHCPv6). Built independently of vmnat's own
  * wire writers so that a bug there cannot hide here.
  */
 
@@ -103,6 +104,7 @@ function icmpEcho(id: number, seq: number, payload: Uint8Array): Uint8Array {
   return m;
 }
 
+/** A TCP SYN with options; the checksum over an IPv4 pseudo-header of `src`, `dst` (IPv6 callers redo it). */
 function tcpSyn(src: number[], dst: number[], sport: number, dport: number): Uint8Array {
   const t = new Uint8Array(40);
   t[0] = sport >> 8;
@@ -148,6 +150,57 @@ function arpRequest(srcMac: number[], srcIp: number[], target: number[]): Uint8A
   return a;
 }
 
+// ── IPv6 (vmnat's default prefix fd00:10:0:2::/64) ──
+
+const IP6_TYPE = 0x86dd;
+export const GUEST6 = [0xfd, 0, 0, 0x10, 0, 0, 0, 2, 0x50, 0x54, 0, 0xff, 0xfe, 0xfe, 0xed, 0x01];
+export const GW6 = [0xfd, 0, 0, 0x10, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2];
+export const DNS6 = [0xfd, 0, 0, 0x10, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3];
+const UNSPEC6 = new Array<number>(16).fill(0);
+
+/** An IPv6 packet: the fixed header, then `rest` (extension headers and the upper layer), first next header `next`. */
+export function ipv6(next: number, src: number[], dst: number[], rest: Uint8Array, hopLimit = 64): Uint8Array {
+  const p = new Uint8Array(40 + rest.length);
+  p[0] = 0x60;
+  p[4] = rest.length >> 8;
+  p[5] = rest.length & 0xff;
+  p[6] = next;
+  p[7] = hopLimit;
+  p.set(src, 8);
+  p.set(dst, 24);
+  p.set(rest, 40);
+  return p;
+}
+
+/** Fills the checksum at `at` of an upper-layer message with the IPv6 pseudo-header (RFC 8200 §8.1). */
+export function l4sum6(proto: number, src: number[], dst: number[], seg: Uint8Array, at: number): void {
+  const ph = new Uint8Array(40 + seg.length);
+  ph.set(src, 0);
+  ph.set(dst, 16);
+  ph[34] = seg.length >> 8;
+  ph[35] = seg.length & 0xff;
+  ph[39] = proto;
+  ph.set(seg, 40);
+  const c = csum(ph, 0, ph.length) || (proto === 17 ? 0xffff : 0);
+  seg[at] = c >> 8;
+  seg[at + 1] = c & 0xff;
+}
+
+function icmp6(type: number, code: number, src: number[], dst: number[], body: Uint8Array): Uint8Array {
+  const m = new Uint8Array(4 + body.length);
+  m[0] = type;
+  m[1] = code;
+  m.set(body, 4);
+  l4sum6(58, src, dst, m, 2);
+  return m;
+}
+
+/** A solicited-node multicast group (ff02::1:ffXX:XXXX) for `target`, and its MAC. */
+function solicited(target: number[]): { ip: number[]; mac: number[] } {
+  const ip = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, target[13]!, target[14]!, target[15]!];
+  return { ip, mac: [0x33, 0x33, 0xff, target[13]!, target[14]!, target[15]!] };
+}
+
 /** Yields `count` hostile frames from `seed`. Also returns a tally of kinds for the test's log. */
 export function* hostileFrames(seed: number, count: number): Generator<Uint8Array> {
   const r = prng(seed);
@@ -158,7 +211,79 @@ export function* hostileFrames(seed: number, count: number): Generator<Uint8Arra
     return b;
   };
   const randMac = () => [int(256) & 0xfe, int(256), int(256), int(256), int(256), int(256)];
+  const base6 = (): Uint8Array => {
+    switch (int(8)) {
+      case 0: {
+        // NS for the gateway, with options that may be well-formed, zero-length or past the end.
+        const g = solicited(GW6);
+        const opts = int(3) === 0 ? new Uint8Array([1, int(3), ...GUEST_MAC]) : new Uint8Array([1, 1, ...GUEST_MAC]);
+        return eth(g.mac, GUEST_MAC, IP6_TYPE, ipv6(58, int(4) ? GUEST6 : UNSPEC6, g.ip, icmp6(135, 0, int(4) ? GUEST6 : UNSPEC6, g.ip, new Uint8Array([0, 0, 0, 0, ...GW6, ...opts])), int(5) ? 255 : int(256)));
+      }
+      case 1: {
+        const allRouters = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        return eth([0x33, 0x33, 0, 0, 0, 2], GUEST_MAC, IP6_TYPE, ipv6(58, GUEST6, allRouters, icmp6(133, 0, GUEST6, allRouters, new Uint8Array([0, 0, 0, 0, ...bytes(8 * int(3))])), 255));
+      }
+      case 2:
+        return eth(GW_MAC, GUEST_MAC, IP6_TYPE, ipv6(58, GUEST6, GW6, icmp6(128, 0, GUEST6, GW6, new Uint8Array([int(256), int(256), 0, 1, ...bytes(int(200))]))));
+      case 3: {
+        const u = new Uint8Array(8 + 30);
+        u[0] = 0xc0;
+        u[3] = 53;
+        u[5] = u.length;
+        u.set(bytes(30), 8);
+        l4sum6(17, GUEST6, DNS6, u, 6);
+        return eth([0x52, 0x55, 10, 0, 2, 3], GUEST_MAC, IP6_TYPE, ipv6(17, GUEST6, DNS6, u));
+      }
+      case 4: {
+        // One fragment (Fragment header) of a datagram that may never complete, or overlap.
+        const frag = new Uint8Array(8 + 8 * (1 + int(40)));
+        frag[0] = 17;
+        const off = int(60) * 8;
+        frag[2] = off >> 8;
+        frag[3] = (off & 0xf8) | int(2);
+        frag[7] = int(6);
+        frag.set(bytes(frag.length - 8), 8);
+        return eth(GW_MAC, GUEST_MAC, IP6_TYPE, ipv6(44, GUEST6, DNS6, frag));
+      }
+      case 5: {
+        // A chain of extension headers (Hop-by-Hop, Destination options, Routing) of random lengths.
+        const n = 1 + int(10);
+        const parts: number[] = [];
+        const kinds = [0, 60, 43, 60];
+        const first = kinds[int(4)]!;
+        for (let i = 0; i < n; i++) {
+          const len = int(3);
+          parts.push(i + 1 < n ? kinds[int(4)]! : 17, len, ...bytes(6 + len * 8));
+        }
+        return eth(GW_MAC, GUEST_MAC, IP6_TYPE, ipv6(first, GUEST6, GW6, new Uint8Array([...parts, ...bytes(int(40))])));
+      }
+      case 6: {
+        const t = tcpSyn([], [], 1024 + int(60000), 1 + int(1023));
+        t[16] = 0;
+        t[17] = 0;
+        l4sum6(6, GUEST6, GW6, t, 16);
+        return eth(GW_MAC, GUEST_MAC, IP6_TYPE, ipv6(6, GUEST6, GW6, t));
+      }
+      default: {
+        // A DHCPv6 SOLICIT (or noise) to ff02::1:2 from the guest's link-local address.
+        const ll = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, ...GUEST6.slice(8)];
+        const all = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2];
+        const body = int(2) ? new Uint8Array([1, 1, 2, 3, 0, 1, 0, 10, 0, 3, 0, 1, ...GUEST_MAC, 0, 3, 0, 12, ...bytes(12)]) : bytes(int(100));
+        const u = new Uint8Array(8 + body.length);
+        u[1] = 546 & 0xff;
+        u[0] = 546 >> 8;
+        u[2] = 547 >> 8;
+        u[3] = 547 & 0xff;
+        u[4] = u.length >> 8;
+        u[5] = u.length & 0xff;
+        u.set(body, 8);
+        l4sum6(17, ll, all, u, 6);
+        return eth([0x33, 0x33, 0, 1, 0, 2], GUEST_MAC, IP6_TYPE, ipv6(17, ll, all, u, 1));
+      }
+    }
+  };
   const base = (): Uint8Array => {
+    if (int(4) === 0) return base6();
     switch (int(8)) {
       case 0:
         return eth([255, 255, 255, 255, 255, 255], GUEST_MAC, ARP_TYPE, arpRequest(GUEST_MAC, GUEST_IP, GW_IP));

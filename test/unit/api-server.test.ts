@@ -174,7 +174,7 @@ describe('forwards', () => {
     expect(r.json).toEqual({ error: 'unknown protocol "sctp" (tcp, udp or unix)', code: 'bad_rule' });
     const r2 = await post({ proto: 'tcp', host_port: 8080, guest_port: 80, guest_addr: 'x' });
     expect(r2.status).toBe(400);
-    expect((r2.json as { error: string }).error).toMatch(/guest address "x" is not an IPv4 address/);
+    expect((r2.json as { error: string }).error).toMatch(/guest address "x" is not an IP address/);
   });
 
   test('malformed JSON → 400 naming the problem; empty body → 400', async () => {

@@ -229,3 +229,33 @@ describe('block events', () => {
     expect(blockEvent(p, set.check(p, NET))).toMatchObject({ direction: 'in', proto: 'icmp', src: '10.0.2.16', dst: '10.0.2.15', rule: 'block proto icmp all', rule_index: 1, line: 3 });
   });
 });
+
+describe('IPv6 flows', () => {
+  const NET6 = { ...NET, ipv6: { prefix: 'fd00:10:0:2::' } };
+  const f6 = (direction: 'in' | 'out', proto: FlowProto, src: string, srcPort: number, dst: string, dstPort: number): FilterFlow => ({ direction, proto, src, srcPort, dst, dstPort });
+  const G6 = 'fd00:10:0:2::100';
+  test('IPv6 CIDRs match IPv6 flows only; IPv4 CIDRs IPv4 only; any and local both', () => {
+    const set = new FilterSet(parseFilter('block out proto tcp to 2001:db8::/32 port 443\nblock out to 10.0.0.0/8\nblock out proto udp local\npass all\n', 't'));
+    const line = (f: FilterFlow) => set.check(f, NET6).rule?.line;
+    expect(line(f6('out', 'tcp', G6, 40000, '2001:db8::5', 443))).toBe(1);
+    expect(line(f6('out', 'tcp', G6, 40000, '2001:db9::5', 443))).toBe(4);
+    expect(line(f6('out', 'tcp', G6, 40000, '::ffff:a00:1', 80))).toBe(4); // not 10.0.0.0/8
+    expect(line(f6('out', 'udp', G6, 40000, 'fd00:10:0:2::2', 53))).toBe(3); // local: the prefix
+    expect(line(f6('out', 'udp', G6, 40000, 'fe80::2', 547))).toBe(3); // local: link-local
+    expect(line(flow(`out tcp ${GUEST}:40000 > 10.1.1.1:443`))).toBe(2);
+  });
+  test('a /128 is one host and prints without its length; the JSON form has it', () => {
+    const rules = parseFilter('block from fd00:10:0:2::100 to 2001:db8::/32\n', 't');
+    expect(rules.rules[0]!.from).toEqual({ kind: 'ipv6', addr: G6, prefixLen: 128 });
+    const set = new FilterSet(rules);
+    expect(set.toJSON().rules[0]).toMatchObject({ text: 'block from fd00:10:0:2::100 to 2001:db8::/32', from: 'fd00:10:0:2::100/128', to: '2001:db8::/32' });
+    const v = set.check(f6('out', 'tcp', G6, 1, '2001:db8::1', 2), NET6);
+    expect(blockEvent(f6('out', 'tcp', G6, 1, '2001:db8::1', 2), v)).toMatchObject({ src: '[fd00:10:0:2::100]:1', dst: '[2001:db8::1]:2' });
+  });
+  test('isLocal for IPv6: the prefix and link-local, nothing else', () => {
+    expect(isLocal('fd00:10:0:2::15', NET6)).toBe(true);
+    expect(isLocal('fe80::1', NET6)).toBe(true);
+    expect(isLocal('fd00:10:0:3::15', NET6)).toBe(false);
+    expect(isLocal('fd00:10:0:2::15', NET)).toBe(false);
+  });
+});

@@ -56,11 +56,13 @@ const arbFlow: fc.Arbitrary<FilterFlow> = fc.record({
 });
 
 /** The rule as the grammar reads, with no compilation: the reference for the matcher. */
-function modelMatches(r: FilterRule, f: FilterFlow): boolean {
+function modelMatches(r: FilterRule, f4: FilterFlow): boolean {
+  const f = f4 as FilterFlow & { src: number; dst: number }; // arbIp: IPv4 only
   const inNet = (ip: number): boolean => Math.floor(ip / 256) === 0x0a0002 || ip === 0xffffffff;
   const addrOk = (a: AddrMatch, ip: number): boolean => {
     if (a.kind === 'any') return true;
     if (a.kind === 'local') return inNet(ip);
+    if (a.kind === 'ipv6') return false; // an IPv6 rule never matches an IPv4 flow
     const size = 2 ** (32 - a.prefixLen);
     return ip >= a.addr && ip < a.addr + size;
   };

@@ -155,6 +155,20 @@ describe('explainCapture', () => {
     expect(e[1]!.summary).not.toContain('cksum');
   });
 
+  test('IPv6: router and neighbour discovery explained', () => {
+    const lines = [
+      '00:00:01.000000 52:54:00:12:34:56 > 33:33:ff:12:34:56, ethertype IPv6 (0x86dd), length 86: (hlim 255, next-header ICMPv6 (58) payload length: 32) :: > ff02::1:ff12:3456: [icmp6 sum ok] ICMP6, neighbor solicitation, length 32, who has fd00:10:0:2:5054:ff:fe12:3456',
+      '00:00:02.000000 52:54:00:12:34:56 > 33:33:00:00:00:02, ethertype IPv6 (0x86dd), length 70: (hlim 255, next-header ICMPv6 (58) payload length: 16) fe80::5054:ff:fe12:3456 > ff02::2: [icmp6 sum ok] ICMP6, router solicitation, length 16',
+      '00:00:03.000000 52:55:0a:00:02:02 > 52:54:00:12:34:56, ethertype IPv6 (0x86dd), length 166: (hlim 255, next-header ICMPv6 (58) payload length: 112) fe80::2 > fe80::5054:ff:fe12:3456: [icmp6 sum ok] ICMP6, router advertisement, length 112',
+    ];
+    const e = explainCapture(splitTcpdump(lines.join('\n')));
+    expect(e.map((x) => x.kind)).toEqual(['ipv6', 'ipv6', 'ipv6']);
+    expect(e[0]!.summary).toBe('IPv6 :: > ff02::1:ff12:3456: neighbor solicitation who has fd00:10:0:2:5054:ff:fe12:3456');
+    expect(e[0]!.meaning).toContain('duplicate address detection');
+    expect(e[1]!.meaning).toContain('asks for a router');
+    expect(e[2]!.meaning).toContain('RDNSS');
+  });
+
   test('IPv6, DNS, NAK and frames it does not know', () => {
     const lines = [
       '00:00:01.000000 52:54:00:12:34:56 > 33:33:00:00:00:16, ethertype IPv6 (0x86dd), length 90: (hlim 1, next-header Options (0) payload length: 36) :: > ff02::16: HBH (rtalert: 0x0000) (padn) [icmp6 sum ok] ICMP6, multicast listener report v2, 1 group record(s) [gaddr ff02::1:ff12:3456 to_ex { }]',
@@ -169,6 +183,7 @@ describe('explainCapture', () => {
     ];
     const e = explainCapture(splitTcpdump(lines.join('\n')));
     expect(e.map((x) => x.kind)).toEqual(['ipv6', 'dns-query', 'dns-answer', 'dhcp-nak', 'unknown']);
-    expect(e[0]!.meaning).toContain('issue 10');
+    expect(e[0]!.summary).toBe('IPv6 :: > ff02::16: multicast listener report');
+    expect(e[0]!.meaning).toContain('MLD');
   });
 });

@@ -50,7 +50,7 @@ describe('topologyModel', () => {
       network: '10.0.2.0/24', gateway: '10.0.2.2', dns: '10.0.2.3', dnsUpstream: '127.0.0.1:40039',
       gatewayLeadsTo: '127.0.0.1', leaseRange: '10.0.2.15..10.0.2.254', link: 'socket /tmp/vmnat-lab-nat-gRPXHB/net.sock',
     });
-    expect(m.guests).toEqual([{ ip: '10.0.2.15', prefix: '24', mac: '52:54:00:12:34:56', hostname: undefined, lease: 'bound, 86396 s left' }]);
+    expect(m.guests).toEqual([{ ip: '10.0.2.15', ipv6: [], prefix: '24', mac: '52:54:00:12:34:56', hostname: undefined, lease: 'bound, 86396 s left' }]);
     expect(m.forwards).toEqual([{ name: 'ssh', proto: 'tcp', host: '127.0.0.1:2222', guest: '(lease):22', active: 1 }]);
     expect(m.flows.map((f) => f.hostSocket)).toEqual(['127.0.0.1:2222 <- 127.0.0.1:52946', '127.0.0.1:50848 -> 127.0.0.1:46765']);
   });

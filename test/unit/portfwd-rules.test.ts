@@ -121,8 +121,8 @@ describe('bad rules give one clear reason', () => {
     ['tcp:[::1]8080-:80', /expected ":" and the host port after \[::1\]/],
     ['tcp:[fe80::1%eth0]:8080-:80', /scoped IPv6 addresses/],
     ['tcp:[1.2.3.4]:8080-:80', /host address "\[1\.2\.3\.4\]" is not an IP address/],
-    ['tcp::8080-10.0.2:80', /guest address "10\.0\.2" is not an IPv4 address/],
-    ['tcp::8080-[::1]:80', /guest address "\[::1\]" is not IPv4/],
+    ['tcp::8080-10.0.2:80', /guest address "10\.0\.2" is not an IP address/],
+    ['tcp::8080-[::1::2]:80', /guest address "\[::1::2\]" is not an IPv6 address/],
     ['tcp::8000-8010-:80', /write a port range as A\.\.B/],
     ['tcp::8000..8010-:80', /host port range 8000\.\.8010 needs a guest port range of the same size/],
     ['tcp::8000..8010-:80..81', /host port range 8000\.\.8010 has 11 ports but guest port range 80\.\.81 has 2/],
@@ -148,7 +148,7 @@ describe('bad rules give one clear reason', () => {
     ['web,tcp,host,8080,,80', /host address "host" is not an IP address/],
     ['web,tcp,,,,80', /missing host port/],
     ['web,tcp,,8080,,99999', /guest port 99999 is not in 1\.\.65535/],
-    ['web,tcp,,8080,10.0.2.300,80', /guest address "10\.0\.2\.300" is not an IPv4 address/],
+    ['web,tcp,,8080,10.0.2.300,80', /guest address "10\.0\.2\.300" is not an IP address/],
     ['d,unix,/tmp/d.sock,2375,,2375', /a unix socket forward has no host port/],
     ['d,unix,,,,2375', /missing the socket path/],
   ];
@@ -207,11 +207,23 @@ describe('checkRuleForNetwork', () => {
     ['tcp::8080-10.0.2.0:80', /not a host address of 10\.0\.2\.0\/24/],
     ['tcp::8080-10.0.2.255:80', /not a host address/],
     ['tcp::8080-10.0.2.2:80', /vmnat's own address/],
+    ['tcp:[::1]:8080-[fd00:10:0:2::15]:80', undefined],
+    ['tcp:[::]:8080-[FD00:10:0:2:0::abcd]:80', undefined],
+    ['tcp::8080-[fd00:10:0:3::15]:80', /outside the guest network fd00:10:0:2::\/64/],
+    ['tcp::8080-[fd00:10:0:2::2]:80', /vmnat's own address/],
   ])('%s', (text, want) => {
-    const f = () => checkRuleForNetwork(parseHostfwd(text), net);
+    const net6 = { ...net, ipv6: { prefix: 'fd00:10:0:2::', gateway: 'fd00:10:0:2::2', dns: 'fd00:10:0:2::3' } };
+    const f = () => checkRuleForNetwork(parseHostfwd(text), net6);
     if (want === undefined) expect(f).not.toThrow();
     else expect(f).toThrow(want);
   });
+});
+
+test('an IPv6 guest address is canonical and printed in brackets', () => {
+  const r = parseHostfwd('tcp:[::1]:8080-[FD00:10:0:2:0:0:0:15]:80');
+  expect(r.guestAddr).toBe('fd00:10:0:2::15');
+  expect(formatHostfwd(r)).toBe('tcp:[::1]:8080-[fd00:10:0:2::15]:80');
+  expect(() => checkRuleForNetwork(r, { network: 0x0a000200, netmask: 0xffffff00, reserved: [] })).toThrow(/no IPv6/);
 });
 
 describe('properties', () => {

@@ -6,7 +6,8 @@
 import { describe, expect, test } from 'vitest';
 import { Switch, type SwitchConfig, type SwitchPort } from '../../src/switch/switch.ts';
 import { MemoryLink } from '../helpers/memorylink.ts';
-import { eth, ipv4, udp } from '../helpers/fuzzframes.ts';
+import { eth, ipv4, ipv6, l4sum6, udp } from '../helpers/fuzzframes.ts';
+import { ipv6Bytes } from '../../src/stack/wire/addr.ts';
 
 
 const GW_MAC = [0x52, 0x55, 10, 0, 2, 2];
@@ -158,6 +159,50 @@ describe('anti-spoofing', () => {
     sw.input(ports[1], arp(1, macOf(16), ipOf(16), ipOf(2)), 4); // honest: passes, claims .16
     expect(toStack.length).toBe(2);
     expect(ports[1].ip).toBe(ipNum(16));
+  });
+
+  test('IPv6: RA guard, no neighbour advertisement for vmnat\'s addresses, never from them', () => {
+    const GW6 = [...ipv6Bytes('fd00:10:0:2::2')];
+    const { sw, toStack, links, ports } = setup({ reserved6: ['fd00:10:0:2::2', 'fd00:10:0:2::3', 'fe80::2'].map((a) => ipv6Bytes(a)) });
+    const ll = (n: number) => [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0, 0, n];
+    const allNodes = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const icmp6 = (src: number[], dst: number[], type: number, body: number[], next = 58, ext: number[] = []) => {
+      const m = new Uint8Array([type, 0, 0, 0, ...body]);
+      l4sum6(58, src, dst, m, 2);
+      return eth([0x33, 0x33, 0, 0, 0, 1], macOf(16), 0x86dd, ipv6(next, src, dst, new Uint8Array([...ext, ...m]), 255));
+    };
+    sw.input(ports[1], icmp6(ll(16), allNodes, 134, new Array<number>(12).fill(0)), 0); // a rogue RA
+    sw.input(ports[1], icmp6(ll(16), allNodes, 134, new Array<number>(12).fill(0), 60, [58, 0, 1, 4, 0, 0, 0, 0]), 1); // wrapped in a Destination Options header
+    sw.input(ports[1], icmp6(ll(16), allNodes, 137, new Array<number>(36).fill(0)), 2); // a redirect
+    sw.input(ports[1], icmp6(ll(16), allNodes, 136, [0, 0, 0, 0, ...GW6]), 3); // "::2 is at my MAC"
+    expect(ports[1].stats.drops.ndpSpoof).toBe(4);
+    sw.input(ports[1], icmp6(GW6, allNodes, 128, [0, 1, 0, 1]), 4); // from ::2
+    expect(ports[1].stats.drops.ipSpoof).toBe(1);
+    expect(toStack.length + links[0]!.sent.length + links[2]!.sent.length).toBe(0);
+    sw.input(ports[1], icmp6(ll(16), allNodes, 136, [0, 0, 0, 0, ...ll(16)]), 5); // its own NA: passes
+    expect(toStack.length).toBe(1);
+    expect(links[0]!.sent.length).toBe(1);
+  });
+
+  test('IPv6 source binding: first come; another port can neither send from it nor advertise it', () => {
+    const { sw, toStack, ports } = setup({ reserved6: [] });
+    const g = (n: number) => [0xfd, 0, 0, 0x10, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, n];
+    const all = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const icmp6 = (from: number, src: number[], type: number, body: number[]) => {
+      const m = new Uint8Array([type, 0, 0, 0, ...body]);
+      l4sum6(58, src, all, m, 2);
+      return eth([0x33, 0x33, 0, 0, 0, 1], macOf(from), 0x86dd, ipv6(58, src, all, m, 255));
+    };
+    sw.input(ports[0], icmp6(15, g(15), 128, [0, 1, 0, 1]), 0); // port 0 uses ::15
+    sw.input(ports[1], icmp6(16, g(15), 128, [0, 1, 0, 1]), 1); // port 1 from ::15: no
+    sw.input(ports[1], icmp6(16, g(16), 136, [0, 0, 0, 0, ...g(15)]), 2); // "::15 is at my MAC": no
+    expect(ports[1].stats.drops.ipSpoof).toBe(1);
+    expect(ports[1].stats.drops.ndpSpoof).toBe(1);
+    sw.input(ports[1], icmp6(16, [...new Array<number>(16).fill(0)], 135, [0, 0, 0, 0, ...g(15)]), 3); // DAD from ::: passes
+    expect(toStack.length).toBe(2); // port 0's ping and port 1's DAD probe; nothing of the two refused
+    sw.detach(ports[0]);
+    sw.input(ports[1], icmp6(16, g(15), 128, [0, 1, 0, 1]), 4); // free again once port 0 is gone
+    expect(ports[1].stats.drops.ipSpoof).toBe(1);
   });
 
   test('a port that goes away frees its MACs and addresses', () => {

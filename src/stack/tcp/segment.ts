@@ -11,7 +11,7 @@
  */
 import type { Seq } from './seq.ts';
 import { seqAdd, seqOf } from './seq.ts';
-import { TcpFlag, parseTcpOptions, writeTcp, type TcpOptions, type TcpView } from '../wire/tcp.ts';
+import { TcpFlag, parseTcpOptions, writeTcp, writeTcpSum, type TcpOptions, type TcpView } from '../wire/tcp.ts';
 import type { Ipv4Addr } from '../wire/addr.ts';
 
 export { TcpFlag };
@@ -127,6 +127,13 @@ export function writeTcpOut(
   if (o.optionsLen > 0) buf.set(o.options.subarray(0, o.optionsLen), off + 20);
   if (o.payloadLen > 0) buf.set(o.payload.subarray(o.payloadOff, o.payloadOff + o.payloadLen), off + 20 + o.optionsLen);
   return writeTcp(buf, off, srcPort, dstPort, o.seq, o.ack, o.flags, o.window, o.optionsLen, o.payloadLen, srcIp, dstIp, partialChecksum);
+}
+
+/** As `writeTcpOut`, for either family: `addrSum` is the pseudo-header's address sum. */
+export function writeTcpOutSum(buf: Uint8Array, off: number, o: TcpOutSegment, srcPort: number, dstPort: number, addrSum: number, partialChecksum = false): number {
+  if (o.optionsLen > 0) buf.set(o.options.subarray(0, o.optionsLen), off + 20);
+  if (o.payloadLen > 0) buf.set(o.payload.subarray(o.payloadOff, o.payloadOff + o.payloadLen), off + 20 + o.optionsLen);
+  return writeTcpSum(buf, off, srcPort, dstPort, o.seq, o.ack, o.flags, o.window, o.optionsLen, o.payloadLen, addrSum, partialChecksum);
 }
 
 /**

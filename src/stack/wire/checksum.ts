@@ -195,3 +195,25 @@ export function completeL4Checksum(f: Uint8Array): boolean {
   f[start + field + 1] = ck & 0xff;
   return true;
 }
+
+/*
+ * Pseudo-header sums by family (the "IPv6 seam"): TCP, UDP and ICMPv6 views and writers take the
+ * sum of the two addresses (`addrSum`) and add the protocol and their own length, so one code path
+ * serves IPv4 (RFC 768) and IPv6 (RFC 8200 §8.1: 128-bit addresses, a 32-bit length, the next
+ * header as protocol). Lengths stay below 2^16 (no jumbograms), so adding them whole is exact.
+ */
+
+/** Sum of two IPv4 addresses for a pseudo-header, unfolded. */
+export function ipv4AddrSum(src: Ipv4Addr, dst: Ipv4Addr): number {
+  return (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff);
+}
+
+/** Sum of the source and destination addresses of the IPv6 header at `ipOff`, unfolded. */
+export function ipv6AddrSum(buf: Uint8Array, ipOff: number): number {
+  return sumBytes(buf, ipOff + 8, 32);
+}
+
+/** Sum of two 16-byte IPv6 addresses, unfolded. */
+export function ipv6AddrSumOf(src: Uint8Array, dst: Uint8Array): number {
+  return sumBytes(src, 0, 16) + sumBytes(dst, 0, 16);
+}

@@ -18,7 +18,7 @@
  */
 
 import type { Ipv4Addr } from './addr.ts';
-import { foldChecksum, foldSum, pseudoHeaderSum, sumBytes } from './checksum.ts';
+import { foldChecksum, foldSum, ipv4AddrSum, sumBytes } from './checksum.ts';
 import { IpProto } from './ipv4.ts';
 
 export const TCP_HLEN = 20;
@@ -76,11 +76,19 @@ export class TcpView {
    */
   /** `checksumOk`: the link's kernel vouched for the checksum (skip summing the payload). */
   static checked(buf: Uint8Array, off: number, len: number, srcIp: Ipv4Addr, dstIp: Ipv4Addr, checksumOk = false): TcpView | TcpDrop {
+    return TcpView.checkedSum(buf, off, len, ipv4AddrSum(srcIp, dstIp), checksumOk);
+  }
+
+  /**
+   * As `checked`, for either family: `addrSum` is the pseudo-header's address sum
+   * (`ipv4AddrSum`, `ipv6AddrSum`); the protocol and length are added here.
+   */
+  static checkedSum(buf: Uint8Array, off: number, len: number, addrSum: number, checksumOk = false): TcpView | TcpDrop {
     if (off < 0 || len < 0 || off + len > buf.length) throw new RangeError('TcpView: range outside buffer');
     if (len < TCP_HLEN) return 'truncated';
     const dataOff = (buf[off + 12]! >>> 4) * 4;
     if (dataOff < TCP_HLEN || dataOff > len) return 'badDataOffset';
-    if (!checksumOk && foldChecksum(sumBytes(buf, off, len, pseudoHeaderSum(srcIp, dstIp, IpProto.TCP, len))) !== 0) return 'badChecksum';
+    if (!checksumOk && foldChecksum(sumBytes(buf, off, len, addrSum + IpProto.TCP + len)) !== 0) return 'badChecksum';
     return new TcpView(buf, off, len, dataOff);
   }
 
@@ -330,6 +338,24 @@ export function writeTcp(
   dstIp: Ipv4Addr,
   partialChecksum = false,
 ): number {
+  return writeTcpSum(buf, off, srcPort, dstPort, seq, ack, flags, window, optionsLen, payloadLen, ipv4AddrSum(srcIp, dstIp), partialChecksum);
+}
+
+/** As `writeTcp`, for either family: `addrSum` is the pseudo-header's address sum. */
+export function writeTcpSum(
+  buf: Uint8Array,
+  off: number,
+  srcPort: number,
+  dstPort: number,
+  seq: number,
+  ack: number,
+  flags: number,
+  window: number,
+  optionsLen: number,
+  payloadLen: number,
+  addrSum: number,
+  partialChecksum = false,
+): number {
   if ((optionsLen & 3) !== 0 || optionsLen < 0 || optionsLen > TCP_MAX_OPTIONS_LEN) {
     throw new RangeError(`writeTcp: options length ${optionsLen} is not a multiple of 4 in [0, 40]`);
   }
@@ -352,8 +378,8 @@ export function writeTcp(
   // partialChecksum (segmentation/checksum offload): only the pseudo-header sum, not inverted, for
   // the kernel to complete per segment (Linux's CHECKSUM_PARTIAL convention).
   const ck = partialChecksum
-    ? foldSum(pseudoHeaderSum(srcIp, dstIp, IpProto.TCP, len))
-    : foldChecksum(sumBytes(buf, off, len, pseudoHeaderSum(srcIp, dstIp, IpProto.TCP, len)));
+    ? foldSum(addrSum + IpProto.TCP + len)
+    : foldChecksum(sumBytes(buf, off, len, addrSum + IpProto.TCP + len));
   buf[off + 16] = ck >>> 8;
   buf[off + 17] = ck & 0xff;
   return off + len;

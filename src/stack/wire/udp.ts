@@ -10,7 +10,7 @@
  */
 
 import type { Ipv4Addr } from './addr.ts';
-import { foldChecksum, pseudoHeaderSum, sumBytes } from './checksum.ts';
+import { foldChecksum, ipv4AddrSum, sumBytes } from './checksum.ts';
 import { IpProto } from './ipv4.ts';
 
 export const UDP_HLEN = 8;
@@ -38,13 +38,22 @@ export class UdpView {
    */
   /** `checksumOk`: the link's kernel vouched for the checksum (skip summing the payload). */
   static checked(buf: Uint8Array, off: number, len: number, srcIp: Ipv4Addr, dstIp: Ipv4Addr, checksumOk = false): UdpView | UdpDrop {
+    return UdpView.checkedSum(buf, off, len, ipv4AddrSum(srcIp, dstIp), checksumOk, true);
+  }
+
+  /**
+   * As `checked`, for either family: `addrSum` is the pseudo-header's address sum. `zeroAllowed`:
+   * a stored 0 means "no checksum" (IPv4); over IPv6 it is invalid (RFC 8200 §8.1) and dropped.
+   */
+  static checkedSum(buf: Uint8Array, off: number, len: number, addrSum: number, checksumOk: boolean, zeroAllowed: boolean): UdpView | UdpDrop {
     if (off < 0 || len < 0 || off + len > buf.length) throw new RangeError('UdpView: range outside buffer');
     if (len < UDP_HLEN) return 'truncated';
     const length = (buf[off + 4]! << 8) | buf[off + 5]!;
     if (length < UDP_HLEN || length > len) return 'badLength';
     const stored = (buf[off + 6]! << 8) | buf[off + 7]!;
+    if (stored === 0 && !zeroAllowed) return 'badChecksum';
     if (stored !== 0 && !checksumOk) {
-      const sum = sumBytes(buf, off, length, pseudoHeaderSum(srcIp, dstIp, IpProto.UDP, length));
+      const sum = sumBytes(buf, off, length, addrSum + IpProto.UDP + length);
       if (foldChecksum(sum) !== 0) return 'badChecksum';
     }
     return new UdpView(buf, off, length);
@@ -77,6 +86,11 @@ export function writeUdp(
   srcIp: Ipv4Addr,
   dstIp: Ipv4Addr,
 ): number {
+  return writeUdpSum(buf, off, srcPort, dstPort, payloadLen, ipv4AddrSum(srcIp, dstIp));
+}
+
+/** As `writeUdp`, for either family: `addrSum` is the pseudo-header's address sum. */
+export function writeUdpSum(buf: Uint8Array, off: number, srcPort: number, dstPort: number, payloadLen: number, addrSum: number): number {
   const length = UDP_HLEN + payloadLen;
   if (length > 0xffff) throw new RangeError(`writeUdp: payload of ${payloadLen} bytes does not fit`);
   buf[off] = srcPort >>> 8;
@@ -87,7 +101,7 @@ export function writeUdp(
   buf[off + 5] = length & 0xff;
   buf[off + 6] = 0;
   buf[off + 7] = 0;
-  const ck = foldChecksum(sumBytes(buf, off, length, pseudoHeaderSum(srcIp, dstIp, IpProto.UDP, length))) || 0xffff;
+  const ck = foldChecksum(sumBytes(buf, off, length, addrSum + IpProto.UDP + length)) || 0xffff;
   buf[off + 6] = ck >>> 8;
   buf[off + 7] = ck & 0xff;
   return off + length;
