@@ -46,7 +46,7 @@ function usage(msg: string): never {
   process.exit(2);
 }
 const rounds = Number(opt('rounds') ?? 3);
-const mb = Number(opt("mb") ?? 64);
+const mb = Number(opt("mb") ?? 48);
 if (!Number.isInteger(rounds) || rounds < 1) usage(`--rounds: '${opt('rounds')}' is not a positive integer`);
 if (!Number.isInteger(mb) || mb < 1 || mb > 150) usage(`--mb: '${opt('mb')}' must be an integer in 1..150 (the guest has 256 MB of RAM)`);
 const engines = (opt('engines') ?? ENGINES.join(',')).split(',').map((s) => s.trim()) as EngineName[];
@@ -213,7 +213,7 @@ async function oneRun(engine: EngineName, round: number, server: HostServer, dir
     const cpu = pid !== undefined ? cpuSeconds(pid) - cpu0 : NaN;
     const r = vm.results;
     const res: Result = { engine, round, ok: r['down'] === 'ok' && r['up'] === 'ok', vm_wall_ms: vm.durationMs };
-    if (!res.ok) res.error = `results ${JSON.stringify(r)}; console tail: ${vm.log.slice(-400)}`;
+    if (!res.ok) res.error = `results ${JSON.stringify(r)}; console tail: ${vm.log.slice(-1500)}`;
     const MB = mb * 1048576 / 1e6;
     // (Set by the server's handlers while the VM ran; TypeScript cannot see that.)
     const down = server.lastDown as Timing | undefined;
