@@ -310,13 +310,24 @@ class StreamPort implements Link {
   send(frame: Uint8Array): boolean {
     if (!this.conn.enqueue(frame, this.stats)) {
       this.stats.txDropped++;
+      this.listener.stats.txDropped++;
       return false;
     }
     return true;
   }
 
   flush(): void {
-    this.conn.flush(this.stats);
+    // The listener's own counters add up its ports' (as for received frames), so the stream
+    // link's line in the counters shows what it sent.
+    const s = this.stats;
+    const frames = s.txFrames;
+    const bytes = s.txBytes;
+    const dropped = s.txDropped;
+    this.conn.flush(s);
+    const l = this.listener.stats;
+    l.txFrames += s.txFrames - frames;
+    l.txBytes += s.txBytes - bytes;
+    l.txDropped += s.txDropped - dropped;
   }
 
   async close(): Promise<void> {

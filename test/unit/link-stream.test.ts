@@ -3,6 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { StreamLink } from '../../src/link/stream.ts';
+import type { Link } from '../../src/link/types.ts';
 import { openLink, LinkError } from '../../src/link/index.ts';
 import { QemuFrameDecoder, writeQemuHeader } from '../../src/link/qemu-framing.ts';
 import { diffFrames, frame, native, tempDir, waitFor } from './link-helpers.ts';
@@ -71,6 +72,36 @@ async function openStream(p: string): Promise<{ link: StreamLink; got: Uint8Arra
 }
 
 describe('stream link (qemu framing)', () => {
+  it('acceptPorts: each connection is a port; the link\'s counters add up what its ports sent and received', async () => {
+    const p = nextPath();
+    const link = await StreamLink.open(p);
+    cleanups.push(() => link.close());
+    const ports: Link[] = [];
+    const got: Uint8Array[] = [];
+    link.acceptPorts(
+      (port) => {
+        ports.push(port);
+        port.start((frames) => {
+          for (const f of frames) got.push(f.slice());
+        });
+      },
+      () => {},
+    );
+    const a = await Guest.connect(p);
+    const b = await Guest.connect(p);
+    await waitFor(() => ports.length === 2, 'two ports');
+    await a.writeCut(encode([frame(60, 1)]), []);
+    await b.writeCut(encode([frame(70, 2)]), []);
+    await waitFor(() => got.length === 2, 'a frame from each');
+    for (const [i, port] of ports.entries()) {
+      expect(port.send(frame(100 + i, 3))).toBe(true);
+      port.flush();
+    }
+    await waitFor(() => a.received.length + b.received.length === 2, 'a frame to each');
+    expect(ports[0]!.stats).toMatchObject({ txFrames: 1, txBytes: 100 });
+    expect(link.stats).toMatchObject({ rxFrames: 2, rxBytes: 130, txFrames: 2, txBytes: 201, txDropped: 0 });
+  });
+
   it('moves frames both ways byte-exact, with frames split across and merged within chunks', async () => {
     const p = nextPath();
     const { link, got } = await openStream(p);
