@@ -12,7 +12,7 @@
  * Flag errors are typed (DnsFlagError, code VMNAT_BAD_FLAG like ConfigError) with one clear line.
  * The hosts-file parser is lenient like the C library: a bad line is reported and skipped.
  */
-import { parseIpv4 } from '../stack/wire/addr.ts';
+import { parseIpv4, readIpv6 } from '../stack/wire/addr.ts';
 
 export class DnsFlagError extends Error {
   readonly code = 'VMNAT_BAD_FLAG';
@@ -73,26 +73,7 @@ export function parseIpv6(text: string): Uint8Array | undefined {
 
 /** RFC 5952 text for 16 IPv6 bytes (longest run of two or more zero groups as ::, lower-case). */
 export function formatIpv6(bytes: Uint8Array): string {
-  const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push((bytes[2 * i]! << 8) | bytes[2 * i + 1]!);
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (arr: number[]): string => arr.map((x) => x.toString(16)).join(':');
-  if (bestStart < 0) return hex(g);
-  return `${hex(g.slice(0, bestStart))}::${hex(g.slice(bestStart + bestLen))}`;
+  return readIpv6(bytes, 0);
 }
 
 function ipv4Bytes(text: string): Uint8Array | undefined {

@@ -189,34 +189,10 @@ export class IcmpNat {
       this.stats.dropped.notPermitted++;
       return;
     }
-    const guestIp = ip.src;
-    const dstIp = ip.dst;
-    const guestIdent = icmp.ident;
-    let flow = this.index.get(0, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
-    if (flow === undefined) {
-      if (this.options.admit !== undefined && !this.options.admit('icmp', guestIp, guestIdent, dstIp, 0)) {
-        this.stats.refusedByFilter++;
-        this.stack.sendIcmpError(ip, guestMac, this.options.gateway, IcmpType.DestUnreachable, IcmpUnreachCode.AdminProhibited);
-        return;
-      }
-      flow = this.open(guestMac, guestIp, guestIdent, dstIp, hostAddress, now);
-      if (flow === undefined) return;
-      this.index.add(flow, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
-    } else {
-      // Refresh recency: the Map's insertion order is the LRU order.
-      this.flows.delete(flow.key);
-      this.flows.set(flow.key, flow);
-    }
-    flow.lastActive = now;
-    flow.guestMac = guestMac;
-    flow.lastTtl = ip.ttl;
-    flow.lastLen = icmp.len;
-    flow.requests++;
-    flow.bytesFromGuest += icmp.payloadLen;
-    this.stats.requestsFromGuest++;
-    this.stats.bytesFromGuest += icmp.payloadLen;
     // The kernel copies the message and rewrites its identifier and checksum: no copy here.
-    const err = flow.socket.send(ip.buf.subarray(icmp.off, icmp.off + icmp.len), Math.max(1, ip.ttl - 1));
+    const err = this.relayEcho(guestMac, ip.src, icmp.ident, ip.dst, hostAddress, now, ip.ttl, ip.buf.subarray(icmp.off, icmp.off + icmp.len), icmp.payloadLen, () =>
+      this.stack.sendIcmpError(ip, guestMac, this.options.gateway, IcmpType.DestUnreachable, IcmpUnreachCode.AdminProhibited),
+    );
     if (err === undefined) return;
     if (err === 'ENETUNREACH' || err === 'EHOSTUNREACH') {
       // The host has no route: say so as a router would, from the gateway.
@@ -252,32 +228,9 @@ export class IcmpNat {
       this.stats.dropped.notPermitted++;
       return;
     }
-    const guestIp = ip.src;
-    const dstIp = ip.dst;
-    const guestIdent = icmp.ident;
-    let flow = this.index.get(0, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
-    if (flow === undefined) {
-      if (this.options.admit !== undefined && !this.options.admit('icmp', guestIp, guestIdent, dstIp, 0)) {
-        this.stats.refusedByFilter++;
-        six.sendErrorAbout(ip, guestMac, Icmpv6Type.DestUnreachable, Icmpv6UnreachCode.AdminProhibited);
-        return;
-      }
-      flow = this.open(guestMac, guestIp, guestIdent, dstIp, hostAddress, now);
-      if (flow === undefined) return;
-      this.index.add(flow, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
-    } else {
-      this.flows.delete(flow.key);
-      this.flows.set(flow.key, flow);
-    }
-    flow.lastActive = now;
-    flow.guestMac = guestMac;
-    flow.lastTtl = ip.hopLimit;
-    flow.lastLen = icmp.len;
-    flow.requests++;
-    flow.bytesFromGuest += icmp.payloadLen;
-    this.stats.requestsFromGuest++;
-    this.stats.bytesFromGuest += icmp.payloadLen;
-    const err = flow.socket.send(ip.buf.subarray(icmp.off, icmp.off + icmp.len), Math.max(1, ip.hopLimit - 1));
+    const err = this.relayEcho(guestMac, ip.src, icmp.ident, ip.dst, hostAddress, now, ip.hopLimit, ip.buf.subarray(icmp.off, icmp.off + icmp.len), icmp.payloadLen, () =>
+      six.sendErrorAbout(ip, guestMac, Icmpv6Type.DestUnreachable, Icmpv6UnreachCode.AdminProhibited),
+    );
     if (err === undefined) return;
     if (err === 'ENETUNREACH' || err === 'EHOSTUNREACH') {
       this.stats.unreachableToGuest++;
@@ -285,6 +238,50 @@ export class IcmpNat {
       return;
     }
     this.stats.sendErrors++;
+  }
+
+  /**
+   * One echo request from either family through its flow: found (and made most recent) or opened
+   * if the filter admits it (`refused` answers the guest otherwise), counted, and handed to the
+   * ping socket with the hop limit one lower. Returns the send's errno name when it failed, else
+   * undefined (sent, refused, or no flow could be opened: each already counted).
+   */
+  private relayEcho(
+    guestMac: MacAddr,
+    guestIp: IpAddr,
+    guestIdent: number,
+    dstIp: IpAddr,
+    hostAddress: string,
+    now: number,
+    ttl: number,
+    message: Uint8Array,
+    payloadLen: number,
+    refused: () => void,
+  ): string | undefined {
+    let flow = this.index.get(0, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
+    if (flow === undefined) {
+      if (this.options.admit !== undefined && !this.options.admit('icmp', guestIp, guestIdent, dstIp, 0)) {
+        this.stats.refusedByFilter++;
+        refused();
+        return undefined;
+      }
+      flow = this.open(guestMac, guestIp, guestIdent, dstIp, hostAddress, now);
+      if (flow === undefined) return undefined;
+      this.index.add(flow, sideKey(guestIp, guestIdent), sideKey(dstIp, 0));
+    } else {
+      // Refresh recency: the Map's insertion order is the LRU order.
+      this.flows.delete(flow.key);
+      this.flows.set(flow.key, flow);
+    }
+    flow.lastActive = now;
+    flow.guestMac = guestMac;
+    flow.lastTtl = ttl;
+    flow.lastLen = message.length;
+    flow.requests++;
+    flow.bytesFromGuest += payloadLen;
+    this.stats.requestsFromGuest++;
+    this.stats.bytesFromGuest += payloadLen;
+    return flow.socket.send(message, Math.max(1, ttl - 1));
   }
 
   private open(guestMac: MacAddr, guestIp: IpAddr, guestIdent: number, dstIp: IpAddr, hostAddress: string, now: number): IcmpFlow | undefined {
