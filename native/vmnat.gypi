@@ -11,6 +11,7 @@
         "src/sockets.cc",
         "src/tap.cc",
         "src/frame_port.cc",
+        "src/host_tcp.cc",
         "src/icmp.cc",
         "src/hostif.cc",
         "src/vmnet.cc"

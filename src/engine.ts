@@ -13,7 +13,7 @@
 import { performance } from 'node:perf_hooks';
 import { networkOf, type Config } from './config.ts';
 import { COMPLETE_L4_CHECKSUM, type Link } from './link/types.ts';
-import { loadNative } from './link/native.ts';
+import { loadNative, type NativeHostTcp, type NativeHostTcpCallback } from './link/native.ts';
 import { Stack, type UdpDatagram } from './stack/stack.ts';
 import { DhcpServer } from './dhcp/server.ts';
 import { ALL_DHCP_SERVERS, DHCP6_CLIENT_PORT, DHCP6_SERVER_PORT, Dhcp6Server } from './dhcp6/server.ts';
@@ -271,7 +271,7 @@ export class Engine implements ApiBackend {
       policy,
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
       resolveTcpConfig({ ...tcpConfigFor(config, this.memory), tsoMaxBytes: this.offload && net.mtu < 65_000 ? 65_000 : 0 }),
-      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows },
+      { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows, hostTcp: nativeHostTcp(), hostBatch: this.hostBatch },
       (events) => this.dnsTcp.open(events),
       () => this.now(),
       () => this.armTimer(this.now()),
@@ -625,6 +625,24 @@ export class Engine implements ApiBackend {
     if (!this.inBatch) this.scheduleFlush();
   }
 
+  /**
+   * Host socket events run as a batch of their own: frames they send to the guests are flushed
+   * once when the event ends (not by a setImmediate later), and the timer is re-armed.
+   */
+  private readonly hostBatch = {
+    begin: (): boolean => {
+      if (this.inBatch || this.closed) return false;
+      this.inBatch = true;
+      this.batchNow = this.now();
+      return true;
+    },
+    end: (opened: boolean): void => {
+      if (!opened) return;
+      this.inBatch = false;
+      this.afterWork(this.batchNow);
+    },
+  };
+
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -907,4 +925,13 @@ export class Engine implements ApiBackend {
     await Promise.all(this.links.map((l) => l.close()));
     this.pcap?.close();
   }
+}
+
+/**
+ * Dialed TCP flows' host sockets from the addon (native/src/host_tcp.cc). VMNAT_HOST_SOCKETS=node
+ * keeps Node's net.Socket instead: the path before, kept for side-by-side benchmarks.
+ */
+function nativeHostTcp(): ((onEvent: NativeHostTcpCallback, readBuffer: Buffer) => NativeHostTcp) | undefined {
+  if (process.env['VMNAT_HOST_SOCKETS'] === 'node') return undefined;
+  return (onEvent, readBuffer) => new (loadNative().HostTcp)(onEvent, readBuffer);
 }

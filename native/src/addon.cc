@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include "frame_port.h"
+#include "host_tcp.h"
 #include "platform.h"
 #include "sockets.h"
 
@@ -20,6 +21,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vmnat::InitHostIf(env, exports);
   vmnat::InitVmnet(env, exports);
   exports.Set("FramePort", vmnat::FramePort::Init(env));
+  exports.Set("HostTcp", vmnat::HostTcp::Init(env));
   // Which side of the platform guards this binary was built with: tests check they load the
   // build they mean to test.
   Napi::Object build = Napi::Object::New(env);

@@ -121,6 +121,37 @@ export interface NativePingSocket {
 }
 
 /** Which side of the platform guards a binary was built with (native/src/platform.h). */
+/** HostTcp event kinds (native/src/host_tcp.h). */
+export const HostTcpEvent = { Connected: 1, ConnectFailed: 2, Data: 3, Eof: 4, Error: 5, Writable: 6 } as const;
+
+/**
+ * One event of a `HostTcp` socket: kind (HostTcpEvent), the socket's slot, for Data the byte
+ * count now in the shared read buffer (valid during the call only), for ConnectFailed/Error the
+ * errno name.
+ */
+export type NativeHostTcpCallback = (kind: number, slot: number, n: number, code: string | undefined) => void;
+
+/**
+ * The host sockets of dialed TCP flows, owned by the addon (native/src/host_tcp.cc): non-blocking
+ * fds watched by uv_poll, read into one shared buffer, written without Node's stream machinery.
+ * Negative numbers are -errno.
+ */
+export interface NativeHostTcp {
+  /** Starts a connect to a numeric address: the slot, or -errno (-EINVAL: not a numeric address). */
+  connect(host: string, port: number): number;
+  /** Bytes the kernel took (fewer: a Writable event follows when it takes more), or -errno. */
+  write(slot: number, bytes: Uint8Array): number;
+  shutdownWrite(slot: number): number;
+  /** Closes the socket (reset: SO_LINGER 0, the peer gets a RST); the slot is free at once. */
+  close(slot: number, reset: boolean): void;
+  /** Whether the socket is read (a paused flow stops reading: TCP backpressure to the host). */
+  setReading(slot: number, on: boolean): void;
+  /** [localAddress, localPort, peerAddress, peerPort] once connected. */
+  ends(slot: number): [string, number, string, number] | undefined;
+  /** Sockets open. */
+  count(): number;
+}
+
 export interface NativeBuildInfo {
   /** 'linux': recvmmsg/sendmmsg, TAP, netns. 'portable': the macOS code path (built on macOS or with VMNAT_PORTABLE). */
   flavor: 'linux' | 'portable';
@@ -163,6 +194,7 @@ export interface NativeAddon {
   dupFd(fd: number): number;
   /** Takes ownership of `fd` (close() closes it) — unless the constructor throws: then the caller still owns it. */
   FramePort: new (fd: number, options: NativeFramePortOptions) => NativeFramePort;
+  HostTcp: new (onEvent: NativeHostTcpCallback, readBuffer: Buffer) => NativeHostTcp;
   /**
    * An unprivileged ICMP echo socket (SOCK_DGRAM, IPPROTO_ICMP; non-blocking, close-on-exec) for
    * requests to `destination` (an IPv4 address), watched on the main loop. Throws an errno Error:

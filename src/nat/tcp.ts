@@ -27,7 +27,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import { debuglog } from 'node:util';
+import { debuglog, getSystemErrorName } from 'node:util';
 import type { Stack } from '../stack/stack.ts';
 import type { Ipv4View } from '../stack/wire/ipv4.ts';
 import { Ipv6View } from '../stack/wire/ipv6.ts';
@@ -50,6 +50,7 @@ import {
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
 import type { FaultBarrier } from '../fault.ts';
+import { HostTcpEvent, type NativeHostTcp, type NativeHostTcpCallback } from '../link/native.ts';
 import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex, type SideKey } from './flows.ts';
 
 const trace = debuglog('vmnat');
@@ -59,6 +60,8 @@ const SWEEP_MS = 10_000;
 const HOST_READ_BYTES = 64 * 1024;
 /** Closed dialed sockets kept for reuse (see DialSocket); a burst of closes beyond it is collected. */
 const DIAL_POOL_MAX = 256;
+/** HostTcp.connect's answer for a host that is not a numeric address (-EINVAL). */
+const EINVAL_ERRNO = 22;
 
 export interface TcpNatOptions {
   maxFlows: number;
@@ -84,6 +87,16 @@ export interface TcpNatOptions {
   maxForwardFlows?: number;
   maxForwardHalfOpen?: number;
   maxForwardPerSource?: number;
+  /**
+   * The addon's host sockets (native/src/host_tcp.cc): dialed flows to numeric addresses use
+   * them instead of net.Socket. Absent (unit tests, or VMNAT_HOST_SOCKETS=node): Node sockets.
+   */
+  hostTcp?: (onEvent: NativeHostTcpCallback, readBuffer: Buffer) => NativeHostTcp;
+  /**
+   * Host events run inside this bracket (the engine's): what they send to the guests goes out in
+   * one flush when the outermost event ends, with no setImmediate in between.
+   */
+  hostBatch?: { begin(): boolean; end(opened: boolean): void };
 }
 
 export function createTcpNatStats() {
@@ -93,6 +106,8 @@ export function createTcpNatStats() {
     malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0, internalErrors: 0,
     refusedByFilter: 0, closedByFilter: 0,
     forwardLimit: 0, forwardHalfOpenLimit: 0, forwardPerSourceLimit: 0, fdExhausted: 0,
+    /** Dials through the addon's HostTcp, and its sockets open now. */
+    nativeDials: 0, nativeSocketsOpen: 0,
   };
 }
 export type TcpNatStats = ReturnType<typeof createTcpNatStats>;
@@ -183,6 +198,129 @@ class SocketEndpoint implements HostEndpoint {
 }
 
 /**
+ * A dialed flow's host socket owned by the addon (HostTcp). Writes go straight to the kernel;
+ * what it does not take at once waits here, in order, until the socket is writable, and a FIN
+ * (end) waits behind it. Once the host has ended and we have ended too, with nothing queued, the
+ * socket is closed: both directions are done (Node's allowHalfOpen sockets destroy themselves at
+ * that point as well).
+ */
+class NativeEndpoint implements HostEndpoint {
+  private queue: { data: Uint8Array; done: () => void }[] | undefined = undefined;
+  private endPending = false;
+  private ended = false;
+  /** The host's FIN was read. */
+  eof = false;
+  gone = false;
+
+  constructor(
+    private readonly nat: TcpNat,
+    private readonly sockets: NativeHostTcp,
+    readonly slot: number,
+    readonly flow: TcpFlow,
+  ) {}
+
+  write(data: Buffer, done: () => void): void {
+    if (this.gone || this.ended || this.endPending) return;
+    if (this.queue !== undefined) {
+      this.queue.push({ data, done });
+      return;
+    }
+    const n = this.sockets.write(this.slot, data);
+    if (n === data.length) {
+      // Out of our process: the credit goes back at the end of the batch (not inside the
+      // connection's own input processing, where this write may have been made).
+      this.nat.writesDone.push(done);
+      return;
+    }
+    if (n < 0) {
+      this.failed(n);
+      return;
+    }
+    this.queue = [{ data: data.subarray(n), done }];
+  }
+
+  /** The kernel takes bytes again (HostTcpEvent.Writable). */
+  writable(): void {
+    const q = this.queue;
+    if (q === undefined || this.gone) return;
+    while (q.length > 0) {
+      const head = q[0]!;
+      const n = this.sockets.write(this.slot, head.data);
+      if (n < 0) {
+        this.failed(n);
+        return;
+      }
+      if (n < head.data.length) {
+        head.data = head.data.subarray(n);
+        return; // the addon watches for POLLOUT again
+      }
+      q.shift();
+      head.done();
+      if (this.gone) return;
+    }
+    this.queue = undefined;
+    if (this.endPending) {
+      this.endPending = false;
+      this.end();
+    }
+  }
+
+  /** A write failed (EPIPE, ECONNRESET): the flow hears it as a host error, after this call. */
+  private failed(negErrno: number): void {
+    const code = getSystemErrorName(negErrno);
+    const f = this.flow;
+    queueMicrotask(() => {
+      if (!this.gone) this.nat.guard(f, 'handling a host socket write error', (g) => g.error(code));
+    });
+  }
+
+  end(): void {
+    if (this.gone) return;
+    if (this.ended) {
+      this.closeIfDone();
+      return;
+    }
+    if (this.queue !== undefined) {
+      this.endPending = true;
+      return;
+    }
+    this.ended = true;
+    this.sockets.shutdownWrite(this.slot);
+    this.closeIfDone();
+  }
+
+  closeIfDone(): void {
+    if (this.ended && this.eof && this.queue === undefined) this.destroy(false);
+  }
+
+  destroy(reset: boolean): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.queue = undefined; // their slab copies are left to the garbage collector
+    this.sockets.close(this.slot, reset);
+    this.nat.forgetSlot(this.slot, this);
+  }
+
+  pause(): void {
+    if (!this.gone) this.sockets.setReading(this.slot, false);
+  }
+  resume(): void {
+    if (!this.gone && !this.eof) this.sockets.setReading(this.slot, true);
+  }
+  // Each write is already one send() of the batch's whole copy: nothing to gather.
+  cork(): void {}
+  uncork(): void {}
+
+  ends(): { local: string; peer: string } | undefined {
+    if (this.gone) return undefined;
+    const e = this.sockets.ends(this.slot);
+    if (e === undefined) return undefined;
+    const end = (a: string, p: number) => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
+    return { local: end(e[0], e[1]), peer: end(e[2], e[3]) };
+  }
+}
+
+/**
  * A dialed host socket that outlives its flow. Constructing a net.Socket (stream states, emitter,
  * listeners) and collecting it afterwards was a large share of vmnat's CPU per connection in the
  * connect+close benchmark; Node documents `connect()` again on a socket whose 'close' has fired,
@@ -205,11 +343,14 @@ class DialSocket {
         callback: (n: number, buf: Uint8Array) => {
           const f = this.flow;
           if (f === undefined) return false;
+          const opened = nat.hostBatchBegin();
           try {
             return f.data(buf.subarray(0, n));
           } catch (err) {
             nat.fault(f, 'reading a host socket', err);
             return false;
+          } finally {
+            nat.hostBatchEnd(opened);
           }
         },
       },
@@ -429,7 +570,7 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
   }
 
   hostSocketEnds(): { local: string; peer: string } | undefined {
-    return this.host instanceof SocketEndpoint ? this.host.ends() : undefined;
+    return this.host instanceof SocketEndpoint || this.host instanceof NativeEndpoint ? this.host.ends() : undefined;
   }
 }
 
@@ -442,6 +583,11 @@ export class TcpNat {
   readonly ackers: TcpFlow[] = [];
   /** Guest payload copied for host socket writes (see write-slabs.ts). */
   readonly writeSlabs = new WriteSlabs();
+  /** Callbacks of host writes the kernel took whole in this batch: run at its end (afterBatch). */
+  readonly writesDone: (() => void)[] = [];
+  /** The addon's host sockets (created at the first dial) and the endpoint in each slot. */
+  private hostTcp: NativeHostTcp | undefined;
+  private readonly bySlot: (NativeEndpoint | undefined)[] = [];
   /** Flow open/close, for the control API's event stream. */
   onFlowEvent: ((event: 'open' | 'close', flow: TcpFlow, reason?: string) => void) | undefined;
   /** This NAT's flows, filed in the engine's one flow table. */
@@ -608,6 +754,10 @@ export class TcpNat {
     // ICMPv4 quotes the header and 8 bytes (RFC 792); ICMPv6 as much as fits (the SYN is small).
     const quoteLen = ip instanceof Ipv6View ? Math.min(ip.totalLen, 1232) : Math.min(ip.headerLen + 8, ip.totalLen);
     f.synQuote = ip.buf.slice(ip.off, ip.off + quoteLen);
+    if (f.connectTo === undefined || !('path' in f.connectTo)) {
+      const target = f.connectTo ?? { host: f.hostAddress, port: f.dstPort };
+      if (this.dialNative(f, target.host, target.port)) return;
+    }
     let dial = this.dialPool.pop();
     if (dial !== undefined) this.stats.dialSocketsReused++;
     else dial = new DialSocket(this, this.hostReadBuffer, this.dialPool, DIAL_POOL_MAX);
@@ -616,6 +766,72 @@ export class TcpNat {
     f.dialTimer = setTimeout(() => this.dialFailed(f, 'ETIMEDOUT'), this.options.dialTimeoutMs);
     dial.socket.connect(f.connectTo ?? { host: f.hostAddress, port: f.dstPort });
   }
+
+  /**
+   * Dials through the addon's HostTcp. False when it cannot (no addon, or `host` is a name, not
+   * an address): the caller dials with a net.Socket. A refusal the kernel gives at once (no
+   * route, out of descriptors) fails the dial here and now.
+   */
+  private dialNative(f: TcpFlow, host: string, port: number): boolean {
+    const make = this.options.hostTcp;
+    if (make === undefined) return false;
+    const sockets = (this.hostTcp ??= make(this.onHostTcpEvent, this.hostReadBuffer));
+    const slot = sockets.connect(host, port);
+    if (slot === -EINVAL_ERRNO) return false;
+    if (slot < 0) {
+      f.host = undefined;
+      this.dialFailed(f, getSystemErrorName(slot));
+      return true;
+    }
+    const ep = new NativeEndpoint(this, sockets, slot, f);
+    this.bySlot[slot] = ep;
+    this.stats.nativeDials++;
+    this.stats.nativeSocketsOpen++;
+    f.host = ep;
+    f.dialTimer = setTimeout(() => this.dialFailed(f, 'ETIMEDOUT'), this.options.dialTimeoutMs);
+    return true;
+  }
+
+  /** A NativeEndpoint closed its socket: its slot may be handed out again. */
+  forgetSlot(slot: number, ep: NativeEndpoint): void {
+    this.stats.nativeSocketsOpen--;
+    if (this.bySlot[slot] === ep) this.bySlot[slot] = undefined;
+  }
+
+  /** One event of an addon-owned host socket (see native/src/host_tcp.cc). */
+  private readonly onHostTcpEvent = (kind: number, slot: number, n: number, code: string | undefined): void => {
+    const ep = this.bySlot[slot];
+    if (ep === undefined || ep.gone) return;
+    const f = ep.flow;
+    const batch = this.options.hostBatch;
+    const opened = batch !== undefined && batch.begin();
+    try {
+      switch (kind) {
+        case HostTcpEvent.Data:
+          f.data(this.hostReadBuffer.subarray(0, n));
+          break;
+        case HostTcpEvent.Writable:
+          ep.writable();
+          break;
+        case HostTcpEvent.Connected:
+          this.dialed(f);
+          break;
+        case HostTcpEvent.Eof:
+          ep.eof = true;
+          f.end();
+          ep.closeIfDone();
+          break;
+        case HostTcpEvent.ConnectFailed:
+        case HostTcpEvent.Error:
+          f.error(code);
+          break;
+      }
+    } catch (err) {
+      this.fault(f, 'handling a host socket event', err);
+    } finally {
+      if (opened) batch!.end(true);
+    }
+  };
 
   /** The host accepted the dial: SYN-ACK to the guest. */
   dialed(f: TcpFlow): void {
@@ -854,6 +1070,12 @@ export class TcpNat {
       }
     }
     writers.length = 0;
+    const writesDone = this.writesDone;
+    if (writesDone.length > 0) {
+      // A callback may write again (never today), so the list is taken whole first.
+      const list = writesDone.splice(0);
+      for (let i = 0; i < list.length; i++) list[i]!();
+    }
     const ackers = this.ackers;
     if (ackers.length === 0) return;
     const now = this.now();
@@ -884,6 +1106,14 @@ export class TcpNat {
       }
       this.touchedNoWake(f);
     });
+  }
+
+  /** The engine's host-event bracket (TcpNatOptions.hostBatch), for Node sockets' reads. */
+  hostBatchBegin(): boolean {
+    return this.options.hostBatch?.begin() ?? false;
+  }
+  hostBatchEnd(opened: boolean): void {
+    if (opened) this.options.hostBatch!.end(true);
   }
 
   /** Runs a host event of `f` behind the fault barrier. */
