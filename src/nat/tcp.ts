@@ -108,6 +108,8 @@ export function createTcpNatStats() {
     forwardLimit: 0, forwardHalfOpenLimit: 0, forwardPerSourceLimit: 0, fdExhausted: 0,
     /** Dials through the addon's HostTcp, and its sockets open now. */
     nativeDials: 0, nativeSocketsOpen: 0,
+    /** Flows in TIME-WAIT closed early to make room for a new one (the table was full). */
+    timeWaitEvicted: 0,
   };
 }
 export type TcpNatStats = ReturnType<typeof createTcpNatStats>;
@@ -492,6 +494,9 @@ export class TcpFlow implements TcpHost, HostEvents, Scheduled, FlowEntry {
   deferAck(): void {
     this.nat.ackers.push(this);
   }
+  onTimeWait(): void {
+    this.nat.enteredTimeWait(this);
+  }
   onWritable(): void {
     const pending = this.pendingFromHost;
     const conn = this.conn;
@@ -585,6 +590,9 @@ export class TcpNat {
   readonly writeSlabs = new WriteSlabs();
   /** Callbacks of host writes the kernel took whole in this batch: run at its end (afterBatch). */
   readonly writesDone: (() => void)[] = [];
+  /** Flows that entered TIME-WAIT, oldest first, from `timeWaitHead` on (see evictTimeWait). */
+  private readonly timeWait: TcpFlow[] = [];
+  private timeWaitHead = 0;
   /** The addon's host sockets (created at the first dial) and the endpoint in each slot. */
   private hostTcp: NativeHostTcp | undefined;
   private readonly bySlot: (NativeEndpoint | undefined)[] = [];
@@ -697,7 +705,7 @@ export class TcpNat {
       this.sendRst(srcMac, dst, view.dstPort, src, view.srcPort);
       return;
     }
-    if (this.flows.size - this.forwardFlows >= this.options.maxFlows || this.table.guestFull) {
+    if ((this.flows.size - this.forwardFlows >= this.options.maxFlows || this.table.guestFull) && !this.evictTimeWait(now)) {
       this.stats.flowLimit++;
       this.sendRst(srcMac, dst, view.dstPort, src, view.srcPort);
       return;
@@ -1016,6 +1024,39 @@ export class TcpNat {
       if (perGuest?.get(sideKey(srcIp, this.nextEphemeral)) === undefined) return this.nextEphemeral;
     }
     return undefined;
+  }
+
+  /** A flow entered TIME-WAIT: queued, oldest first, in case the table needs its place. */
+  enteredTimeWait(f: TcpFlow): void {
+    const q = this.timeWait;
+    // Entries whose flow has gone since (TIME-WAIT ran out: the oldest go first) leave the queue
+    // here, so it stays about as long as the number of flows in TIME-WAIT.
+    while (this.timeWaitHead < q.length && q[this.timeWaitHead]!.closed) this.timeWaitHead++;
+    if (this.timeWaitHead > 1024 && this.timeWaitHead * 2 > q.length) {
+      q.splice(0, this.timeWaitHead);
+      this.timeWaitHead = 0;
+    }
+    q.push(f);
+  }
+
+  /**
+   * The table is full and a guest opens a new flow: the oldest flow in TIME-WAIT gives up its
+   * place (it holds no data and no host socket, only its 4-tuple), as Linux drops TIME-WAIT
+   * sockets beyond tcp_max_tw_buckets. A guest that opens and closes connections faster than
+   * TIME-WAIT (1 s) lets them go would otherwise be refused. False: no flow in TIME-WAIT.
+   */
+  private evictTimeWait(now: number): boolean {
+    const q = this.timeWait;
+    while (this.timeWaitHead < q.length) {
+      const f = q[this.timeWaitHead++]!;
+      if (f.closed || f.conn === undefined || f.conn.state !== 'time-wait') continue;
+      f.conn.abort(now); // silent in TIME-WAIT; closes and removes the flow
+      this.stats.timeWaitEvicted++;
+      return true;
+    }
+    q.length = 0;
+    this.timeWaitHead = 0;
+    return false;
   }
 
   /** Removes a flow from the table (its connection is closed or never existed). */

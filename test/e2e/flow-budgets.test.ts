@@ -142,3 +142,35 @@ except OSError: pass
   expect(stats.tcpNat.forwardLimit).toBe(40);
   expect(stats.flows.forwarded).toBe(20);
 });
+
+test('connections that close faster than TIME-WAIT lets them go do not fill a small table: the oldest in TIME-WAIT makes room', async () => {
+  // The host closes first (accept, then close), so vmnat's side of each flow is the one that
+  // ends in TIME-WAIT (1 s). 300 connections in well under a second through a 40-flow table: each
+  // must still connect and see the host's FIN, none refused.
+  const server = net.createServer((s) => {
+    s.on('error', () => undefined);
+    s.end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+  const port = (server.address() as net.AddressInfo).port;
+  const { ns, vmnat } = await guest(['--max-flows', '40']);
+  const script = writeScript(ns.dir, 'churn.py', `
+import socket, sys
+ok = refused = 0
+for i in range(300):
+    s = socket.socket(); s.settimeout(5)
+    try:
+        s.connect(('10.0.2.2', ${port}))
+        if s.recv(1) == b'': ok += 1
+    except OSError as e:
+        refused += 1
+    s.close()
+print(ok, refused)
+`);
+  const r = await ns.exec(['python3', script], { timeoutMs: 60_000 });
+  expect(r.stdout.trim(), r.stderr).toBe('300 0');
+  const stats = (await vmnat.stats()) as { tcpNat: { flowLimit: number; timeWaitEvicted: number } };
+  expect(stats.tcpNat.flowLimit).toBe(0);
+  expect(stats.tcpNat.timeWaitEvicted).toBeGreaterThan(100);
+});

@@ -55,6 +55,11 @@ export interface TcpHost {
    * method such ACKs go out at once, segment by segment. (See TcpReceiver: stretch ACKs.)
    */
   deferAck?(): void;
+  /**
+   * The connection entered TIME-WAIT: it holds no data any more, only the 4-tuple. A host with a
+   * bounded table may end it early to make room (abort() closes a TIME-WAIT connection silently).
+   */
+  onTimeWait?(): void;
 }
 
 export interface TcpOpenOptions {

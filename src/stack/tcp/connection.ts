@@ -577,6 +577,7 @@ export class TcpConnection implements SenderOutput, ReceiverSink {
     this.snd.buf.release();
     this.rcv.clearOoo();
     this.twDeadline = now + this.config.timeWaitMs;
+    this.host.onTimeWait?.();
   }
 
   /** A guest segment (or part of its processing) is ignored: count it by cause, trace it. */
