@@ -145,6 +145,17 @@ export class Engine implements ApiBackend {
    * --offload (whole frames, checksums summed in C). --no-tso turns it off.
    */
   private readonly offload: boolean;
+  /**
+   * Otherwise, while every transport is one of the addon's (a TAP with --no-tso, a --socket/--fd
+   * without --offload, a spawned VM), TCP still builds 64 KiB segments and the addon cuts them
+   * into MTU-sized frames (software GSO, Link.segments): the peer gets the frames it always did,
+   * and JavaScript builds one frame per 64 KiB instead of one per MSS. VMNAT_SOFT_GSO=0 turns it
+   * off (the path before, for side-by-side benchmarks).
+   */
+  private readonly softGso: boolean;
+  /** TCP's largest segment while large frames are in use (0: MSS-sized only). */
+  private readonly tsoMaxBytes: number;
+  private softGsoOn = false;
 
   constructor(private readonly cfg: Config) {
     const config = cfg;
@@ -169,6 +180,8 @@ export class Engine implements ApiBackend {
       if (net.ipv6 !== undefined) this.zone.add(name, net.ipv6.gateway, 'host');
     }
     this.offload = config.links.every((l) => l.kind === 'tap' || ((l.kind === 'socket' || l.kind === 'fd') && l.offload === true)) && !config.noTso;
+    this.softGso = !this.offload && process.env['VMNAT_SOFT_GSO'] !== '0' && config.links.every((l) => l.kind === 'tap' || l.kind === 'socket' || l.kind === 'fd' || l.kind === 'spawn');
+    this.tsoMaxBytes = (this.offload || this.softGso) && net.mtu < 65_000 ? 65_000 : 0;
     this.stack = new Stack(
       {
         network: net.network, netmask: net.netmask, gateway: net.gateway, dns: net.dns, mtu: net.mtu,
@@ -270,7 +283,7 @@ export class Engine implements ApiBackend {
       this.stack,
       policy,
       { idleTimeoutMs: config.udpTimeoutSec * 1000, maxFlows: config.maxFlows, table: this.flowTable, admit: admitOut },
-      resolveTcpConfig({ ...tcpConfigFor(config, this.memory), tsoMaxBytes: this.offload && net.mtu < 65_000 ? 65_000 : 0 }),
+      resolveTcpConfig({ ...tcpConfigFor(config, this.memory), tsoMaxBytes: this.tsoMaxBytes }),
       { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows, hostTcp: nativeHostTcp(), hostBatch: this.hostBatch },
       (events) => this.dnsTcp.open(events),
       () => this.now(),
@@ -572,7 +585,14 @@ export class Engine implements ApiBackend {
    */
   private updateOffload(): void {
     const ports = this.switch.ports;
-    this.stack.gso = this.offload && ports.every((p) => p.link.gso === true);
+    const kernelGso = this.offload && ports.every((p) => p.link.gso === true);
+    const softGso = !kernelGso && this.softGso && ports.every((p) => p.link.segments === true);
+    this.stack.gso = kernelGso || softGso;
+    this.softGsoOn = softGso;
+    for (const p of ports) if (p.link.segments === true) p.link.softGso = softGso;
+    // A port that takes neither (none today: every transport is native or opts out at start)
+    // must only ever get MSS-sized segments.
+    this.nat?.tcp.setTsoMaxBytes(this.stack.gso ? this.tsoMaxBytes : 0);
     this.stack.linkCompletesChecksums = ports.length > 0 && ports.every((p) => p.link.completesChecksums === true);
   }
 
@@ -620,7 +640,9 @@ export class Engine implements ApiBackend {
 
   /** Frames from the stack to the guests, through the switch. */
   private toGuests(frame: Uint8Array, gsoSize?: number): void {
-    this.pcap?.write(frame, gsoSize === COMPLETE_L4_CHECKSUM);
+    // A capture shows checksums complete where the guest gets them complete (software GSO too:
+    // its super-frame is captured as built, one record, with the checksum summed here).
+    this.pcap?.write(frame, gsoSize === COMPLETE_L4_CHECKSUM || (gsoSize !== undefined && this.softGsoOn));
     this.switch.output(frame, this.inBatch ? this.batchNow : this.now(), gsoSize);
     if (!this.inBatch) this.scheduleFlush();
   }

@@ -100,6 +100,7 @@ Napi::Function FramePort::Init(Napi::Env env) {
                      {
                          InstanceMethod<&FramePort::Start>("start"),
                          InstanceMethod<&FramePort::Send>("send"),
+                         InstanceMethod<&FramePort::SendGso>("sendGso"),
                          InstanceMethod<&FramePort::Flush>("flush"),
                          InstanceMethod<&FramePort::Stats>("stats"),
                          InstanceMethod<&FramePort::ResetPeer>("resetPeer"),
@@ -819,6 +820,106 @@ bool FramePort::Enqueue(const uint8_t* data, size_t frameLen, int32_t offload) {
   return true;
 }
 
+// sendGso(frame, gsoSize): one IPv4 or IPv6 TCP frame larger than the MTU, its checksum field
+// holding the pseudo-header sum (what vmnat's stack writes for offload links), cut here into
+// frames of at most gsoSize payload bytes with complete checksums: software GSO, for peers that
+// take MTU-sized frames only (a VM behind a datagram socket, a TAP with --no-tso). The stack then
+// builds one frame per 64 KiB instead of one per MSS, in JavaScript: the per-frame work left is
+// this loop's header copy and checksum, in C, while the payload is in cache.
+Napi::Value FramePort::SendGso(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsNumber()) {
+    ThrowType(env, "sendGso(frame: Uint8Array, gsoSize: number)");
+    return env.Undefined();
+  }
+  if (closed_ || failed_) return Napi::Boolean::New(env, false);
+  Napi::Uint8Array frame = info[0].As<Napi::Uint8Array>();
+  const int64_t g = info[1].As<Napi::Number>().Int64Value();
+  if (g < 1 || g > 65535) {
+    ThrowType(env, "sendGso: gsoSize must be 1..65535");
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, EnqueueSegments(frame.Data(), frame.ByteLength(), static_cast<uint32_t>(g)));
+}
+
+bool FramePort::EnqueueSegments(const uint8_t* data, size_t len, uint32_t gsoSize) {
+  uint32_t l4Start, l4End;
+  uint8_t proto;
+  if (!LocateL4(data, len, &l4Start, &l4End, &proto) || proto != 6 || l4End - l4Start < 20) {
+    ++txDropped_;
+    return false;
+  }
+  const bool v6 = data[12] == 0x86;
+  const uint32_t thl = (data[l4Start + 12] >> 4) * 4u;
+  const uint32_t hdrLen = l4Start + thl;
+  if (thl < 20 || hdrLen > l4End) {
+    ++txDropped_;
+    return false;
+  }
+  const uint32_t payload = l4End - hdrLen;
+  if (payload <= gsoSize) return Enqueue(data, l4End, kCompleteChecksum);
+  const uint32_t seq0 = (static_cast<uint32_t>(data[l4Start + 4]) << 24) | (data[l4Start + 5] << 16) |
+                        (data[l4Start + 6] << 8) | data[l4Start + 7];
+  const uint16_t id0 = v6 ? 0 : static_cast<uint16_t>((data[14 + 4] << 8) | data[14 + 5]);
+  const uint8_t flags0 = data[l4Start + 13];
+  const uint32_t hdr = vnetHdr_ ? kVnetHdrLen : 0;
+  ++txGsoFrames_;
+  for (uint32_t off = 0, i = 0; off < payload; off += gsoSize, i++) {
+    const uint32_t segPayload = std::min(gsoSize, payload - off);
+    const uint32_t frameLen = hdrLen + segPayload;
+    const size_t need = frameLen + hdr;
+    if (!HasRoom(need)) {
+      if (!wantWrite_) FlushQueue();
+      if (!HasRoom(need)) {
+        ++txDropped_;  // the rest of this frame is lost; TCP retransmits it
+        return false;
+      }
+    }
+    uint8_t* dst = txArena_ + txUsed_;
+    if (vnetHdr_) {
+      memset(dst, 0, kVnetHdrLen);  // a complete frame: no offload flags
+      dst += kVnetHdrLen;
+    }
+    memcpy(dst, data, hdrLen);
+    memcpy(dst + hdrLen, data + hdrLen + off, segPayload);
+    uint8_t* ip = dst + 14;
+    const uint32_t l4Len = thl + segPayload;
+    if (v6) {
+      ip[4] = static_cast<uint8_t>(l4Len >> 8);
+      ip[5] = static_cast<uint8_t>(l4Len);
+    } else {
+      const uint32_t ihl = l4Start - 14;
+      const uint32_t total = ihl + l4Len;
+      const uint16_t id = static_cast<uint16_t>(id0 + i);
+      ip[2] = static_cast<uint8_t>(total >> 8);
+      ip[3] = static_cast<uint8_t>(total);
+      ip[4] = static_cast<uint8_t>(id >> 8);
+      ip[5] = static_cast<uint8_t>(id);
+      ip[10] = ip[11] = 0;
+      const uint16_t ipck = static_cast<uint16_t>(~SumWords(ip, ihl, 0));
+      memcpy(ip + 10, &ipck, 2);
+    }
+    uint8_t* tcp = dst + l4Start;
+    const uint32_t seq = seq0 + off;
+    tcp[4] = static_cast<uint8_t>(seq >> 24);
+    tcp[5] = static_cast<uint8_t>(seq >> 16);
+    tcp[6] = static_cast<uint8_t>(seq >> 8);
+    tcp[7] = static_cast<uint8_t>(seq);
+    const bool last = off + segPayload >= payload;
+    tcp[13] = last ? flags0 : static_cast<uint8_t>(flags0 & ~0x09);  // FIN and PSH: last only
+    const uint16_t pseudo = static_cast<uint16_t>(PseudoHeaderSum(dst, l4Len, 6));
+    memcpy(tcp + 16, &pseudo, 2);
+    CompleteL4Checksum(dst, frameLen);
+    txEntries_.push_back(TxEntry{txUsed_, static_cast<uint32_t>(need)});
+    txUsed_ += static_cast<uint32_t>(need);
+  }
+  const size_t queued = txEntries_.size() - txHead_;
+  if (!wantWrite_ && (queued >= kTxSoftFrames || txUsed_ - txEntries_[txHead_].off >= kTxSoftBytes)) {
+    FlushQueue();
+  }
+  return true;
+}
+
 // Room for one more frame of `len` bytes, compacting the arena if the head has advanced.
 bool FramePort::HasRoom(size_t len) {
   if (txHead_ > 0 && (txEntries_.size() >= kTxMaxFrames || txUsed_ + len > kTxArenaBytes)) {
@@ -957,6 +1058,7 @@ Napi::Value FramePort::Stats(const Napi::CallbackInfo& info) {
   o.Set("txFrames", Napi::Number::New(env, static_cast<double>(txFrames_)));
   o.Set("txBytes", Napi::Number::New(env, static_cast<double>(txBytes_)));
   o.Set("txDropped", Napi::Number::New(env, static_cast<double>(txDropped_)));
+  o.Set("txGsoFrames", Napi::Number::New(env, static_cast<double>(txGsoFrames_)));
   o.Set("rxErrors", Napi::Number::New(env, static_cast<double>(rxErrors_)));
   o.Set("rxBatches", Napi::Number::New(env, static_cast<double>(rxBatches_)));
   o.Set("txBatches", Napi::Number::New(env, static_cast<double>(txBatches_)));

@@ -41,6 +41,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
 
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value Send(const Napi::CallbackInfo& info);
+  Napi::Value SendGso(const Napi::CallbackInfo& info);
   Napi::Value Flush(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value ResetPeer(const Napi::CallbackInfo& info);
@@ -69,6 +70,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   // Or'ed into a received frame's length in the offsets array: the L4 checksum is known good.
   static constexpr int32_t kRxL4ChecksumOk = 1 << 30;
   bool Enqueue(const uint8_t* data, size_t len, int32_t offload);
+  bool EnqueueSegments(const uint8_t* data, size_t len, uint32_t gsoSize);
   bool HasRoom(size_t len);
   void DropQueued();
   void FlushQueue();
@@ -125,6 +127,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   std::vector<iovec> txIovs_;
 
   uint64_t rxFrames_ = 0, rxBytes_ = 0, txFrames_ = 0, txBytes_ = 0;
+  uint64_t txGsoFrames_ = 0;
   uint64_t txDropped_ = 0, rxErrors_ = 0, rxBatches_ = 0, txBatches_ = 0;
 };
 

@@ -107,9 +107,18 @@ export abstract class NativePortLink implements Link {
   /** The addon completes TCP/UDP checksums while it queues a frame (COMPLETE_L4_CHECKSUM). */
   readonly completesChecksums = true;
 
+  /** Software GSO in C (Link.segments): every native port can. */
+  readonly segments = true;
+  softGso = false;
+
   send(frame: Uint8Array, gsoSize?: number): boolean {
     if (this.closed) return false;
     if (gsoSize === undefined) return this.port.send(frame);
+    if (this.softGso) {
+      // The peer takes MTU-sized frames with complete checksums: the addon cuts and sums them.
+      if (gsoSize > 0) return this.port.sendGso(frame, gsoSize);
+      return this.port.send(frame, COMPLETE_L4_CHECKSUM);
+    }
     // No header to say a checksum is partial: the offloading VM gets it complete, summed in C.
     if (this.offload && gsoSize >= 0) return this.port.send(frame, COMPLETE_L4_CHECKSUM);
     return this.port.send(frame, gsoSize);
@@ -128,6 +137,7 @@ export abstract class NativePortLink implements Link {
       txBytes: n.txBytes,
       txDropped: n.txDropped,
       rxErrors: this.rx.rxErrors + n.rxErrors,
+      txGsoFrames: n.txGsoFrames,
     };
   }
 

@@ -66,6 +66,8 @@ export interface NativeFramePortStats {
   rxErrors: number;
   rxBatches: number;
   txBatches: number;
+  /** Frames larger than the MTU that sendGso cut into MTU-sized ones. */
+  txGsoFrames: number;
   /** Frames waiting in the send queue (the kernel said EAGAIN; they go when the fd is writable). */
   txQueued: number;
 }
@@ -77,6 +79,12 @@ export interface NativeFramePort {
   send(frame: Uint8Array, gsoSize?: number): boolean;
   /** Sends everything queued (sendmmsg / write loop). Frames the kernel refuses with EAGAIN stay queued up to a bound and go when the fd is writable; beyond that they are dropped and counted. */
   flush(): void;
+  /**
+   * Queues one IPv4/IPv6 TCP frame larger than the MTU, its checksum field holding the
+   * pseudo-header sum, cut into frames of at most `gsoSize` payload bytes with complete checksums
+   * (software GSO, in C). False = dropped.
+   */
+  sendGso(frame: Uint8Array, gsoSize: number): boolean;
   stats(): NativeFramePortStats;
   /**
    * learnPeer mode only: dissolves the association with the learned peer (connect AF_UNSPEC) and

@@ -34,6 +34,8 @@ export interface LinkStats {
   txDropped: number;
   /** Receive errors and datagrams that were not frames (too short, too long). */
   rxErrors: number;
+  /** Frames larger than the MTU the link cut into MTU-sized ones itself (software GSO). */
+  txGsoFrames?: number;
 }
 
 export interface Link {
@@ -54,6 +56,14 @@ export interface Link {
   send(frame: Uint8Array, gsoSize?: number): boolean;
   /** The link takes TCP frames larger than the MTU with GSO (a TAP with a vnet header). */
   readonly gso?: boolean;
+  /**
+   * Software GSO: the link can cut a TCP frame larger than the MTU (`send(frame, gsoSize > 0)`,
+   * checksum partial) into MTU-sized frames with complete checksums itself (the native links, in
+   * C), for peers that take MTU-sized frames only. Used while `softGso` is set (by the engine:
+   * when the peer's own offload is not in use).
+   */
+  readonly segments?: boolean;
+  softGso?: boolean;
   /**
    * The link completes checksums itself: `send(frame, COMPLETE_L4_CHECKSUM)` takes an IPv4/IPv6
    * TCP or UDP frame whose checksum field holds only the pseudo-header sum, and the link sums the

@@ -1009,6 +1009,12 @@ export class TcpNat {
     return socket;
   }
 
+  /** Large segments on or off (the engine's view of its links); open connections follow at once. */
+  setTsoMaxBytes(n: number): void {
+    this.config.tsoMaxBytes = n;
+    if (this.config6 !== undefined) this.config6.tsoMaxBytes = n;
+  }
+
   /** The TCP configuration for a flow's family: IPv6's header is 20 bytes longer, so its MSS is 20 smaller. */
   private configFor(f: TcpFlow): TcpConfig {
     if (typeof f.guestIp !== 'string') return this.config;

@@ -116,3 +116,52 @@ describe('checksums summed by the native links', () => {
     );
   });
 });
+
+describe('software GSO (sendGso): one large TCP frame cut into MTU-sized frames in C', () => {
+  it.each([4, 6] as const)('IPv%s: each piece is the frame the stack would have built for that MSS (lengths, sequence numbers, PSH/FIN on the last, IPv4 ids, checksums)', async (family) => {
+    const { a, got } = ports();
+    const mss = 1448;
+    for (const total of [mss * 3, mss * 3 + 1, 65_000 - (65_000 % mss) + 17, mss + 1]) {
+      got.length = 0;
+      const payload = Uint8Array.from({ length: total }, (_, i) => (i * 7 + total) & 0xff);
+      const big = l4Frame(family, 6, payload, true);
+      const l4 = family === 4 ? 34 : 54;
+      big[l4 + 13] = 0x19; // ACK|PSH|FIN on the whole: PSH and FIN belong to the last piece only
+      expect(a.sendGso(big, mss)).toBe(true);
+      a.flush();
+      const n = Math.ceil(total / mss);
+      await waitFor(() => got.length === n, `${n} pieces of ${total}`);
+      for (let i = 0; i < n; i++) {
+        const piece = payload.subarray(i * mss, Math.min(total, (i + 1) * mss));
+        const expected = l4Frame(family, 6, piece, true);
+        const seq = 1 + i * mss; // l4Frame's sequence number is 1
+        expected.set([seq >>> 24, (seq >>> 16) & 0xff, (seq >>> 8) & 0xff, seq & 0xff], l4 + 4);
+        expected[l4 + 13] = i === n - 1 ? 0x19 : 0x10;
+        if (family === 4) {
+          const id = 1 + i; // l4Frame's IPv4 id is 1; each piece takes the next
+          expected[18] = id >> 8;
+          expected[19] = id & 0xff;
+          expected[24] = expected[25] = 0;
+          const ipck = foldChecksum(sumBytes(expected, 14, 20));
+          expected[24] = ipck >> 8;
+          expected[25] = ipck & 0xff;
+        }
+        expect(completeL4Checksum(expected)).toBe(true);
+        expect(Buffer.from(got[i]!.frame).equals(Buffer.from(expected)), `piece ${i} of ${total}`).toBe(true);
+        expect(got[i]!.ok).toBe(true);
+      }
+    }
+    expect(a.stats().txGsoFrames).toBe(4);
+  });
+
+  it('a frame within one segment goes whole with its checksum completed; a frame that is not TCP is dropped and counted', async () => {
+    const { a, got } = ports();
+    const small = l4Frame(4, 6, new Uint8Array(100).fill(3), true);
+    expect(a.sendGso(small, 1448)).toBe(true);
+    expect(a.sendGso(l4Frame(4, 17, new Uint8Array(3000), true), 1448)).toBe(false);
+    a.flush();
+    await waitFor(() => got.length === 1, 'one frame');
+    expect(Buffer.from(got[0]!.frame).equals(Buffer.from(l4Frame(4, 6, new Uint8Array(100).fill(3), false)))).toBe(true);
+    expect(a.stats().txDropped).toBe(1);
+  });
+});
