@@ -287,7 +287,10 @@ export class Engine implements ApiBackend {
       { maxFlows: config.maxFlows, idleTimeoutMs: config.tcpIdleTimeoutSec * 1000, maxHalfOpen: 512, dialTimeoutMs: config.tcpConnectTimeoutSec * 1000, gateway: net.gateway, dupFd: (fd) => loadNative().dupFd(fd), faults: this.faults, table: this.flowTable, admit: admitOut, maxForwardFlows: config.maxForwardFlows, hostTcp: nativeHostTcp(), hostBatch: this.hostBatch },
       (events) => this.dnsTcp.open(events),
       () => this.now(),
-      () => this.armTimer(this.now()),
+      // Inside a batch or host event afterWork arms the timer at the end: once is enough.
+      () => {
+        if (!this.inBatch) this.armTimer(this.now());
+      },
     );
     // Outside nat mode nothing is routed: a guest aiming past vmnat's MAC is counted (ipv4.noRoute).
     this.stack.forward = nat ? (ip, srcMac, now) => this.nat.input(ip, srcMac, now) : () => false;

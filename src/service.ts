@@ -28,22 +28,33 @@ export function service(
   counters: () => object,
   close: () => void | Promise<void> = () => undefined,
 ): Service {
-  return {
+  const out: Service = {
     name,
     poll: (now) => machine.poll?.(now),
     nextDeadline: () => machine.nextDeadline?.(),
     counters,
     close,
   };
+  if (machine.nextDeadline === undefined) untimed.add(out);
+  return out;
 }
+
+/** Services made from a machine without deadlines: `Services.nextDeadline` skips them. */
+const untimed = new WeakSet<Service>();
 
 /** The engine's registry: one list, polled and closed in order. */
 export class Services {
   private readonly list: Service[] = [];
+  /**
+   * Those that can have a deadline: the engine asks after every frame batch and host event, so
+   * the dozen that never have one (counters only) are not asked each time.
+   */
+  private readonly timed: Service[] = [];
 
   register(s: Service): void {
     if (this.list.some((x) => x.name === s.name)) throw new Error(`service ${s.name} registered twice`);
     this.list.push(s);
+    if (!untimed.has(s)) this.timed.push(s);
   }
 
   get all(): readonly Service[] {
@@ -53,7 +64,7 @@ export class Services {
   /** The earliest deadline any service reported. */
   nextDeadline(): number {
     let at = Infinity;
-    for (const s of this.list) {
+    for (const s of this.timed) {
       const d = s.nextDeadline();
       if (d !== undefined && d < at) at = d;
     }
