@@ -147,7 +147,8 @@ export class Engine implements ApiBackend {
   private readonly offload: boolean;
   /**
    * Otherwise, while every transport is one of the addon's (a TAP with --no-tso, a --socket/--fd
-   * without --offload, a spawned VM), TCP still builds 64 KiB segments and the addon cuts them
+   * without --offload, a spawned VM) or the stream transport (whose sending is JavaScript's but
+   * calls the same C), TCP still builds 64 KiB segments and the addon cuts them
    * into MTU-sized frames (software GSO, Link.segments): the peer gets the frames it always did,
    * and JavaScript builds one frame per 64 KiB instead of one per MSS. VMNAT_SOFT_GSO=0 turns it
    * off (the path before, for side-by-side benchmarks).
@@ -180,7 +181,7 @@ export class Engine implements ApiBackend {
       if (net.ipv6 !== undefined) this.zone.add(name, net.ipv6.gateway, 'host');
     }
     this.offload = config.links.every((l) => l.kind === 'tap' || ((l.kind === 'socket' || l.kind === 'fd') && l.offload === true)) && !config.noTso;
-    this.softGso = !this.offload && process.env['VMNAT_SOFT_GSO'] !== '0' && config.links.every((l) => l.kind === 'tap' || l.kind === 'socket' || l.kind === 'fd' || l.kind === 'spawn');
+    this.softGso = !this.offload && process.env['VMNAT_SOFT_GSO'] !== '0' && config.links.every((l) => l.kind === 'tap' || l.kind === 'socket' || l.kind === 'fd' || l.kind === 'spawn' || l.kind === 'stream');
     this.tsoMaxBytes = (this.offload || this.softGso) && net.mtu < 65_000 ? 65_000 : 0;
     this.stack = new Stack(
       {

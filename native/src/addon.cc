@@ -22,6 +22,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vmnat::InitVmnet(env, exports);
   exports.Set("FramePort", vmnat::FramePort::Init(env));
   exports.Set("HostTcp", vmnat::HostTcp::Init(env));
+  vmnat::InitGso(env, exports);
   // Which side of the platform guards this binary was built with: tests check they load the
   // build they mean to test.
   Napi::Object build = Napi::Object::New(env);

@@ -842,32 +842,86 @@ Napi::Value FramePort::SendGso(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, EnqueueSegments(frame.Data(), frame.ByteLength(), static_cast<uint32_t>(g)));
 }
 
-bool FramePort::EnqueueSegments(const uint8_t* data, size_t len, uint32_t gsoSize) {
-  uint32_t l4Start, l4End;
+// A TCP frame larger than the MTU, as software GSO cuts it (see SendGso).
+struct GsoPlan {
+  uint32_t l4Start;  // where the TCP header starts
+  uint32_t hdrLen;   // Ethernet + IP + TCP headers: copied into every piece
+  uint32_t thl;
+  uint32_t payload;  // TCP payload bytes of the whole frame
+  uint32_t seq0;
+  uint16_t id0;  // IPv4 identification of the first piece; the next ones count up
+  uint8_t flags0;
+  bool v6;
+};
+
+// False unless `data` is an IPv4 or IPv6 (no extension headers) TCP frame whose lengths agree.
+static bool PlanGso(const uint8_t* data, size_t len, GsoPlan* p) {
+  uint32_t l4End;
   uint8_t proto;
-  if (!LocateL4(data, len, &l4Start, &l4End, &proto) || proto != 6 || l4End - l4Start < 20) {
+  if (!LocateL4(data, len, &p->l4Start, &l4End, &proto) || proto != 6 || l4End - p->l4Start < 20) return false;
+  p->v6 = data[12] == 0x86;
+  p->thl = (data[p->l4Start + 12] >> 4) * 4u;
+  p->hdrLen = p->l4Start + p->thl;
+  if (p->thl < 20 || p->hdrLen > l4End) return false;
+  p->payload = l4End - p->hdrLen;
+  const uint8_t* t = data + p->l4Start;
+  p->seq0 = (static_cast<uint32_t>(t[4]) << 24) | (t[5] << 16) | (t[6] << 8) | t[7];
+  p->id0 = p->v6 ? 0 : static_cast<uint16_t>((data[14 + 4] << 8) | data[14 + 5]);
+  p->flags0 = t[13];
+  return true;
+}
+
+// Writes piece `i` (payload [off, off + its length)) at dst, complete with lengths, sequence
+// number, flags (PSH and FIN on the last piece only), IPv4 id and header checksum, and the TCP
+// checksum summed from the copy. Returns the piece's frame length.
+static uint32_t WriteGsoPiece(const uint8_t* data, const GsoPlan& p, uint32_t gsoSize, uint32_t off,
+                              uint32_t i, uint8_t* dst) {
+  const uint32_t segPayload = std::min(gsoSize, p.payload - off);
+  const uint32_t frameLen = p.hdrLen + segPayload;
+  memcpy(dst, data, p.hdrLen);
+  memcpy(dst + p.hdrLen, data + p.hdrLen + off, segPayload);
+  uint8_t* ip = dst + 14;
+  const uint32_t l4Len = p.thl + segPayload;
+  if (p.v6) {
+    ip[4] = static_cast<uint8_t>(l4Len >> 8);
+    ip[5] = static_cast<uint8_t>(l4Len);
+  } else {
+    const uint32_t ihl = p.l4Start - 14;
+    const uint32_t total = ihl + l4Len;
+    const uint16_t id = static_cast<uint16_t>(p.id0 + i);
+    ip[2] = static_cast<uint8_t>(total >> 8);
+    ip[3] = static_cast<uint8_t>(total);
+    ip[4] = static_cast<uint8_t>(id >> 8);
+    ip[5] = static_cast<uint8_t>(id);
+    ip[10] = ip[11] = 0;
+    const uint16_t ipck = static_cast<uint16_t>(~SumWords(ip, ihl, 0));
+    memcpy(ip + 10, &ipck, 2);
+  }
+  uint8_t* tcp = dst + p.l4Start;
+  const uint32_t seq = p.seq0 + off;
+  tcp[4] = static_cast<uint8_t>(seq >> 24);
+  tcp[5] = static_cast<uint8_t>(seq >> 16);
+  tcp[6] = static_cast<uint8_t>(seq >> 8);
+  tcp[7] = static_cast<uint8_t>(seq);
+  const bool last = off + segPayload >= p.payload;
+  tcp[13] = last ? p.flags0 : static_cast<uint8_t>(p.flags0 & ~0x09);  // FIN and PSH: last only
+  const uint16_t pseudo = static_cast<uint16_t>(PseudoHeaderSum(dst, l4Len, 6));
+  memcpy(tcp + 16, &pseudo, 2);
+  CompleteL4Checksum(dst, frameLen);
+  return frameLen;
+}
+
+bool FramePort::EnqueueSegments(const uint8_t* data, size_t len, uint32_t gsoSize) {
+  GsoPlan plan;
+  if (!PlanGso(data, len, &plan)) {
     ++txDropped_;
     return false;
   }
-  const bool v6 = data[12] == 0x86;
-  const uint32_t thl = (data[l4Start + 12] >> 4) * 4u;
-  const uint32_t hdrLen = l4Start + thl;
-  if (thl < 20 || hdrLen > l4End) {
-    ++txDropped_;
-    return false;
-  }
-  const uint32_t payload = l4End - hdrLen;
-  if (payload <= gsoSize) return Enqueue(data, l4End, kCompleteChecksum);
-  const uint32_t seq0 = (static_cast<uint32_t>(data[l4Start + 4]) << 24) | (data[l4Start + 5] << 16) |
-                        (data[l4Start + 6] << 8) | data[l4Start + 7];
-  const uint16_t id0 = v6 ? 0 : static_cast<uint16_t>((data[14 + 4] << 8) | data[14 + 5]);
-  const uint8_t flags0 = data[l4Start + 13];
+  if (plan.payload <= gsoSize) return Enqueue(data, plan.hdrLen + plan.payload, kCompleteChecksum);
   const uint32_t hdr = vnetHdr_ ? kVnetHdrLen : 0;
   ++txGsoFrames_;
-  for (uint32_t off = 0, i = 0; off < payload; off += gsoSize, i++) {
-    const uint32_t segPayload = std::min(gsoSize, payload - off);
-    const uint32_t frameLen = hdrLen + segPayload;
-    const size_t need = frameLen + hdr;
+  for (uint32_t off = 0, i = 0; off < plan.payload; off += gsoSize, i++) {
+    const size_t need = plan.hdrLen + std::min(gsoSize, plan.payload - off) + hdr;
     if (!HasRoom(need)) {
       if (!wantWrite_) FlushQueue();
       if (!HasRoom(need)) {
@@ -880,36 +934,7 @@ bool FramePort::EnqueueSegments(const uint8_t* data, size_t len, uint32_t gsoSiz
       memset(dst, 0, kVnetHdrLen);  // a complete frame: no offload flags
       dst += kVnetHdrLen;
     }
-    memcpy(dst, data, hdrLen);
-    memcpy(dst + hdrLen, data + hdrLen + off, segPayload);
-    uint8_t* ip = dst + 14;
-    const uint32_t l4Len = thl + segPayload;
-    if (v6) {
-      ip[4] = static_cast<uint8_t>(l4Len >> 8);
-      ip[5] = static_cast<uint8_t>(l4Len);
-    } else {
-      const uint32_t ihl = l4Start - 14;
-      const uint32_t total = ihl + l4Len;
-      const uint16_t id = static_cast<uint16_t>(id0 + i);
-      ip[2] = static_cast<uint8_t>(total >> 8);
-      ip[3] = static_cast<uint8_t>(total);
-      ip[4] = static_cast<uint8_t>(id >> 8);
-      ip[5] = static_cast<uint8_t>(id);
-      ip[10] = ip[11] = 0;
-      const uint16_t ipck = static_cast<uint16_t>(~SumWords(ip, ihl, 0));
-      memcpy(ip + 10, &ipck, 2);
-    }
-    uint8_t* tcp = dst + l4Start;
-    const uint32_t seq = seq0 + off;
-    tcp[4] = static_cast<uint8_t>(seq >> 24);
-    tcp[5] = static_cast<uint8_t>(seq >> 16);
-    tcp[6] = static_cast<uint8_t>(seq >> 8);
-    tcp[7] = static_cast<uint8_t>(seq);
-    const bool last = off + segPayload >= payload;
-    tcp[13] = last ? flags0 : static_cast<uint8_t>(flags0 & ~0x09);  // FIN and PSH: last only
-    const uint16_t pseudo = static_cast<uint16_t>(PseudoHeaderSum(dst, l4Len, 6));
-    memcpy(tcp + 16, &pseudo, 2);
-    CompleteL4Checksum(dst, frameLen);
+    WriteGsoPiece(data, plan, gsoSize, off, i, dst);
     txEntries_.push_back(TxEntry{txUsed_, static_cast<uint32_t>(need)});
     txUsed_ += static_cast<uint32_t>(need);
   }
@@ -918,6 +943,78 @@ bool FramePort::EnqueueSegments(const uint8_t* data, size_t len, uint32_t gsoSiz
     FlushQueue();
   }
   return true;
+}
+
+// gsoInto(frame, gsoSize, dst, dstOff, lengthPrefix, counts): software GSO for links whose
+// sending is JavaScript's (the stream transport): the pieces are written one after another into
+// dst from dstOff, each after a 4-byte big-endian length when lengthPrefix (qemu's stream
+// framing). A frame within one piece is copied with its checksum completed. Returns the bytes
+// written (counts[0] = pieces), 0 when dst has no room for all of them, -1 for a frame that is
+// not TCP over IPv4/IPv6.
+static Napi::Value GsoInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsTypedArray() ||
+      !info[3].IsNumber() || !info[5].IsTypedArray()) {
+    ThrowType(env, "gsoInto(frame, gsoSize, dst, dstOff, lengthPrefix, counts)");
+    return env.Undefined();
+  }
+  Napi::Uint8Array src = info[0].As<Napi::Uint8Array>();
+  const int64_t g = info[1].As<Napi::Number>().Int64Value();
+  Napi::Uint8Array dstArr = info[2].As<Napi::Uint8Array>();
+  const int64_t dstOff = info[3].As<Napi::Number>().Int64Value();
+  const uint32_t lead = info[4].ToBoolean().Value() ? 4 : 0;
+  Napi::Uint32Array counts = info[5].As<Napi::Uint32Array>();
+  if (g < 1 || g > 65535 || dstOff < 0 || static_cast<size_t>(dstOff) > dstArr.ByteLength() || counts.ElementLength() < 1) {
+    ThrowType(env, "gsoInto: gsoSize 1..65535, dstOff within dst, counts of length 1");
+    return env.Undefined();
+  }
+  const uint32_t gso = static_cast<uint32_t>(g);
+  GsoPlan plan;
+  if (!PlanGso(src.Data(), src.ByteLength(), &plan)) return Napi::Number::New(env, -1);
+  const uint32_t pieces = plan.payload == 0 ? 1 : (plan.payload + gso - 1) / gso;
+  const size_t need = static_cast<size_t>(pieces) * (plan.hdrLen + lead) + plan.payload;
+  uint8_t* out = dstArr.Data() + dstOff;
+  if (need > dstArr.ByteLength() - static_cast<size_t>(dstOff)) return Napi::Number::New(env, 0);
+  size_t at = 0;
+  if (plan.payload <= gso) {
+    const uint32_t frameLen = plan.hdrLen + plan.payload;
+    memcpy(out + at + lead, src.Data(), frameLen);
+    CompleteL4Checksum(out + at + lead, frameLen);
+    if (lead) {
+      out[at] = out[at + 1] = 0;
+      out[at + 2] = static_cast<uint8_t>(frameLen >> 8);
+      out[at + 3] = static_cast<uint8_t>(frameLen);
+    }
+    at += lead + frameLen;
+  } else {
+    for (uint32_t off = 0, i = 0; off < plan.payload; off += gso, i++) {
+      const uint32_t frameLen = WriteGsoPiece(src.Data(), plan, gso, off, i, out + at + lead);
+      if (lead) {
+        out[at] = out[at + 1] = 0;
+        out[at + 2] = static_cast<uint8_t>(frameLen >> 8);
+        out[at + 3] = static_cast<uint8_t>(frameLen);
+      }
+      at += lead + frameLen;
+    }
+  }
+  counts[0] = pieces;
+  return Napi::Number::New(env, static_cast<double>(at));
+}
+
+// completeL4Checksum(frame): CompleteL4Checksum for JavaScript's own links (in place).
+static Napi::Value CompleteL4ChecksumJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) {
+    ThrowType(env, "completeL4Checksum(frame)");
+    return env.Undefined();
+  }
+  Napi::Uint8Array f = info[0].As<Napi::Uint8Array>();
+  return Napi::Boolean::New(env, CompleteL4Checksum(f.Data(), f.ByteLength()));
+}
+
+void InitGso(Napi::Env env, Napi::Object exports) {
+  exports.Set("gsoInto", Napi::Function::New(env, GsoInto, "gsoInto"));
+  exports.Set("completeL4Checksum", Napi::Function::New(env, CompleteL4ChecksumJs, "completeL4Checksum"));
 }
 
 // Room for one more frame of `len` bytes, compacting the arena if the head has advanced.

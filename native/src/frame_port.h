@@ -131,4 +131,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   uint64_t txDropped_ = 0, rxErrors_ = 0, rxBatches_ = 0, txBatches_ = 0;
 };
 
+// gsoInto / completeL4Checksum: the same C for links JavaScript sends on (frame_port.cc).
+void InitGso(Napi::Env env, Napi::Object exports);
+
 }  // namespace vmnat

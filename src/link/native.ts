@@ -204,6 +204,15 @@ export interface NativeAddon {
   FramePort: new (fd: number, options: NativeFramePortOptions) => NativeFramePort;
   HostTcp: new (onEvent: NativeHostTcpCallback, readBuffer: Buffer) => NativeHostTcp;
   /**
+   * Software GSO for links JavaScript sends on (the stream transport): writes the MTU-sized
+   * pieces of a large TCP frame (checksum partial) into `dst` from `dstOff`, each after a 4-byte
+   * big-endian length if `lengthPrefix`, checksums complete. Returns the bytes written
+   * (`counts[0]` = pieces), 0 when `dst` lacks room, -1 for a frame that is not TCP.
+   */
+  gsoInto(frame: Uint8Array, gsoSize: number, dst: Uint8Array, dstOff: number, lengthPrefix: boolean, counts: Uint32Array): number;
+  /** Completes, in place, a TCP/UDP checksum whose field holds the pseudo-header sum. */
+  completeL4Checksum(frame: Uint8Array): boolean;
+  /**
    * An unprivileged ICMP echo socket (SOCK_DGRAM, IPPROTO_ICMP; non-blocking, close-on-exec) for
    * requests to `destination` (an IPv4 address), watched on the main loop. Throws an errno Error:
    * EACCES when net.ipv4.ping_group_range does not include the process's group (root included).

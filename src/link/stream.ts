@@ -26,7 +26,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { debuglog } from 'node:util';
-import { createLinkStats, type FrameBatchHandler, type Link, type LinkStats } from './types.ts';
+import { COMPLETE_L4_CHECKSUM, createLinkStats, type FrameBatchHandler, type Link, type LinkStats } from './types.ts';
+import { loadNative, type NativeAddon } from './native.ts';
 import { QEMU_MAX_FRAME, QemuFrameDecoder, writeQemuHeader } from './qemu-framing.ts';
 import { MIN_FRAME } from './native-link.ts';
 import { assertReplaceableSocket, fileIdentity } from './socket.ts';
@@ -45,6 +46,23 @@ export interface StreamLinkOptions {
   onError?: (err: LinkError) => void;
 }
 
+/**
+ * The addon, for checksums and software GSO in C (Link.segments, completesChecksums); undefined
+ * where it does not load (the link then takes complete frames only, as before).
+ */
+let nativeForStream: NativeAddon | null | undefined;
+function streamNative(): NativeAddon | undefined {
+  if (nativeForStream === undefined) {
+    try {
+      nativeForStream = loadNative();
+    } catch {
+      nativeForStream = null;
+    }
+  }
+  return nativeForStream ?? undefined;
+}
+const gsoCounts = new Uint32Array(1);
+
 /** One accepted guest connection. */
 class StreamConn {
   readonly decoder = new QemuFrameDecoder();
@@ -57,10 +75,33 @@ class StreamConn {
 
   constructor(readonly socket: net.Socket, readonly id: number) {}
 
-  /** Queues one frame; false if the guest is not reading (backlog full). */
-  enqueue(frame: Uint8Array, stats: LinkStats): boolean {
+  /**
+   * Queues one frame; false if the guest is not reading (backlog full). `gsoSize` (the links'
+   * contract, Link.send): above 0, a large TCP frame the addon cuts into MTU-sized pieces here;
+   * 0 or COMPLETE_L4_CHECKSUM, a frame whose checksum the addon completes.
+   */
+  enqueue(frame: Uint8Array, stats: LinkStats, gsoSize?: number): boolean {
     if (this.socket.destroyed || this.socket.writableLength + (this.txFill - this.txStart) > TX_BACKLOG_MAX) {
       return false;
+    }
+    if (gsoSize !== undefined && gsoSize > 0) {
+      const native = streamNative();
+      if (native === undefined) return false;
+      let n = native.gsoInto(frame, gsoSize, this.tx, this.txFill, true, gsoCounts);
+      if (n === 0) {
+        this.flush(stats);
+        // Pieces of a 64 KiB frame take at most ~46 headers more than the frame itself.
+        this.tx = Buffer.allocUnsafe(Math.max(TX_CHUNK, frame.length * 2));
+        this.txStart = 0;
+        this.txFill = 0;
+        n = native.gsoInto(frame, gsoSize, this.tx, this.txFill, true, gsoCounts);
+      }
+      if (n <= 0) return false;
+      this.txFill += n;
+      this.txPendingFrames += gsoCounts[0]!;
+      this.txPendingBytes += n - 4 * gsoCounts[0]!;
+      stats.txGsoFrames = (stats.txGsoFrames ?? 0) + 1;
+      return true;
     }
     const need = frame.length + 4;
     if (this.txFill + need > this.tx.length) {
@@ -73,6 +114,7 @@ class StreamConn {
     }
     writeQemuHeader(this.tx, this.txFill, frame.length);
     this.tx.set(frame, this.txFill + 4);
+    if (gsoSize === 0 || gsoSize === COMPLETE_L4_CHECKSUM) streamNative()?.completeL4Checksum(this.tx.subarray(this.txFill + 4, this.txFill + need));
     this.txFill += need;
     this.txPendingFrames++;
     this.txPendingBytes += frame.length;
@@ -175,9 +217,14 @@ export class StreamLink implements Link {
     hooks.onPort(port);
   }
 
-  send(frame: Uint8Array): boolean {
+  /** Checksums and software GSO in C, where the addon loads (see StreamConn.enqueue). */
+  readonly completesChecksums = streamNative() !== undefined;
+  readonly segments = streamNative() !== undefined;
+  softGso = false;
+
+  send(frame: Uint8Array, gsoSize?: number): boolean {
     const conn = this.active;
-    if (this.closed || conn === undefined || !conn.enqueue(frame, this.stats)) {
+    if (this.closed || conn === undefined || !conn.enqueue(frame, this.stats, gsoSize)) {
       this.stats.txDropped++;
       return false;
     }
@@ -307,10 +354,17 @@ class StreamPort implements Link {
     this.conn.socket.resume();
   }
 
-  send(frame: Uint8Array): boolean {
-    if (!this.conn.enqueue(frame, this.stats)) {
+  readonly completesChecksums = streamNative() !== undefined;
+  readonly segments = streamNative() !== undefined;
+  softGso = false;
+  /** This port's send counters as the listener's counters last took them in (see flush). */
+  private counted: LinkStats = createLinkStats();
+
+  send(frame: Uint8Array, gsoSize?: number): boolean {
+    if (!this.conn.enqueue(frame, this.stats, gsoSize)) {
       this.stats.txDropped++;
       this.listener.stats.txDropped++;
+      this.counted.txDropped++; // the listener has this one already
       return false;
     }
     return true;
@@ -319,15 +373,17 @@ class StreamPort implements Link {
   flush(): void {
     // The listener's own counters add up its ports' (as for received frames), so the stream
     // link's line in the counters shows what it sent.
+    // What this port counted since the listener last took its share (a full staging buffer also
+    // flushes from inside send(), so the difference around this call alone would miss frames).
     const s = this.stats;
-    const frames = s.txFrames;
-    const bytes = s.txBytes;
-    const dropped = s.txDropped;
     this.conn.flush(s);
     const l = this.listener.stats;
-    l.txFrames += s.txFrames - frames;
-    l.txBytes += s.txBytes - bytes;
-    l.txDropped += s.txDropped - dropped;
+    const c = this.counted;
+    l.txFrames += s.txFrames - c.txFrames;
+    l.txBytes += s.txBytes - c.txBytes;
+    l.txDropped += s.txDropped - c.txDropped;
+    if (s.txGsoFrames !== undefined) l.txGsoFrames = (l.txGsoFrames ?? 0) + s.txGsoFrames - (c.txGsoFrames ?? 0);
+    this.counted = { ...s };
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,7 @@
  * 2 cores and TCG is CPU-bound. Timeouts are generous for a loaded host.
  */
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -278,6 +279,33 @@ describe.sequential('real VM guest (qemu, TCG)', () => {
       } finally {
         for (const s of servers) await s.close();
         await dns.close();
+      }
+    }, VM_TEST_MS);
+
+    it('--stream: a download arrives whole (sha256) in frames the addon cut from 64 KiB segments', async () => {
+      const dir = tempDir('sgso');
+      const enginePath = `${dir}/engine.sock`;
+      const api = `${dir}/api.sock`;
+      const blob = blobBytes(4 << 20);
+      const http = await startHttpServer({ '/blob': blob });
+      try {
+        engine = await startVmnat(['--stream', enginePath, '--dns-server', '127.0.0.1:9', '--api-socket', api]);
+        const r = await runVm({
+          netdev: `stream,id=n0,server=off,addr.type=unix,addr.path=${enginePath}`,
+          timeoutMs: VM_RUN_MS,
+          script: `
+            vmnat_lease || exit 1
+            vmnat_result "blob_sha256=$(timeout 30 wget -q -O - http://10.0.2.2:${http.port}/blob | sha256sum | cut -d' ' -f1)"
+          `,
+        });
+        expect(r.results, describeRun(r)).toMatchObject({ lease: 'ok', blob_sha256: createHash('sha256').update(blob).digest('hex'), done: '0' });
+        const stats = JSON.parse(execFileSync('curl', ['-sS', '--unix-socket', api, 'http://vmnat/stats']).toString()) as { links: { kind: string; txGsoFrames?: number; txFrames: number }[] };
+        const link = stats.links.find((l) => l.kind === 'stream')!;
+        // 4 MiB in 64 KiB segments: about 64 of them, cut into ~2,900 frames within the MTU.
+        expect(link.txGsoFrames).toBeGreaterThan(30);
+        expect(link.txFrames, JSON.stringify(stats.links)).toBeGreaterThan((4 << 20) / 1500);
+      } finally {
+        await http.close();
       }
     }, VM_TEST_MS);
 

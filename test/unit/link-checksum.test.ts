@@ -165,3 +165,28 @@ describe('software GSO (sendGso): one large TCP frame cut into MTU-sized frames 
     expect(a.stats().txDropped).toBe(1);
   });
 });
+
+describe('gsoInto: the same software GSO for the stream transport (pieces with qemu length prefixes)', () => {
+  it.each([4, 6] as const)('IPv%s: the pieces are exactly what sendGso sends, each after its 4-byte big-endian length', async (family) => {
+    const { a, got } = ports();
+    const payload = Uint8Array.from({ length: 1448 * 5 + 9 }, (_, i) => (i * 11) & 0xff);
+    const big = l4Frame(family, 6, payload, true);
+    expect(a.sendGso(big, 1448)).toBe(true);
+    a.flush();
+    await waitFor(() => got.length === 6, 'six pieces');
+    const dst = new Uint8Array(80_000);
+    const counts = new Uint32Array(1);
+    const n = native.gsoInto(big, 1448, dst, 100, true, counts);
+    expect(counts[0]).toBe(6);
+    let at = 100;
+    for (const g of got) {
+      const len = (dst[at]! << 24) | (dst[at + 1]! << 16) | (dst[at + 2]! << 8) | dst[at + 3]!;
+      expect(len).toBe(g.frame.length);
+      expect(Buffer.from(dst.subarray(at + 4, at + 4 + len)).equals(Buffer.from(g.frame))).toBe(true);
+      at += 4 + len;
+    }
+    expect(n).toBe(at - 100);
+    expect(native.gsoInto(big, 1448, new Uint8Array(1000), 0, true, counts)).toBe(0); // no room: nothing written
+    expect(native.gsoInto(l4Frame(family, 17, payload, true), 1448, dst, 0, true, counts)).toBe(-1); // not TCP
+  });
+});
