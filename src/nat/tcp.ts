@@ -3,8 +3,12 @@
  * carried over ordinary host sockets.
  *
  * Theory of operation. A flow is the 4-tuple (guest address:port → destination address:port), a
- * `TcpConnection` on the guest side and a host endpoint on the other (a `net.Socket`, or the DNS
- * forwarder for 10.0.2.3:53).
+ * `TcpConnection` on the guest side and a host endpoint on the other: for a flow the guest opens
+ * to a numeric address, a socket the addon owns (`NativeEndpoint` over native/src/host_tcp.cc:
+ * an fd and a uv_poll, reads into one shared buffer, writes straight to send()); for port
+ * forwards and guest forwards to unix sockets, a `net.Socket`; the DNS forwarder for 10.0.2.3:53.
+ * Host events run as a batch of the engine's (TcpNatOptions.hostBatch): what they send to the
+ * guest is flushed once when the event ends.
  *  - Dial the host first: a guest SYN with no flow starts a host connect and is remembered; the
  *    guest's SYN retransmissions meanwhile are dropped. Success → `acceptSyn` (SYN-ACK); refused →
  *    RST; unreachable or a connect timeout → ICMP destination unreachable quoting the SYN. Flows in
@@ -24,6 +28,8 @@
  *    → the host socket is reset.
  *  - Timers: each connection has one deadline; a heap (deadlines.ts) gives the engine the earliest.
  *  - Segments for no flow get the RFC 9293 CLOSED-state answer (RST), except RSTs.
+ *  - A full table gives a new guest flow the place of the oldest flow in TIME-WAIT
+ *    (evictTimeWait): such a flow holds no data and no socket, only its 4-tuple.
  */
 import fs from 'node:fs';
 import net from 'node:net';
