@@ -114,6 +114,8 @@ export function createTcpNatStats() {
     forwardLimit: 0, forwardHalfOpenLimit: 0, forwardPerSourceLimit: 0, fdExhausted: 0,
     /** Dials through the addon's HostTcp, and its sockets open now. */
     nativeDials: 0, nativeSocketsOpen: 0,
+    /** Writes to an addon socket the kernel did not take whole (the rest waited for POLLOUT). */
+    hostWritesBlocked: 0,
     /** Flows in TIME-WAIT closed early to make room for a new one (the table was full). */
     timeWaitEvicted: 0,
   };
@@ -244,6 +246,7 @@ class NativeEndpoint implements HostEndpoint {
       this.failed(n);
       return;
     }
+    this.nat.stats.hostWritesBlocked++;
     this.queue = [{ data: data.subarray(n), done }];
   }
 
