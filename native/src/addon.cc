@@ -1,5 +1,6 @@
-// vmnat's native addon entry point. A thin layer over system calls Node lacks; no protocol logic
-// lives here. The TypeScript contract is src/link/native.ts.
+// vmnat's native addon entry point. A thin layer over system calls Node lacks and the per-frame
+// work JavaScript should not do (checksums, software GSO); no protocol state lives here. The
+// TypeScript contract is src/link/native.ts.
 #include <napi.h>
 
 #include "frame_port.h"

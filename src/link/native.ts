@@ -4,8 +4,12 @@
  * Theory of operation: the addon is a thin layer over system calls Node lacks: AF_UNIX datagram
  * sockets, socketpair, TAP devices (optionally opened inside another network namespace), and a
  * `FramePort` that watches one fd with a `uv_poll_t` on the main loop and moves frames in batches
- * (recvmmsg/sendmmsg on sockets; read()/write() loops on a TAP), and `PingSocket`, an unprivileged
- * ICMP echo socket. It knows nothing of protocols.
+ * (recvmmsg/sendmmsg on sockets; read()/write() loops on a TAP), `PingSocket`, an unprivileged
+ * ICMP echo socket, and `HostTcp`, the host sockets of dialed TCP flows (reads into one buffer,
+ * writes with send(); JavaScript keeps the TCP state machine). Per frame it also does the work
+ * JavaScript should not: TCP/UDP checksums (verified on receive, completed on send) and software
+ * GSO (`sendGso`, `gsoInto`: a 64 KiB TCP frame cut into MTU-sized ones). It holds no protocol
+ * state.
  *
  * Errors thrown by the addon are `Error`s with `code` set to the errno name (`EADDRINUSE`,
  * `ENOENT`, `EPERM`, …) and `syscall` set to the failing call.
