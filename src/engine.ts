@@ -633,10 +633,17 @@ export class Engine implements ApiBackend {
 
   /** End of a batch or a timer tick: host writes, link flushes, the next deadline. */
   private afterWork(now: number): void {
+    // Still part of the batch: what the NAT sends now (ACKs, a host's answer read right after
+    // its request was written) goes out with the flush below, not a setImmediate later.
+    const outer = this.inBatch;
+    this.inBatch = true;
+    this.batchNow = now;
     try {
       this.nat.afterBatch();
     } catch (err) {
       this.faults.caught('writing guest payload to host sockets', err);
+    } finally {
+      this.inBatch = outer;
     }
     this.flushDirty();
     this.armTimer(now);

@@ -55,6 +55,7 @@ Napi::Function HostTcp::Init(Napi::Env env) {
                      {
                          InstanceMethod("connect", &HostTcp::Connect),
                          InstanceMethod("write", &HostTcp::Write),
+                         InstanceMethod("readNow", &HostTcp::ReadNow),
                          InstanceMethod("shutdownWrite", &HostTcp::ShutdownWrite),
                          InstanceMethod("close", &HostTcp::Close),
                          InstanceMethod("setReading", &HostTcp::SetReading),
@@ -210,6 +211,31 @@ Napi::Value HostTcp::Write(const Napi::CallbackInfo& info) {
     Update(s);
   }
   return Napi::Number::New(env, static_cast<double>(done));
+}
+
+// readNow(slot) → bytes now in the shared read buffer (> 0), 0 (nothing there, or not reading),
+// kReadEof (the peer's FIN: reading stops), or -errno (reading stops). One read() outside the poll
+// callback: after a write, a peer on the same CPU has often answered already (it ran while we
+// were preempted in send()), and taking the answer now saves a whole event-loop turn.
+Napi::Value HostTcp::ReadNow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Sock* s = Get(info, 0);
+  if (s == nullptr || s->connecting || !s->reading) return Napi::Number::New(env, 0);
+  ssize_t n;
+  do n = read(s->fd, readBuf_, readLen_);
+  while (n < 0 && errno == EINTR);
+  if (n > 0) return Napi::Number::New(env, static_cast<double>(n));
+  if (n == 0) {
+    s->reading = false;
+    Update(s);
+    return Napi::Number::New(env, kReadEof);
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, 0);
+  const int err = errno;
+  s->reading = false;
+  s->wantWrite = false;
+  Update(s);
+  return Napi::Number::New(env, -err);
 }
 
 Napi::Value HostTcp::ShutdownWrite(const Napi::CallbackInfo& info) {

@@ -17,6 +17,8 @@ class HostTcp : public Napi::ObjectWrap<HostTcp> {
 
   // Event kinds passed to JS as the first argument of onEvent(kind, slot, n, code).
   enum Event : int32_t { kConnected = 1, kConnectFailed = 2, kData = 3, kEof = 4, kError = 5, kWritable = 6 };
+  // readNow's answer for end of stream (a negative errno is never this large).
+  static constexpr int32_t kReadEof = -1000000;
 
  private:
   struct Sock {
@@ -32,6 +34,7 @@ class HostTcp : public Napi::ObjectWrap<HostTcp> {
 
   Napi::Value Connect(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value ReadNow(const Napi::CallbackInfo& info);
   Napi::Value ShutdownWrite(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value SetReading(const Napi::CallbackInfo& info);

@@ -135,6 +135,8 @@ export interface NativePingSocket {
 /** Which side of the platform guards a binary was built with (native/src/platform.h). */
 /** HostTcp event kinds (native/src/host_tcp.h). */
 export const HostTcpEvent = { Connected: 1, ConnectFailed: 2, Data: 3, Eof: 4, Error: 5, Writable: 6 } as const;
+/** HostTcp.readNow's answer for the peer's FIN. */
+export const HOST_TCP_READ_EOF = -1_000_000;
 
 /**
  * One event of a `HostTcp` socket: kind (HostTcpEvent), the socket's slot, for Data the byte
@@ -153,6 +155,11 @@ export interface NativeHostTcp {
   connect(host: string, port: number): number;
   /** Bytes the kernel took (fewer: a Writable event follows when it takes more), or -errno. */
   write(slot: number, bytes: Uint8Array): number;
+  /**
+   * One read now, outside the poll: bytes in the shared buffer (> 0), 0 (nothing), HOST_TCP_READ_EOF
+   * (the peer's FIN; reading stops) or -errno (reading stops). No event is sent for what it returns.
+   */
+  readNow(slot: number): number;
   shutdownWrite(slot: number): number;
   /** Closes the socket (reset: SO_LINGER 0, the peer gets a RST); the slot is free at once. */
   close(slot: number, reset: boolean): void;

@@ -56,7 +56,7 @@ import {
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
 import type { FaultBarrier } from '../fault.ts';
-import { HostTcpEvent, type NativeHostTcp, type NativeHostTcpCallback } from '../link/native.ts';
+import { HOST_TCP_READ_EOF, HostTcpEvent, type NativeHostTcp, type NativeHostTcpCallback } from '../link/native.ts';
 import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex, type SideKey } from './flows.ts';
 
 const trace = debuglog('vmnat');
@@ -116,6 +116,8 @@ export function createTcpNatStats() {
     nativeDials: 0, nativeSocketsOpen: 0,
     /** Writes to an addon socket the kernel did not take whole (the rest waited for POLLOUT). */
     hostWritesBlocked: 0,
+    /** Host answers taken by the read right after a write (readAfterWrites), a loop turn early. */
+    readsAfterWrite: 0,
     /** Flows in TIME-WAIT closed early to make room for a new one (the table was full). */
     timeWaitEvicted: 0,
   };
@@ -220,6 +222,8 @@ class NativeEndpoint implements HostEndpoint {
   private ended = false;
   /** The host's FIN was read. */
   eof = false;
+  /** Queued for one read at the end of the batch (TcpNat.readAfterWrites). */
+  readAfterWrite = false;
   gone = false;
 
   constructor(
@@ -240,6 +244,10 @@ class NativeEndpoint implements HostEndpoint {
       // Out of our process: the credit goes back at the end of the batch (not inside the
       // connection's own input processing, where this write may have been made).
       this.nat.writesDone.push(done);
+      if (!this.readAfterWrite) {
+        this.readAfterWrite = true;
+        this.nat.wroteNative.push(this);
+      }
       return;
     }
     if (n < 0) {
@@ -599,6 +607,8 @@ export class TcpNat {
   readonly writeSlabs = new WriteSlabs();
   /** Callbacks of host writes the kernel took whole in this batch: run at its end (afterBatch). */
   readonly writesDone: (() => void)[] = [];
+  /** Addon sockets written in this batch: each gets one read at its end (readAfterWrites). */
+  readonly wroteNative: NativeEndpoint[] = [];
   /** Flows that entered TIME-WAIT, oldest first, from `timeWaitHead` on (see evictTimeWait). */
   private readonly timeWait: TcpFlow[] = [];
   private timeWaitHead = 0;
@@ -849,6 +859,28 @@ export class TcpNat {
       if (opened) batch!.end(true);
     }
   };
+
+  /**
+   * One read from each addon socket this batch wrote to. A host that answers at once — a local
+   * server on the same CPU, which ran while vmnat was preempted in send() — has its answer taken
+   * now and sent with this batch, instead of one event-loop turn later (the 1-byte round trip's
+   * second wake-up). Where nothing has come yet, this costs one read() that finds nothing.
+   */
+  private readAfterWrites(): void {
+    const list = this.wroteNative.splice(0);
+    const sockets = this.hostTcp!;
+    for (let i = 0; i < list.length; i++) {
+      const ep = list[i]!;
+      ep.readAfterWrite = false;
+      if (ep.gone) continue;
+      const n = sockets.readNow(ep.slot);
+      if (n === 0) continue;
+      this.stats.readsAfterWrite++;
+      if (n > 0) this.onHostTcpEvent(HostTcpEvent.Data, ep.slot, n, undefined);
+      else if (n === HOST_TCP_READ_EOF) this.onHostTcpEvent(HostTcpEvent.Eof, ep.slot, 0, undefined);
+      else this.onHostTcpEvent(HostTcpEvent.Error, ep.slot, 0, getSystemErrorName(n));
+    }
+  }
 
   /** The host accepted the dial: SYN-ACK to the guest. */
   dialed(f: TcpFlow): void {
@@ -1132,6 +1164,7 @@ export class TcpNat {
       const list = writesDone.splice(0);
       for (let i = 0; i < list.length; i++) list[i]!();
     }
+    if (this.wroteNative.length > 0) this.readAfterWrites();
     const ackers = this.ackers;
     if (ackers.length === 0) return;
     const now = this.now();
