@@ -976,25 +976,23 @@ static Napi::Value GsoInto(const Napi::CallbackInfo& info) {
   uint8_t* out = dstArr.Data() + dstOff;
   if (need > dstArr.ByteLength() - static_cast<size_t>(dstOff)) return Napi::Number::New(env, 0);
   size_t at = 0;
-  if (plan.payload <= gso) {
-    const uint32_t frameLen = plan.hdrLen + plan.payload;
-    memcpy(out + at + lead, src.Data(), frameLen);
-    CompleteL4Checksum(out + at + lead, frameLen);
+  // qemu's stream framing: a 4-byte big-endian length before each frame.
+  auto put = [&](uint32_t frameLen) {
     if (lead) {
       out[at] = out[at + 1] = 0;
       out[at + 2] = static_cast<uint8_t>(frameLen >> 8);
       out[at + 3] = static_cast<uint8_t>(frameLen);
     }
     at += lead + frameLen;
+  };
+  if (plan.payload <= gso) {
+    const uint32_t frameLen = plan.hdrLen + plan.payload;
+    memcpy(out + lead, src.Data(), frameLen);
+    CompleteL4Checksum(out + lead, frameLen);
+    put(frameLen);
   } else {
     for (uint32_t off = 0, i = 0; off < plan.payload; off += gso, i++) {
-      const uint32_t frameLen = WriteGsoPiece(src.Data(), plan, gso, off, i, out + at + lead);
-      if (lead) {
-        out[at] = out[at + 1] = 0;
-        out[at + 2] = static_cast<uint8_t>(frameLen >> 8);
-        out[at + 3] = static_cast<uint8_t>(frameLen);
-      }
-      at += lead + frameLen;
+      put(WriteGsoPiece(src.Data(), plan, gso, off, i, out + at + lead));
     }
   }
   counts[0] = pieces;

@@ -152,6 +152,11 @@ export interface HostEvents {
  */
 export type LocalServiceFactory = (events: HostEvents) => HostEndpoint | undefined;
 
+/** A host socket's end as `ss` shows it: `ip:port`, `[ipv6]:port`. */
+function socketEnd(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
 class SocketEndpoint implements HostEndpoint {
   /**
    * `owner`: for a pooled socket (DialSocket), the flow this endpoint belongs to. Once the socket
@@ -204,8 +209,7 @@ class SocketEndpoint implements HostEndpoint {
     if (this.stale() || this.socket.destroyed) return undefined;
     const s = this.socket;
     if (s.localAddress === undefined || s.localPort === undefined || s.remoteAddress === undefined || s.remotePort === undefined) return undefined;
-    const end = (a: string, p: number) => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
-    return { local: end(s.localAddress, s.localPort), peer: end(s.remoteAddress, s.remotePort) };
+    return { local: socketEnd(s.localAddress, s.localPort), peer: socketEnd(s.remoteAddress, s.remotePort) };
   }
 }
 
@@ -334,8 +338,7 @@ class NativeEndpoint implements HostEndpoint {
     if (this.gone) return undefined;
     const e = this.sockets.ends(this.slot);
     if (e === undefined) return undefined;
-    const end = (a: string, p: number) => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
-    return { local: end(e[0], e[1]), peer: end(e[2], e[3]) };
+    return { local: socketEnd(e[0], e[1]), peer: socketEnd(e[2], e[3]) };
   }
 }
 
@@ -830,8 +833,7 @@ export class TcpNat {
     const ep = this.bySlot[slot];
     if (ep === undefined || ep.gone) return;
     const f = ep.flow;
-    const batch = this.options.hostBatch;
-    const opened = batch !== undefined && batch.begin();
+    const opened = this.hostBatchBegin();
     try {
       switch (kind) {
         case HostTcpEvent.Data:
@@ -856,7 +858,7 @@ export class TcpNat {
     } catch (err) {
       this.fault(f, 'handling a host socket event', err);
     } finally {
-      if (opened) batch!.end(true);
+      this.hostBatchEnd(opened);
     }
   };
 
@@ -867,7 +869,8 @@ export class TcpNat {
    * second wake-up). Where nothing has come yet, this costs one read() that finds nothing.
    */
   private readAfterWrites(): void {
-    const list = this.wroteNative.splice(0);
+    // Host data handled here sends to the guest and writes nothing to hosts: the list stays put.
+    const list = this.wroteNative;
     const sockets = this.hostTcp!;
     for (let i = 0; i < list.length; i++) {
       const ep = list[i]!;
@@ -880,6 +883,7 @@ export class TcpNat {
       else if (n === HOST_TCP_READ_EOF) this.onHostTcpEvent(HostTcpEvent.Eof, ep.slot, 0, undefined);
       else this.onHostTcpEvent(HostTcpEvent.Error, ep.slot, 0, getSystemErrorName(n));
     }
+    list.length = 0;
   }
 
   /** The host accepted the dial: SYN-ACK to the guest. */
@@ -1160,9 +1164,11 @@ export class TcpNat {
     writers.length = 0;
     const writesDone = this.writesDone;
     if (writesDone.length > 0) {
-      // A callback may write again (never today), so the list is taken whole first.
-      const list = writesDone.splice(0);
-      for (let i = 0; i < list.length; i++) list[i]!();
+      // Only the callbacks there now: one that wrote again (none does today) would add more.
+      const n = writesDone.length;
+      for (let i = 0; i < n; i++) writesDone[i]!();
+      if (writesDone.length === n) writesDone.length = 0;
+      else writesDone.splice(0, n);
     }
     if (this.wroteNative.length > 0) this.readAfterWrites();
     const ackers = this.ackers;
@@ -1197,7 +1203,7 @@ export class TcpNat {
     });
   }
 
-  /** The engine's host-event bracket (TcpNatOptions.hostBatch), for Node sockets' reads. */
+  /** The engine's host-event bracket (TcpNatOptions.hostBatch): true when this call opened it. */
   hostBatchBegin(): boolean {
     return this.options.hostBatch?.begin() ?? false;
   }
