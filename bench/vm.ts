@@ -26,6 +26,7 @@
  * vmnat gets `--dns-server 127.0.0.1` (the guest makes no DNS queries; nothing leaves loopback).
  */
 import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -171,7 +172,10 @@ async function oneRun(engine: EngineName, round: number, server: HostServer, dir
   let netdev = '';
   let extraFds: Record<number, number> | undefined;
   let fds: [number, number] | undefined;
-  const base = ['--dns-server', '127.0.0.1', ...vmnatArgs];
+  let failed = false;
+  // The API socket: on a failed run its flow listing (states, bytes) is printed with the counters.
+  const api = path.join(dir, `${engine}-${round}.api`);
+  const base = ['--dns-server', '127.0.0.1', '--api-socket', api, ...vmnatArgs];
   server.lastDown = undefined;
   server.lastUp = undefined;
   try {
@@ -213,7 +217,10 @@ async function oneRun(engine: EngineName, round: number, server: HostServer, dir
     const cpu = pid !== undefined ? cpuSeconds(pid) - cpu0 : NaN;
     const r = vm.results;
     const res: Result = { engine, round, ok: r['down'] === 'ok' && r['up'] === 'ok', vm_wall_ms: vm.durationMs };
-    if (!res.ok) res.error = `results ${JSON.stringify(r)}; console tail: ${vm.log.slice(-1500)}`;
+    if (!res.ok) {
+      res.error = `results ${JSON.stringify(r)}; console tail: ${vm.log.slice(-1500)}`;
+      failed = true;
+    }
     const MB = mb * 1048576 / 1e6;
     // (Set by the server's handlers while the VM ran; TypeScript cannot see that.)
     const down = server.lastDown as Timing | undefined;
@@ -237,12 +244,17 @@ async function oneRun(engine: EngineName, round: number, server: HostServer, dir
       closeFd(fds[1]);
     }
     await bg?.stop('SIGTERM', 3000);
-    if (vmnat && process.env['BENCH_VM_DEBUG']) {
+    if (vmnat && (failed || process.env['BENCH_VM_DEBUG'])) {
       // vmnat's counters (SIGUSR1 prints them on stderr) for a look at what the run did.
       vmnat.child.kill('SIGUSR1');
       await new Promise((r) => setTimeout(r, 300));
       const m = /stats: (\{.*\})/.exec(vmnat.stderr());
       if (m) progress(`vmnat stats: ${m[1]}`);
+      try {
+        progress(`vmnat flows: ${execFileSync('curl', ['-sS', '--max-time', '3', '--unix-socket', api, 'http://vmnat/flows']).toString()}`);
+      } catch (err) {
+        progress(`vmnat flows: ${(err as Error).message}`);
+      }
     }
     await vmnat?.stop('SIGTERM', 3000);
   }
