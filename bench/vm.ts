@@ -3,7 +3,7 @@
  * passt: a script, not a test.
  *
  *   node --import tsx bench/vm.ts [--rounds 3] [--mb 48] [--engines vmnat-socket,vmnat-stream,vmnat-fd,libslirp,passt]
- *        [--vmnat-args "FLAGS"] [--out results.json]
+ *        [--vmnat-args "FLAGS"] [--out results.json] [--timeout S] [--guest-watch S]
  *
  * Theory of operation: the guest is the test VM (scripts/build-guest.sh: Debian's kernel and a
  * busybox initramfs) in qemu under TCG with one virtio-net NIC, booted by test/helpers/vm.ts. "The
@@ -65,6 +65,15 @@ const outFile = opt('out');
 const qemuQlen = opt('qemu-qlen') === undefined ? undefined : Number(opt('qemu-qlen'));
 if (qemuQlen !== undefined && (!Number.isInteger(qemuQlen) || qemuQlen < 1)) usage(`--qemu-qlen: '${opt('qemu-qlen')}' is not a positive integer`);
 const qemuNs = qemuQlen === undefined ? undefined : `vmnat-bvm${process.pid}-q`;
+/** --timeout S: how long one VM run may take (default 240 s). */
+const runTimeoutS = Number(opt('timeout') ?? 240);
+if (!Number.isFinite(runTimeoutS) || runTimeoutS < 10) usage(`--timeout: '${opt('timeout')}' must be a number of seconds ≥ 10`);
+/**
+ * --guest-watch S: S seconds into the upload the guest prints its view of the network to the
+ * console (TCP sockets with their queues and timers, the NIC's counters, virtio interrupts),
+ * printed here when a run fails: what a stalled upload looked like from inside.
+ */
+const guestWatchS = opt('guest-watch') === undefined ? undefined : Number(opt('guest-watch'));
 
 function progress(msg: string): void {
   process.stderr.write(`bench-vm: ${msg}\n`);
@@ -143,6 +152,7 @@ if wget -q -O /dev/null http://10.0.2.2:${port}/down; then
   t1=$(vmnat_uptime); vmnat_result down=ok down_guest_s=$(echo "$t1 $t0" | awk '{print $1-$2}')
 else vmnat_result down=fail; fi
 t0=$(vmnat_uptime)
+${guestWatchS === undefined ? '' : `( sleep ${guestWatchS}; echo GUEST-WATCH tcp; cat /proc/net/tcp; echo GUEST-WATCH dev; cat /proc/net/dev; echo GUEST-WATCH snmp; grep -E '^Tcp' /proc/net/snmp; echo GUEST-WATCH irq; grep -i virt /proc/interrupts; echo GUEST-WATCH end ) &`}
 if nc 10.0.2.2 ${sinkPort} </tmp/up.bin >/dev/null; then
   t1=$(vmnat_uptime); vmnat_result up=ok up_guest_s=$(echo "$t1 $t0" | awk '{print $1-$2}')
 else vmnat_result up=fail; fi
@@ -210,7 +220,7 @@ async function oneRun(engine: EngineName, round: number, server: HostServer, dir
     const vm: VmRun = await runVm({
       netdev,
       script: guestScript(server.port, server.sinkPort),
-      timeoutMs: 240_000,
+      timeoutMs: runTimeoutS * 1000,
       ...(extraFds ? { extraFds } : {}),
       ...(qemuNs && engine === 'vmnat-socket' ? { launcher: { command: 'ip', args: ['netns', 'exec', qemuNs] } } : {}),
     });
@@ -218,7 +228,8 @@ async function oneRun(engine: EngineName, round: number, server: HostServer, dir
     const r = vm.results;
     const res: Result = { engine, round, ok: r['down'] === 'ok' && r['up'] === 'ok', vm_wall_ms: vm.durationMs };
     if (!res.ok) {
-      res.error = `results ${JSON.stringify(r)}; console tail: ${vm.log.slice(-1500)}`;
+      const watch = vm.log.indexOf('GUEST-WATCH');
+      res.error = `results ${JSON.stringify(r)}; console tail: ${watch >= 0 ? vm.log.slice(watch) : vm.log.slice(-1500)}`;
       failed = true;
     }
     const MB = mb * 1048576 / 1e6;
