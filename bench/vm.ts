@@ -3,7 +3,7 @@
  * passt: a script, not a test.
  *
  *   node --import tsx bench/vm.ts [--rounds 3] [--mb 48] [--engines vmnat-socket,vmnat-stream,vmnat-fd,libslirp,passt]
- *        [--vmnat-args "FLAGS"] [--out results.json] [--timeout S] [--guest-watch S]
+ *        [--vmnat-args "FLAGS"] [--out results.json] [--timeout S] [--guest-watch S] [--qmp]
  *
  * Theory of operation: the guest is the test VM (scripts/build-guest.sh: Debian's kernel and a
  * busybox initramfs) in qemu under TCG with one virtio-net NIC, booted by test/helpers/vm.ts. "The
@@ -74,6 +74,8 @@ if (!Number.isFinite(runTimeoutS) || runTimeoutS < 10) usage(`--timeout: '${opt(
  * printed here when a run fails: what a stalled upload looked like from inside.
  */
 const guestWatchS = opt('guest-watch') === undefined ? undefined : Number(opt('guest-watch'));
+/** --qmp: each VM gets a QMP socket beside its netdev socket (RUN.qmp), for looking inside qemu during a run. */
+const withQmp = argv.includes('--qmp');
 
 function progress(msg: string): void {
   process.stderr.write(`bench-vm: ${msg}\n`);
@@ -221,6 +223,7 @@ async function oneRun(engine: EngineName, round: number, server: HostServer, dir
       netdev,
       script: guestScript(server.port, server.sinkPort),
       timeoutMs: runTimeoutS * 1000,
+      ...(withQmp ? { qemuArgs: ['-qmp', `unix:${path.join(dir, `${engine}-${round}.qmp`)},server=on,wait=off`] } : {}),
       ...(extraFds ? { extraFds } : {}),
       ...(qemuNs && engine === 'vmnat-socket' ? { launcher: { command: 'ip', args: ['netns', 'exec', qemuNs] } } : {}),
     });
