@@ -433,8 +433,13 @@ export class Engine implements ApiBackend {
     });
   }
 
+  /**
+   * The clock (ms, monotonic). Inside a frame batch or host event it is the time the batch began,
+   * read once: the NAT asks for the time per segment, and each read of the real clock is a call
+   * out of optimized code (~60 ns; ~3 % of a round trip's user time when read per segment).
+   */
   now(): number {
-    return performance.now();
+    return this.inBatch ? this.batchNow : performance.now();
   }
 
   /**
@@ -602,7 +607,7 @@ export class Engine implements ApiBackend {
 
   private onFrames(port: SwitchPort, frames: readonly Uint8Array[], l4ChecksumOk: Uint8Array | undefined): void {
     if (this.closed || port.closed) return;
-    const now = this.now();
+    const now = performance.now();
     const stack = this.stack;
     const sw = this.switch;
     const pcap = this.pcap;
@@ -666,7 +671,7 @@ export class Engine implements ApiBackend {
     begin: (): boolean => {
       if (this.inBatch || this.closed) return false;
       this.inBatch = true;
-      this.batchNow = this.now();
+      this.batchNow = performance.now();
       return true;
     },
     end: (opened: boolean): void => {

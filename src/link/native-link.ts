@@ -20,6 +20,7 @@ import { debuglog } from 'node:util';
 import { loadNative, RX_L4_CHECKSUM_OK, RX_LENGTH_MASK, type NativeAddon, type NativeFramePort, type NativeFramePortOptions } from './native.ts';
 import { COMPLETE_L4_CHECKSUM, createLinkStats, type FrameBatchHandler, type Link, type LinkKind, type LinkStats } from './types.ts';
 import { LinkError } from './errors.ts';
+import { emptyList } from '../lists.ts';
 import type { SocketBuffers } from './buffers.ts';
 
 const trace = debuglog('vmnat-link');
@@ -156,7 +157,7 @@ export abstract class NativePortLink implements Link {
     const handler = this.handler;
     if (handler === undefined) return;
     const frames = this.frames;
-    frames.length = 0;
+    emptyList(frames);
     const buffer = slab.buffer;
     const base = slab.byteOffset;
     let bytes = 0;

@@ -32,6 +32,7 @@ import { QEMU_MAX_FRAME, QemuFrameDecoder, writeQemuHeader } from './qemu-framin
 import { MIN_FRAME } from './native-link.ts';
 import { assertReplaceableSocket, fileIdentity } from './socket.ts';
 import { LinkError, errnoCode, systemError } from './errors.ts';
+import { emptyList } from '../lists.ts';
 
 const trace = debuglog('vmnat-link');
 
@@ -303,7 +304,7 @@ export class StreamLink implements Link {
   /** @internal Frames of `conn` (a port's, when ports are on), counted on `stats`. */
   onData(conn: StreamConn, chunk: Buffer): void {
     const frames = this.frames;
-    frames.length = 0;
+    emptyList(frames);
     const result = conn.decoder.decode(chunk, frames);
     let n = 0;
     let bytes = 0;

@@ -57,6 +57,7 @@ import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
 import type { FaultBarrier } from '../fault.ts';
 import { HOST_TCP_READ_EOF, HostTcpEvent, type NativeHostTcp, type NativeHostTcpCallback } from '../link/native.ts';
+import { emptyList } from '../lists.ts';
 import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex, type SideKey } from './flows.ts';
 
 const trace = debuglog('vmnat');
@@ -883,7 +884,7 @@ export class TcpNat {
       else if (n === HOST_TCP_READ_EOF) this.onHostTcpEvent(HostTcpEvent.Eof, ep.slot, 0, undefined);
       else this.onHostTcpEvent(HostTcpEvent.Error, ep.slot, 0, getSystemErrorName(n));
     }
-    list.length = 0;
+    emptyList(list);
   }
 
   /** The host accepted the dial: SYN-ACK to the guest. */
@@ -1161,13 +1162,13 @@ export class TcpNat {
         f.host?.uncork();
       }
     }
-    writers.length = 0;
+    emptyList(writers);
     const writesDone = this.writesDone;
     if (writesDone.length > 0) {
       // Only the callbacks there now: one that wrote again (none does today) would add more.
       const n = writesDone.length;
       for (let i = 0; i < n; i++) writesDone[i]!();
-      if (writesDone.length === n) writesDone.length = 0;
+      if (writesDone.length === n) emptyList(writesDone);
       else writesDone.splice(0, n);
     }
     if (this.wroteNative.length > 0) this.readAfterWrites();
@@ -1185,7 +1186,7 @@ export class TcpNat {
       }
       this.touchedNoWake(f);
     }
-    ackers.length = 0;
+    emptyList(ackers);
   }
 
   poll(now: number): void {
