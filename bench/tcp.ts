@@ -26,6 +26,8 @@
  *   rr    1-byte request/response over one TCP connection with the engine, the server and the
  *         client all pinned to CPU 0 (unpinned, this VM's ~100 µs vCPU wake-up dominates); round
  *         trips per second
+ *   rr-fwd  the same into the guest through a port forward (an interactive session into a VM:
+ *         ssh): the server in the namespace, the client where the fwd test's client runs
  *   hold  (not in the default set) --hold N idle connections from the guest to a host listener,
  *         held open: the engine's RSS before (MB) and per connection (kB); engines run under
  *         prlimit --nofile=(the hard limit) and vmnat with --max-flows N+256
@@ -62,7 +64,7 @@ const GATEWAY6 = 'fd00:10:0:2::2';
 
 // ---- arguments ------------------------------------------------------------------------------
 
-const TESTS = ['up', 'down', 'up6', 'down6', 'fwd', 'rr', 'crr', 'hold'] as const;
+const TESTS = ['up', 'down', 'up6', 'down6', 'fwd', 'rr', 'rr-fwd', 'crr', 'hold'] as const;
 type TestName = (typeof TESTS)[number];
 
 const argv = process.argv.slice(2);
@@ -325,6 +327,27 @@ async function rr(e: Engine, ns: string): Promise<RunRecord> {
   }
 }
 
+/**
+ * rr through a port forward: the ping-pong server in the guest on the forwarded port, the client
+ * on the host side (the fwd test's client namespace, or loopback), all pinned to CPU 0.
+ */
+async function rrFwd(e: Engine, ns: string, fwdClient: FwdClient, fwdPort: number): Promise<RunRecord> {
+  if (e.fwd !== 'ok') return { ok: false, skipped: true, error: e.fwd, values: {}, detail: {} };
+  const bg = startBg(['ip', 'netns', 'exec', ns, 'taskset', '-c', '0', python, PROBE, 'rr-server', '0.0.0.0', String(GUEST_IPERF_PORT)]);
+  const before = await affinity(e.pid);
+  try {
+    await bg.waitFor(/^(\d+)$/m, 10_000);
+    await setAffinity(e.pid, '0');
+    const cmd = [...(fwdClient.ns ? ['ip', 'netns', 'exec', fwdClient.ns] : []), 'taskset', '-c', '0', python, PROBE, 'rr-client', fwdClient.hostAddr, String(fwdPort), String(cfg.rrSecs)];
+    const cpu0 = cpuSeconds(e.pid);
+    const r = await run(cmd, { timeoutMs: cfg.rrSecs * 1000 + 15_000 });
+    return withCpuPerOp(probeResult(r, cmd, 'round trips'), cpuSeconds(e.pid) - cpu0, 'round_trips');
+  } finally {
+    await setAffinity(e.pid, before).catch(() => undefined);
+    await bg.stop('SIGKILL');
+  }
+}
+
 /** This process's hard RLIMIT_NOFILE (what an engine may be given without privileges). */
 function hardNofile(): number {
   const m = /^Max open files\s+\S+\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
@@ -422,7 +445,7 @@ async function session(engine: EngineName, mtu: number, run1: number, dir: strin
     // one TIME_WAIT period: widen the range and allow reuse, in the guest namespace only.
     await must(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_local_port_range=10000 65000', 'net.ipv4.tcp_tw_reuse=1']);
     let fwd: FwdSpec | undefined;
-    if (cfg.tests.includes('fwd')) fwd = { hostAddr: ctx.fwdClient.hostAddr, hostPort: await freePort(ctx.fwdClient.hostAddr), guestPort: GUEST_IPERF_PORT };
+    if (cfg.tests.includes('fwd') || cfg.tests.includes('rr-fwd')) fwd = { hostAddr: ctx.fwdClient.hostAddr, hostPort: await freePort(ctx.fwdClient.hostAddr), guestPort: GUEST_IPERF_PORT };
     e = await startEngine(engine, {
       ns, mtu, mode: cfg.mode, dir: sdir, vmnatBin: cfg.vmnatBin, fwd,
       // Holding N flows: fds for them, and vmnat's flow budget (default: from the fd limit) above N.
@@ -442,6 +465,7 @@ async function session(engine: EngineName, mtu: number, run1: number, dir: strin
       try {
         if (!isAlive(e.pid)) rec = fail(`engine is gone: ${e.log()}`);
         else if (t === 'rr') rec = await rr(e, ns);
+        else if (t === 'rr-fwd') rec = await rrFwd(e, ns, ctx.fwdClient, fwd?.hostPort ?? 0);
         else if (t === 'crr') rec = await crr(e, ns);
         else if (t === 'hold') rec = await hold(e, ns);
         else rec = await iperf(e, ns, mtu, t, ctx.fwdClient, fwd?.hostPort ?? 0);
@@ -478,7 +502,7 @@ function describe(t: TestName, r: RunRecord): string {
   if (!r.ok) return `FAIL ${r.error ?? ''}`;
   const v = r.values;
   if (t === 'hold') return `RSS ${v.rss_mb?.toFixed(1)} MB before, ${v.kb_per_flow?.toFixed(2)} kB per held connection (${String(r.detail.held)})`;
-  if (t === 'rr' || t === 'crr') return `${fmtRate(v.per_sec)}/s${r.detail.accepted !== undefined ? ` (server accepted ${String(r.detail.accepted)})` : ''}`;
+  if (t === 'rr' || t === 'rr-fwd' || t === 'crr') return `${fmtRate(v.per_sec)}/s${r.detail.accepted !== undefined ? ` (server accepted ${String(r.detail.accepted)})` : ''}`;
   return `${v.gbps?.toFixed(2)} Gbit/s, engine ${v.cpu_s_per_gb?.toFixed(2)} CPU s/GB (${v.cpu_pct?.toFixed(0)} % CPU), ${v.retransmits ?? '?'} retransmits`;
 }
 
@@ -527,6 +551,7 @@ const LABELS: Record<TestName, string> = {
   down6: 'TCP host→guest over IPv6 (-R), Gbit/s',
   fwd: 'TCP host→guest via port forward, Gbit/s',
   rr: '1-byte round trips/s, pinned to CPU 0',
+  'rr-fwd': '1-byte round trips/s into the guest via port forward, pinned to CPU 0',
   crr: 'TCP connect+close per second',
   hold: 'engine RSS before holding connections, MB',
 };
@@ -544,6 +569,7 @@ const FRAME_LABELS: Partial<Record<TestName, string>> = {
 };
 const CPU_OP_LABELS: Partial<Record<TestName, string>> = {
   rr: 'engine CPU µs per round trip',
+  'rr-fwd': 'engine CPU µs per round trip via port forward',
   crr: 'engine CPU µs per connection',
 };
 const RETRANS_LABELS: Partial<Record<TestName, string>> = {
@@ -571,7 +597,7 @@ function rows(): Row[] {
       out.push(r);
     }
   };
-  for (const t of cfg.tests) add(t, t === 'rr' || t === 'crr' ? 'per_sec' : t === 'hold' ? 'rss_mb' : 'gbps', LABELS[t]);
+  for (const t of cfg.tests) add(t, t === 'rr' || t === 'rr-fwd' || t === 'crr' ? 'per_sec' : t === 'hold' ? 'rss_mb' : 'gbps', LABELS[t]);
   if (cfg.tests.includes('hold')) add('hold', 'kb_per_flow', `engine kB per held connection (${cfg.hold} held)`);
   for (const t of cfg.tests) {
     const l = CPU_LABELS[t];

@@ -2,6 +2,7 @@
 namespaces too).
 
   probe.py rr-server               listen on 127.0.0.1:0, print the port, echo 1 byte at a time forever
+  probe.py rr-server [ADDR PORT]    the same on ADDR:PORT (a guest's server behind a port forward)
   probe.py crr-server              listen on 127.0.0.1:0, print the port, accept+close forever;
                                    on SIGTERM print {"accepted": N}
   probe.py rr-client HOST PORT S   1-byte ping-pongs over one connection for S seconds -> JSON
@@ -23,17 +24,17 @@ import time
 STALL = 3.0
 
 
-def listen():
+def listen(addr="127.0.0.1", port=0):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", 0))
+    s.bind((addr, port))
     s.listen(1024)
     print(s.getsockname()[1], flush=True)
     return s
 
 
-def rr_server():
-    s = listen()
+def rr_server(addr="127.0.0.1", port=0):
+    s = listen(addr, port)
     while True:
         c, _ = s.accept()
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -149,7 +150,7 @@ def crr_client(host, port, secs):
 def main():
     mode = sys.argv[1]
     if mode == "rr-server":
-        rr_server()
+        rr_server(*((sys.argv[2], int(sys.argv[3])) if len(sys.argv) > 3 else ()))
     elif mode == "crr-server":
         crr_server()
     elif mode == "hold-server":

@@ -10,6 +10,9 @@
 //   - connect(host, port) opens a non-blocking socket (TCP_NODELAY, as vmnat's flows always
 //     had) and starts the connect; it returns a slot number, or -errno when the kernel refused at
 //     once. The outcome comes as an event: kConnected or kConnectFailed(code).
+//   - adopt(fd) takes a connected stream socket the caller already has (a port forward's accepted
+//     connection, duplicated out of Node's net.Server): same slot and events, not reading until
+//     setReading (the forward waits for the guest's handshake before it takes host bytes).
 //   - Reading: while the slot is reading (setReading), a readable socket is read into ONE shared
 //     buffer (given at construction; JS copies what it keeps before returning) and each read is
 //     one event kData(n). A short read ends the round, as libuv's own stream reading does; at
@@ -32,6 +35,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -54,6 +58,7 @@ Napi::Function HostTcp::Init(Napi::Env env) {
   return DefineClass(env, "HostTcp",
                      {
                          InstanceMethod("connect", &HostTcp::Connect),
+                         InstanceMethod("adopt", &HostTcp::Adopt),
                          InstanceMethod("write", &HostTcp::Write),
                          InstanceMethod("readNow", &HostTcp::ReadNow),
                          InstanceMethod("shutdownWrite", &HostTcp::ShutdownWrite),
@@ -157,17 +162,48 @@ Napi::Value HostTcp::Connect(const Napi::CallbackInfo& info) {
     close(fd);
     return Napi::Number::New(env, -err);
   }
+  return Napi::Number::New(env, Install(fd, true));
+}
+
+// adopt(fd) → slot >= 0, or -errno. The fd is ours from now on, also when adopting fails (closed).
+Napi::Value HostTcp::Adopt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    ThrowType(env, "adopt(fd)");
+    return env.Undefined();
+  }
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  if (fd < 0) return Napi::Number::New(env, -EBADF);
+  if (tornDown_) {
+    close(fd);
+    return Napi::Number::New(env, -EBADF);
+  }
+  // Shared with the descriptor it was duplicated from (one open file), which libuv made
+  // non-blocking already; set here too so any caller's fd works.
+  const int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+    const int err = errno;
+    close(fd);
+    return Napi::Number::New(env, -err);
+  }
+  const int on = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);  // fails harmlessly on a unix socket
+  return Napi::Number::New(env, Install(fd, false));
+}
+
+// A socket into a slot, watched by its own uv_poll_t: the slot, or a negative errno (fd closed).
+int64_t HostTcp::Install(int fd, bool connecting) {
   Sock* s = new Sock{};
   int ur = uv_poll_init(loop_, &s->poll, fd);
   if (ur != 0) {
     delete s;
     close(fd);
-    return Napi::Number::New(env, ur);  // libuv errors are already negative errnos
+    return ur;  // libuv errors are already negative errnos
   }
   s->poll.data = s;
   s->owner = this;
   s->fd = fd;
-  s->connecting = true;  // even a connect that finished at once reports through POLLOUT
+  s->connecting = connecting;  // even a connect that finished at once reports through POLLOUT
   uint32_t slot;
   if (!free_.empty()) {
     slot = free_.back();
@@ -180,7 +216,7 @@ Napi::Value HostTcp::Connect(const Napi::CallbackInfo& info) {
   s->slot = slot;
   if (open_++ == 0) Ref();  // libuv callbacks point at us from now on
   Update(s);
-  return Napi::Number::New(env, slot);
+  return slot;
 }
 
 // write(slot, bytes) → bytes the kernel took (maybe fewer: kWritable follows), or -errno.

@@ -33,6 +33,8 @@ class HostTcp : public Napi::ObjectWrap<HostTcp> {
   };
 
   Napi::Value Connect(const Napi::CallbackInfo& info);
+  Napi::Value Adopt(const Napi::CallbackInfo& info);
+  int64_t Install(int fd, bool connecting);
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value ReadNow(const Napi::CallbackInfo& info);
   Napi::Value ShutdownWrite(const Napi::CallbackInfo& info);

@@ -153,6 +153,12 @@ export type NativeHostTcpCallback = (kind: number, slot: number, n: number, code
 export interface NativeHostTcp {
   /** Starts a connect to a numeric address: the slot, or -errno (-EINVAL: not a numeric address). */
   connect(host: string, port: number): number;
+  /**
+   * Takes a connected stream socket (a port forward's accepted connection, duplicated): the slot,
+   * or -errno. The fd belongs to the addon from then on, also on failure. It is not read until
+   * setReading(slot, true).
+   */
+  adopt(fd: number): number;
   /** Bytes the kernel took (fewer: a Writable event follows when it takes more), or -errno. */
   write(slot: number, bytes: Uint8Array): number;
   /**

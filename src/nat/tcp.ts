@@ -113,8 +113,8 @@ export function createTcpNatStats() {
     malformed: 0, badOptions: 0, bytesFromGuest: 0, bytesToGuest: 0, hostResets: 0, hostErrors: 0, internalErrors: 0,
     refusedByFilter: 0, closedByFilter: 0,
     forwardLimit: 0, forwardHalfOpenLimit: 0, forwardPerSourceLimit: 0, fdExhausted: 0,
-    /** Dials through the addon's HostTcp, and its sockets open now. */
-    nativeDials: 0, nativeSocketsOpen: 0,
+    /** Dials through the addon's HostTcp, forwarded connections handed to it, and its sockets open now. */
+    nativeDials: 0, nativeForwards: 0, nativeSocketsOpen: 0,
     /** Writes to an addon socket the kernel did not take whole (the rest waited for POLLOUT). */
     hostWritesBlocked: 0,
     /** Host answers taken by the read right after a write (readAfterWrites), a loop turn early. */
@@ -137,6 +137,11 @@ export interface HostEndpoint {
   resume(): void;
   cork(): void;
   uncork(): void;
+}
+
+/** A host connection the addon owns, as openToGuest hands it back: it reports when it closes. */
+export interface HostConnection {
+  once(event: 'close', listener: () => void): unknown;
 }
 
 /** What a host endpoint reports back to its flow. */
@@ -221,7 +226,7 @@ class SocketEndpoint implements HostEndpoint {
  * socket is closed: both directions are done (Node's allowHalfOpen sockets destroy themselves at
  * that point as well).
  */
-class NativeEndpoint implements HostEndpoint {
+class NativeEndpoint implements HostEndpoint, HostConnection {
   private queue: { data: Uint8Array; done: () => void }[] | undefined = undefined;
   private endPending = false;
   private ended = false;
@@ -323,6 +328,17 @@ class NativeEndpoint implements HostEndpoint {
     this.queue = undefined; // their slab copies are left to the garbage collector
     this.sockets.close(this.slot, reset);
     this.nat.forgetSlot(this.slot, this);
+    const closed = this.closeListener;
+    this.closeListener = undefined;
+    closed?.();
+  }
+
+  /** A port forward's connection: the forwarder hears when it closes (ForwardedConnection). */
+  private closeListener: (() => void) | undefined = undefined;
+  once(_event: 'close', listener: () => void): this {
+    if (this.gone) queueMicrotask(listener);
+    else this.closeListener = listener;
+    return this;
   }
 
   pause(): void {
@@ -935,8 +951,9 @@ export class TcpNat {
    * connection from `srcIp` (the gateway) on an ephemeral port to `guestIp:guestPort`, with the
    * same engine, backpressure and half-close as outbound flows. The socket must be paused; it is
    * resumed once the guest completes the handshake. If the guest is unknown, refuses or does not
-   * answer, the host client sees a reset. Returns the socket that carries the connection from now
-   * on (`accepted` itself, or its re-wrapped replacement), or undefined if none was attempted.
+   * answer, the host client sees a reset. Returns what carries the connection from now on: the
+   * addon's socket (HostTcp.adopt; the usual case), else `accepted` itself or its re-wrapped
+   * replacement; undefined if none was attempted.
    */
   /**
    * A forwarded connection into the guest. `opts.clientLabel`: how listings and the per-source
@@ -951,7 +968,7 @@ export class TcpNat {
     guestPort: number,
     forward: string,
     opts: { clientLabel?: string | undefined; srcPortWanted?: number | undefined; rewrap?: boolean } = {},
-  ): net.Socket | undefined {
+  ): net.Socket | HostConnection | undefined {
     const guestMac = this.stack.lookupNeighbour(guestIp);
     const srcPortWanted = opts.srcPortWanted;
     const rewrap = opts.rewrap ?? true;
@@ -984,6 +1001,20 @@ export class TcpNat {
     this.forwardHalfOpen++;
     this.forwardsBySource.set(client, fromClient + 1);
     // `rewrap` false: the caller already handed `accepted` on as the connection's socket.
+    const adopted = rewrap ? this.adoptNative(accepted, f) : undefined;
+    if (adopted !== undefined) {
+      f.host = adopted;
+      // Not read until the guest has answered our SYN (the addon starts it paused).
+      f.established = () => {
+        this.forwardEstablished(f);
+        adopted.resume();
+      };
+      this.add(f, sideKey(guestIp, guestPort), sideKey(srcIp, srcPort));
+      this.stats.forwardsOpened++;
+      f.conn = TcpConnection.connect(f, now, { config: this.configFor(f), stats: this.tcpStats });
+      this.touched(f);
+      return adopted;
+    }
     const rewrapped = rewrap ? this.rewrapWithOnread(accepted, f) : undefined;
     const socket = rewrapped ?? accepted;
     f.host = new SocketEndpoint(socket);
@@ -1003,6 +1034,35 @@ export class TcpNat {
     f.conn = TcpConnection.connect(f, now, { config: this.configFor(f), stats: this.tcpStats });
     this.touched(f);
     return socket;
+  }
+
+  /**
+   * The accepted connection handed to the addon (HostTcp.adopt), as dialed flows' sockets are:
+   * its descriptor is duplicated, the accepted net.Socket destroyed (closing only Node's
+   * descriptor: no FIN, no RST), and the copy read and written in C from then on. Undefined (the
+   * caller keeps a net.Socket) without the addon, or when the descriptor is not reachable (it
+   * comes from Node's internal `_handle.fd`).
+   */
+  private adoptNative(accepted: net.Socket, f: TcpFlow): NativeEndpoint | undefined {
+    const make = this.options.hostTcp;
+    const dupFd = this.options.dupFd;
+    const fd = (accepted as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    if (make === undefined || dupFd === undefined || typeof fd !== 'number' || fd < 0) return undefined;
+    let copy: number;
+    try {
+      copy = dupFd(fd);
+    } catch {
+      return undefined;
+    }
+    const sockets = (this.hostTcp ??= make(this.onHostTcpEvent, this.hostReadBuffer));
+    const slot = sockets.adopt(copy); // the copy is the addon's now, also on failure
+    if (slot < 0) return undefined;
+    accepted.destroy();
+    const ep = new NativeEndpoint(this, sockets, slot, f);
+    this.bySlot[slot] = ep;
+    this.stats.nativeForwards++;
+    this.stats.nativeSocketsOpen++;
+    return ep;
   }
 
   /**

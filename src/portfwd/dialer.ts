@@ -21,7 +21,7 @@ import type net from 'node:net';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpNat } from '../nat/tcp.ts';
 import { parseIp, parseIpv4, type IpAddr, type Ipv4Addr, type Ipv6Addr } from '../stack/wire/addr.ts';
-import { resetSocket, type ForwardTarget, type GuestDialer, type GuestUdpFlow, type HostUdpPeer } from './forwarder.ts';
+import { resetSocket, type ForwardedConnection, type ForwardTarget, type GuestDialer, type GuestUdpFlow, type HostUdpPeer } from './forwarder.ts';
 
 export class NatGuestDialer implements GuestDialer {
   private nextPort = 49152 + Math.floor(Math.random() * 16384);
@@ -50,7 +50,7 @@ export class NatGuestDialer implements GuestDialer {
     return ip !== undefined && this.keepSource(ip) ? ip : undefined;
   }
 
-  dialTcp(socket: net.Socket, target: ForwardTarget): net.Socket | undefined {
+  dialTcp(socket: net.Socket, target: ForwardTarget): ForwardedConnection | undefined {
     const guestIp = target.guestIp ?? this.currentLease();
     if (guestIp === undefined) {
       resetSocket(socket);

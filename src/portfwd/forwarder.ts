@@ -63,6 +63,14 @@ export interface ForwardTarget {
   hostPort: number;
 }
 
+/**
+ * What carries a forwarded TCP connection once the dialer has taken it: the accepted socket, a
+ * net.Socket that replaced it, or a socket the addon owns. Its 'close' ends the rule's live count.
+ */
+export interface ForwardedConnection {
+  once(event: 'close', listener: () => void): unknown;
+}
+
 /** The host end of a forwarded UDP flow, given to the dialer. */
 export interface HostUdpPeer {
   /** A datagram from the guest to the host client (copied out at once; sent from the listener). */
@@ -92,7 +100,7 @@ export interface GuestDialer {
    * backpressure both ways are the dialer's. Returns the socket that carries the connection from
    * then on when the dialer replaced `socket` with its own (see TcpNat.openToGuest).
    */
-  dialTcp(socket: net.Socket, target: ForwardTarget): net.Socket | void;
+  dialTcp(socket: net.Socket, target: ForwardTarget): ForwardedConnection | void;
   /**
    * A first datagram from a new host client. Return the guest side of the flow, or undefined to
    * refuse it (no lease yet, flow table full): the datagram is dropped and counted.
@@ -388,7 +396,7 @@ export class PortForwarder {
     // A unix socket's peer has no address: the rule's path stands for it (listings, budgets).
     const unix = entry.rule.proto === 'unix';
     const target = this.target(entry, port, unix ? `unix:${entry.rule.hostAddr}` : (socket.remoteAddress ?? ''), socket.remotePort ?? 0);
-    let live = socket;
+    let live: ForwardedConnection = socket;
     try {
       live = this.dialer.dialTcp(socket, target) ?? socket;
     } catch (err) {
@@ -396,7 +404,7 @@ export class PortForwarder {
       trace('dialTcp threw: %o', err);
       resetSocket(socket);
     }
-    if (live !== socket) live.on('error', () => this.stats.tcpSocketErrors++);
+    if (live !== socket && live instanceof net.Socket) live.on('error', () => this.stats.tcpSocketErrors++);
     live.once('close', () => entry.tcpActive--);
   }
 

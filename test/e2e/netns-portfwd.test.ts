@@ -219,10 +219,20 @@ describe.sequential('forwards into the netns guest', () => {
     const leases = await apiCall('GET', '/leases');
     expect(JSON.stringify(leases.json)).toContain('10.0.2.15');
     expect((await apiCall('GET', '/health')).status).toBe(200);
-    const stats = (await apiCall('GET', '/stats')).json as { tcpNat: { forwardsOpened: number; forwardsRewrapped: number } };
-    // Every accepted socket was re-wrapped to read into the shared buffer (the fast path).
+    const stats = (await apiCall('GET', '/stats')).json as { tcpNat: { forwardsOpened: number; forwardsRewrapped: number; nativeForwards: number } };
+    // Every accepted socket was handed to the addon (read and written in C, as dialed flows'),
+    // none fell back to a net.Socket.
     expect(stats.tcpNat.forwardsOpened).toBeGreaterThan(100);
-    expect(stats.tcpNat.forwardsRewrapped).toBe(stats.tcpNat.forwardsOpened);
+    expect(stats.tcpNat.nativeForwards).toBe(stats.tcpNat.forwardsOpened);
+    expect(stats.tcpNat.forwardsRewrapped).toBe(0);
+    // ...and each reported its close to its rule: no rule counts a live connection once all ended.
+    let rules: { name: string; tcp_accepted: number; tcp_active: number }[] = [];
+    for (const until = Date.now() + 10_000; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
+      rules = (await apiCall('GET', '/forwards')).json as typeof rules;
+      if (rules.every((r) => r.tcp_active === 0)) break;
+    }
+    expect(rules.filter((r) => r.tcp_active !== 0)).toEqual([]);
+    expect(rules.some((r) => r.tcp_accepted > 0)).toBe(true);
     expect((await apiCall('GET', '/flows')).status).toBe(200);
   });
 });
