@@ -2,7 +2,7 @@
  * TCP through vmnat side by side with slirp4netns (libslirp) and pasta (passt): a script, not a test.
  *
  *   node --import tsx bench/tcp.ts [--quick] [--mtu 1500,65520] [--runs 3] [--secs 10]
- *        [--rr-secs 5] [--engines vmnat,slirp4netns,pasta] [--tests up,down,fwd,rr,crr]
+ *        [--rr-secs 5] [--engines vmnat,slirp4netns,pasta] [--tests up,down,fwd,rr,rr-fwd,crr]
  *        [--fwd-loopback] [--mode tap|frames|dgram|dgram-offload] [--out results.json] [--vmnat-bin PATH] [--vmnat-args "FLAGS"]
  *
  * Theory of operation: the guest is the kernel's own stack in a network namespace behind a TAP
