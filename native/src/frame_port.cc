@@ -40,6 +40,16 @@
 // The uv_poll_t is a separate allocation freed in its close callback. The slab is an external
 // Buffer that unmaps itself when JS lets go of it.
 //
+// Stream (kind 'stream': qemu's `-netdev stream` framing, a 4-byte big-endian length before each
+// frame, on a connected unix stream socket): the slab is one contiguous receive buffer instead
+// of slots. Each read appends to it; every whole frame in it is handed over in the same one JS
+// call per batch (offsets point into the buffer), and the partial frame at its end is moved to
+// the front for the next read. A length of 0 or above maxFrame means the peer does not speak the
+// framing, which cannot be resynchronized: counted in rxErrors, and the port fails with EPROTO.
+// Sending queues the length prefix with each frame in the same arena and hands the queue to the
+// kernel with one sendmsg of many iovecs; a partial write leaves the rest of the head frame
+// queued (a stream cannot lose part of a frame), and only whole frames are ever dropped.
+//
 // macOS (the portable branch): a unix datagram socket sends nothing larger than its SO_SNDBUF
 // (EMSGSIZE: that frame is dropped and counted), and a send to a peer whose receive buffer is
 // full fails with ENOBUFS instead of EAGAIN — there is no send queue to wait on and POLLOUT would
@@ -79,6 +89,7 @@ constexpr uint32_t kTxArenaBytes = 4 << 20;    // send queue bound (bytes)
 constexpr uint32_t kTxMaxFrames = 1024;        // send queue bound (frames); = UIO_MAXIOV
 constexpr uint32_t kTxSoftBytes = 512 * 1024;  // send() flushes by itself beyond this
 constexpr uint32_t kTxSoftFrames = 256;
+constexpr uint32_t kStreamRead = 256 * 1024;     // bytes per read() on a stream
 
 struct SlabHint {
   size_t bytes;
@@ -125,12 +136,15 @@ FramePort::FramePort(const Napi::CallbackInfo& info)
     tap_ = false;
   } else if (k == "tap") {
     tap_ = true;
+  } else if (k == "stream") {
+    stream_ = true;
   } else {
-    ThrowType(env, "FramePort: options.kind must be 'dgram' or 'tap'");
+    ThrowType(env, "FramePort: options.kind must be 'dgram', 'tap' or 'stream'");
     return;
   }
-  learnPeer_ = !tap_ && opts.Get("learnPeer").ToBoolean().Value();
+  learnPeer_ = !tap_ && !stream_ && opts.Get("learnPeer").ToBoolean().Value();
   vnetHdr_ = tap_ && opts.Get("vnetHdr").ToBoolean().Value();
+  txHdr_ = vnetHdr_ ? kVnetHdrLen : stream_ ? 4 : 0;
 
   Napi::Value onFrames = opts.Get("onFrames");
   if (!onFrames.IsFunction()) {
@@ -264,6 +278,7 @@ Napi::Value FramePort::Close(const Napi::CallbackInfo& info) {
   txEntries_.clear();
   txHead_ = 0;
   txUsed_ = 0;
+  txHeadSent_ = 0;
   if (pinned_) {
     pinned_ = false;
     Unref();
@@ -293,6 +308,7 @@ void FramePort::DropQueued() {
   txEntries_.clear();
   txHead_ = 0;
   txUsed_ = 0;
+  txHeadSent_ = 0;
   if (wantWrite_) {
     wantWrite_ = false;
     UpdatePoll();
@@ -331,7 +347,7 @@ void FramePort::HandlePoll(int status, int events) {
       socklen_t len = sizeof err;
       if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
     }
-    if (!tap_ && (err == 0 || err == ECONNRESET || err == ECONNREFUSED)) {
+    if (!tap_ && !stream_ && (err == 0 || err == ECONNRESET || err == ECONNREFUSED)) {
       if (learnPeer_ && err != 0) ForgetPeer();
       UpdatePoll();  // re-arm: the condition was transient
       return;
@@ -343,6 +359,8 @@ void FramePort::HandlePoll(int status, int events) {
   if ((events & UV_READABLE) && !closed_ && !failed_) {
     if (tap_) {
       ReadTap();
+    } else if (stream_) {
+      ReadStream();
     } else {
       ReadDgram();
     }
@@ -488,6 +506,62 @@ void FramePort::ReadDgram() {
     // A short batch means the queue is (very likely) empty — unless the portable loop stopped
     // at an error, which the next round reports.
     if (static_cast<uint32_t>(n) < vlen && pendingRxErr_ == 0) return;
+  }
+}
+
+// The stream framing (see the theory of operation): reads append to the slab; whole frames go to
+// JS, a partial one moves to the front.
+void FramePort::ReadStream() {
+  const size_t cap = static_cast<size_t>(stride_) * kMaxSlots;
+  for (uint32_t round = 0; round < kMaxRounds && !closed_ && !failed_; ++round) {
+    const size_t space = std::min<size_t>(cap - rxFill_, kStreamRead);
+    ssize_t r = recv(fd_, slab_ + rxFill_, space, MSG_DONTWAIT);
+    if (r < 0) {
+      const int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      Fail(ErrnoName(err));
+      return;
+    }
+    if (r == 0) {
+      if (rxFill_ > 0) ++rxErrors_;  // a frame cut off by the end of the stream
+      Fail("EOF");
+      return;
+    }
+    rxFill_ += static_cast<size_t>(r);
+    size_t pos = 0;
+    uint32_t count = 0;
+    uint64_t bytes = 0;
+    while (rxFill_ - pos >= 4) {
+      const uint8_t* h = slab_ + pos;
+      const uint32_t len = (static_cast<uint32_t>(h[0]) << 24) | (h[1] << 16) | (h[2] << 8) | h[3];
+      if (len == 0 || len > maxFrame_) {
+        ++rxErrors_;
+        Emit(count, bytes);
+        Fail("EPROTO");
+        return;
+      }
+      if (rxFill_ - pos - 4 < len) break;
+      const bool l4Ok = VerifyL4Checksum(h + 4, len);
+      offsets_[2 * count] = static_cast<int32_t>(pos + 4);
+      offsets_[2 * count + 1] = static_cast<int32_t>(len) | (l4Ok ? kRxL4ChecksumOk : 0);
+      ++count;
+      bytes += len;
+      pos += 4 + len;
+      if (count == kMaxSlots) {
+        Emit(count, bytes);  // the frames stay where they are until this loop moves the tail
+        if (closed_ || failed_) return;
+        count = 0;
+        bytes = 0;
+      }
+    }
+    Emit(count, bytes);
+    if (closed_ || failed_) return;
+    if (pos > 0) {
+      memmove(slab_, slab_ + pos, rxFill_ - pos);
+      rxFill_ -= pos;
+    }
+    if (static_cast<size_t>(r) < space) return;  // drained for now
   }
 }
 
@@ -780,8 +854,16 @@ static bool WriteVnetHdr(uint8_t* h, const uint8_t* frame, size_t len, int32_t o
   return true;
 }
 
+// qemu's stream framing: the frame's length, 4 bytes big-endian.
+static void WriteLengthPrefix(uint8_t* dst, uint32_t frameLen) {
+  dst[0] = static_cast<uint8_t>(frameLen >> 24);
+  dst[1] = static_cast<uint8_t>(frameLen >> 16);
+  dst[2] = static_cast<uint8_t>(frameLen >> 8);
+  dst[3] = static_cast<uint8_t>(frameLen);
+}
+
 bool FramePort::Enqueue(const uint8_t* data, size_t frameLen, int32_t offload) {
-  const size_t len = frameLen + (vnetHdr_ ? kVnetHdrLen : 0);
+  const size_t len = frameLen + txHdr_;
   const bool complete = offload == kCompleteChecksum;
   if (complete) offload = kNoOffload;
   if (!vnetHdr_ && offload != kNoOffload) {
@@ -806,6 +888,9 @@ bool FramePort::Enqueue(const uint8_t* data, size_t frameLen, int32_t offload) {
       return false;
     }
     dst += kVnetHdrLen;
+  } else if (stream_) {
+    WriteLengthPrefix(dst, static_cast<uint32_t>(frameLen));
+    dst += 4;
   }
   txEntries_.push_back(TxEntry{txUsed_, static_cast<uint32_t>(len)});
   memcpy(dst, data, frameLen);
@@ -918,7 +1003,7 @@ bool FramePort::EnqueueSegments(const uint8_t* data, size_t len, uint32_t gsoSiz
     return false;
   }
   if (plan.payload <= gsoSize) return Enqueue(data, plan.hdrLen + plan.payload, kCompleteChecksum);
-  const uint32_t hdr = vnetHdr_ ? kVnetHdrLen : 0;
+  const uint32_t hdr = txHdr_;
   ++txGsoFrames_;
   for (uint32_t off = 0, i = 0; off < plan.payload; off += gsoSize, i++) {
     const size_t need = plan.hdrLen + std::min(gsoSize, plan.payload - off) + hdr;
@@ -933,6 +1018,9 @@ bool FramePort::EnqueueSegments(const uint8_t* data, size_t len, uint32_t gsoSiz
     if (vnetHdr_) {
       memset(dst, 0, kVnetHdrLen);  // a complete frame: no offload flags
       dst += kVnetHdrLen;
+    } else if (stream_) {
+      WriteLengthPrefix(dst, static_cast<uint32_t>(need - hdr));
+      dst += 4;
     }
     WriteGsoPiece(data, plan, gsoSize, off, i, dst);
     txEntries_.push_back(TxEntry{txUsed_, static_cast<uint32_t>(need)});
@@ -1037,6 +1125,8 @@ void FramePort::FlushQueue() {
   if (closed_ || failed_) return;
   if (tap_) {
     FlushTap();
+  } else if (stream_) {
+    FlushStream();
   } else {
     FlushDgram();
   }
@@ -1044,6 +1134,7 @@ void FramePort::FlushQueue() {
     txEntries_.clear();
     txHead_ = 0;
     txUsed_ = 0;
+    txHeadSent_ = 0;
   }
   const bool want = txHead_ < txEntries_.size();
   if (want != wantWrite_) {
@@ -1117,6 +1208,50 @@ void FramePort::FlushDgram() {
         return;
     }
   }
+}
+
+// Everything queued, prefixes included, in as few sendmsg calls as the kernel takes. txHeadSent_
+// bytes of the head frame are already out (an earlier partial write).
+void FramePort::FlushStream() {
+  const size_t head0 = txHead_;
+  while (txHead_ < txEntries_.size()) {
+    const uint32_t n = static_cast<uint32_t>(std::min<size_t>(txEntries_.size() - txHead_, txIovs_.size()));
+    for (uint32_t i = 0; i < n; ++i) {
+      const TxEntry& e = txEntries_[txHead_ + i];
+      const uint32_t skip = i == 0 ? txHeadSent_ : 0;
+      txIovs_[i].iov_base = txArena_ + e.off + skip;
+      txIovs_[i].iov_len = e.len - skip;
+    }
+    msghdr h;
+    memset(&h, 0, sizeof h);
+    h.msg_iov = txIovs_.data();
+    h.msg_iovlen = static_cast<decltype(h.msg_iovlen)>(n);
+    ssize_t r = sendmsg(fd_, &h, MSG_DONTWAIT | kSendNoSignal);
+    if (r < 0) {
+      const int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) break;
+      Fail(ErrnoName(err));
+      return;
+    }
+    size_t left = static_cast<size_t>(r);
+    while (left > 0 && txHead_ < txEntries_.size()) {
+      const TxEntry& e = txEntries_[txHead_];
+      const size_t rest = e.len - txHeadSent_;
+      if (left < rest) {
+        txHeadSent_ += static_cast<uint32_t>(left);
+        left = 0;
+        break;
+      }
+      left -= rest;
+      txHeadSent_ = 0;
+      ++txFrames_;
+      txBytes_ += e.len - 4;  // frame bytes, not the prefix
+      ++txHead_;
+    }
+    if (txHeadSent_ > 0) break;  // the kernel took part of a frame: it is full for now
+  }
+  if (txHead_ > head0) ++txBatches_;
 }
 
 void FramePort::FlushTap() {

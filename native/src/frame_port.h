@@ -54,6 +54,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   int RecvBatch(uint32_t vlen);
   int SendBatch(uint32_t n);
   void ReadTap();
+  void ReadStream();
   bool LearnFrom(const sockaddr_un& from, socklen_t fromLen);
   void ReportPeer();
   void ForgetPeer();
@@ -76,6 +77,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   void FlushQueue();
   void FlushDgram();
   void FlushTap();
+  void FlushStream();
 
   Napi::AsyncContext async_;
   Napi::FunctionReference onFrames_;
@@ -86,6 +88,8 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
 
   int fd_ = -1;
   bool tap_ = false;
+  bool stream_ = false;   // qemu's stream framing on a connected stream socket
+  uint32_t txHdr_ = 0;    // bytes queued before each frame: a vnet header, a length, or none
   bool vnetHdr_ = false;  // TAP frames carry a virtio_net_hdr both ways
   bool learnPeer_ = false;
   bool reading_ = false;
@@ -103,6 +107,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   uint32_t avgFrame_ = 4096;
   uint8_t* slab_ = nullptr;
   int32_t* offsets_ = nullptr;
+  size_t rxFill_ = 0;  // stream: bytes in the slab not yet delivered (a partial frame)
   std::vector<MsgVec> msgs_;
   std::vector<iovec> iovs_;
   std::vector<sockaddr_un> names_;
@@ -123,6 +128,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   // resident at start; now only what a backlog of frames ever reached is.
   uint8_t* txArena_ = nullptr;
   uint32_t txUsed_ = 0;
+  uint32_t txHeadSent_ = 0;  // stream: bytes of the head frame already written
   std::vector<MsgVec> txMsgs_;
   std::vector<iovec> txIovs_;
 

@@ -40,8 +40,12 @@ export const RX_LENGTH_MASK = RX_L4_CHECKSUM_OK - 1;
 export type NativeFramesCallback = (slab: Buffer, offsets: Int32Array, count: number) => void;
 
 export interface NativeFramePortOptions {
-  /** 'dgram': a SOCK_DGRAM socket (recvmmsg/sendmmsg). 'tap': a TAP char device (read/write). */
-  kind: 'dgram' | 'tap';
+  /**
+   * 'dgram': a SOCK_DGRAM socket (recvmmsg/sendmmsg). 'tap': a TAP char device (read/write).
+   * 'stream': a connected stream socket in qemu's stream framing (a 4-byte big-endian length
+   * before each frame; a bad length fails the port with 'EPROTO').
+   */
+  kind: 'dgram' | 'tap' | 'stream';
   /**
    * For an unconnected bound dgram socket: learn the peer from received datagrams. On the first
    * datagram from a new sender address the port connect()s the socket to it and calls `onPeer`

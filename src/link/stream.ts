@@ -11,15 +11,21 @@
  *     the switch, gone when its connection closes (a guest that reconnects is a new port).
  *     Driven alone (`start`), the newest connection wins: it replaces the old one, which is
  *     closed, and all received frames go to the one handler.
+ *   - Each connection's bytes are carried by the addon where it loads (`NativeStreamConn`): the
+ *     accepted socket's descriptor is duplicated out of Node's net.Server and handed to a
+ *     FramePort in its 'stream' mode, which reads, splits the framing and checks checksums in C,
+ *     one JS call per batch of frames, and writes the queue of prefixed frames with one sendmsg
+ *     (native/src/frame_port.cc). Without the addon a net.Socket carries it (`JsStreamConn`):
  *   - Frames are delivered one batch per received chunk; the frames are views into the chunk (or
- *     the decoder's assembly buffer), valid during the call. Shorter than 14 bytes: rxErrors.
+ *     the decoder's or the addon's buffer), valid during the call. Shorter than 14 bytes: rxErrors.
  *     A length prefix of 0 or above qemu's limit means the peer does not speak this framing:
  *     counted in rxErrors and the connection is closed (a length-prefixed stream cannot resync).
- *   - Sending: send() writes prefix + frame into a 256 KiB staging buffer; flush() hands the
- *     filled part to the socket in one write, and later frames continue after it in the same
- *     buffer (the socket holds a view of what it still has to write; a fresh buffer is taken only
- *     when one fills). When the socket's own queue exceeds TX_BACKLOG_MAX (the guest does not
- *     read), frames are dropped and counted rather than queued without bound.
+ *   - Sending (JsStreamConn): send() writes prefix + frame into a 256 KiB staging buffer; flush()
+ *     hands the filled part to the socket in one write, and later frames continue after it in the
+ *     same buffer (the socket holds a view of what it still has to write; a fresh buffer is taken
+ *     only when one fills). When the socket's own queue exceeds TX_BACKLOG_MAX (the guest does not
+ *     read), frames are dropped and counted rather than queued without bound; the addon bounds
+ *     its queue the same way (4 MiB).
  *   - Connections accepted before start() are paused until start().
  *   - close() stops listening, closes connections and removes the socket file if still ours.
  */
@@ -27,7 +33,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { debuglog } from 'node:util';
 import { COMPLETE_L4_CHECKSUM, createLinkStats, type FrameBatchHandler, type Link, type LinkStats } from './types.ts';
-import { loadNative, type NativeAddon } from './native.ts';
+import { loadNative, RX_L4_CHECKSUM_OK, RX_LENGTH_MASK, type NativeAddon, type NativeFramePort } from './native.ts';
 import { QEMU_MAX_FRAME, QemuFrameDecoder, writeQemuHeader } from './qemu-framing.ts';
 import { MIN_FRAME } from './native-link.ts';
 import { assertReplaceableSocket, fileIdentity } from './socket.ts';
@@ -64,9 +70,151 @@ function streamNative(): NativeAddon | undefined {
 }
 const gsoCounts = new Uint32Array(1);
 
-/** One accepted guest connection. */
-class StreamConn {
+/** What a connection reports to its listener. */
+interface ConnEvents {
+  /** A batch of frames (views valid during the call), with the addon's checksum verdicts if any. */
+  frames(conn: StreamConn, frames: Uint8Array[], l4ChecksumOk: Uint8Array | undefined, bytes: number): void;
+  /** Bytes that were not a frame (shorter than an Ethernet header, or a bad length prefix). */
+  rxError(conn: StreamConn): void;
+  /** The connection is gone (the guest closed it, it failed, or we destroyed it); once. */
+  closed(conn: StreamConn): void;
+}
+
+/** One accepted guest connection, whichever way its bytes are carried. */
+interface StreamConn {
+  readonly id: number;
+  /** Starts delivering frames (connections wait, paused, until the link or their port starts). */
+  resume(): void;
+  /**
+   * Queues one frame; false if the guest is not reading (backlog full). `gsoSize` (the links'
+   * contract, Link.send): above 0, a large TCP frame cut into MTU-sized pieces in C; 0 or
+   * COMPLETE_L4_CHECKSUM, a frame whose checksum is completed in C.
+   */
+  enqueue(frame: Uint8Array, stats: LinkStats, gsoSize?: number): boolean;
+  flush(stats: LinkStats): void;
+  /** Frames queued but never flushed (on close). */
+  dropPending(stats: LinkStats): void;
+  destroy(): void;
+}
+
+/** The length of an Ethernet + IPv4/IPv6 + TCP header (what every software GSO piece repeats). */
+function tcpHeadersLength(frame: Uint8Array): number {
+  const l4 = frame[12] === 0x86 ? 54 : 14 + ((frame[14] ?? 0) & 0x0f) * 4;
+  return l4 + ((frame[l4 + 12] ?? 0) >> 4) * 4;
+}
+
+/** A connection carried by the addon: a FramePort in its 'stream' mode owns the descriptor. */
+class NativeStreamConn implements StreamConn {
+  private readonly port: NativeFramePort;
+  private readonly frames: Uint8Array[] = [];
+  private checksumOk = new Uint8Array(64);
+  private txPendingFrames = 0;
+  private txPendingBytes = 0;
+  private started = false;
+  private gone = false;
+
+  constructor(
+    native: NativeAddon,
+    fd: number,
+    readonly id: number,
+    private readonly events: ConnEvents,
+  ) {
+    this.port = new native.FramePort(fd, {
+      kind: 'stream',
+      maxFrame: QEMU_MAX_FRAME,
+      onFrames: (slab, offsets, count) => this.onBatch(slab, offsets, count),
+      onError: (code) => this.onPortError(code),
+    });
+  }
+
+  resume(): void {
+    if (this.started || this.gone) return;
+    this.started = true;
+    this.port.start();
+  }
+
+  enqueue(frame: Uint8Array, stats: LinkStats, gsoSize?: number): boolean {
+    if (this.gone) return false;
+    if (gsoSize !== undefined && gsoSize > 0) {
+      if (!this.port.sendGso(frame, gsoSize)) return false;
+      const hdr = tcpHeadersLength(frame);
+      const pieces = Math.max(1, Math.ceil((frame.length - hdr) / gsoSize));
+      this.txPendingFrames += pieces;
+      this.txPendingBytes += frame.length + (pieces - 1) * hdr;
+      if (pieces > 1) stats.txGsoFrames = (stats.txGsoFrames ?? 0) + 1;
+      return true;
+    }
+    const complete = gsoSize === 0 || gsoSize === COMPLETE_L4_CHECKSUM;
+    if (!(complete ? this.port.send(frame, COMPLETE_L4_CHECKSUM) : this.port.send(frame))) return false;
+    this.txPendingFrames++;
+    this.txPendingBytes += frame.length;
+    return true;
+  }
+
+  flush(stats: LinkStats): void {
+    if (this.txPendingFrames === 0) return;
+    this.port.flush();
+    stats.txFrames += this.txPendingFrames;
+    stats.txBytes += this.txPendingBytes;
+    this.txPendingFrames = 0;
+    this.txPendingBytes = 0;
+  }
+
+  dropPending(stats: LinkStats): void {
+    stats.txDropped += this.txPendingFrames;
+    this.txPendingFrames = 0;
+    this.txPendingBytes = 0;
+  }
+
+  destroy(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.port.close();
+    // As a net.Socket's 'close' comes after destroy(): never inside the caller's own call.
+    queueMicrotask(() => this.events.closed(this));
+  }
+
+  private onBatch(slab: Buffer, offsets: Int32Array, count: number): void {
+    const frames = this.frames;
+    emptyList(frames);
+    if (this.checksumOk.length < count) this.checksumOk = new Uint8Array(count);
+    const checksumOk = this.checksumOk;
+    const buffer = slab.buffer;
+    const base = slab.byteOffset;
+    let bytes = 0;
+    let anyOk = false;
+    for (let i = 0; i < count; i++) {
+      const word = offsets[2 * i + 1] ?? 0;
+      const len = word & RX_LENGTH_MASK;
+      if (len < MIN_FRAME) {
+        this.events.rxError(this);
+        continue;
+      }
+      const ok = (word & RX_L4_CHECKSUM_OK) !== 0;
+      checksumOk[frames.length] = ok ? 1 : 0;
+      anyOk ||= ok;
+      frames.push(new Uint8Array(buffer, base + (offsets[2 * i] ?? 0), len));
+      bytes += len;
+    }
+    if (frames.length > 0) this.events.frames(this, frames, anyOk ? checksumOk : undefined, bytes);
+  }
+
+  private onPortError(code: string): void {
+    // EPROTO: a length prefix out of range (counted in the port; the listener counts it too).
+    if (code === 'EPROTO') {
+      this.events.rxError(this);
+      trace('stream: connection %d sent a bad length prefix (limit %d): closing it', this.id, QEMU_MAX_FRAME);
+    } else if (code !== 'EOF') {
+      trace('stream: connection %d: %s', this.id, code);
+    }
+    this.destroy();
+  }
+}
+
+/** A connection carried by a net.Socket (the addon did not load, or Node hid the descriptor). */
+class JsStreamConn implements StreamConn {
   readonly decoder = new QemuFrameDecoder();
+  private readonly frames: Uint8Array[] = [];
   /** Staging buffer for outgoing frames: [txStart, txFill) is queued, not yet written. */
   private tx: Buffer = Buffer.allocUnsafe(TX_CHUNK);
   private txStart = 0;
@@ -74,13 +222,48 @@ class StreamConn {
   private txPendingFrames = 0;
   private txPendingBytes = 0;
 
-  constructor(readonly socket: net.Socket, readonly id: number) {}
+  constructor(
+    readonly socket: net.Socket,
+    readonly id: number,
+    private readonly events: ConnEvents,
+  ) {
+    socket.pause();
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => trace('stream: connection %d: %s', id, err.message));
+    socket.on('close', () => events.closed(this));
+  }
 
-  /**
-   * Queues one frame; false if the guest is not reading (backlog full). `gsoSize` (the links'
-   * contract, Link.send): above 0, a large TCP frame the addon cuts into MTU-sized pieces here;
-   * 0 or COMPLETE_L4_CHECKSUM, a frame whose checksum the addon completes.
-   */
+  resume(): void {
+    this.socket.resume();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    const frames = this.frames;
+    emptyList(frames);
+    const result = this.decoder.decode(chunk, frames);
+    let n = 0;
+    let bytes = 0;
+    for (const f of frames) {
+      if (f.length < MIN_FRAME) {
+        this.events.rxError(this);
+        continue;
+      }
+      frames[n++] = f;
+      bytes += f.length;
+    }
+    frames.length = n;
+    if (!result.ok) {
+      this.events.rxError(this);
+      trace('stream: connection %d sent length %d (limit %d): closing it', this.id, result.badLength, QEMU_MAX_FRAME);
+      this.socket.destroy();
+    }
+    if (n > 0) this.events.frames(this, frames, undefined, bytes);
+  }
+
   enqueue(frame: Uint8Array, stats: LinkStats, gsoSize?: number): boolean {
     if (this.socket.destroyed || this.socket.writableLength + (this.txFill - this.txStart) > TX_BACKLOG_MAX) {
       return false;
@@ -136,7 +319,6 @@ class StreamConn {
     this.txPendingBytes = 0;
   }
 
-  /** Frames queued but never flushed (on close). */
   dropPending(stats: LinkStats): void {
     stats.txDropped += this.txPendingFrames;
     this.txPendingFrames = 0;
@@ -151,6 +333,8 @@ export class StreamLink implements Link {
   readonly stats: LinkStats = createLinkStats();
   /** Guest connections accepted so far (including replaced ones). */
   connectionsAccepted = 0;
+  /** Of those, the ones the addon carried (the rest had a net.Socket: no addon, or no descriptor). */
+  connectionsInAddon = 0;
   private readonly server: net.Server;
   private readonly identity: string | undefined;
   private readonly conns = new Set<StreamConn>();
@@ -160,8 +344,16 @@ export class StreamLink implements Link {
   /** Set by acceptPorts: every connection becomes a port of its own. */
   private portHooks: { onPort: (port: Link) => void; onGone: (port: Link) => void } | undefined;
   private readonly ports = new Map<StreamConn, StreamPort>();
-  private readonly frames: Uint8Array[] = [];
   private closed = false;
+  private readonly connEvents: ConnEvents = {
+    frames: (conn, frames, l4ChecksumOk, bytes) => this.deliver(conn, frames, l4ChecksumOk, bytes),
+    rxError: (conn) => {
+      this.stats.rxErrors++;
+      const port = this.ports.get(conn);
+      if (port !== undefined) port.stats.rxErrors++;
+    },
+    closed: (conn) => this.connClosed(conn),
+  };
   private readonly onError: ((err: LinkError) => void) | undefined;
 
   private constructor(server: net.Server, path: string, options: StreamLinkOptions) {
@@ -202,7 +394,7 @@ export class StreamLink implements Link {
   start(handler: FrameBatchHandler): void {
     if (this.closed) return;
     this.handler = handler;
-    for (const c of this.conns) c.socket.resume();
+    for (const c of this.conns) c.resume();
   }
 
   acceptPorts(onPort: (port: Link) => void, onGone: (port: Link) => void): void {
@@ -243,7 +435,7 @@ export class StreamLink implements Link {
     const closing = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const c of this.conns) {
       c.dropPending(this.stats);
-      c.socket.destroy();
+      c.destroy();
     }
     this.conns.clear();
     for (const p of this.ports.values()) this.portHooks?.onGone(p);
@@ -265,7 +457,7 @@ export class StreamLink implements Link {
       socket.destroy();
       return;
     }
-    const conn = new StreamConn(socket, ++this.connectionsAccepted);
+    const conn = this.carry(socket, ++this.connectionsAccepted);
     if (this.portHooks === undefined) {
       // Alone, newest wins (a reconnecting guest).
       for (const old of this.conns) {
@@ -276,21 +468,43 @@ export class StreamLink implements Link {
     }
     this.conns.add(conn);
     trace('stream %s: guest connected (%d)', this.path, conn.id);
-    socket.pause();
-    socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
-    socket.on('error', (err) => trace('stream %s: connection %d: %s', this.path, conn.id, err.message));
-    socket.on('close', () => {
-      if (this.conns.delete(conn)) conn.dropPending(this.stats);
-      if (this.active === conn) this.active = undefined;
-      const port = this.ports.get(conn);
-      if (port !== undefined) {
-        this.ports.delete(conn);
-        this.portHooks?.onGone(port);
-      }
-      trace('stream %s: connection %d closed', this.path, conn.id);
-    });
     if (this.portHooks !== undefined) this.openPort(conn);
-    else if (this.handler !== undefined) socket.resume();
+    else if (this.handler !== undefined) conn.resume();
+  }
+
+  /**
+   * The accepted socket's bytes go to the addon where it loads: its descriptor is duplicated and
+   * the net.Socket destroyed (closing only Node's descriptor; Node has read nothing yet, this
+   * runs inside its 'connection' event). Else the net.Socket carries them.
+   */
+  private carry(socket: net.Socket, id: number): StreamConn {
+    const native = streamNative();
+    const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    if (native !== undefined && typeof fd === 'number' && fd >= 0) {
+      let copy = -1;
+      try {
+        copy = native.dupFd(fd);
+        const conn = new NativeStreamConn(native, copy, id, this.connEvents);
+        socket.destroy();
+        this.connectionsInAddon++;
+        return conn;
+      } catch (err) {
+        trace('stream %s: connection %d stays on a net.Socket: %s', this.path, id, (err as Error).message);
+        if (copy >= 0) fs.closeSync(copy);
+      }
+    }
+    return new JsStreamConn(socket, id, this.connEvents);
+  }
+
+  private connClosed(conn: StreamConn): void {
+    if (this.conns.delete(conn)) conn.dropPending(this.stats);
+    if (this.active === conn) this.active = undefined;
+    const port = this.ports.get(conn);
+    if (port !== undefined) {
+      this.ports.delete(conn);
+      this.portHooks?.onGone(port);
+    }
+    trace('stream %s: connection %d closed', this.path, conn.id);
   }
 
   /** @internal */
@@ -298,40 +512,22 @@ export class StreamLink implements Link {
     conn.dropPending(this.stats);
     this.conns.delete(conn);
     if (this.active === conn) this.active = undefined;
-    conn.socket.destroy();
+    conn.destroy();
   }
 
-  /** @internal Frames of `conn` (a port's, when ports are on), counted on `stats`. */
-  onData(conn: StreamConn, chunk: Buffer): void {
-    const frames = this.frames;
-    emptyList(frames);
-    const result = conn.decoder.decode(chunk, frames);
-    let n = 0;
-    let bytes = 0;
-    for (const f of frames) {
-      if (f.length < MIN_FRAME) {
-        this.stats.rxErrors++;
-        continue;
-      }
-      frames[n++] = f;
-      bytes += f.length;
-    }
-    frames.length = n;
-    if (!result.ok) {
-      this.stats.rxErrors++;
-      trace('stream %s: connection %d sent length %d (limit %d): closing it', this.path, conn.id, result.badLength, QEMU_MAX_FRAME);
-      this.drop(conn);
-    }
+  /** Frames of `conn` (a port's, when ports are on), counted on `stats`. */
+  private deliver(conn: StreamConn, frames: Uint8Array[], l4ChecksumOk: Uint8Array | undefined, bytes: number): void {
     const port = this.ports.get(conn);
     const handler = port !== undefined ? port.handler : this.handler;
-    if (n === 0 || handler === undefined) return;
+    if (handler === undefined) return;
+    const n = frames.length;
     this.stats.rxFrames += n;
     this.stats.rxBytes += bytes;
     if (port !== undefined) {
       port.stats.rxFrames += n;
       port.stats.rxBytes += bytes;
     }
-    handler(frames);
+    handler(frames, l4ChecksumOk);
   }
 }
 
@@ -352,7 +548,7 @@ class StreamPort implements Link {
 
   start(handler: FrameBatchHandler): void {
     this.handler = handler;
-    this.conn.socket.resume();
+    this.conn.resume();
   }
 
   readonly completesChecksums = streamNative() !== undefined;
