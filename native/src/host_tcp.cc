@@ -9,7 +9,11 @@
 //   flow and its policy; this file keeps only an fd and a uv_poll_t per socket.
 //   - connect(host, port) opens a non-blocking socket (TCP_NODELAY, as vmnat's flows always
 //     had) and starts the connect; it returns a slot number, or -errno when the kernel refused at
-//     once. The outcome comes as an event: kConnected or kConnectFailed(code).
+//     once. The outcome comes as an event: kConnected or kConnectFailed(code) — unless the
+//     connect had already completed when connect() returned (a loopback destination: the kernel
+//     runs the whole handshake inside the call), which one poll(0) tells; then the slot comes back
+//     with kConnectedNow added, reading, and no event follows. That saves the guest's SYN-ACK a
+//     whole event-loop turn.
 //   - adopt(fd) takes a connected stream socket the caller already has (a port forward's accepted
 //     connection, duplicated out of Node's net.Server): same slot and events, not reading until
 //     setReading (the forward waits for the guest's handshake before it takes host bytes).
@@ -38,6 +42,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -162,7 +167,17 @@ Napi::Value HostTcp::Connect(const Napi::CallbackInfo& info) {
     close(fd);
     return Napi::Number::New(env, -err);
   }
-  return Napi::Number::New(env, Install(fd, true));
+  bool now = r == 0;
+  if (!now) {
+    pollfd p{fd, POLLOUT, 0};
+    if (poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP))) {
+      int err = 0;
+      socklen_t elen = sizeof err;
+      now = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && err == 0;
+    }
+  }
+  const int64_t slot = Install(fd, !now, now);
+  return Napi::Number::New(env, static_cast<double>(slot >= 0 && now ? slot + kConnectedNow : slot));
 }
 
 // adopt(fd) → slot >= 0, or -errno. The fd is ours from now on, also when adopting fails (closed).
@@ -188,11 +203,11 @@ Napi::Value HostTcp::Adopt(const Napi::CallbackInfo& info) {
   }
   const int on = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);  // fails harmlessly on a unix socket
-  return Napi::Number::New(env, Install(fd, false));
+  return Napi::Number::New(env, static_cast<double>(Install(fd, false, false)));
 }
 
 // A socket into a slot, watched by its own uv_poll_t: the slot, or a negative errno (fd closed).
-int64_t HostTcp::Install(int fd, bool connecting) {
+int64_t HostTcp::Install(int fd, bool connecting, bool reading) {
   Sock* s = new Sock{};
   int ur = uv_poll_init(loop_, &s->poll, fd);
   if (ur != 0) {
@@ -203,7 +218,8 @@ int64_t HostTcp::Install(int fd, bool connecting) {
   s->poll.data = s;
   s->owner = this;
   s->fd = fd;
-  s->connecting = connecting;  // even a connect that finished at once reports through POLLOUT
+  s->connecting = connecting;
+  s->reading = reading;
   uint32_t slot;
   if (!free_.empty()) {
     slot = free_.back();

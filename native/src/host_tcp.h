@@ -19,6 +19,8 @@ class HostTcp : public Napi::ObjectWrap<HostTcp> {
   enum Event : int32_t { kConnected = 1, kConnectFailed = 2, kData = 3, kEof = 4, kError = 5, kWritable = 6 };
   // readNow's answer for end of stream (a negative errno is never this large).
   static constexpr int32_t kReadEof = -1000000;
+  // Added to connect()'s slot when the connect had completed inside the call (no event follows).
+  static constexpr int64_t kConnectedNow = 1 << 24;
 
  private:
   struct Sock {
@@ -34,7 +36,7 @@ class HostTcp : public Napi::ObjectWrap<HostTcp> {
 
   Napi::Value Connect(const Napi::CallbackInfo& info);
   Napi::Value Adopt(const Napi::CallbackInfo& info);
-  int64_t Install(int fd, bool connecting);
+  int64_t Install(int fd, bool connecting, bool reading);
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value ReadNow(const Napi::CallbackInfo& info);
   Napi::Value ShutdownWrite(const Napi::CallbackInfo& info);

@@ -141,6 +141,11 @@ export interface NativePingSocket {
 export const HostTcpEvent = { Connected: 1, ConnectFailed: 2, Data: 3, Eof: 4, Error: 5, Writable: 6 } as const;
 /** HostTcp.readNow's answer for the peer's FIN. */
 export const HOST_TCP_READ_EOF = -1_000_000;
+/**
+ * Added to HostTcp.connect's slot when the connect had completed inside the call (a loopback
+ * destination): the socket is connected and reading, and no Connected event follows.
+ */
+export const HOST_TCP_CONNECTED_NOW = 1 << 24;
 
 /**
  * One event of a `HostTcp` socket: kind (HostTcpEvent), the socket's slot, for Data the byte
@@ -155,7 +160,10 @@ export type NativeHostTcpCallback = (kind: number, slot: number, n: number, code
  * Negative numbers are -errno.
  */
 export interface NativeHostTcp {
-  /** Starts a connect to a numeric address: the slot, or -errno (-EINVAL: not a numeric address). */
+  /**
+   * Starts a connect to a numeric address: the slot (plus HOST_TCP_CONNECTED_NOW if it is
+   * connected already), or -errno (-EINVAL: not a numeric address).
+   */
   connect(host: string, port: number): number;
   /**
    * Takes a connected stream socket (a port forward's accepted connection, duplicated): the slot,

@@ -5,13 +5,15 @@
  *    held them for POLLOUT) and then arrives whole (sha256);
  *  - a host peer that resets: the guest's read fails with "Connection reset by peer";
  *  - a guest that aborts (SO_LINGER 0): the host peer's socket sees ECONNRESET;
- *  - the flow listing names the host socket's own ends, as `ss` shows them for vmnat's process.
+ *  - the flow listing names the host socket's own ends, as `ss` shows them for vmnat's process;
+ *  - a dial whose connect completed inside connect() (loopback) answers the guest at once, and
+ *    one that did not (the host's accept queue was full) still completes later, by the event.
  */
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import crypto from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createNetns, leaseWithUdhcpc, writeScript, type Netns } from '../helpers/netns.ts';
 import { killAll, sleep, startVmnat, type VmnatProcess } from '../helpers/proc.ts';
 
@@ -132,4 +134,37 @@ time.sleep(3)
   expect(ss).toContain(flow!.host_local!);
   expect(ss).toContain(`pid=${vmnat.child.pid}`);
   await guest;
+});
+
+test('a loopback dial is connected inside connect() (SYN-ACK at once); one the host queues for later completes by its event', async () => {
+  // A host listener with no room in its accept queue (backlog 0: one connection waits there)
+  // that accepts nothing for 1.5 s: the first dial completes inside connect(), the second's SYN
+  // is dropped by the host's kernel until the queue has room, so its connect completes later.
+  const server = spawn('python3', ['-c', `
+import socket, time
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)
+print(s.getsockname()[1], flush=True)
+time.sleep(1.5)
+for _ in range(2):
+    c, _ = s.accept(); c.sendall(c.recv(100)); c.close()
+`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      server.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      server.once('exit', () => reject(new Error('the listener exited')));
+    });
+    const before = ((await vmnat.stats()) as unknown as TcpNatStats).tcpNat;
+    const r = await ns.exec(['python3', '-c', `
+import socket
+a = socket.create_connection(('10.0.2.2', ${port}), timeout=15); a.sendall(b'one')
+b = socket.create_connection(('10.0.2.2', ${port}), timeout=15); b.sendall(b'two')
+print(a.recv(10).decode(), b.recv(10).decode())
+`], { timeoutMs: 30_000 });
+    expect(r.stdout.trim(), r.stderr).toBe('one two');
+    const after = ((await vmnat.stats()) as unknown as TcpNatStats).tcpNat;
+    expect(after.nativeDials! - before.nativeDials!).toBe(2);
+    expect(after.dialsConnectedAtOnce! - before.dialsConnectedAtOnce!).toBe(1);
+  } finally {
+    server.kill('SIGKILL');
+  }
 });
