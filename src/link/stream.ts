@@ -6,7 +6,7 @@
  * Theory of operation
  *   - Listening and stale files as for the `socket` link: a socket file nobody serves is replaced,
  *     a live one is refused with EADDRINUSE_LIVE, a non-socket is never deleted.
- *   - Each accepted connection is a `StreamConn` with its own decoder. Driven by the engine
+ *   - Each accepted connection is a `StreamConn`. Driven by the engine
  *     (`acceptPorts`), every connection is a guest of its own: a `StreamPort` link, one port of
  *     the switch, gone when its connection closes (a guest that reconnects is a new port).
  *     Driven alone (`start`), the newest connection wins: it replaces the old one, which is
@@ -15,7 +15,8 @@
  *     accepted socket's descriptor is duplicated out of Node's net.Server and handed to a
  *     FramePort in its 'stream' mode, which reads, splits the framing and checks checksums in C,
  *     one JS call per batch of frames, and writes the queue of prefixed frames with one sendmsg
- *     (native/src/frame_port.cc). Without the addon a net.Socket carries it (`JsStreamConn`):
+ *     (native/src/frame_port.cc). Without the addon a net.Socket carries it (`JsStreamConn`, with a
+ *     decoder of its own).
  *   - Frames are delivered one batch per received chunk; the frames are views into the chunk (or
  *     the decoder's or the addon's buffer), valid during the call. Shorter than 14 bytes: rxErrors.
  *     A length prefix of 0 or above qemu's limit means the peer does not speak this framing:
