@@ -28,6 +28,52 @@ const trace = debuglog('vmnat-link');
 /** The Ethernet header: anything shorter is not a frame. */
 export const MIN_FRAME = 14;
 
+/**
+ * A FramePort batch (slab, offsets, count) as Uint8Array views over the slab — no copy — with
+ * the addon's checksum verdict per frame. The views, the array holding them and the verdicts are
+ * reused by the next batch: a handler that keeps bytes copies them.
+ */
+export class FrameBatchViews {
+  readonly frames: Uint8Array[] = [];
+  /** Per frame: 1 if its L4 checksum is known good (grown as needed). */
+  checksumOk = new Uint8Array(64);
+  /** Some frame of the batch has a known-good checksum (else the verdicts need not be passed on). */
+  anyChecksumOk = false;
+  /** Frame bytes in the batch. */
+  bytes = 0;
+
+  /**
+   * Fills `frames` from a batch. `trustChecksums`: every frame counts as verified (an offloading
+   * VM leaves them partial). Datagrams shorter than an Ethernet header go to `onShort` instead.
+   */
+  read(slab: Buffer, offsets: Int32Array, count: number, trustChecksums: boolean, onShort: (datagram: Uint8Array) => void): void {
+    const frames = this.frames;
+    emptyList(frames);
+    if (this.checksumOk.length < count) this.checksumOk = new Uint8Array(count);
+    const checksumOk = this.checksumOk;
+    const buffer = slab.buffer;
+    const base = slab.byteOffset;
+    let bytes = 0;
+    let anyOk = false;
+    for (let i = 0; i < count; i++) {
+      const word = offsets[2 * i + 1] ?? 0;
+      const len = word & RX_LENGTH_MASK;
+      const view = new Uint8Array(buffer, base + (offsets[2 * i] ?? 0), len);
+      if (len < MIN_FRAME) {
+        onShort(view);
+        continue;
+      }
+      const ok = trustChecksums || (word & RX_L4_CHECKSUM_OK) !== 0;
+      checksumOk[frames.length] = ok ? 1 : 0;
+      anyOk ||= ok;
+      frames.push(view);
+      bytes += len;
+    }
+    this.bytes = bytes;
+    this.anyChecksumOk = anyOk;
+  }
+}
+
 export interface LinkOptions {
   /** Called once when a running link fails for good (e.g. its TAP was deleted). */
   onError?: (err: LinkError) => void;
@@ -47,9 +93,13 @@ export abstract class NativePortLink implements Link {
   protected readonly native: NativeAddon;
   protected readonly port: NativeFramePort;
   private handler: FrameBatchHandler | undefined;
-  private readonly frames: Uint8Array[] = [];
-  /** Per frame of the batch: 1 if the kernel vouched for its L4 checksum (grown as needed). */
-  private checksumOk = new Uint8Array(64);
+  private readonly batch = new FrameBatchViews();
+  private readonly onShort = (view: Uint8Array): void => {
+    if (!this.consumeShort(view)) {
+      this.rx.rxErrors++;
+      trace('%s: dropped %d-byte datagram (shorter than an Ethernet header)', this.kind, view.length);
+    }
+  };
   private readonly rx = createLinkStats();
   private closed = false;
   private readonly onError: ((err: LinkError) => void) | undefined;
@@ -156,37 +206,13 @@ export abstract class NativePortLink implements Link {
   private onBatch(slab: Buffer, offsets: Int32Array, count: number): void {
     const handler = this.handler;
     if (handler === undefined) return;
-    const frames = this.frames;
-    emptyList(frames);
-    const buffer = slab.buffer;
-    const base = slab.byteOffset;
-    let bytes = 0;
-    let anyChecksumOk = false;
-    if (this.checksumOk.length < count) this.checksumOk = new Uint8Array(count);
-    const checksumOk = this.checksumOk;
-    const offload = this.offload;
-    for (let i = 0; i < count; i++) {
-      const off = offsets[2 * i] ?? 0;
-      const word = offsets[2 * i + 1] ?? 0;
-      const len = word & RX_LENGTH_MASK;
-      const view = new Uint8Array(buffer, base + off, len);
-      if (len < MIN_FRAME) {
-        if (!this.consumeShort(view)) {
-          this.rx.rxErrors++;
-          trace('%s: dropped %d-byte datagram (shorter than an Ethernet header)', this.kind, len);
-        }
-        continue;
-      }
-      const ok = offload || (word & RX_L4_CHECKSUM_OK) !== 0;
-      checksumOk[frames.length] = ok ? 1 : 0;
-      anyChecksumOk ||= ok;
-      frames.push(view);
-      bytes += len;
-    }
+    const batch = this.batch;
+    batch.read(slab, offsets, count, this.offload, this.onShort);
+    const frames = batch.frames;
     if (frames.length === 0) return;
     this.rx.rxFrames += frames.length;
-    this.rx.rxBytes += bytes;
-    handler(frames, anyChecksumOk ? checksumOk : undefined);
+    this.rx.rxBytes += batch.bytes;
+    handler(frames, batch.anyChecksumOk ? batch.checksumOk : undefined);
   }
 
   private onPortError(code: string): void {

@@ -141,6 +141,16 @@ export interface NativePingSocket {
 export const HostTcpEvent = { Connected: 1, ConnectFailed: 2, Data: 3, Eof: 4, Error: 5, Writable: 6 } as const;
 /** HostTcp.readNow's answer for the peer's FIN. */
 export const HOST_TCP_READ_EOF = -1_000_000;
+
+/**
+ * The descriptor under a net.Socket, from Node's internal `_handle.fd` (what lets the addon take
+ * over a connection Node accepted: it duplicates it). Undefined where Node does not show it; the
+ * callers then keep the net.Socket.
+ */
+export function socketDescriptor(socket: object): number | undefined {
+  const fd = (socket as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
 /**
  * Added to HostTcp.connect's slot when the connect had completed inside the call (a loopback
  * destination): the socket is connected and reading, and no Connected event follows.

@@ -34,9 +34,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { debuglog } from 'node:util';
 import { COMPLETE_L4_CHECKSUM, createLinkStats, type FrameBatchHandler, type Link, type LinkStats } from './types.ts';
-import { loadNative, RX_L4_CHECKSUM_OK, RX_LENGTH_MASK, type NativeAddon, type NativeFramePort } from './native.ts';
+import { loadNative, socketDescriptor, type NativeAddon, type NativeFramePort } from './native.ts';
 import { QEMU_MAX_FRAME, QemuFrameDecoder, writeQemuHeader } from './qemu-framing.ts';
-import { MIN_FRAME } from './native-link.ts';
+import { FrameBatchViews, MIN_FRAME } from './native-link.ts';
 import { assertReplaceableSocket, fileIdentity } from './socket.ts';
 import { LinkError, errnoCode, systemError } from './errors.ts';
 import { emptyList } from '../lists.ts';
@@ -107,8 +107,8 @@ function tcpHeadersLength(frame: Uint8Array): number {
 /** A connection carried by the addon: a FramePort in its 'stream' mode owns the descriptor. */
 class NativeStreamConn implements StreamConn {
   private readonly port: NativeFramePort;
-  private readonly frames: Uint8Array[] = [];
-  private checksumOk = new Uint8Array(64);
+  private readonly batch = new FrameBatchViews();
+  private readonly onShort = (): void => this.events.rxError(this);
   private txPendingFrames = 0;
   private txPendingBytes = 0;
   private started = false;
@@ -176,28 +176,9 @@ class NativeStreamConn implements StreamConn {
   }
 
   private onBatch(slab: Buffer, offsets: Int32Array, count: number): void {
-    const frames = this.frames;
-    emptyList(frames);
-    if (this.checksumOk.length < count) this.checksumOk = new Uint8Array(count);
-    const checksumOk = this.checksumOk;
-    const buffer = slab.buffer;
-    const base = slab.byteOffset;
-    let bytes = 0;
-    let anyOk = false;
-    for (let i = 0; i < count; i++) {
-      const word = offsets[2 * i + 1] ?? 0;
-      const len = word & RX_LENGTH_MASK;
-      if (len < MIN_FRAME) {
-        this.events.rxError(this);
-        continue;
-      }
-      const ok = (word & RX_L4_CHECKSUM_OK) !== 0;
-      checksumOk[frames.length] = ok ? 1 : 0;
-      anyOk ||= ok;
-      frames.push(new Uint8Array(buffer, base + (offsets[2 * i] ?? 0), len));
-      bytes += len;
-    }
-    if (frames.length > 0) this.events.frames(this, frames, anyOk ? checksumOk : undefined, bytes);
+    const batch = this.batch;
+    batch.read(slab, offsets, count, false, this.onShort);
+    if (batch.frames.length > 0) this.events.frames(this, batch.frames, batch.anyChecksumOk ? batch.checksumOk : undefined, batch.bytes);
   }
 
   private onPortError(code: string): void {
@@ -480,8 +461,8 @@ export class StreamLink implements Link {
    */
   private carry(socket: net.Socket, id: number): StreamConn {
     const native = streamNative();
-    const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-    if (native !== undefined && typeof fd === 'number' && fd >= 0) {
+    const fd = socketDescriptor(socket);
+    if (native !== undefined && fd !== undefined) {
       let copy = -1;
       try {
         copy = native.dupFd(fd);

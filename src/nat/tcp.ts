@@ -56,7 +56,7 @@ import {
 import { DeadlineHeap, type Scheduled } from './deadlines.ts';
 import { WriteSlabs, type WriteSlab } from './write-slabs.ts';
 import type { FaultBarrier } from '../fault.ts';
-import { HOST_TCP_CONNECTED_NOW, HOST_TCP_READ_EOF, HostTcpEvent, type NativeHostTcp, type NativeHostTcpCallback } from '../link/native.ts';
+import { HOST_TCP_CONNECTED_NOW, HOST_TCP_READ_EOF, HostTcpEvent, socketDescriptor, type NativeHostTcp, type NativeHostTcpCallback } from '../link/native.ts';
 import { emptyList } from '../lists.ts';
 import { FlowTable, sideKey, type FlowAdmission, type FlowEntry, type FlowIndex, type SideKey } from './flows.ts';
 
@@ -1057,8 +1057,8 @@ export class TcpNat {
   private adoptNative(accepted: net.Socket, f: TcpFlow): NativeEndpoint | undefined {
     const make = this.options.hostTcp;
     const dupFd = this.options.dupFd;
-    const fd = (accepted as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-    if (make === undefined || dupFd === undefined || typeof fd !== 'number' || fd < 0) return undefined;
+    const fd = socketDescriptor(accepted);
+    if (make === undefined || dupFd === undefined || fd === undefined) return undefined;
     let copy: number;
     try {
       copy = dupFd(fd);
@@ -1086,8 +1086,8 @@ export class TcpNat {
    */
   private rewrapWithOnread(accepted: net.Socket, f: TcpFlow): net.Socket | undefined {
     const dupFd = this.options.dupFd;
-    const fd = (accepted as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-    if (dupFd === undefined || typeof fd !== 'number' || fd < 0) return undefined;
+    const fd = socketDescriptor(accepted);
+    if (dupFd === undefined || fd === undefined) return undefined;
     let copy: number;
     try {
       copy = dupFd(fd);
