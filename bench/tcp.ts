@@ -314,16 +314,27 @@ async function iperf(e: Engine, ns: string, mtu: number, test: 'up' | 'down' | '
  */
 async function rr(e: Engine, ns: string): Promise<RunRecord> {
   const { bg, port } = await startProbeServer('rr-server', true);
+  try {
+    return await pinnedRoundTrips(e, ['ip', 'netns', 'exec', ns], GATEWAY, port);
+  } finally {
+    await bg.stop('SIGKILL');
+  }
+}
+
+/**
+ * The ping-pong client (behind `prefix`: a namespace, or none) against HOST:PORT for cfg.rrSecs,
+ * with the engine pinned to CPU 0 for the run: round trips/s and engine CPU per round trip.
+ */
+async function pinnedRoundTrips(e: Engine, prefix: string[], host: string, port: number): Promise<RunRecord> {
   const before = await affinity(e.pid);
   await setAffinity(e.pid, '0');
   try {
-    const cmd = ['ip', 'netns', 'exec', ns, 'taskset', '-c', '0', python, PROBE, 'rr-client', GATEWAY, String(port), String(cfg.rrSecs)];
+    const cmd = [...prefix, 'taskset', '-c', '0', python, PROBE, 'rr-client', host, String(port), String(cfg.rrSecs)];
     const cpu0 = cpuSeconds(e.pid);
     const r = await run(cmd, { timeoutMs: cfg.rrSecs * 1000 + 15_000 });
     return withCpuPerOp(probeResult(r, cmd, 'round trips'), cpuSeconds(e.pid) - cpu0, 'round_trips');
   } finally {
     await setAffinity(e.pid, before).catch(() => undefined);
-    await bg.stop('SIGKILL');
   }
 }
 
@@ -334,16 +345,10 @@ async function rr(e: Engine, ns: string): Promise<RunRecord> {
 async function rrFwd(e: Engine, ns: string, fwdClient: FwdClient, fwdPort: number): Promise<RunRecord> {
   if (e.fwd !== 'ok') return { ok: false, skipped: true, error: e.fwd, values: {}, detail: {} };
   const bg = startBg(['ip', 'netns', 'exec', ns, 'taskset', '-c', '0', python, PROBE, 'rr-server', '0.0.0.0', String(GUEST_IPERF_PORT)]);
-  const before = await affinity(e.pid);
   try {
     await bg.waitFor(/^(\d+)$/m, 10_000);
-    await setAffinity(e.pid, '0');
-    const cmd = [...(fwdClient.ns ? ['ip', 'netns', 'exec', fwdClient.ns] : []), 'taskset', '-c', '0', python, PROBE, 'rr-client', fwdClient.hostAddr, String(fwdPort), String(cfg.rrSecs)];
-    const cpu0 = cpuSeconds(e.pid);
-    const r = await run(cmd, { timeoutMs: cfg.rrSecs * 1000 + 15_000 });
-    return withCpuPerOp(probeResult(r, cmd, 'round trips'), cpuSeconds(e.pid) - cpu0, 'round_trips');
+    return await pinnedRoundTrips(e, fwdClient.ns ? ['ip', 'netns', 'exec', fwdClient.ns] : [], fwdClient.hostAddr, fwdPort);
   } finally {
-    await setAffinity(e.pid, before).catch(() => undefined);
     await bg.stop('SIGKILL');
   }
 }
